@@ -1,0 +1,153 @@
+//! The command line. Flags keep the spelling of `violet push` and `upgrade.sh` where those
+//! tools have them (`--dest-repo`, `--username`, `--password`, `--no-auth`, `--plain`, ...).
+
+mod push;
+mod show;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, ErrorKind};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferry", version, about = "Carry offline packages (images) into air-gapped registries")]
+pub struct Cli {
+    /// Debug logging (secrets are never logged).
+    #[arg(long, global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Write a package .tgz (canonical order) and its .sha256 from an OCI layout.
+    Pack {
+        /// OCI image layout directory (oci-layout, index.json, blobs/).
+        #[arg(long)]
+        from: PathBuf,
+        /// package.yaml to embed.
+        #[arg(long)]
+        metadata: PathBuf,
+        /// Directory whose *.tgz charts go under charts/.
+        #[arg(long)]
+        charts: Option<PathBuf>,
+        /// Output file.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+    },
+    /// Show what a package is: name, type, arch, version (and with --all its images).
+    Show {
+        package: PathBuf,
+        /// Also the main artifact and every image reference.
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Push every image of the given packages to a registry.
+    Push(push::PushArgs),
+    /// Developer helpers (fixtures, benchmark corpus).
+    #[command(hide = true)]
+    Dev {
+        #[command(subcommand)]
+        what: DevCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DevCommand {
+    /// Write the fixture packages' layouts and package.yaml files.
+    Fixtures { out: PathBuf },
+    /// Write the benchmark corpus (layout + package.yaml).
+    Corpus {
+        out: PathBuf,
+        #[arg(long, default_value_t = 24)]
+        images: usize,
+        #[arg(long, default_value_t = 1.0)]
+        scale: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+fn init_logging(debug: bool) {
+    // oci-client logs token responses at debug level: keep it at info even with --debug so a
+    // bearer token can never reach the log.
+    let filter = if debug {
+        "ferry=debug,oci_client=info,reqwest=info,hyper=info,warn"
+    } else {
+        "ferry=info,warn"
+    };
+    let filter = std::env::var("FERRY_LOG").unwrap_or_else(|_| filter.to_string());
+    let filter = format!("{filter},oci_client=info");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(cli.debug);
+    let result = match cli.command {
+        Command::Pack { from, metadata, charts, output } => {
+            match crate::source::pack::pack(&from, &metadata, charts.as_deref(), &output) {
+                Ok(s) => {
+                    println!(
+                        "wrote {} ({} images, {} blobs, {}), sha256 {}",
+                        s.output.display(),
+                        s.images,
+                        s.blobs,
+                        crate::report::human_bytes(s.bytes),
+                        s.sha256
+                    );
+                    Ok(0)
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Command::Show { package, all, output } => show::run(&package, all, output),
+        Command::Push(args) => push::run(args),
+        Command::Dev { what } => dev(what),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            e.kind.exit_code()
+        }
+    }
+}
+
+fn dev(what: DevCommand) -> Result<i32, Error> {
+    match what {
+        DevCommand::Fixtures { out } => {
+            for n in crate::devtools::fixtures(&out)? {
+                println!("{n}");
+            }
+        }
+        DevCommand::Corpus { out, images, scale, seed } => {
+            let bytes = crate::devtools::corpus(&out, images, scale, seed)?;
+            println!("{}", bytes);
+        }
+    }
+    Ok(0)
+}
+
+/// A tokio runtime for commands that talk to the network.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the runtime: {e}")))
+}

@@ -1,0 +1,189 @@
+//! `ferry push`: every image of every package into the destination registry.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::Args;
+
+use super::Output;
+use crate::engine::{Engine, EngineOptions, StateStore};
+use crate::error::{Error, ErrorKind};
+use crate::report::progress::Progress;
+use crate::report::{estimate_line, ErrorReport, RunReport, Totals};
+use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
+use crate::source;
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Package files (.tgz), package directories, or directories of packages.
+    #[arg(required = true)]
+    pub packages: Vec<PathBuf>,
+    /// Destination registry, host[:port]. Images keep their path and tag.
+    #[arg(long = "dest-repo", env = "FERRY_DEST_REPO")]
+    pub dest_repo: String,
+    #[arg(long, env = "FERRY_USERNAME")]
+    pub username: Option<String>,
+    /// Prefer --password-stdin or FERRY_PASSWORD: argv is visible to other users.
+    #[arg(long, env = "FERRY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// Send no credentials, even if a login is stored.
+    #[arg(long, conflicts_with_all = ["username", "password", "password_stdin"])]
+    pub no_auth: bool,
+    /// Speak plain HTTP to the registry.
+    #[arg(long)]
+    pub plain: bool,
+    /// Do not verify the registry's TLS certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust this CA certificate (PEM) for the registry.
+    #[arg(long)]
+    pub ca_file: Option<PathBuf>,
+    /// Blobs in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Print the plan (what would be sent, how long it would take) and change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Link speed for the dry-run estimate, e.g. 1gbit, 100mbit, 10gbit.
+    #[arg(long, default_value = "1gbit", value_parser = parse_link_speed)]
+    pub link_speed: u64,
+    /// Where open upload sessions are remembered for resume [default: $XDG_STATE_HOME/ferry].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Also upload foreign / non-distributable layers.
+    #[arg(long)]
+    pub allow_nondistributable_artifacts: bool,
+    /// Blobs larger than this (MiB) are sent in chunks of this size, resumable.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub chunk_size_mb: u32,
+    /// No progress output.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Base of the retry backoff in milliseconds (tests shorten it).
+    #[arg(long, default_value_t = 500, hide = true)]
+    pub retry_base_ms: u64,
+}
+
+pub fn parse_link_speed(s: &str) -> Result<u64, String> {
+    let l = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = l.strip_suffix("gbit").or_else(|| l.strip_suffix('g')) {
+        (n, 1e9)
+    } else if let Some(n) = l.strip_suffix("mbit").or_else(|| l.strip_suffix('m')) {
+        (n, 1e6)
+    } else {
+        (l.as_str(), 1.0)
+    };
+    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a link speed like 1gbit or 100mbit"))?;
+    if v <= 0.0 {
+        return Err("link speed must be positive".into());
+    }
+    Ok((v * mult) as u64)
+}
+
+fn credentials(args: &PushArgs, host: &str) -> Result<Option<Credentials>, Error> {
+    if args.no_auth {
+        return Ok(None);
+    }
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| Error::new(ErrorKind::Internal, format!("--password-stdin: {e}")))?;
+        Some(line.trim_end_matches(['\r', '\n']).to_string())
+    } else {
+        args.password.clone()
+    };
+    match (&args.username, password) {
+        (Some(u), Some(p)) => Ok(Some(Credentials { username: u.clone(), password: Secret::new(p) })),
+        (Some(_), None) => Err(Error::new(ErrorKind::Auth, "--username needs --password, --password-stdin or FERRY_PASSWORD")),
+        (None, Some(_)) => Err(Error::new(ErrorKind::Auth, "a password was given without --username")),
+        (None, None) => Ok(auth::from_auth_files(host)),
+    }
+}
+
+pub fn run(args: PushArgs) -> Result<i32, Error> {
+    let started = Instant::now();
+    let (host, plain) = match args.dest_repo.trim_end_matches('/') {
+        h if h.starts_with("http://") => (h.trim_start_matches("http://").to_string(), true),
+        h => (h.trim_start_matches("https://").to_string(), args.plain),
+    };
+    let packages = source::find_packages(&args.packages)?;
+    let creds = credentials(&args, &host)?;
+    let mut retry = RetryPolicy::default();
+    retry.base = std::time::Duration::from_millis(args.retry_base_ms);
+    let registry = Arc::new(Registry::new(RegistryOptions {
+        host: host.clone(),
+        plain_http: plain,
+        insecure: args.insecure,
+        ca_file: args.ca_file.clone(),
+        credentials: creds,
+        retry,
+    })?);
+    let opts = EngineOptions {
+        concurrency: args.concurrency as usize,
+        chunk_size: (args.chunk_size_mb as usize) << 20,
+        allow_nondistributable: args.allow_nondistributable_artifacts,
+        dry_run: args.dry_run,
+        state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
+        passes: 3,
+    };
+    let rt = super::runtime()?;
+    let mut report = rt.block_on(async {
+        let mut report = RunReport {
+            ok: false,
+            exit_code: 0,
+            dry_run: args.dry_run,
+            destinations: vec![host.clone()],
+            packages: Vec::new(),
+            totals: Totals::default(),
+            seconds: 0.0,
+            throughput_mb_s: 0.0,
+            estimate: None,
+            error: None,
+        };
+        if let Err(e) = registry.check().await {
+            report.error = Some(ErrorReport::from(&e));
+            return report;
+        }
+        let progress = Progress::start(vec![registry.counters.clone()], args.quiet || args.output == Output::Json);
+        let engine = Engine::new(opts, vec![registry.clone()]);
+        for pkg in &packages {
+            report.packages.push(engine.push_package(pkg, &progress).await);
+        }
+        progress.finish();
+        report
+    });
+    report.seconds = started.elapsed().as_secs_f64();
+    report.totals.bytes_sent = registry.counters.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
+    report.totals.retries = registry.counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+    report.finish();
+    if args.dry_run {
+        report.estimate = Some(estimate_line(report.totals.blobs.bytes, report.totals.blobs.uploaded, args.link_speed));
+    }
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report is plain data")),
+        Output::Text => print!("{}", report.render_text()),
+    }
+    Ok(report.exit_code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_speeds() {
+        assert_eq!(parse_link_speed("1gbit").unwrap(), 1_000_000_000);
+        assert_eq!(parse_link_speed("100mbit").unwrap(), 100_000_000);
+        assert_eq!(parse_link_speed("2.5g").unwrap(), 2_500_000_000);
+        assert!(parse_link_speed("fast").is_err());
+    }
+}

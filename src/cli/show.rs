@@ -1,0 +1,53 @@
+//! `ferry show`: what a package is, like `violet show`. Reads only the package head.
+
+use std::path::Path;
+
+use super::Output;
+use crate::error::Error;
+use crate::source::Package;
+
+pub fn run(path: &Path, all: bool, output: Output) -> Result<i32, Error> {
+    let pkg = Package::open(path)?;
+    let head = pkg.read_head()?;
+    let m = &head.meta;
+    let images: Vec<&str> = head.images.iter().filter_map(|d| d.ref_name()).collect();
+    if output == Output::Json {
+        let mut v = serde_json::json!({
+            "name": m.metadata.name,
+            "displayName": m.metadata.display_name,
+            "type": m.spec.kind,
+            "lifecycle": m.spec.lifecycle,
+            "arch": m.metadata.arch,
+            "version": m.metadata.version,
+        });
+        if all {
+            v["artifact"] = serde_json::json!(m.spec.artifact);
+            v["images"] = serde_json::json!(images);
+            v["charts"] = serde_json::json!(head.charts);
+        }
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!("Name:      {}", m.metadata.name);
+        if let Some(d) = &m.metadata.display_name {
+            println!("Display:   {d}");
+        }
+        println!("Type:      {}", m.spec.kind);
+        println!("Arch:      {}", m.metadata.arch.join(","));
+        println!("Version:   {}", m.metadata.version);
+        if all {
+            println!("Lifecycle: {}", m.spec.lifecycle);
+            println!("Artifact:  {}", m.spec.artifact.as_deref().unwrap_or("-"));
+            println!("Images:");
+            for i in &images {
+                println!("  {i}");
+            }
+            for c in &head.charts {
+                println!("Chart:     {c}");
+            }
+        }
+    }
+    for w in &head.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(0)
+}

@@ -1,0 +1,502 @@
+//! The transfer engine: for each package, read its head, ask every destination what it
+//! already has, plan, then move the bytes — mounts first, small blobs from memory, large blobs
+//! in streaming passes over the package — and push manifests only once every blob of their
+//! image is in place (children before the index that lists them).
+//!
+//! Several destinations (a DR primary and standby) are fed from one read of the package:
+//! a blob both need is decompressed and hashed once and sent to both.
+
+mod state;
+pub mod stream;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::stream::{self as fstream, StreamExt};
+use tokio::sync::Mutex;
+
+pub use state::StateStore;
+use stream::{StreamCtx, StreamJob, Target};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::plan::{self, ImageNeeds, Plan};
+use crate::report::progress::{PackageLine, Progress};
+use crate::report::{BlobCounts, ErrorReport, ImageReport, ImageStatus, PackageReport, PlanSummary};
+use crate::sink::Registry;
+use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, SourceRef};
+
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Blobs in flight at once (also bounds concurrent HEAD/mount requests ×4).
+    pub concurrency: usize,
+    /// Blobs up to this size go in one request; larger ones in chunks of this size.
+    pub chunk_size: usize,
+    pub allow_nondistributable: bool,
+    pub dry_run: bool,
+    /// Where open upload sessions are remembered; `None` keeps them in memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Streaming passes over a package for blobs that failed transiently.
+    pub passes: u32,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            concurrency: 4,
+            chunk_size: 8 << 20,
+            allow_nondistributable: false,
+            dry_run: false,
+            state_dir: None,
+            passes: 3,
+        }
+    }
+}
+
+struct Destination {
+    registry: Arc<Registry>,
+    /// Blobs this run has placed (or found) in this registry: digest → a repository holding it.
+    known: Mutex<HashMap<Digest, String>>,
+}
+
+/// One image of a package, with where it goes (same path and tag on every destination).
+struct Image {
+    source: String,
+    repo: String,
+    reference: String,
+    graph: ImageGraph,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Placed {
+    Present,
+    Mounted,
+    Uploaded,
+}
+
+#[derive(Debug, Clone)]
+enum ImageState {
+    Todo,
+    Present,
+    Pushed,
+    Failed(Error),
+}
+
+/// Per destination: what each blob became, and each image's state.
+struct DestRun {
+    blobs: HashMap<(String, Digest), std::result::Result<Placed, Error>>,
+    images: Vec<ImageState>,
+    plan: Plan,
+}
+
+pub struct Engine {
+    opts: EngineOptions,
+    dests: Vec<Destination>,
+    stream: Arc<StreamCtx>,
+}
+
+type Shared<T> = std::result::Result<T, Error>;
+
+impl Engine {
+    pub fn new(opts: EngineOptions, registries: Vec<Arc<Registry>>) -> Self {
+        let stream = Arc::new(StreamCtx {
+            registries: registries.clone(),
+            state: StateStore::new(opts.state_dir.clone()),
+            chunk_size: opts.chunk_size,
+            concurrency: opts.concurrency,
+        });
+        let dests = registries
+            .into_iter()
+            .map(|registry| Destination { registry, known: Mutex::new(HashMap::new()) })
+            .collect();
+        Engine { opts, dests, stream }
+    }
+
+    pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
+        let line = progress.package(&pkg.label());
+        let mut report = PackageReport::new(pkg.label());
+        line.set("reading package");
+        let reader = pkg.clone();
+        let head = match tokio::task::spawn_blocking(move || reader.read_head()).await {
+            Ok(Ok(h)) => h,
+            Ok(Err(e)) => return failed_package(report, &line, e),
+            Err(e) => return failed_package(report, &line, Error::internal(format!("reader crashed: {e}"))),
+        };
+        report.name = head.meta.metadata.name.clone();
+        report.version = head.meta.metadata.version.clone();
+        report.kind = head.meta.spec.kind.clone();
+        report.warnings = head.warnings.clone();
+        for w in &head.warnings {
+            tracing::warn!("{}: {w}", pkg.label());
+        }
+
+        let (images, broken) = resolve_images(&head);
+        for (source, digest, e) in &broken {
+            for d in &self.dests {
+                report.images.push(ImageReport {
+                    source: source.clone(),
+                    destination: format!("{}/?", d.registry.host),
+                    digest: digest.clone(),
+                    status: ImageStatus::Failed,
+                    error: Some(ErrorReport::from(&e.clone().context(format!("package {}: image {source}", pkg.label())))),
+                });
+            }
+        }
+
+        line.set("checking what the registry has");
+        let mut runs = Vec::new();
+        for d in &self.dests {
+            let run = self.survey(d, &images).await;
+            progress.add_total(run.plan.bytes_to_send());
+            runs.push(run);
+        }
+
+        if self.opts.dry_run {
+            for (di, run) in runs.iter().enumerate() {
+                report.plan.push(self.summarize(di, run, &images));
+                self.report_images(&mut report, di, run, &images, pkg);
+                report.blobs.uploaded += run.plan.uploads.len() as u64;
+                report.blobs.bytes += run.plan.bytes_to_send();
+                report.blobs.mounted += run.plan.mounts.len() as u64 + run.plan.uploads.iter().map(|u| u.then_mount.len() as u64).sum::<u64>();
+                report.blobs.present += run.plan.present as u64;
+                report.blobs.nondistributable += run.plan.nondistributable.len() as u64;
+            }
+            line.done("planned (dry run)");
+            return report;
+        }
+
+        let uploads: usize = runs.iter().map(|r| r.plan.uploads.len()).sum();
+        line.set(&format!("sending {uploads} blobs"));
+        self.move_blobs(pkg, &head, &images, &mut runs).await;
+
+        line.set("pushing manifests");
+        for (di, run) in runs.iter_mut().enumerate() {
+            self.push_manifests(di, run, &images).await;
+            self.count(di, run, &images, &mut report.blobs).await;
+            self.report_images(&mut report, di, run, &images, pkg);
+        }
+        let failed = report.images.iter().filter(|i| i.status == ImageStatus::Failed).count();
+        line.done(&if failed == 0 { format!("done ({} images)", report.images.len()) } else { format!("{failed} images FAILED") });
+        report
+    }
+
+    /// Asks one destination which images and blobs it already has, and plans the rest.
+    async fn survey(&self, d: &Destination, images: &[Image]) -> DestRun {
+        let reg = &d.registry;
+        let width = self.opts.concurrency * 4;
+        let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
+            reg.manifest_digest(&img.repo, &img.reference)
+                .await
+                .map(|got| got.as_deref() == Some(img.graph.root.digest.as_str()))
+        }))
+        .buffered(width)
+        .collect()
+        .await;
+
+        let mut run = DestRun { blobs: HashMap::new(), images: vec![ImageState::Todo; images.len()], plan: Plan::default() };
+        let mut pairs: HashSet<(String, Digest)> = HashSet::new();
+        for (i, (img, present)) in images.iter().zip(tags).enumerate() {
+            match present {
+                Ok(true) => run.images[i] = ImageState::Present,
+                Ok(false) => pairs.extend(img.graph.blobs.iter().map(|b| (img.repo.clone(), b.digest.clone()))),
+                Err(e) => run.images[i] = ImageState::Failed(e),
+            }
+        }
+        let heads: Vec<((String, Digest), Shared<bool>)> = fstream::iter(pairs.into_iter().map(|(repo, digest)| async move {
+            let r = reg.blob_exists(&repo, &digest).await;
+            ((repo, digest), r)
+        }))
+        .buffer_unordered(width)
+        .collect()
+        .await;
+        let mut present = HashSet::new();
+        for (key, r) in heads {
+            match r {
+                Ok(true) => {
+                    run.blobs.insert(key.clone(), Ok(Placed::Present));
+                    present.insert(key);
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    run.blobs.insert(key, Err(e));
+                }
+            }
+        }
+        let needs: Vec<ImageNeeds> = images
+            .iter()
+            .zip(&run.images)
+            .filter(|(_, s)| matches!(s, ImageState::Todo))
+            .map(|(img, _)| ImageNeeds { repo: &img.repo, blobs: &img.graph.blobs })
+            .collect();
+        let known = d.known.lock().await.clone();
+        let mut plan = plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
+        // Blobs whose HEAD failed are not retried blindly: their images fail with that error.
+        plan.uploads.retain(|u| !run.blobs.contains_key(&(u.repo.clone(), u.digest.clone())));
+        run.plan = plan;
+        run
+    }
+
+    fn summarize(&self, di: usize, run: &DestRun, images: &[Image]) -> PlanSummary {
+        let present = run.images.iter().filter(|s| matches!(s, ImageState::Present)).count() as u64;
+        PlanSummary {
+            destination: self.dests[di].registry.host.clone(),
+            images_to_push: images.len() as u64 - present,
+            images_present: present,
+            blobs_to_upload: run.plan.uploads.len() as u64,
+            bytes_to_upload: run.plan.bytes_to_send(),
+            blobs_to_mount: run.plan.mounts.len() as u64 + run.plan.uploads.iter().map(|u| u.then_mount.len() as u64).sum::<u64>(),
+            blobs_present: run.plan.present as u64,
+            nondistributable: run.plan.nondistributable.len() as u64,
+        }
+    }
+
+    /// Mounts, then uploads (from memory or streamed), then mounts of freshly uploaded blobs;
+    /// a declined mount or a transient failure goes round again, up to `passes` times.
+    async fn move_blobs(&self, pkg: &Package, head: &PackageHead, images: &[Image], runs: &mut [DestRun]) {
+        let sizes: HashMap<Digest, u64> =
+            images.iter().flat_map(|i| i.graph.blobs.iter().map(|b| (b.digest.clone(), b.size))).collect();
+        // (target, digest) → repositories to mount into once uploaded
+        let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
+        let mut todo: Vec<(Digest, Target)> = Vec::new();
+        let mut mounts: Vec<(usize, String, String, Digest)> = Vec::new();
+        for (di, run) in runs.iter().enumerate() {
+            for u in &run.plan.uploads {
+                let t = Target { dest: di, repo: u.repo.clone() };
+                then_mount.insert((t.clone(), u.digest.clone()), u.then_mount.clone());
+                todo.push((u.digest.clone(), t));
+            }
+            for m in &run.plan.mounts {
+                mounts.push((di, m.repo.clone(), m.from.clone(), m.digest.clone()));
+            }
+        }
+
+        for pass in 0..self.opts.passes.max(1) {
+            let last = pass + 1 == self.opts.passes.max(1);
+            // Mounts (from repositories that hold the blob) first: cheap, and a declined
+            // mount becomes an upload in this same pass.
+            for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+                match r {
+                    Ok(true) => {
+                        runs[di].blobs.insert((repo, digest), Ok(Placed::Mounted));
+                    }
+                    Ok(false) => todo.push((digest, Target { dest: di, repo })),
+                    Err(e) => {
+                        runs[di].blobs.insert((repo, digest), Err(e));
+                    }
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+            let outcomes = self.upload_all(pkg, head, &sizes, std::mem::take(&mut todo)).await;
+            for (digest, target, r) in outcomes {
+                let key = (target.repo.clone(), digest.clone());
+                match r {
+                    Ok(()) => {
+                        runs[target.dest].blobs.insert(key, Ok(Placed::Uploaded));
+                        for repo in then_mount.remove(&(target.clone(), digest.clone())).unwrap_or_default() {
+                            mounts.push((target.dest, repo, target.repo.clone(), digest.clone()));
+                        }
+                    }
+                    Err(e) if e.retryable && !last => {
+                        tracing::warn!(%digest, repo = %target.repo, error = %e, "will try this blob again in the next pass");
+                        todo.push((digest, target));
+                    }
+                    Err(e) => {
+                        for repo in then_mount.remove(&(target.clone(), digest.clone())).unwrap_or_default() {
+                            runs[target.dest].blobs.insert((repo, digest.clone()), Err(e.clone()));
+                        }
+                        runs[target.dest].blobs.insert(key, Err(e));
+                    }
+                }
+            }
+            if last {
+                // Mounts still queued after the last pass get their one try.
+                for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+                    let v = match r {
+                        Ok(true) => Ok(Placed::Mounted),
+                        Ok(false) => Err(Error::new(crate::error::ErrorKind::Registry, format!("registry {} declined to mount blob {digest} into {repo}", self.dests[di].registry.host))),
+                        Err(e) => Err(e),
+                    };
+                    runs[di].blobs.insert((repo, digest), v);
+                }
+            }
+        }
+    }
+
+    async fn mount_all(&self, mounts: Vec<(usize, String, String, Digest)>) -> Vec<(usize, String, Digest, Shared<bool>)> {
+        fstream::iter(mounts.into_iter().map(|(di, repo, from, digest)| async move {
+            let r = self.dests[di].registry.mount(&repo, &from, &digest).await;
+            (di, repo, digest, r)
+        }))
+        .buffer_unordered(self.opts.concurrency * 4)
+        .collect()
+        .await
+    }
+
+    /// Uploads: blobs held in memory (configs) directly, the rest in one streaming pass.
+    async fn upload_all(
+        &self,
+        pkg: &Package,
+        head: &PackageHead,
+        sizes: &HashMap<Digest, u64>,
+        todo: Vec<(Digest, Target)>,
+    ) -> Vec<stream::Outcome> {
+        let mut from_memory = Vec::new();
+        let mut streamed: HashMap<Digest, Vec<Target>> = HashMap::new();
+        for (digest, target) in todo {
+            match head.docs.get(&digest) {
+                Some(bytes) => from_memory.push((digest, target, bytes.clone())),
+                None => streamed.entry(digest).or_default().push(target),
+            }
+        }
+        let mut outcomes: Vec<stream::Outcome> = fstream::iter(from_memory.into_iter().map(|(digest, target, bytes)| async move {
+            let size = sizes[&digest];
+            let desc = Descriptor { media_type: String::new(), digest: digest.clone(), size, annotations: None, platform: None };
+            let r = match layout::check_blob(&desc, &bytes) {
+                Ok(()) => self.dests[target.dest].registry.upload_whole(&target.repo, &digest, bytes).await,
+                Err(e) => Err(e),
+            };
+            (digest, target, r)
+        }))
+        .buffer_unordered(self.opts.concurrency)
+        .collect()
+        .await;
+        if !streamed.is_empty() {
+            let jobs = streamed
+                .into_iter()
+                .map(|(digest, targets)| StreamJob { size: sizes[&digest], digest, targets })
+                .collect();
+            outcomes.extend(stream::run_pass(self.stream.clone(), pkg.clone(), jobs).await);
+        }
+        outcomes
+    }
+
+    async fn push_manifests(&self, di: usize, run: &mut DestRun, images: &[Image]) {
+        let reg = &self.dests[di].registry;
+        let allow = self.opts.allow_nondistributable;
+        let ready: Vec<(usize, Shared<()>)> = images
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| matches!(run.images[*i], ImageState::Todo))
+            .map(|(i, img)| (i, blobs_ready(img, &run.blobs, allow)))
+            .collect();
+        let results: Vec<(usize, Shared<()>)> = fstream::iter(ready.into_iter().map(|(i, ready)| async move {
+            let img = &images[i];
+            if let Err(e) = ready {
+                return (i, Err(e.context("manifest not pushed")));
+            }
+            for (desc, bytes) in &img.graph.manifests {
+                let is_root = desc.digest == img.graph.root.digest;
+                let reference = if is_root { img.reference.as_str() } else { desc.digest.as_str() };
+                if let Err(e) = reg.put_manifest(&img.repo, reference, &desc.media_type, bytes.clone()).await {
+                    return (i, Err(e));
+                }
+            }
+            (i, Ok(()))
+        }))
+        .buffer_unordered(self.opts.concurrency)
+        .collect()
+        .await;
+        for (i, r) in results {
+            run.images[i] = match r {
+                Ok(()) => ImageState::Pushed,
+                Err(e) => ImageState::Failed(e),
+            };
+        }
+    }
+
+    async fn count(&self, di: usize, run: &DestRun, images: &[Image], counts: &mut BlobCounts) {
+        let sizes: HashMap<&Digest, u64> =
+            images.iter().flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size))).collect();
+        let mut known = self.dests[di].known.lock().await;
+        for ((repo, digest), r) in &run.blobs {
+            match r {
+                Ok(p) => {
+                    known.entry(digest.clone()).or_insert_with(|| repo.clone());
+                    match p {
+                        Placed::Present => counts.present += 1,
+                        Placed::Mounted => counts.mounted += 1,
+                        Placed::Uploaded => {
+                            counts.uploaded += 1;
+                            counts.bytes += sizes.get(digest).copied().unwrap_or(0);
+                        }
+                    }
+                }
+                Err(_) => counts.failed += 1,
+            }
+        }
+        counts.nondistributable += run.plan.nondistributable.len() as u64;
+    }
+
+    fn report_images(&self, report: &mut PackageReport, di: usize, run: &DestRun, images: &[Image], pkg: &Package) {
+        let host = &self.dests[di].registry.host;
+        for (i, img) in images.iter().enumerate() {
+            let sep = if img.reference.starts_with("sha256:") { "@" } else { ":" };
+            let (status, error) = match &run.images[i] {
+                ImageState::Todo => (ImageStatus::Planned, None),
+                ImageState::Pushed => (ImageStatus::Pushed, None),
+                ImageState::Present => (ImageStatus::Present, None),
+                ImageState::Failed(e) => (
+                    ImageStatus::Failed,
+                    Some(ErrorReport::from(&e.clone().context(format!("package {}: image {}", pkg.label(), img.source)))),
+                ),
+            };
+            report.images.push(ImageReport {
+                source: img.source.clone(),
+                destination: format!("{host}/{}{sep}{}", img.repo, img.reference),
+                digest: img.graph.root.digest.to_string(),
+                status,
+                error,
+            });
+        }
+    }
+}
+
+/// Every blob of the image is in its repository (or deliberately left out).
+fn blobs_ready(img: &Image, blobs: &HashMap<(String, Digest), Shared<Placed>>, allow_nondist: bool) -> Shared<()> {
+    for b in &img.graph.blobs {
+        if b.is_nondistributable() && !allow_nondist {
+            continue;
+        }
+        match blobs.get(&(img.repo.clone(), b.digest.clone())) {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(e.clone()),
+            None => return Err(Error::internal(format!("blob {} was never placed", b.digest))),
+        }
+    }
+    Ok(())
+}
+
+fn failed_package(mut report: PackageReport, line: &PackageLine, e: Error) -> PackageReport {
+    line.done(&format!("FAILED: {}", e.message));
+    report.error = Some(ErrorReport::from(&e));
+    report
+}
+
+/// Resolves every entry of index.json. Broken ones come back as (source, digest, error).
+fn resolve_images(head: &PackageHead) -> (Vec<Image>, Vec<(String, String, Error)>) {
+    let mut ok = Vec::new();
+    let mut broken = Vec::new();
+    for desc in &head.images {
+        let source = desc.ref_name().unwrap_or("").to_string();
+        let r = (|| -> Result<Image> {
+            let name = desc.ref_name().ok_or_else(|| {
+                Error::package(format!(
+                    "index.json entry {} has no {} annotation",
+                    desc.digest,
+                    layout::REF_NAME_ANNOTATION
+                ))
+            })?;
+            let sref = SourceRef::parse(name)?;
+            let graph = ImageGraph::resolve(desc, &head.docs)?;
+            Ok(Image { source: name.to_string(), repo: sref.repository, reference: sref.reference, graph })
+        })();
+        match r {
+            Ok(img) => ok.push(img),
+            Err(e) => broken.push((source, desc.digest.to_string(), e)),
+        }
+    }
+    (ok, broken)
+}

@@ -1,0 +1,330 @@
+//! One streaming pass over a package: the reader thread decompresses and hashes each wanted
+//! blob once, in archive order, and hands its bytes in chunks to upload tasks — one per
+//! destination (registry, repository) — that send them while the reader moves on.
+//!
+//! Integrity: the reader hashes every byte and counts the size; an upload is committed
+//! (`PUT ?digest=`) only after the reader said `Done`, i.e. after the digest and size matched.
+//! A mismatch sends `Fail` instead: the upload session is cancelled and nothing is committed.
+//!
+//! Memory: each blob in flight holds at most a few chunks (reader → blob task → target task,
+//! channels of capacity 1); at most `concurrency` blobs are in flight.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use sha2::{Digest as _, Sha256};
+use tokio::sync::{mpsc, Semaphore};
+use tokio::task::JoinSet;
+
+use super::state::StateStore;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::sink::{Registry, UploadSession};
+use crate::source::Package;
+
+/// Where one blob must go: a destination registry (index) and repository.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub dest: usize,
+    pub repo: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamJob {
+    pub digest: Digest,
+    pub size: u64,
+    pub targets: Vec<Target>,
+}
+
+pub struct StreamCtx {
+    pub registries: Vec<Arc<Registry>>,
+    pub state: StateStore,
+    /// Blobs up to this size are sent in one request; larger ones in chunks of this size.
+    pub chunk_size: usize,
+    pub concurrency: usize,
+}
+
+#[derive(Clone)]
+enum Msg {
+    Chunk(Bytes),
+    Done,
+    Fail(Error),
+}
+
+struct BlobStart {
+    digest: Digest,
+    rx: mpsc::Receiver<Msg>,
+}
+
+pub type Outcome = (Digest, Target, Result<()>);
+
+/// Streams every job's blob out of `pkg` to its targets. Returns one outcome per
+/// (blob, target); never fails as a whole.
+pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -> Vec<Outcome> {
+    let wanted: HashMap<Digest, u64> = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
+    let by_digest: HashMap<Digest, StreamJob> = jobs.into_iter().map(|j| (j.digest.clone(), j)).collect();
+    let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
+    let chunk = ctx.chunk_size;
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| read_blob(d, size, wanted[d], chunk, r, &start_tx);
+        pkg.stream_blobs(&wanted, &mut sink)
+    });
+
+    let slots = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
+    let mut tasks = JoinSet::new();
+    let mut started = Vec::new();
+    while let Some(start) = start_rx.recv().await {
+        let job = by_digest[&start.digest].clone();
+        started.push(job.digest.clone());
+        let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let out = blob_task(&ctx, &job, start.rx).await;
+            drop(permit);
+            out
+        });
+    }
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        outcomes.extend(r.unwrap_or_default());
+    }
+    // Blobs the reader never reached: missing from the package, or the archive broke first.
+    let unreached: Vec<&StreamJob> = by_digest.values().filter(|j| !started.contains(&j.digest)).collect();
+    let why = match reader.await {
+        Ok(Ok(_missing)) => None,
+        Ok(Err(e)) => Some(e),
+        Err(e) => Some(Error::internal(format!("package reader crashed: {e}"))),
+    };
+    for job in unreached {
+        let err = why.clone().unwrap_or_else(|| {
+            Error::integrity(format!("blob {} is missing from the package (images/blobs/sha256/{})", job.digest, job.digest.hex()))
+        });
+        for t in &job.targets {
+            outcomes.push((job.digest.clone(), t.clone(), Err(err.clone())));
+        }
+    }
+    outcomes
+}
+
+/// Runs on the reader thread: reads one blob entry in chunks, hashing as it goes.
+fn read_blob(
+    digest: &Digest,
+    size: u64,
+    expected: u64,
+    chunk: usize,
+    r: &mut dyn Read,
+    starts: &mpsc::Sender<BlobStart>,
+) -> Result<()> {
+    let (tx, rx) = mpsc::channel(1);
+    starts
+        .blocking_send(BlobStart { digest: digest.clone(), rx })
+        .map_err(|_| Error::internal("upload side stopped"))?;
+    if size != expected {
+        let _ = tx.blocking_send(Msg::Fail(Error::integrity(format!(
+            "blob {digest}: size mismatch: manifest says {expected} bytes, package has {size}"
+        ))));
+        return Ok(());
+    }
+    let mut hasher = Sha256::new();
+    let mut total = 0u64;
+    let mut listening = true;
+    while total < size {
+        let want = chunk.min((size - total) as usize);
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match r.read(&mut buf[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    let err = Error::package(format!(
+                        "reading blob {digest} failed after {} bytes ({e}); the .tgz may be truncated or corrupt",
+                        total + filled as u64
+                    ));
+                    let _ = tx.blocking_send(Msg::Fail(err.clone()));
+                    return Err(err);
+                }
+            }
+        }
+        if filled == 0 {
+            break;
+        }
+        buf.truncate(filled);
+        hasher.update(&buf);
+        total += filled as u64;
+        if listening && tx.blocking_send(Msg::Chunk(buf.freeze())).is_err() {
+            // Every target already failed: stop reading this blob.
+            listening = false;
+            break;
+        }
+    }
+    let verdict = if total != size {
+        Msg::Fail(Error::integrity(format!("blob {digest}: truncated: expected {size} bytes, read {total}")))
+    } else {
+        let actual = Digest::from_hasher(hasher);
+        if &actual != digest {
+            Msg::Fail(Error::integrity(format!("blob {digest}: digest mismatch: expected {digest}, actual {actual}")))
+        } else {
+            Msg::Done
+        }
+    };
+    if listening {
+        let _ = tx.blocking_send(verdict);
+    }
+    Ok(())
+}
+
+/// Fans one blob's chunks out to every target's upload task.
+async fn blob_task(ctx: &StreamCtx, job: &StreamJob, mut rx: mpsc::Receiver<Msg>) -> Vec<Outcome> {
+    let mut senders = Vec::new();
+    let mut uploads = JoinSet::new();
+    for t in &job.targets {
+        let (tx, trx) = mpsc::channel(1);
+        senders.push(Some(tx));
+        let registry = ctx.registries[t.dest].clone();
+        let (repo, digest, size) = (t.repo.clone(), job.digest.clone(), job.size);
+        let (state, chunk) = (ctx.state.clone(), ctx.chunk_size);
+        let target = t.clone();
+        uploads.spawn(async move {
+            let r = upload_target(&registry, &state, chunk, &repo, &digest, size, trx).await;
+            (digest, target, r)
+        });
+    }
+    while let Some(msg) = rx.recv().await {
+        let last = !matches!(msg, Msg::Chunk(_));
+        let mut any = false;
+        for s in senders.iter_mut() {
+            if let Some(tx) = s {
+                if tx.send(msg.clone()).await.is_err() {
+                    *s = None; // that target failed; the others go on
+                } else {
+                    any = true;
+                }
+            }
+        }
+        if last || !any {
+            break;
+        }
+    }
+    drop(senders);
+    let mut out = Vec::new();
+    while let Some(r) = uploads.join_next().await {
+        if let Ok(o) = r {
+            out.push(o);
+        }
+    }
+    out
+}
+
+/// Sends one blob to one repository: in one request when small, else in chunks that can
+/// resume from the registry's committed offset.
+async fn upload_target(
+    registry: &Registry,
+    state: &StateStore,
+    chunk: usize,
+    repo: &str,
+    digest: &Digest,
+    size: u64,
+    mut rx: mpsc::Receiver<Msg>,
+) -> Result<()> {
+    let ended = || Error::internal(format!("blob {digest}: the package reader stopped early"));
+    if size <= chunk as u64 {
+        let mut parts = Vec::new();
+        loop {
+            match rx.recv().await.ok_or_else(ended)? {
+                Msg::Chunk(b) => parts.push(b),
+                Msg::Done => break,
+                Msg::Fail(e) => return Err(e),
+            }
+        }
+        let bytes = if parts.len() == 1 { parts.pop().expect("one part") } else { concat(parts) };
+        return registry.upload_whole(repo, digest, bytes).await;
+    }
+
+    let host = registry.host.as_str();
+    let mut session = match state.load(host, repo, digest) {
+        Some(saved) => match registry.upload_status(repo, &saved).await {
+            Ok(Some(s)) if s.offset <= size => {
+                tracing::info!(%digest, repo, offset = s.offset, "resuming upload where the registry stands");
+                s
+            }
+            _ => registry.begin_upload(repo, digest).await?,
+        },
+        None => registry.begin_upload(repo, digest).await?,
+    };
+    let mut pos = 0u64;
+    loop {
+        match rx.recv().await.ok_or_else(ended)? {
+            Msg::Chunk(b) => {
+                let end = pos + b.len() as u64;
+                if end > session.offset {
+                    if session.offset < pos {
+                        return Err(Error::internal(format!("blob {digest}: upload session behind the stream")));
+                    }
+                    let piece = b.slice((session.offset - pos) as usize..);
+                    if let Err(e) = send_chunk(registry, repo, digest, &mut session, piece).await {
+                        if !e.retryable {
+                            let _ = registry.cancel(repo, &session).await;
+                            state.remove(host, repo, digest);
+                        }
+                        return Err(e);
+                    }
+                    state.save(host, repo, digest, &session);
+                }
+                pos = end;
+            }
+            Msg::Done => {
+                let r = registry.finish_upload(repo, digest, &session, Bytes::new()).await;
+                if r.as_ref().is_err_and(|e| !e.retryable) {
+                    let _ = registry.cancel(repo, &session).await;
+                }
+                state.remove(host, repo, digest);
+                return r;
+            }
+            Msg::Fail(e) => {
+                let _ = registry.cancel(repo, &session).await;
+                state.remove(host, repo, digest);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// PATCHes one chunk; after a transient failure asks the registry how much of it arrived
+/// and sends only the rest.
+async fn send_chunk(registry: &Registry, repo: &str, digest: &Digest, session: &mut UploadSession, mut piece: Bytes) -> Result<()> {
+    let policy = crate::sink::RetryPolicy::default();
+    let mut attempt = 0;
+    loop {
+        let start = session.offset;
+        let err = match registry.upload_chunk(repo, digest, session, piece.clone()).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.retryable && attempt + 1 < policy.attempts => e,
+            Err(e) => return Err(e),
+        };
+        tracing::debug!(%digest, repo, error = %err, "chunk failed; asking the registry where the upload stands");
+        tokio::time::sleep(policy.backoff(attempt, None)).await;
+        attempt += 1;
+        match registry.upload_status(repo, session).await {
+            Ok(Some(s)) if s.offset >= start && s.offset <= start + piece.len() as u64 => {
+                piece = piece.slice((s.offset - start) as usize..);
+                *session = s;
+                if piece.is_empty() {
+                    return Ok(());
+                }
+            }
+            _ => return Err(err),
+        }
+    }
+}
+
+fn concat(parts: Vec<Bytes>) -> Bytes {
+    let mut b = BytesMut::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        b.extend_from_slice(&p);
+    }
+    b.freeze()
+}

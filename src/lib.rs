@@ -1,0 +1,20 @@
+//! ferry: carry offline packages (OCI images inside `.tgz` files) into registries.
+//!
+//! The pipeline, one module per stage (see docs/architecture.md):
+//!
+//! * [`source`]  — reads packages (`.tgz` streamed, or a directory): metadata, manifests, blob bytes.
+//! * [`plan`]    — decides, per destination, which blobs to upload, mount or skip.
+//! * [`engine`]  — moves bytes: verifies every blob while it streams, feeds the sinks, retries.
+//! * [`sink`]    — talks to one registry (OCI distribution API): HEAD, mount, chunked upload, manifests.
+//! * [`report`]  — progress display and the end-of-run summary (text or JSON).
+//! * [`cli`]     — the command line (`pack`, `show`, `push`).
+
+pub mod cli;
+pub mod digest;
+pub mod engine;
+pub mod error;
+pub mod plan;
+pub mod report;
+pub mod sink;
+pub mod source;
+pub mod devtools;

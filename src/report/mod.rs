@@ -1,0 +1,311 @@
+//! What a run tells its user: live progress ([`progress`]) and the end-of-run report,
+//! printed as text or as JSON (`--output json`). The report never holds a secret: it is
+//! built from package contents, registry host names and our own error messages.
+
+pub mod progress;
+
+use serde::Serialize;
+
+use crate::error::{Error, ErrorKind};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorReport {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl From<&Error> for ErrorReport {
+    fn from(e: &Error) -> Self {
+        ErrorReport { kind: e.kind, message: e.message.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// Manifests pushed by this run.
+    Pushed,
+    /// The destination tag already pointed at this exact digest.
+    Present,
+    /// Dry run: would be pushed.
+    Planned,
+    Failed,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageReport {
+    pub source: String,
+    pub destination: String,
+    pub digest: String,
+    pub status: ImageStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct BlobCounts {
+    pub uploaded: u64,
+    /// Already in the destination repository (HEAD said so).
+    pub present: u64,
+    pub mounted: u64,
+    pub failed: u64,
+    /// Foreign / non-distributable layers left out.
+    pub nondistributable: u64,
+    /// Blob bytes uploaded (or, in a dry run, to upload).
+    pub bytes: u64,
+}
+
+impl BlobCounts {
+    pub fn add(&mut self, o: &BlobCounts) {
+        self.uploaded += o.uploaded;
+        self.present += o.present;
+        self.mounted += o.mounted;
+        self.failed += o.failed;
+        self.nondistributable += o.nondistributable;
+        self.bytes += o.bytes;
+    }
+}
+
+/// A dry run's plan for one package and destination.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlanSummary {
+    pub destination: String,
+    pub images_to_push: u64,
+    pub images_present: u64,
+    pub blobs_to_upload: u64,
+    pub bytes_to_upload: u64,
+    pub blobs_to_mount: u64,
+    pub blobs_present: u64,
+    pub nondistributable: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackageReport {
+    pub file: String,
+    pub name: String,
+    pub version: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub images: Vec<ImageReport>,
+    pub blobs: BlobCounts,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan: Vec<PlanSummary>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+}
+
+impl PackageReport {
+    pub fn new(file: String) -> Self {
+        PackageReport {
+            file,
+            name: String::new(),
+            version: String::new(),
+            kind: String::new(),
+            images: Vec::new(),
+            blobs: BlobCounts::default(),
+            plan: Vec::new(),
+            warnings: Vec::new(),
+            error: None,
+        }
+    }
+
+    pub fn errors(&self) -> impl Iterator<Item = &ErrorReport> {
+        self.error.iter().chain(self.images.iter().filter_map(|i| i.error.as_ref()))
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub images_pushed: u64,
+    pub images_present: u64,
+    pub images_failed: u64,
+    pub images_planned: u64,
+    pub blobs: BlobCounts,
+    /// Every byte of request bodies sent, retries included.
+    pub bytes_sent: u64,
+    pub retries: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub ok: bool,
+    pub exit_code: i32,
+    pub dry_run: bool,
+    pub destinations: Vec<String>,
+    pub packages: Vec<PackageReport>,
+    pub totals: Totals,
+    pub seconds: f64,
+    /// Blob bytes uploaded per second, in MB/s (10^6).
+    pub throughput_mb_s: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+}
+
+impl RunReport {
+    /// Fills totals, `ok` and the exit code from the packages.
+    pub fn finish(&mut self) {
+        let mut t = Totals { bytes_sent: self.totals.bytes_sent, retries: self.totals.retries, ..Default::default() };
+        let mut worst: Option<ErrorKind> = self.error.as_ref().map(|e| e.kind);
+        for p in &self.packages {
+            t.blobs.add(&p.blobs);
+            for i in &p.images {
+                match i.status {
+                    ImageStatus::Pushed => t.images_pushed += 1,
+                    ImageStatus::Present => t.images_present += 1,
+                    ImageStatus::Planned => t.images_planned += 1,
+                    ImageStatus::Failed => t.images_failed += 1,
+                }
+            }
+            for e in p.errors() {
+                if worst.is_none_or(|w| e.kind.severity() > w.severity()) {
+                    worst = Some(e.kind);
+                }
+            }
+        }
+        self.throughput_mb_s = if self.seconds > 0.0 { t.blobs.bytes as f64 / 1e6 / self.seconds } else { 0.0 };
+        self.totals = t;
+        self.exit_code = worst.map_or(0, |k| k.exit_code());
+        self.ok = self.exit_code == 0;
+    }
+
+    pub fn render_text(&self) -> String {
+        let mut s = String::new();
+        for p in &self.packages {
+            let title = if p.name.is_empty() { p.file.clone() } else { format!("{} {} ({})", p.name, p.version, p.file) };
+            s.push_str(&format!("package {title}\n"));
+            if let Some(e) = &p.error {
+                s.push_str(&format!("  FAILED: {}\n", e.message));
+            }
+            for w in &p.warnings {
+                s.push_str(&format!("  warning: {w}\n"));
+            }
+            for plan in &p.plan {
+                s.push_str(&format!(
+                    "  plan for {}: {} images to push ({} present), {} blobs to upload ({}), {} to mount, {} present{}\n",
+                    plan.destination,
+                    plan.images_to_push,
+                    plan.images_present,
+                    plan.blobs_to_upload,
+                    human_bytes(plan.bytes_to_upload),
+                    plan.blobs_to_mount,
+                    plan.blobs_present,
+                    if plan.nondistributable > 0 { format!(", {} non-distributable left out", plan.nondistributable) } else { String::new() }
+                ));
+            }
+            for i in &p.images {
+                let status = match i.status {
+                    ImageStatus::Pushed => "pushed ",
+                    ImageStatus::Present => "present",
+                    ImageStatus::Planned => "planned",
+                    ImageStatus::Failed => "FAILED ",
+                };
+                s.push_str(&format!("  {status} {}\n", i.destination));
+                if let Some(e) = &i.error {
+                    s.push_str(&format!("          {}\n", e.message));
+                }
+            }
+        }
+        if let Some(e) = &self.error {
+            s.push_str(&format!("error: {}\n", e.message));
+        }
+        let t = &self.totals;
+        if self.dry_run {
+            s.push_str(&format!(
+                "dry run: would push {} images; {} already present\n",
+                t.images_planned, t.images_present
+            ));
+            if let Some(est) = &self.estimate {
+                s.push_str(&format!("{est}\n"));
+            }
+        } else {
+            s.push_str(&format!(
+                "images: {} pushed, {} already present, {} failed\nblobs: {} uploaded, {} already present, {} mounted, {} failed{}\nsent {} in {:.1}s ({:.1} MB/s){}\n",
+                t.images_pushed,
+                t.images_present,
+                t.images_failed,
+                t.blobs.uploaded,
+                t.blobs.present,
+                t.blobs.mounted,
+                t.blobs.failed,
+                if t.blobs.nondistributable > 0 { format!(", {} non-distributable left out", t.blobs.nondistributable) } else { String::new() },
+                human_bytes(t.bytes_sent),
+                self.seconds,
+                self.throughput_mb_s,
+                if t.retries > 0 { format!(", {} retries", t.retries) } else { String::new() },
+            ));
+        }
+        s.push_str(if self.ok { "result: OK\n" } else { "result: FAILED\n" });
+        s
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s"
+pub fn estimate_line(bytes: u64, blobs: u64, link_bits_per_s: u64) -> String {
+    let secs = bytes as f64 * 8.0 / link_bits_per_s.max(1) as f64;
+    let time = if secs < 60.0 {
+        format!("{secs:.0} s")
+    } else if secs < 3600.0 {
+        format!("{:.0} min", secs / 60.0)
+    } else {
+        format!("{:.1} h", secs / 3600.0)
+    };
+    format!(
+        "would send {} in {} blobs, about {time} at {}",
+        human_bytes(bytes),
+        group_thousands(blobs),
+        human_rate(link_bits_per_s)
+    )
+}
+
+fn human_rate(bits: u64) -> String {
+    if bits >= 1_000_000_000 && bits % 1_000_000_000 == 0 {
+        format!("{} Gbit/s", bits / 1_000_000_000)
+    } else if bits >= 1_000_000 {
+        format!("{} Mbit/s", bits / 1_000_000)
+    } else {
+        format!("{bits} bit/s")
+    }
+}
+
+fn group_thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_read_well() {
+        assert_eq!(estimate_line(83_200_000_000, 11480, 1_000_000_000), "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(group_thousands(1234567), "1,234,567");
+    }
+}

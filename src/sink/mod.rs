@@ -1,0 +1,621 @@
+//! Registry sink: where bytes leave ferry. One [`Registry`] per destination registry speaks
+//! the OCI distribution API: blob HEAD, cross-repository mount, monolithic and chunked
+//! uploads (with upload-session status for resume), manifest HEAD and PUT.
+//!
+//! Every request goes through [`Registry::send`], which adds authentication, retries
+//! transient failures (see [`retry::RetryPolicy`]) and turns failures into errors that name
+//! the registry, repository, object and HTTP status.
+
+pub mod auth;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::{Method, StatusCode};
+use tokio::sync::Mutex;
+use url::Url;
+
+use crate::digest::Digest;
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::layout::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+pub use auth::{Credentials, Scheme, Secret};
+pub use retry::RetryPolicy;
+
+#[derive(Clone, Debug)]
+pub struct RegistryOptions {
+    /// `host[:port]`.
+    pub host: String,
+    /// Speak HTTP instead of HTTPS.
+    pub plain_http: bool,
+    /// Skip TLS certificate verification.
+    pub insecure: bool,
+    /// Extra CA certificate (PEM) to trust.
+    pub ca_file: Option<PathBuf>,
+    pub credentials: Option<Credentials>,
+    pub retry: RetryPolicy,
+}
+
+/// Bytes actually sent in request bodies (blob data and manifests), for the report.
+#[derive(Default, Debug)]
+pub struct Counters {
+    pub bytes_sent: AtomicU64,
+    pub requests: AtomicU64,
+    pub retries: AtomicU64,
+}
+
+pub struct Registry {
+    pub host: String,
+    base: Url,
+    http: reqwest::Client,
+    oci: oci_client::Client,
+    plain_http: bool,
+    credentials: Option<Credentials>,
+    scheme: Mutex<Option<Scheme>>,
+    tokens: Mutex<HashMap<String, String>>,
+    retry: RetryPolicy,
+    pub counters: Arc<Counters>,
+}
+
+/// An open upload session: where to send the next bytes.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct UploadSession {
+    pub location: String,
+    /// Bytes the registry has committed so far.
+    pub offset: u64,
+}
+
+/// A request body that can be sent again on retry.
+#[derive(Clone)]
+struct Body {
+    bytes: Bytes,
+    content_type: HeaderValue,
+}
+
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+
+impl Registry {
+    pub fn new(opts: RegistryOptions) -> Result<Self> {
+        let scheme = if opts.plain_http { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{}/", opts.host)).map_err(|e| {
+            Error::new(ErrorKind::Unreachable, format!("registry {:?} is not host[:port]: {e}", opts.host))
+        })?;
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(15))
+            .read_timeout(Duration::from_secs(120))
+            .pool_max_idle_per_host(32)
+            .tcp_nodelay(true)
+            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+            // Redirects would carry our Authorization header to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .danger_accept_invalid_certs(opts.insecure);
+        let mut oci_certs = Vec::new();
+        if let Some(ca) = &opts.ca_file {
+            let pem = std::fs::read(ca).map_err(|e| {
+                Error::new(ErrorKind::Internal, format!("--ca-file {}: cannot read: {e}", ca.display()))
+            })?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                Error::new(ErrorKind::Internal, format!("--ca-file {}: not a PEM certificate: {e}", ca.display()))
+            })? {
+                builder = builder.add_root_certificate(cert);
+            }
+            oci_certs.push(oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Pem,
+                data: pem,
+            });
+        }
+        let http = builder.build().map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
+        let oci = oci_client::Client::new(oci_client::client::ClientConfig {
+            protocol: if opts.plain_http {
+                oci_client::client::ClientProtocol::Http
+            } else {
+                oci_client::client::ClientProtocol::Https
+            },
+            accept_invalid_certificates: opts.insecure,
+            extra_root_certificates: oci_certs,
+            ..Default::default()
+        });
+        Ok(Registry {
+            host: opts.host,
+            base,
+            http,
+            oci,
+            plain_http: opts.plain_http,
+            credentials: opts.credentials,
+            scheme: Mutex::new(None),
+            tokens: Mutex::new(HashMap::new()),
+            retry: opts.retry,
+            counters: Arc::new(Counters::default()),
+        })
+    }
+
+    /// `GET /v2/`: is the registry there, which auth does it want, are our credentials good?
+    /// Done once before any work so that a wrong password or a dead registry fails fast.
+    pub async fn check(&self) -> Result<()> {
+        let url = self.base.join("v2/").expect("static path");
+        let first = self.send_once(Method::GET, url.clone(), None, None, None, "").await?;
+        let scheme = match first.status() {
+            s if s.is_success() => Scheme::None,
+            StatusCode::UNAUTHORIZED => auth::scheme_of(
+                first.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()),
+            ),
+            s => {
+                return Err(self.status_error(s, "checking the API (GET /v2/)", first).await);
+            }
+        };
+        *self.scheme.lock().await = Some(scheme.clone());
+        match scheme {
+            Scheme::None => Ok(()),
+            _ if self.credentials.is_none() => Err(Error::new(
+                ErrorKind::Auth,
+                format!(
+                    "registry {} requires authentication (HTTP 401): give --username and --password (or --password-stdin), or a login in $REGISTRY_AUTH_FILE / ~/.docker/config.json",
+                    self.host
+                ),
+            )),
+            Scheme::Basic => {
+                let resp = self.send_once(Method::GET, url, self.credentials.as_ref().map(|c| c.basic_header()).as_deref(), None, None, "").await?;
+                if resp.status() == StatusCode::UNAUTHORIZED {
+                    return Err(self.auth_refused());
+                }
+                Ok(())
+            }
+            // Bearer registries check credentials when the first token is requested.
+            Scheme::Bearer => Ok(()),
+        }
+    }
+
+    fn auth_refused(&self) -> Error {
+        let user = self.credentials.as_ref().map(|c| c.username.as_str()).unwrap_or("");
+        Error::new(
+            ErrorKind::Auth,
+            format!(
+                "registry {} refused the credentials of user {user:?} (HTTP 401): check --username/--password",
+                self.host
+            ),
+        )
+    }
+
+    pub fn url(&self, path: &str) -> Url {
+        self.base.join(path).expect("paths built from validated repositories and digests")
+    }
+
+    /// Adds `Authorization` for `repo` according to the registry's scheme.
+    async fn authorize(&self, repo: &str, refresh: bool) -> Result<Option<String>> {
+        let scheme = self.scheme.lock().await.clone().unwrap_or(Scheme::None);
+        let Some(creds) = &self.credentials else { return Ok(None) };
+        match scheme {
+            Scheme::None => Ok(None),
+            Scheme::Basic => Ok(Some(creds.basic_header())),
+            Scheme::Bearer => {
+                let mut tokens = self.tokens.lock().await;
+                if !refresh {
+                    if let Some(t) = tokens.get(repo) {
+                        return Ok(Some(format!("Bearer {t}")));
+                    }
+                }
+                let reference = oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
+                let auth = oci_client::secrets::RegistryAuth::Basic(
+                    creds.username.clone(),
+                    creds.password.expose().to_string(),
+                );
+                let token = self
+                    .oci
+                    .auth(&reference, &auth, oci_client::RegistryOperation::Push)
+                    .await
+                    .map_err(|e| {
+                        // The error text of a failed token request is the token server's body;
+                        // it cannot contain our password, but keep it short.
+                        let text: String = e.to_string().chars().take(200).collect();
+                        Error::new(ErrorKind::Auth, format!("registry {}: getting a push token for {repo} failed: {text}", self.host))
+                    })?;
+                match token {
+                    Some(t) => {
+                        tokens.insert(repo.to_string(), t.clone());
+                        Ok(Some(format!("Bearer {t}")))
+                    }
+                    None => Ok(Some(creds.basic_header())),
+                }
+            }
+        }
+    }
+
+    /// One request, no retry. Connection-level failures become errors here.
+    async fn send_once(
+        &self,
+        method: Method,
+        url: Url,
+        auth: Option<&str>,
+        body: Option<&Body>,
+        accept: Option<&str>,
+        repo: &str,
+    ) -> Result<reqwest::Response> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let mut rb = self.http.request(method.clone(), url);
+        if let Some(a) = accept {
+            rb = rb.header(ACCEPT, a);
+        }
+        if let Some(a) = auth {
+            let mut v = HeaderValue::from_str(a).map_err(|_| Error::internal("credentials contain characters not allowed in an HTTP header"))?;
+            v.set_sensitive(true);
+            rb = rb.header(reqwest::header::AUTHORIZATION, v);
+        }
+        if let Some(b) = body {
+            rb = rb
+                .header(CONTENT_TYPE, b.content_type.clone())
+                .header(CONTENT_LENGTH, b.bytes.len())
+                .body(b.bytes.clone());
+        } else if method == Method::PUT || method == Method::POST {
+            rb = rb.header(CONTENT_LENGTH, 0);
+        }
+        let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
+        if let Some(b) = body {
+            self.counters.bytes_sent.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+        }
+        Ok(resp)
+    }
+
+    fn transport_error(&self, e: reqwest::Error, repo: &str) -> Error {
+        let mut chain = String::new();
+        let mut src: Option<&dyn std::error::Error> = Some(&e);
+        while let Some(s) = src {
+            chain.push_str(&format!(": {s}"));
+            src = s.source();
+        }
+        // reqwest's messages include the URL; strip any query (upload state tokens).
+        let chain = strip_queries(&chain);
+        let lower = chain.to_lowercase();
+        let place = if repo.is_empty() { String::new() } else { format!(" ({repo})") };
+        if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls") && e.is_connect() {
+            return Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "registry {}: TLS certificate not trusted{chain}. Give the registry's CA with --ca-file FILE, or skip verification with --insecure",
+                    self.host
+                ),
+            );
+        }
+        if e.is_connect() {
+            let hint = if self.plain_http { "" } else { " (if it speaks plain HTTP, add --plain)" };
+            return Error::new(
+                ErrorKind::Unreachable,
+                format!("registry {} is not reachable{chain}: check --dest-repo and that the registry is up{hint}", self.host),
+            )
+            .retryable(true);
+        }
+        Error::new(ErrorKind::Registry, format!("registry {}{place}: request failed{chain}", self.host)).retryable(true)
+    }
+
+    /// A request with auth and retries. Returns the response of any status the caller must
+    /// interpret; 401 after a fresh token becomes an auth error, 429/5xx are retried and, once
+    /// the budget is spent, become an error with the last status.
+    async fn send(&self, method: Method, url: Url, body: Option<Body>, repo: &str, what: &str) -> Result<reqwest::Response> {
+        self.send_full(method, url, body, None, repo, what).await
+    }
+
+    async fn send_accept(&self, method: Method, url: Url, accept: &str, repo: &str, what: &str) -> Result<reqwest::Response> {
+        self.send_full(method, url, None, Some(accept), repo, what).await
+    }
+
+    async fn send_full(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Body>,
+        accept: Option<&str>,
+        repo: &str,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        let mut attempt = 0;
+        let mut refreshed = false;
+        loop {
+            let auth = self.authorize(repo, false).await?;
+            let result = self.send_once(method.clone(), url.clone(), auth.as_deref(), body.as_ref(), accept, repo).await;
+            let (err, retry_after) = match result {
+                Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
+                    if !refreshed && self.credentials.is_some() {
+                        refreshed = true;
+                        self.authorize(repo, true).await?;
+                        continue;
+                    }
+                    let _ = resp.bytes().await;
+                    return Err(if self.credentials.is_some() {
+                        self.auth_refused()
+                    } else {
+                        Error::new(ErrorKind::Auth, format!("registry {}: {what}: authentication required (HTTP 401): give --username/--password", self.host))
+                    });
+                }
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                    let ra = retry::parse_retry_after(resp.headers().get("retry-after"));
+                    let e = self.status_error(resp.status(), what, resp).await.retryable(true);
+                    (e, ra)
+                }
+                Ok(resp) => return Ok(resp),
+                Err(e) if e.retryable => (e, None),
+                Err(e) => return Err(e),
+            };
+            attempt += 1;
+            if attempt >= self.retry.attempts {
+                return Err(err.context(format!("after {attempt} tries")));
+            }
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            let wait = self.retry.backoff(attempt - 1, retry_after);
+            tracing::debug!(registry = %self.host, %what, error = %err, ?wait, "retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// Error for an unexpected status, with the registry's own error code when it gave one.
+    async fn status_error(&self, status: StatusCode, what: &str, resp: reqwest::Response) -> Error {
+        let body = resp.bytes().await.unwrap_or_default();
+        let detail = registry_error_text(&body);
+        let kind = match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth,
+            _ => ErrorKind::Registry,
+        };
+        Error::new(kind, format!("registry {}: {what}: HTTP {}{detail}", self.host, status.as_u16()))
+    }
+
+    pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        let what = format!("checking blob {digest} in {repo}");
+        let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
+        let resp = self.send(Method::HEAD, url, None, repo, &what).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// The digest a tag (or digest) currently points at, if any.
+    pub async fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>> {
+        let what = format!("checking manifest {repo}:{reference}");
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let resp = self.send_accept(Method::HEAD, url, MANIFEST_ACCEPT, repo, &what).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(resp
+                .headers()
+                .get("docker-content-digest")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// Cross-repository mount. `Ok(false)` when the registry declined (it then opened an
+    /// upload session, which we cancel: the caller uploads instead).
+    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> Result<bool> {
+        let what = format!("mounting blob {digest} from {from} into {repo}");
+        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from);
+        let resp = self.send(Method::POST, url, None, repo, &what).await?;
+        match resp.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                if let Ok(loc) = self.location(&resp, &what) {
+                    let _ = self.cancel(repo, &UploadSession { location: loc, offset: 0 }).await;
+                }
+                Ok(false)
+            }
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    fn location(&self, resp: &reqwest::Response, what: &str) -> Result<String> {
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| Error::new(ErrorKind::Registry, format!("registry {}: {what}: no Location header in the answer", self.host)))?;
+        let abs = self.base.join(loc).map_err(|e| {
+            Error::new(ErrorKind::Registry, format!("registry {}: {what}: bad Location header: {e}", self.host))
+        })?;
+        Ok(abs.to_string())
+    }
+
+    /// Opens an upload session.
+    pub async fn begin_upload(&self, repo: &str, digest: &Digest) -> Result<UploadSession> {
+        let what = format!("starting upload of blob {digest} to {repo}");
+        let url = self.url(&format!("v2/{repo}/blobs/uploads/"));
+        let resp = self.send(Method::POST, url, None, repo, &what).await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(self.status_error(resp.status(), &what, resp).await);
+        }
+        Ok(UploadSession { location: self.location(&resp, &what)?, offset: 0 })
+    }
+
+    /// Sends `chunk` at the session's offset (`PATCH` with `Content-Range`). Not retried here:
+    /// after a failure the caller asks [`Registry::upload_status`] where the session stands.
+    pub async fn upload_chunk(&self, repo: &str, digest: &Digest, session: &mut UploadSession, chunk: Bytes) -> Result<()> {
+        let what = format!("uploading blob {digest} to {repo} (offset {})", session.offset);
+        let len = chunk.len() as u64;
+        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let auth = self.authorize(repo, false).await?;
+        let mut rb = self
+            .http
+            .patch(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .header(CONTENT_LENGTH, len)
+            .header("Content-Range", format!("{}-{}", session.offset, session.offset + len - 1))
+            .body(chunk);
+        if let Some(a) = auth {
+            let mut v = HeaderValue::from_str(&a).map_err(|_| Error::internal("bad credentials header"))?;
+            v.set_sensitive(true);
+            rb = rb.header(reqwest::header::AUTHORIZATION, v);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
+        self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
+        match resp.status() {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                session.location = self.location(&resp, &what)?;
+                session.offset += len;
+                Ok(())
+            }
+            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+                Err(self.status_error(s, &what, resp).await.retryable(true))
+            }
+            StatusCode::UNAUTHORIZED => {
+                self.authorize(repo, true).await?;
+                Err(self.status_error(StatusCode::UNAUTHORIZED, &what, resp).await.retryable(true))
+            }
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// Where an upload session stands: the number of bytes the registry holds, or `None`
+    /// when the session is unknown or expired.
+    pub async fn upload_status(&self, repo: &str, session: &UploadSession) -> Result<Option<UploadSession>> {
+        let what = format!("checking an upload session in {repo}");
+        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let resp = self.send(Method::GET, url, None, repo, &what).await?;
+        match resp.status() {
+            StatusCode::NO_CONTENT | StatusCode::OK => {
+                let offset = resp
+                    .headers()
+                    .get("range")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
+                    .map(|end| end + 1)
+                    .unwrap_or(0);
+                let location = self.location(&resp, &what).unwrap_or_else(|_| session.location.clone());
+                Ok(Some(UploadSession { location, offset }))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Commits an upload session: `PUT ?digest=` with the final bytes (possibly none). The
+    /// registry checks the digest again; we have already checked it while streaming.
+    pub async fn finish_upload(&self, repo: &str, digest: &Digest, session: &UploadSession, tail: Bytes) -> Result<()> {
+        let what = format!("committing blob {digest} in {repo}");
+        let mut url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        url.query_pairs_mut().append_pair("digest", digest.as_str());
+        let body = Body { bytes: tail, content_type: HeaderValue::from_static("application/octet-stream") };
+        let resp = self.send(Method::PUT, url, Some(body), repo, &what).await?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// Uploads a whole, already verified blob held in memory: POST then PUT.
+    pub async fn upload_whole(&self, repo: &str, digest: &Digest, bytes: Bytes) -> Result<()> {
+        let session = self.begin_upload(repo, digest).await?;
+        self.finish_upload(repo, digest, &session, bytes).await
+    }
+
+    /// Cancels an upload session (best effort; registries may refuse).
+    pub async fn cancel(&self, repo: &str, session: &UploadSession) -> Result<()> {
+        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let auth = self.authorize(repo, false).await?;
+        let _ = self.send_once(Method::DELETE, url, auth.as_deref(), None, None, repo).await;
+        Ok(())
+    }
+
+    /// Pushes manifest bytes exactly as given, under `reference` (a tag or its digest).
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> Result<()> {
+        let what = format!("pushing manifest {repo}:{reference}");
+        let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
+        let content_type = if media_type.is_empty() { sniff_media_type(&bytes) } else { media_type.to_string() };
+        let body = Body {
+            bytes,
+            content_type: HeaderValue::from_str(&content_type).map_err(|_| Error::package(format!("bad media type {content_type:?}")))?,
+        };
+        let resp = self.send(Method::PUT, url, Some(body), repo, &what).await?;
+        match resp.status() {
+            StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED => Ok(()),
+            s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+}
+
+/// A manifest's own `mediaType` field, for descriptors that lack one.
+fn sniff_media_type(bytes: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct M {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    match serde_json::from_slice::<M>(bytes) {
+        Ok(M { media_type: Some(m), .. }) => m,
+        Ok(M { manifests: Some(_), .. }) => OCI_INDEX.to_string(),
+        _ => OCI_MANIFEST.to_string(),
+    }
+}
+
+/// `{"errors":[{"code":"...","message":"..."}]}` → ` (CODE: message)`.
+fn registry_error_text(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errs {
+        errors: Vec<E>,
+    }
+    #[derive(serde::Deserialize)]
+    struct E {
+        code: Option<String>,
+        message: Option<String>,
+    }
+    match serde_json::from_slice::<Errs>(body) {
+        Ok(e) if !e.errors.is_empty() => {
+            let parts: Vec<String> = e
+                .errors
+                .iter()
+                .map(|e| format!("{}: {}", e.code.as_deref().unwrap_or("?"), e.message.as_deref().unwrap_or("")))
+                .collect();
+            format!(" ({})", parts.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Removes `?query` parts from URLs inside a message: upload URLs carry state tokens.
+fn strip_queries(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut skipping = false;
+    for c in s.chars() {
+        if c == '?' {
+            skipping = true;
+        } else if skipping && (c == ')' || c.is_whitespace()) {
+            skipping = false;
+        }
+        if !skipping {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Manifest media types we know how to push.
+pub fn known_manifest_type(m: &str) -> bool {
+    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_errors_are_readable() {
+        let t = registry_error_text(br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}"#);
+        assert_eq!(t, " (DIGEST_INVALID: provided digest did not match)");
+        assert_eq!(registry_error_text(b"<html>"), "");
+    }
+
+    #[test]
+    fn queries_are_stripped() {
+        assert_eq!(strip_queries("error for url (http://h/v2/x?_state=abc)"), "error for url (http://h/v2/x)");
+    }
+
+    #[test]
+    fn sniffs_media_types() {
+        assert_eq!(sniff_media_type(br#"{"manifests":[]}"#), OCI_INDEX);
+        assert_eq!(sniff_media_type(format!(r#"{{"mediaType":"{DOCKER_MANIFEST}"}}"#).as_bytes()), DOCKER_MANIFEST);
+    }
+}

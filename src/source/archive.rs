@@ -1,0 +1,255 @@
+//! Reading a `.tgz` package as one sequential stream: gzip → tar → entries. Nothing is
+//! extracted to disk. Every entry is checked before it is trusted (path, type, size).
+
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Component, Path};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use flate2::read::MultiGzDecoder;
+
+use super::layout::{Index, MAX_DOCUMENT_BYTES};
+use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
+use super::{read_limited, BlobSink, DocWanted, PackageHead};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+/// Unknown small entries held while looking for manifests in a package that is not in
+/// canonical order; past this, further passes over the archive are made instead.
+const MAX_HELD_BYTES: u64 = 64 << 20;
+/// Gzip bomb guard: past this many decompressed bytes, the archive may not have expanded
+/// more than [`MAX_EXPANSION`] times its compressed size.
+const BOMB_CHECK_AFTER: u64 = 1 << 30;
+const MAX_EXPANSION: u64 = 100;
+/// How many passes over the archive may be spent looking for nested manifests.
+const MAX_HEAD_PASSES: usize = 4;
+
+/// Counts compressed bytes read from the file, for the gzip bomb guard.
+struct Counting<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+}
+
+/// Decompressed side of the bomb guard.
+struct BombGuard<R> {
+    inner: R,
+    compressed: Arc<AtomicU64>,
+    out: u64,
+}
+
+impl<R: Read> Read for BombGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.out += n as u64;
+        if self.out > BOMB_CHECK_AFTER {
+            let c = self.compressed.load(Ordering::Relaxed).max(1);
+            if self.out / c > MAX_EXPANSION {
+                return Err(std::io::Error::other(format!(
+                    "archive expands more than {MAX_EXPANSION}x ({} compressed bytes gave {} bytes): refusing a possible gzip bomb",
+                    c, self.out
+                )));
+            }
+        }
+        Ok(n)
+    }
+}
+
+type TarStream = tar::Archive<BombGuard<MultiGzDecoder<Counting<BufReader<File>>>>>;
+
+fn open(path: &Path) -> Result<TarStream> {
+    let f = File::open(path).map_err(|e| Error::package(format!("cannot open: {e}")))?;
+    let compressed = Arc::new(AtomicU64::new(0));
+    let counting = Counting { inner: BufReader::with_capacity(1 << 20, f), count: compressed.clone() };
+    let gz = MultiGzDecoder::new(counting);
+    Ok(tar::Archive::new(BombGuard { inner: gz, compressed, out: 0 }))
+}
+
+/// What one archive entry is, after the safety checks.
+enum Entry {
+    Metadata,
+    Index,
+    Blob(Digest),
+    Chart(String),
+    Other,
+}
+
+fn archive_error(e: std::io::Error) -> Error {
+    Error::package(format!(
+        "archive is unreadable ({e}); the .tgz may be truncated or corrupt: check it with `ferry verify` or copy it again"
+    ))
+}
+
+fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
+    let path = entry.path().map_err(|e| Error::package(format!("entry with a bad path: {e}")))?;
+    let shown = path.display().to_string();
+    for c in path.components() {
+        match c {
+            Component::Normal(_) | Component::CurDir => {}
+            _ => {
+                return Err(Error::package(format!(
+                    "entry {shown:?}: absolute paths and '..' are not allowed in a package"
+                )))
+            }
+        }
+    }
+    let kind = entry.header().entry_type();
+    if kind.is_dir() {
+        return Ok(Entry::Other);
+    }
+    if !(kind.is_file() || kind == tar::EntryType::Continuous) {
+        return Err(Error::package(format!(
+            "entry {shown:?}: {kind:?} entries (links, devices, fifos) are not allowed in a package"
+        )));
+    }
+    let rel: Vec<String> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect();
+    Ok(match rel.iter().map(|s| s.as_str()).collect::<Vec<_>>().as_slice() {
+        ["package.yaml"] => Entry::Metadata,
+        ["images", "index.json"] => Entry::Index,
+        ["images", "blobs", "sha256", hex] => Entry::Blob(Digest::from_hex(hex).map_err(|e| {
+            Error::package(format!("entry {shown:?}: blob name is not a valid digest ({e})"))
+        })?),
+        ["charts", name] if name.ends_with(".tgz") => Entry::Chart(format!("charts/{name}")),
+        _ => Entry::Other,
+    })
+}
+
+pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
+    let mut meta: Option<PackageMeta> = None;
+    let mut index: Option<Index> = None;
+    let mut wanted = DocWanted::default();
+    let mut docs: HashMap<Digest, Bytes> = HashMap::new();
+    let mut charts = Vec::new();
+
+    for pass in 0..MAX_HEAD_PASSES {
+        let mut held: HashMap<Digest, Bytes> = HashMap::new();
+        let mut held_bytes = 0u64;
+        let mut dropped = false;
+        let mut archive = open(path)?;
+        for entry in archive.entries().map_err(archive_error)? {
+            let mut entry = entry.map_err(archive_error)?;
+            let size = entry.size();
+            match classify(&entry)? {
+                Entry::Metadata if pass == 0 => {
+                    if meta.is_some() {
+                        return Err(Error::package("entry \"package.yaml\" appears twice"));
+                    }
+                    let text = read_limited(&mut entry, size, MAX_METADATA_BYTES, "package.yaml")?;
+                    meta = Some(PackageMeta::parse(&text)?);
+                }
+                Entry::Index if pass == 0 => {
+                    if index.is_some() {
+                        return Err(Error::package("entry \"images/index.json\" appears twice"));
+                    }
+                    let text = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, "images/index.json")?;
+                    let parsed = Index::parse(&text, "images/index.json")?;
+                    wanted.add_index(&parsed);
+                    index = Some(parsed);
+                    // Documents read before the index are held: look at them now.
+                    adopt_held(&mut wanted, &mut docs, &mut held);
+                }
+                Entry::Chart(name) if pass == 0 => charts.push(name),
+                Entry::Blob(d) if !docs.contains_key(&d) && size <= MAX_DOCUMENT_BYTES => {
+                    if wanted.want.contains_key(&d) {
+                        let bytes = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, d.as_str())?;
+                        if let Some(m) = wanted.is_manifest(&d).map(str::to_string) {
+                            wanted.add_document(&m, &bytes);
+                        }
+                        docs.insert(d, Bytes::from(bytes));
+                        adopt_held(&mut wanted, &mut docs, &mut held);
+                    } else if held_bytes + size <= MAX_HELD_BYTES {
+                        let bytes = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, d.as_str())?;
+                        held_bytes += size;
+                        held.insert(d, Bytes::from(bytes));
+                    } else {
+                        dropped = true;
+                    }
+                }
+                _ => {}
+            }
+            // Canonical order puts every document before the first layer: stop reading as
+            // soon as nothing is missing, so no layer is decompressed.
+            if meta.is_some() && index.is_some() && wanted.missing(&docs).next().is_none() {
+                break;
+            }
+        }
+        adopt_held(&mut wanted, &mut docs, &mut held);
+        let meta_missing = meta.is_none();
+        if meta_missing {
+            return Err(Error::package("package.yaml is missing"));
+        }
+        if index.is_none() {
+            return Err(Error::package("images/index.json is missing"));
+        }
+        if wanted.missing(&docs).next().is_none() || !dropped {
+            break;
+        }
+    }
+    charts.sort();
+    Ok(PackageHead {
+        meta: meta.expect("checked above"),
+        images: index.expect("checked above").manifests,
+        docs,
+        charts,
+        warnings: Vec::new(),
+    })
+}
+
+/// Moves held entries that turned out to be wanted documents into `docs`, repeatedly, since
+/// each adopted manifest can make further held entries wanted.
+fn adopt_held(wanted: &mut DocWanted, docs: &mut HashMap<Digest, Bytes>, held: &mut HashMap<Digest, Bytes>) {
+    loop {
+        let ready: Vec<Digest> = held.keys().filter(|d| wanted.want.contains_key(*d)).cloned().collect();
+        if ready.is_empty() {
+            return;
+        }
+        for d in ready {
+            let bytes = held.remove(&d).expect("key listed above");
+            if let Some(m) = wanted.is_manifest(&d).map(str::to_string) {
+                wanted.add_document(&m, &bytes);
+            }
+            docs.insert(d, bytes);
+        }
+    }
+}
+
+pub(super) fn stream_blobs(
+    path: &Path,
+    wanted: &HashMap<Digest, u64>,
+    sink: &mut BlobSink<'_>,
+) -> Result<HashSet<Digest>> {
+    let mut remaining: HashSet<Digest> = wanted.keys().cloned().collect();
+    if remaining.is_empty() {
+        return Ok(remaining);
+    }
+    let mut archive = open(path)?;
+    for entry in archive.entries().map_err(archive_error)? {
+        let mut entry = entry.map_err(archive_error)?;
+        if let Entry::Blob(d) = classify(&entry)? {
+            if remaining.remove(&d) {
+                let size = entry.size();
+                sink(&d, size, &mut entry)?;
+                if remaining.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(remaining)
+}

@@ -1,0 +1,274 @@
+//! Package sources: where bytes enter ferry.
+//!
+//! A package is a `.tgz` (read as a stream: one sequential pass, never extracted to disk) or a
+//! directory with the same layout. A source offers two operations:
+//!
+//! * [`Package::read_head`]: package.yaml, index.json and every manifest, image index and
+//!   (small) config, held in memory. For a package in canonical order this reads only the
+//!   first entries of the archive; no layer is decompressed.
+//! * [`Package::stream_blobs`]: hands the bytes of the wanted blobs, one at a time, to a
+//!   callback, in archive order. The callback verifies and forwards them.
+
+mod archive;
+pub mod layout;
+pub mod metadata;
+pub mod pack;
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+pub use layout::{Descriptor, ImageGraph, Index, SourceRef};
+pub use metadata::PackageMeta;
+
+/// Everything but the layers: enough to plan a push and to `show` a package.
+#[derive(Debug, Clone)]
+pub struct PackageHead {
+    pub meta: PackageMeta,
+    /// The entries of `images/index.json`: one per image (a manifest or an image index).
+    pub images: Vec<Descriptor>,
+    /// Manifests, image indexes and configs up to [`layout::MAX_DOCUMENT_BYTES`], by digest.
+    pub docs: HashMap<Digest, Bytes>,
+    /// Chart archives found under `charts/`.
+    pub charts: Vec<String>,
+    /// Warnings found while reading (file name disagreeing with package.yaml, unknown media types).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Tgz,
+    Dir,
+}
+
+/// One package on disk.
+#[derive(Debug, Clone)]
+pub struct Package {
+    pub path: PathBuf,
+    form: Form,
+}
+
+/// Called with (digest, size in the package, reader over exactly those bytes).
+pub type BlobSink<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<()> + 'a;
+
+impl Package {
+    pub fn open(path: &Path) -> Result<Self> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::package(format!("{}: cannot open: {e}", path.display()))
+        })?;
+        let form = if meta.is_dir() { Form::Dir } else { Form::Tgz };
+        Ok(Package { path: path.to_path_buf(), form })
+    }
+
+    /// File name (or directory name), for messages.
+    pub fn label(&self) -> String {
+        self.path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| self.path.display().to_string())
+    }
+
+    pub fn read_head(&self) -> Result<PackageHead> {
+        let mut head = match self.form {
+            Form::Tgz => archive::read_head(&self.path),
+            Form::Dir => read_dir_head(&self.path),
+        }
+        .map_err(|e| e.context(format!("package {}", self.label())))?;
+        if self.form == Form::Tgz {
+            if let Some(w) = metadata::file_name_warning(&self.label(), &head.meta) {
+                head.warnings.push(w);
+            }
+        }
+        Ok(head)
+    }
+
+    /// Streams the wanted blobs (digest → expected size) to `sink`. Returns the digests that
+    /// were not found in the package. A blob whose size in the package differs from the
+    /// expected one is still handed over: the sink reports the mismatch for that blob.
+    pub fn stream_blobs(
+        &self,
+        wanted: &HashMap<Digest, u64>,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<HashSet<Digest>> {
+        match self.form {
+            Form::Tgz => archive::stream_blobs(&self.path, wanted, sink),
+            Form::Dir => stream_dir_blobs(&self.path, wanted, sink),
+        }
+        .map_err(|e| e.context(format!("package {}", self.label())))
+    }
+}
+
+/// Expands the command line's paths: a `.tgz`, a package directory (has package.yaml), or a
+/// directory of packages (every `*.tgz` in it, sorted by name).
+pub fn find_packages(paths: &[PathBuf]) -> Result<Vec<Package>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() && !p.join("package.yaml").exists() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| Error::package(format!("{}: cannot list: {e}", p.display())))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "tgz") && f.is_file())
+                .collect();
+            found.sort();
+            if found.is_empty() {
+                return Err(Error::package(format!(
+                    "{}: no package.yaml and no *.tgz packages in this directory",
+                    p.display()
+                )));
+            }
+            for f in found {
+                out.push(Package::open(&f)?);
+            }
+        } else {
+            out.push(Package::open(p)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Where a blob lives inside a package.
+pub fn blob_path(digest: &Digest) -> String {
+    format!("images/blobs/sha256/{}", digest.hex())
+}
+
+/// Reads a file no larger than `limit`, with a clear error otherwise.
+fn read_limited(mut r: impl Read, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+    if size > limit {
+        return Err(Error::package(format!(
+            "{what} is {size} bytes, over the {limit}-byte limit for metadata"
+        )));
+    }
+    let mut buf = Vec::with_capacity(size as usize);
+    r.by_ref()
+        .take(limit + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::package(format!("{what}: read failed: {e}")))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::package(format!("{what} is over the {limit}-byte limit for metadata")));
+    }
+    Ok(buf)
+}
+
+/// Collects manifests and small configs: which digests are documents we must hold in memory.
+/// Fed with each new document, it answers which further digests become wanted.
+#[derive(Default)]
+struct DocWanted {
+    want: HashMap<Digest, (String, u64)>,
+}
+
+impl DocWanted {
+    fn add_index(&mut self, index: &Index) {
+        for d in &index.manifests {
+            self.want.entry(d.digest.clone()).or_insert((d.media_type.clone(), d.size));
+        }
+    }
+
+    /// Registers what a newly read document points at (children manifests, small configs).
+    fn add_document(&mut self, media_type: &str, bytes: &[u8]) {
+        match layout::Document::parse(bytes, media_type) {
+            Ok(layout::Document::Index(children)) => {
+                for c in children {
+                    self.want.entry(c.digest.clone()).or_insert((c.media_type, c.size));
+                }
+            }
+            Ok(layout::Document::Manifest { config, .. }) => {
+                if config.size <= layout::MAX_DOCUMENT_BYTES {
+                    self.want.entry(config.digest.clone()).or_insert((String::new(), config.size));
+                }
+            }
+            Err(_) => {} // reported when the image graph is resolved
+        }
+    }
+
+    fn is_manifest(&self, d: &Digest) -> Option<&str> {
+        self.want.get(d).map(|(m, _)| m.as_str()).filter(|m| !m.is_empty())
+    }
+
+    fn missing<'a>(&'a self, docs: &'a HashMap<Digest, Bytes>) -> impl Iterator<Item = &'a Digest> {
+        self.want.keys().filter(move |d| !docs.contains_key(*d))
+    }
+}
+
+fn read_dir_head(root: &Path) -> Result<PackageHead> {
+    let file = |rel: &str, limit: u64| -> Result<Vec<u8>> {
+        let p = root.join(rel);
+        let meta = std::fs::symlink_metadata(&p)
+            .map_err(|e| Error::package(format!("{rel}: cannot read: {e}")))?;
+        if !meta.is_file() {
+            return Err(Error::package(format!("{rel}: not a regular file")));
+        }
+        let f = std::fs::File::open(&p).map_err(|e| Error::package(format!("{rel}: {e}")))?;
+        read_limited(f, meta.len(), limit, rel)
+    };
+    let meta = PackageMeta::parse(&file("package.yaml", metadata::MAX_METADATA_BYTES)?)?;
+    let index = Index::parse(&file("images/index.json", layout::MAX_DOCUMENT_BYTES)?, "images/index.json")?;
+    let docs = collect_docs(&index, |d| file(&blob_path(d), layout::MAX_DOCUMENT_BYTES).ok());
+    let charts = list_charts(&root.join("charts"));
+    Ok(PackageHead { meta, images: index.manifests, docs, charts, warnings: Vec::new() })
+}
+
+/// Reads every manifest, image index and small config reachable from `index` through
+/// `read` (random access). Unreadable documents are left out: they are reported per image
+/// when its graph is resolved.
+pub(crate) fn collect_docs(index: &Index, read: impl Fn(&Digest) -> Option<Vec<u8>>) -> HashMap<Digest, Bytes> {
+    let mut wanted = DocWanted::default();
+    wanted.add_index(index);
+    let mut docs = HashMap::new();
+    loop {
+        let next: Vec<Digest> = wanted.missing(&docs).cloned().collect();
+        let mut progressed = false;
+        for d in next {
+            let Some(bytes) = read(&d) else { continue };
+            if let Some(m) = wanted.is_manifest(&d).map(str::to_string) {
+                wanted.add_document(&m, &bytes);
+            }
+            docs.insert(d, Bytes::from(bytes));
+            progressed = true;
+        }
+        if !progressed {
+            return docs;
+        }
+    }
+}
+
+fn list_charts(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| format!("charts/{}", e.file_name().to_string_lossy()))
+                .filter(|n| n.ends_with(".tgz"))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn stream_dir_blobs(
+    root: &Path,
+    wanted: &HashMap<Digest, u64>,
+    sink: &mut BlobSink<'_>,
+) -> Result<HashSet<Digest>> {
+    let mut missing = HashSet::new();
+    let mut order: Vec<&Digest> = wanted.keys().collect();
+    order.sort();
+    for d in order {
+        let p = root.join(blob_path(d));
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() => {
+                let f = std::fs::File::open(&p)
+                    .map_err(|e| Error::package(format!("{}: {e}", blob_path(d))))?;
+                let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                sink(d, m.len(), &mut r)?;
+            }
+            _ => {
+                missing.insert(d.clone());
+            }
+        }
+    }
+    Ok(missing)
+}

@@ -1,0 +1,165 @@
+//! `ferry pack`: writes a package `.tgz` in canonical order — package.yaml, images/oci-layout,
+//! images/index.json, every manifest/index/config, then layers, then charts — so that readers
+//! can plan a push from the first few entries without decompressing a layer. Every blob is
+//! verified against its digest while it is copied. Output is reproducible (fixed mtimes and
+//! owners) and accompanied by `<file>.sha256` in sha256sum format.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{ImageGraph, Index, MAX_DOCUMENT_BYTES};
+use super::metadata::PackageMeta;
+use super::{blob_path, collect_docs, read_limited};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct PackSummary {
+    pub output: PathBuf,
+    pub sha256: String,
+    pub images: usize,
+    pub blobs: usize,
+    pub bytes: u64,
+}
+
+fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
+    move |e| Error::internal(format!("{what}: {e}"))
+}
+
+/// Packs the OCI layout `from` with `metadata` (and charts from `charts`) into `output`.
+pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) -> Result<PackSummary> {
+    let meta_text = std::fs::read(metadata).map_err(io("reading --metadata"))?;
+    PackageMeta::parse(&meta_text)?;
+    let index_text = std::fs::read(from.join("index.json")).map_err(io("reading index.json of --from"))?;
+    let index = Index::parse(&index_text, "index.json")?;
+    let read_doc = |d: &Digest| {
+        let p = from.join("blobs/sha256").join(d.hex());
+        let f = File::open(&p).ok()?;
+        let len = f.metadata().ok()?.len();
+        read_limited(f, len, MAX_DOCUMENT_BYTES, d.as_str()).ok()
+    };
+    let docs = collect_docs(&index, read_doc);
+
+    // Documents in the order the graphs list them (children first), then every layer once.
+    let mut doc_order: Vec<Digest> = Vec::new();
+    let mut layers: Vec<(Digest, u64)> = Vec::new();
+    let mut seen = HashSet::new();
+    for desc in &index.manifests {
+        let name = desc.ref_name().unwrap_or("(unnamed)");
+        let graph = ImageGraph::resolve(desc, &docs).map_err(|e| e.context(format!("image {name}")))?;
+        for (d, _) in &graph.manifests {
+            if seen.insert(d.digest.clone()) {
+                doc_order.push(d.digest.clone());
+            }
+        }
+        for b in &graph.blobs {
+            if docs.contains_key(&b.digest) {
+                if seen.insert(b.digest.clone()) {
+                    doc_order.push(b.digest.clone());
+                }
+            } else if seen.insert(b.digest.clone()) {
+                layers.push((b.digest.clone(), b.size));
+            }
+        }
+    }
+
+    let tmp = output.with_extension("tgz.partial");
+    let file = File::create(&tmp).map_err(io("creating output"))?;
+    let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new() };
+    let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(1));
+    let mut tar = tar::Builder::new(gz);
+    append(&mut tar, "package.yaml", meta_text.len() as u64, meta_text.as_slice())?;
+    let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+    append(&mut tar, "images/oci-layout", layout.len() as u64, &layout[..])?;
+    append(&mut tar, "images/index.json", index_text.len() as u64, index_text.as_slice())?;
+    let mut bytes = 0u64;
+    for d in &doc_order {
+        let b = &docs[d];
+        bytes += b.len() as u64;
+        append(&mut tar, &blob_path(d), b.len() as u64, &b[..])?;
+    }
+    for (d, size) in &layers {
+        let p = from.join("blobs/sha256").join(d.hex());
+        let f = File::open(&p).map_err(|e| Error::integrity(format!("layer {d} is missing from {}: {e}", from.display())))?;
+        let actual = f.metadata().map_err(io("layer"))?.len();
+        if actual != *size {
+            return Err(Error::integrity(format!("layer {d}: size mismatch: manifest says {size}, file has {actual}")));
+        }
+        let mut verifying = VerifyingReader { inner: f, hasher: Sha256::new() };
+        append(&mut tar, &blob_path(d), *size, &mut verifying)?;
+        let got = Digest::from_hasher(verifying.hasher);
+        if &got != d {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(Error::integrity(format!("layer {d}: digest mismatch: expected {d}, actual {got}")));
+        }
+        bytes += size;
+    }
+    if let Some(dir) = charts {
+        let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+            .map_err(io("reading --charts"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "tgz"))
+            .collect();
+        names.sort();
+        for p in names {
+            let f = File::open(&p).map_err(io("chart"))?;
+            let len = f.metadata().map_err(io("chart"))?.len();
+            let name = format!("charts/{}", p.file_name().expect("listed file").to_string_lossy());
+            append(&mut tar, &name, len, f)?;
+        }
+    }
+    let gz = tar.into_inner().map_err(io("writing output"))?;
+    let mut hashing = gz.finish().map_err(io("writing output"))?;
+    hashing.inner.flush().map_err(io("writing output"))?;
+    let sha256 = hex::encode(hashing.hasher.finalize());
+    std::fs::rename(&tmp, output).map_err(io("renaming output"))?;
+    let file_name = output.file_name().expect("output is a file").to_string_lossy();
+    let mut sums = output.as_os_str().to_owned();
+    sums.push(".sha256");
+    std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
+    Ok(PackSummary { output: output.to_path_buf(), sha256, images: index.manifests.len(), blobs: doc_order.len() + layers.len(), bytes })
+}
+
+fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, data: impl Read) -> Result<()> {
+    let mut h = tar::Header::new_gnu();
+    h.set_size(size);
+    h.set_mode(0o644);
+    h.set_mtime(0);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_entry_type(tar::EntryType::Regular);
+    tar.append_data(&mut h, path, data).map_err(|e| Error::internal(format!("writing {path}: {e}")))
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct VerifyingReader<R> {
+    inner: R,
+    hasher: Sha256,
+}
+
+impl<R: Read> Read for VerifyingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
