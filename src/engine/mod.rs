@@ -116,7 +116,7 @@ impl Engine {
     pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
         let line = progress.package(&pkg.label());
         let mut report = PackageReport::new(pkg.label());
-        line.set("reading package");
+        line.step("reading package");
         let reader = pkg.clone();
         let head = match tokio::task::spawn_blocking(move || reader.read_head()).await {
             Ok(Ok(h)) => h,
@@ -144,7 +144,7 @@ impl Engine {
             }
         }
 
-        line.set("checking what the registry has");
+        line.step("checking what the registry has");
         let mut runs = Vec::new();
         for d in &self.dests {
             let run = self.survey(d, &images).await;
@@ -167,10 +167,13 @@ impl Engine {
         }
 
         let uploads: usize = runs.iter().map(|r| r.plan.uploads.len()).sum();
-        line.set(&format!("sending {uploads} blobs"));
+        let bytes: u64 = runs.iter().map(|r| r.plan.bytes_to_send()).sum();
+        if uploads > 0 {
+            line.set(&format!("sending {uploads} blobs ({})", crate::report::human_bytes(bytes)));
+        }
         self.move_blobs(pkg, &head, &images, &mut runs).await;
 
-        line.set("pushing manifests");
+        line.step("pushing manifests");
         for (di, run) in runs.iter_mut().enumerate() {
             self.push_manifests(di, run, &images).await;
             self.count(di, run, &images, &mut report.blobs).await;

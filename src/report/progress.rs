@@ -17,6 +17,7 @@ pub struct Progress {
     bars: Option<(MultiProgress, ProgressBar)>,
     current: Arc<Mutex<String>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
+    quiet: bool,
 }
 
 fn sent(counters: &[Arc<Counters>]) -> u64 {
@@ -71,7 +72,7 @@ impl Progress {
         } else {
             None
         };
-        Progress { total, counters, bars, current, ticker }
+        Progress { total, counters, bars, current, ticker, quiet }
     }
 
     /// More bytes are planned (after a package's plan is known).
@@ -94,7 +95,7 @@ impl Progress {
             b.enable_steady_tick(Duration::from_millis(150));
             b
         });
-        PackageLine { label: label.to_string(), bar }
+        PackageLine { label: label.to_string(), bar, quiet: self.quiet }
     }
 
     pub fn finish(self) {
@@ -111,20 +112,32 @@ impl Progress {
 pub struct PackageLine {
     label: String,
     bar: Option<ProgressBar>,
+    quiet: bool,
 }
 
 impl PackageLine {
+    /// A step worth a log line when not on a terminal.
     pub fn set(&self, status: &str) {
         match &self.bar {
             Some(b) => b.set_message(format!("{}: {status}", self.label)),
-            None => tracing::info!("{}: {status}", self.label),
+            None if !self.quiet => tracing::info!("{}: {status}", self.label),
+            None => {}
+        }
+    }
+
+    /// A minor step: shown on the terminal line, logged only with --debug.
+    pub fn step(&self, status: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(format!("{}: {status}", self.label)),
+            None => tracing::debug!("{}: {status}", self.label),
         }
     }
 
     pub fn done(&self, status: &str) {
         match &self.bar {
             Some(b) => b.finish_with_message(format!("{}: {status}", self.label)),
-            None => tracing::info!("{}: {status}", self.label),
+            None if !self.quiet => tracing::info!("{}: {status}", self.label),
+            None => {}
         }
     }
 }

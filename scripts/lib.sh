@@ -1,0 +1,56 @@
+# Shared by scripts/*.sh: install what is missing (Debian), find a free port, run a
+# throwaway registry.
+
+# install_missing CMD:PACKAGE ...
+install_missing() {
+  local need=() pair
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing: ${need[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_registry DIR PORT: plain-HTTP Distribution registry on 127.0.0.1:PORT, storage in DIR.
+start_registry() {
+  local dir=$1 port=$2
+  mkdir -p "$dir/data"
+  cat >"$dir/config.yml" <<CFG
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $dir/data
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:$port
+CFG
+  docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
+  echo $! >"$dir/pid"
+  for _ in $(seq 100); do
+    (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "registry did not start:" >&2
+  cat "$dir/registry.log" >&2
+  return 1
+}
+
+stop_registry() {
+  local dir=$1
+  [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true
+  rm -f "$dir/pid"
+}

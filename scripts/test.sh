@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests and the end-to-end tests that start real registries
+# (Debian's docker-registry) and check results with skopeo. Installs those where missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3
+# Release mode: the tests hash hundreds of MB, which an unoptimised build makes slow.
+cargo test --release --all-targets -- --test-threads=2

@@ -1,0 +1,255 @@
+//! Test harness: a real Distribution registry (Debian's `docker-registry`) on 127.0.0.1 with
+//! a random port and temp storage, optionally with TLS and htpasswd; the ferry binary; and
+//! skopeo as the independent client that checks what landed.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use ferry::source::Package;
+
+pub const USER: &str = "ferryadmin";
+pub const PASSWORD: &str = "S3cr3t-Pa55word-do-not-log";
+
+fn require(tool: &str) {
+    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(ok, "{tool} is not installed: run scripts/test.sh, which installs docker-registry and skopeo");
+}
+
+#[derive(Default, Clone)]
+pub struct RegistryOpts {
+    pub tls: bool,
+    pub auth: bool,
+}
+
+pub struct Registry {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: Child,
+    pub opts: RegistryOpts,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Registry {
+    pub fn start(opts: RegistryOpts) -> Registry {
+        require("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut cfg = format!(
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+            dir.path().display()
+        );
+        if opts.tls {
+            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
+            std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {0}/ca.pem\n    key: {0}/key.pem\n",
+                dir.path().display()
+            ));
+        }
+        if opts.auth {
+            let hash = bcrypt::hash(PASSWORD, 4).unwrap();
+            std::fs::write(dir.path().join("htpasswd"), format!("{USER}:{hash}\n")).unwrap();
+            cfg.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}/htpasswd\n",
+                dir.path().display()
+            ));
+        }
+        std::fs::write(dir.path().join("config.yml"), cfg).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(dir.path().join("config.yml"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(20), "registry did not start: {}", std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Registry { port, dir, child, opts }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// Flags that let ferry reach this registry.
+    pub fn push_flags(&self) -> Vec<String> {
+        let mut v = vec!["--dest-repo".to_string(), self.host()];
+        if self.opts.tls {
+            v.push("--ca-file".into());
+            v.push(self.ca().display().to_string());
+        } else {
+            v.push("--plain".into());
+        }
+        if self.opts.auth {
+            v.extend(["--username".to_string(), USER.to_string(), "--password".to_string(), PASSWORD.to_string()]);
+        }
+        v
+    }
+
+    fn skopeo_auth(&self) -> Vec<String> {
+        let mut v = vec!["--tls-verify=false".to_string()];
+        if self.opts.auth {
+            v.push(format!("--creds={USER}:{PASSWORD}"));
+        }
+        v
+    }
+
+    /// `skopeo inspect --raw`: the manifest bytes as the registry serves them, or None.
+    pub fn skopeo_raw(&self, reference: &str) -> Option<Vec<u8>> {
+        require("skopeo");
+        let out = Command::new("skopeo")
+            .arg("inspect")
+            .arg("--raw")
+            .args(self.skopeo_auth())
+            .arg(format!("docker://{}/{reference}", self.host()))
+            .output()
+            .unwrap();
+        out.status.success().then_some(out.stdout)
+    }
+
+    /// `skopeo copy --all` of an image back to an OCI directory; panics with skopeo's output
+    /// on failure.
+    pub fn skopeo_copy_back(&self, reference: &str, into: &Path) {
+        let mut args = vec!["copy".to_string(), "--all".to_string(), "--src-tls-verify=false".to_string()];
+        if self.opts.auth {
+            args.push(format!("--src-creds={USER}:{PASSWORD}"));
+        }
+        args.push(format!("docker://{}/{reference}", self.host()));
+        args.push(format!("oci:{}:copy", into.display()));
+        let out = Command::new("skopeo").args(&args).output().unwrap();
+        assert!(out.status.success(), "skopeo copy {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures")
+}
+
+pub fn fixture(prefix: &str) -> PathBuf {
+    let dir = fixtures();
+    std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix) && p.extension().is_some_and(|x| x == "tgz"))
+        .unwrap_or_else(|| panic!("no fixture {prefix}*.tgz"))
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+    pub fn all(&self) -> String {
+        format!("{}\n{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs the ferry binary with a clean environment (own HOME and state dir, no FERRY_*).
+pub fn ferry<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
+    ferry_with(args, &[], None)
+}
+
+pub fn ferry_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+    let out = ferry_command(args, env, stdin);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ferry_command<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+    let home = scratch_home();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args).env("HOME", &home).env("XDG_STATE_HOME", home.join("state")).env("FERRY_PROGRESS_INTERVAL", "0.2");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("FERRY_") && k != "FERRY_PROGRESS_INTERVAL" || k == "REGISTRY_AUTH_FILE" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    if let Some(s) = stdin {
+        child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+/// A HOME of its own per process of tests, so that no real docker login leaks in.
+pub fn scratch_home() -> PathBuf {
+    let p = std::env::temp_dir().join(format!("ferry-test-home-{}", std::process::id()));
+    std::fs::create_dir_all(&p).unwrap();
+    p
+}
+
+/// (reference, manifest bytes) of every image in a package, read with ferry's public API.
+pub fn package_images(pkg: &Path) -> Vec<(String, Vec<u8>)> {
+    let head = Package::open(pkg).unwrap().read_head().unwrap();
+    head.images
+        .iter()
+        .map(|d| (d.ref_name().unwrap().to_string(), head.docs[&d.digest].to_vec()))
+        .collect()
+}
+
+/// `registry.alauda.cn:60080/acp/x:v1` → `acp/x:v1`
+pub fn path_of(reference: &str) -> String {
+    reference.split_once('/').unwrap().1.to_string()
+}
+
+/// Rewrites a .tgz, letting `edit` change or drop entries (path, bytes) → Some(new bytes) / None.
+pub fn rewrite_tgz(src: &Path, dst: &Path, mut edit: impl FnMut(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    let f = std::fs::File::open(src).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    let out = std::fs::File::create(dst).unwrap();
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(out, flate2::Compression::fast()));
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        if let Some(new) = edit(&path, data) {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(new.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            builder.append_data(&mut h, &path, new.as_slice()).unwrap();
+        }
+    }
+    builder.into_inner().unwrap().finish().unwrap();
+}
