@@ -60,7 +60,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into(), retryable: false }
+        Error {
+            kind,
+            message: message.into(),
+            retryable: false,
+        }
     }
     pub fn package(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Package, message)

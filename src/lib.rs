@@ -10,6 +10,7 @@
 //! * [`cli`]     — the command line (`pack`, `show`, `push`).
 
 pub mod cli;
+pub mod devtools;
 pub mod digest;
 pub mod engine;
 pub mod error;
@@ -17,4 +18,3 @@ pub mod plan;
 pub mod report;
 pub mod sink;
 pub mod source;
-pub mod devtools;

@@ -9,14 +9,22 @@ fn show_prints_identity_and_with_all_every_image() {
     let pkg = fixture("oam-application");
     let run = ferry(&["show", pkg.to_str().unwrap()]);
     assert_eq!(run.code, 0, "{}", run.all());
-    for want in ["Name:      oam-application", "Type:      plugin", "Arch:      linux/amd64", "Version:   4.2.1"] {
+    for want in [
+        "Name:      oam-application",
+        "Type:      plugin",
+        "Arch:      linux/amd64",
+        "Version:   4.2.1",
+    ] {
         assert!(run.stdout.contains(want), "{}", run.stdout);
     }
     assert!(!run.stdout.contains("oam-webhook"));
     let run = ferry(&["show", pkg.to_str().unwrap(), "--all", "--output", "json"]);
     let v = run.json();
     assert_eq!(v["images"].as_array().unwrap().len(), 3);
-    assert_eq!(v["artifact"], "registry.alauda.cn:60080/acp/oam-controller:v4.2.1");
+    assert_eq!(
+        v["artifact"],
+        "registry.alauda.cn:60080/acp/oam-controller:v4.2.1"
+    );
 }
 
 #[test]
@@ -26,19 +34,32 @@ fn show_warns_when_file_name_disagrees_and_fails_on_bad_metadata() {
     std::fs::copy(fixture("topolvm-operator"), &renamed).unwrap();
     let run = ferry(&["show", renamed.to_str().unwrap()]);
     assert_eq!(run.code, 0);
-    assert!(run.stderr.contains("warning") && run.stderr.contains("package.yaml"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("warning") && run.stderr.contains("package.yaml"),
+        "{}",
+        run.stderr
+    );
 
     let bad = dir.path().join("bad.tgz");
     rewrite_tgz(&fixture("topolvm-operator"), &bad, |path, data| {
         if path == "package.yaml" {
-            Some(String::from_utf8(data).unwrap().replace("  version: 2.3.0\n", "").into_bytes())
+            Some(
+                String::from_utf8(data)
+                    .unwrap()
+                    .replace("  version: 2.3.0\n", "")
+                    .into_bytes(),
+            )
         } else {
             Some(data)
         }
     });
     let run = ferry(&["show", bad.to_str().unwrap()]);
     assert_eq!(run.code, 3, "{}", run.all());
-    assert!(run.stderr.contains("metadata.version is required") && run.stderr.contains("bad.tgz"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("metadata.version is required") && run.stderr.contains("bad.tgz"),
+        "{}",
+        run.stderr
+    );
 }
 
 #[test]
@@ -49,17 +70,38 @@ fn pack_is_reproducible_canonical_and_writes_sha256() {
     let src = dir.path().join("oam-application");
     let out = |n: &str| dir.path().join(n);
     for n in ["a.tgz", "b.tgz"] {
-        let run = ferry(&["pack", "--from", src.join("layout").to_str().unwrap(), "--metadata", src.join("package.yaml").to_str().unwrap(), "-o", out(n).to_str().unwrap()]);
+        let run = ferry(&[
+            "pack",
+            "--from",
+            src.join("layout").to_str().unwrap(),
+            "--metadata",
+            src.join("package.yaml").to_str().unwrap(),
+            "-o",
+            out(n).to_str().unwrap(),
+        ]);
         assert_eq!(run.code, 0, "{}", run.all());
     }
-    assert_eq!(std::fs::read(out("a.tgz")).unwrap(), std::fs::read(out("b.tgz")).unwrap());
+    assert_eq!(
+        std::fs::read(out("a.tgz")).unwrap(),
+        std::fs::read(out("b.tgz")).unwrap()
+    );
     // the checked-in fixture is what the generator makes today
-    assert_eq!(std::fs::read(out("a.tgz")).unwrap(), std::fs::read(fixture("oam-application")).unwrap());
+    assert_eq!(
+        std::fs::read(out("a.tgz")).unwrap(),
+        std::fs::read(fixture("oam-application")).unwrap()
+    );
     let sums = std::fs::read_to_string(dir.path().join("a.tgz.sha256")).unwrap();
     assert!(sums.ends_with("  a.tgz\n"), "{sums}");
     // canonical order: metadata first, every document before the first layer
     let f = std::fs::File::open(out("a.tgz")).unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
-    let names: Vec<String> = ar.entries().unwrap().map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned()).collect();
-    assert_eq!(&names[..3], ["package.yaml", "images/oci-layout", "images/index.json"]);
+    let names: Vec<String> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        &names[..3],
+        ["package.yaml", "images/oci-layout", "images/index.json"]
+    );
 }

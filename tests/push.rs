@@ -27,7 +27,10 @@ fn fixtures_land_byte_for_byte_and_a_second_push_uploads_nothing() {
     assert_eq!(report["totals"]["images_failed"], 0);
     assert!(report["totals"]["blobs"]["uploaded"].as_u64().unwrap() > 10);
     // the plugin's shared base layer goes up once and is mounted into the other repositories
-    assert!(report["totals"]["blobs"]["mounted"].as_u64().unwrap() >= 2, "{report}");
+    assert!(
+        report["totals"]["blobs"]["mounted"].as_u64().unwrap() >= 2,
+        "{report}"
+    );
 
     let copies = tempfile::tempdir().unwrap();
     let mut checked = 0;
@@ -38,8 +41,13 @@ fn fixtures_land_byte_for_byte_and_a_second_push_uploads_nothing() {
         }
         for (reference, manifest) in package_images(&pkg) {
             let dest = path_of(&reference);
-            let raw = reg.skopeo_raw(&dest).unwrap_or_else(|| panic!("{dest} not in the registry"));
-            assert_eq!(raw, manifest, "{dest}: manifest bytes differ from the package");
+            let raw = reg
+                .skopeo_raw(&dest)
+                .unwrap_or_else(|| panic!("{dest} not in the registry"));
+            assert_eq!(
+                raw, manifest,
+                "{dest}: manifest bytes differ from the package"
+            );
             reg.skopeo_copy_back(&dest, &copies.path().join(format!("c{checked}")));
             checked += 1;
         }
@@ -56,14 +64,28 @@ fn fixtures_land_byte_for_byte_and_a_second_push_uploads_nothing() {
 
 #[test]
 fn tls_with_htpasswd_and_password_from_stdin() {
-    let reg = Registry::start(RegistryOpts { tls: true, auth: true });
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        auth: true,
+    });
     let pkg = fixture("topolvm-operator");
     let pkg = pkg.to_str().unwrap();
     let host = reg.host();
     let ca = reg.ca();
     let ca = ca.to_str().unwrap();
     let run = ferry_with(
-        &["push", pkg, "--dest-repo", &host, "--ca-file", ca, "--username", USER, "--password-stdin", "--debug"],
+        &[
+            "push",
+            pkg,
+            "--dest-repo",
+            &host,
+            "--ca-file",
+            ca,
+            "--username",
+            USER,
+            "--password-stdin",
+            "--debug",
+        ],
         &[],
         Some(&format!("{PASSWORD}\n")),
     );
@@ -74,33 +96,93 @@ fn tls_with_htpasswd_and_password_from_stdin() {
     }
 
     // Password from the environment works too.
-    let run = ferry_with(&["push", pkg, "--dest-repo", &host, "--ca-file", ca, "--username", USER], &[("FERRY_PASSWORD", PASSWORD)], None);
+    let run = ferry_with(
+        &[
+            "push",
+            pkg,
+            "--dest-repo",
+            &host,
+            "--ca-file",
+            ca,
+            "--username",
+            USER,
+        ],
+        &[("FERRY_PASSWORD", PASSWORD)],
+        None,
+    );
     assert_eq!(run.code, 0, "{}", run.all());
 
     // Wrong password: exit 5, says 401 and what to check, never prints the password.
     let wrong = "Wr0ng-Secret-Value";
-    let run = ferry(&["push", pkg, "--dest-repo", &host, "--ca-file", ca, "--username", USER, "--password", wrong, "--debug"]);
+    let run = ferry(&[
+        "push",
+        pkg,
+        "--dest-repo",
+        &host,
+        "--ca-file",
+        ca,
+        "--username",
+        USER,
+        "--password",
+        wrong,
+        "--debug",
+    ]);
     assert_eq!(run.code, 5, "{}", run.all());
     assert!(run.all().contains("401"), "{}", run.all());
     assert!(run.all().contains("--username"), "{}", run.all());
     assert!(!run.all().contains(wrong));
 
     // Untrusted certificate: exit 6 and the two ways out are named.
-    let run = ferry(&["push", pkg, "--dest-repo", &host, "--username", USER, "--password", PASSWORD]);
+    let run = ferry(&[
+        "push",
+        pkg,
+        "--dest-repo",
+        &host,
+        "--username",
+        USER,
+        "--password",
+        PASSWORD,
+    ]);
     assert_eq!(run.code, 6, "{}", run.all());
-    assert!(run.all().contains("--ca-file") && run.all().contains("--insecure"), "{}", run.all());
+    assert!(
+        run.all().contains("--ca-file") && run.all().contains("--insecure"),
+        "{}",
+        run.all()
+    );
     assert!(!run.all().contains(PASSWORD));
 
     // --insecure skips verification.
-    let run = ferry(&["push", pkg, "--dest-repo", &host, "--insecure", "--username", USER, "--password", PASSWORD]);
+    let run = ferry(&[
+        "push",
+        pkg,
+        "--dest-repo",
+        &host,
+        "--insecure",
+        "--username",
+        USER,
+        "--password",
+        PASSWORD,
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
 }
 
 #[test]
 fn registry_not_listening_is_a_clear_error() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let pkg = fixture("topolvm-operator");
-    let run = ferry(&["push", pkg.to_str().unwrap(), "--dest-repo", &format!("127.0.0.1:{port}"), "--plain", "--retry-base-ms", "10"]);
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &format!("127.0.0.1:{port}"),
+        "--plain",
+        "--retry-base-ms",
+        "10",
+    ]);
     assert_eq!(run.code, 6, "{}", run.all());
     assert!(run.all().contains("not reachable"), "{}", run.all());
     assert!(run.all().contains(&format!("127.0.0.1:{port}")));
@@ -112,9 +194,17 @@ fn corrupted_blob_fails_only_its_image_and_pushes_no_manifest_for_it() {
     let src = fixture("oam-application");
     let images = package_images(&src);
     // the webhook's own layer (second layer of its manifest)
-    let (webhook_ref, webhook_manifest) = images.iter().find(|(r, _)| r.contains("oam-webhook")).unwrap().clone();
+    let (webhook_ref, webhook_manifest) = images
+        .iter()
+        .find(|(r, _)| r.contains("oam-webhook"))
+        .unwrap()
+        .clone();
     let m: Value = serde_json::from_slice(&webhook_manifest).unwrap();
-    let bad = m["layers"][1]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let bad = m["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("oam-application.amd64.v4.2.1.tgz");
     rewrite_tgz(&src, &broken, |path, mut data| {
@@ -130,17 +220,36 @@ fn corrupted_blob_fails_only_its_image_and_pushes_no_manifest_for_it() {
     let failed: Vec<&Value> = imgs.iter().filter(|i| i["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{report}");
     let msg = failed[0]["error"]["message"].as_str().unwrap();
-    assert!(msg.contains("digest mismatch") && msg.contains(&bad), "{msg}");
-    assert!(msg.contains("oam-application") && msg.contains("oam-webhook"), "{msg}");
+    assert!(
+        msg.contains("digest mismatch") && msg.contains(&bad),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("oam-application") && msg.contains("oam-webhook"),
+        "{msg}"
+    );
     assert!(msg.contains("expected") && msg.contains("actual"), "{msg}");
-    assert!(reg.skopeo_raw(&path_of(&webhook_ref)).is_none(), "manifest of the broken image was pushed");
+    assert!(
+        reg.skopeo_raw(&path_of(&webhook_ref)).is_none(),
+        "manifest of the broken image was pushed"
+    );
     for (r, manifest) in images.iter().filter(|(r, _)| !r.contains("oam-webhook")) {
         assert_eq!(&reg.skopeo_raw(&path_of(r)).unwrap(), manifest);
     }
     // nothing was committed under the bad digest: the registry's own storage has no such blob
-    let stored = reg.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{bad}", &bad[..2]));
-    assert!(!stored.exists(), "a blob with the corrupted digest was committed");
-    assert!(reg.dir.path().join("data/docker/registry/v2/blobs/sha256").exists());
+    let stored = reg.dir.path().join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{bad}",
+        &bad[..2]
+    ));
+    assert!(
+        !stored.exists(),
+        "a blob with the corrupted digest was committed"
+    );
+    assert!(reg
+        .dir
+        .path()
+        .join("data/docker/registry/v2/blobs/sha256")
+        .exists());
 }
 
 #[test]
@@ -149,15 +258,27 @@ fn missing_blob_and_truncated_archive_fail_clearly() {
     let src = fixture("topolvm-operator");
     let images = package_images(&src);
     let m: Value = serde_json::from_slice(&images[0].1).unwrap();
-    let layer = m["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let layer = m["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
     let dir = tempfile::tempdir().unwrap();
 
     let missing = dir.path().join("missing.tgz");
-    rewrite_tgz(&src, &missing, |path, data| (!path.ends_with(&layer)).then_some(data));
+    rewrite_tgz(&src, &missing, |path, data| {
+        (!path.ends_with(&layer)).then_some(data)
+    });
     let (run, report) = push_json(&reg, &[missing.to_str().unwrap()], &[]);
     assert_eq!(run.code, 3, "{}", run.all());
-    let msg = report["packages"][0]["images"][0]["error"]["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("missing from the package") && msg.contains(&layer), "{msg}");
+    let msg = report["packages"][0]["images"][0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("missing from the package") && msg.contains(&layer),
+        "{msg}"
+    );
     assert!(reg.skopeo_raw(&path_of(&images[0].0)).is_none());
 
     let truncated = dir.path().join("truncated.tgz");
@@ -191,10 +312,24 @@ fn package_directories_and_chunked_uploads() {
     let (run, report) = push_json(&reg, &[pkg.to_str().unwrap()], &["--chunk-size-mb", "1"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(report["totals"]["blobs"]["uploaded"], 3);
-    let patches = reg.log().matches("\"PATCH /v2/acp/big/blobs/uploads/").count();
-    assert!(patches >= 4, "expected chunked PATCH uploads, saw {patches}");
+    let patches = reg
+        .log()
+        .matches("\"PATCH /v2/acp/big/blobs/uploads/")
+        .count();
+    assert!(
+        patches >= 4,
+        "expected chunked PATCH uploads, saw {patches}"
+    );
     let packed = dir.path().join("big.tgz");
-    let run = ferry(&["pack", "--from", pkg.join("images").to_str().unwrap(), "--metadata", pkg.join("package.yaml").to_str().unwrap(), "-o", packed.to_str().unwrap()]);
+    let run = ferry(&[
+        "pack",
+        "--from",
+        pkg.join("images").to_str().unwrap(),
+        "--metadata",
+        pkg.join("package.yaml").to_str().unwrap(),
+        "-o",
+        packed.to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
     for (r, manifest) in package_images(&packed) {
         assert_eq!(reg.skopeo_raw(&path_of(&r)).unwrap(), manifest);
@@ -212,15 +347,29 @@ fn dry_run_plans_without_writing() {
     let planned = plan["totals"]["blobs"]["bytes"].as_u64().unwrap();
     assert!(plan["estimate"].as_str().unwrap().contains("at 1 Gbit/s"));
     for m in ["\"POST ", "\"PUT ", "\"PATCH "] {
-        assert!(!reg.log().contains(m), "dry run wrote to the registry ({m})");
+        assert!(
+            !reg.log().contains(m),
+            "dry run wrote to the registry ({m})"
+        );
     }
     // the plan's bytes are what a real push then uploads
     let (run, done) = push_json(&reg, &[fixture("oam-application").to_str().unwrap()], &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let oam_bytes = done["totals"]["blobs"]["bytes"].as_u64().unwrap();
-    let (_, half) = push_json(&reg, &[all.to_str().unwrap()], &["--dry-run", "--link-speed", "100mbit"]);
-    assert_eq!(half["totals"]["blobs"]["bytes"].as_u64().unwrap(), planned - oam_bytes, "{half}");
+    let (_, half) = push_json(
+        &reg,
+        &[all.to_str().unwrap()],
+        &["--dry-run", "--link-speed", "100mbit"],
+    );
+    assert_eq!(
+        half["totals"]["blobs"]["bytes"].as_u64().unwrap(),
+        planned - oam_bytes,
+        "{half}"
+    );
     assert!(half["estimate"].as_str().unwrap().contains("100 Mbit/s"));
     let (_, rest) = push_json(&reg, &[all.to_str().unwrap()], &[]);
-    assert_eq!(rest["totals"]["blobs"]["bytes"].as_u64().unwrap(), planned - oam_bytes);
+    assert_eq!(
+        rest["totals"]["blobs"]["bytes"].as_u64().unwrap(),
+        planned - oam_bytes
+    );
 }

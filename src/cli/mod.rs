@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use crate::error::{Error, ErrorKind};
 
 #[derive(Parser, Debug)]
-#[command(name = "ferry", version, about = "Carry offline packages (images) into air-gapped registries")]
+#[command(
+    name = "ferry",
+    version,
+    about = "Carry offline packages (images) into air-gapped registries"
+)]
 pub struct Cli {
     /// Debug logging (secrets are never logged).
     #[arg(long, global = true)]
@@ -101,23 +105,30 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(cli.debug);
     let result = match cli.command {
-        Command::Pack { from, metadata, charts, output } => {
-            match crate::source::pack::pack(&from, &metadata, charts.as_deref(), &output) {
-                Ok(s) => {
-                    println!(
-                        "wrote {} ({} images, {} blobs, {}), sha256 {}",
-                        s.output.display(),
-                        s.images,
-                        s.blobs,
-                        crate::report::human_bytes(s.bytes),
-                        s.sha256
-                    );
-                    Ok(0)
-                }
-                Err(e) => Err(e),
+        Command::Pack {
+            from,
+            metadata,
+            charts,
+            output,
+        } => match crate::source::pack::pack(&from, &metadata, charts.as_deref(), &output) {
+            Ok(s) => {
+                println!(
+                    "wrote {} ({} images, {} blobs, {}), sha256 {}",
+                    s.output.display(),
+                    s.images,
+                    s.blobs,
+                    crate::report::human_bytes(s.bytes),
+                    s.sha256
+                );
+                Ok(0)
             }
-        }
-        Command::Show { package, all, output } => show::run(&package, all, output),
+            Err(e) => Err(e),
+        },
+        Command::Show {
+            package,
+            all,
+            output,
+        } => show::run(&package, all, output),
         Command::Push(args) => push::run(args),
         Command::Dev { what } => dev(what),
     };
@@ -137,7 +148,12 @@ fn dev(what: DevCommand) -> Result<i32, Error> {
                 println!("{n}");
             }
         }
-        DevCommand::Corpus { out, images, scale, seed } => {
+        DevCommand::Corpus {
+            out,
+            images,
+            scale,
+            seed,
+        } => {
             let bytes = crate::devtools::corpus(&out, images, scale, seed)?;
             println!("{}", bytes);
         }
@@ -150,5 +166,10 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::new(ErrorKind::Internal, format!("cannot start the runtime: {e}")))
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot start the runtime: {e}"),
+            )
+        })
 }

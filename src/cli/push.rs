@@ -80,7 +80,10 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
     } else {
         (l.as_str(), 1.0)
     };
-    let v: f64 = num.trim().parse().map_err(|_| format!("{s:?} is not a link speed like 1gbit or 100mbit"))?;
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a link speed like 1gbit or 100mbit"))?;
     if v <= 0.0 {
         return Err("link speed must be positive".into());
     }
@@ -102,9 +105,18 @@ fn credentials(args: &PushArgs, host: &str) -> Result<Option<Credentials>, Error
         args.password.clone()
     };
     match (&args.username, password) {
-        (Some(u), Some(p)) => Ok(Some(Credentials { username: u.clone(), password: Secret::new(p) })),
-        (Some(_), None) => Err(Error::new(ErrorKind::Auth, "--username needs --password, --password-stdin or FERRY_PASSWORD")),
-        (None, Some(_)) => Err(Error::new(ErrorKind::Auth, "a password was given without --username")),
+        (Some(u), Some(p)) => Ok(Some(Credentials {
+            username: u.clone(),
+            password: Secret::new(p),
+        })),
+        (Some(_), None) => Err(Error::new(
+            ErrorKind::Auth,
+            "--username needs --password, --password-stdin or FERRY_PASSWORD",
+        )),
+        (None, Some(_)) => Err(Error::new(
+            ErrorKind::Auth,
+            "a password was given without --username",
+        )),
         (None, None) => Ok(auth::from_auth_files(host)),
     }
 }
@@ -117,8 +129,10 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     };
     let packages = source::find_packages(&args.packages)?;
     let creds = credentials(&args, &host)?;
-    let mut retry = RetryPolicy::default();
-    retry.base = std::time::Duration::from_millis(args.retry_base_ms);
+    let retry = RetryPolicy {
+        base: std::time::Duration::from_millis(args.retry_base_ms),
+        ..Default::default()
+    };
     let registry = Arc::new(Registry::new(RegistryOptions {
         host: host.clone(),
         plain_http: plain,
@@ -153,23 +167,41 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             report.error = Some(ErrorReport::from(&e));
             return report;
         }
-        let progress = Progress::start(vec![registry.counters.clone()], args.quiet || args.output == Output::Json);
+        let progress = Progress::start(
+            vec![registry.counters.clone()],
+            args.quiet || args.output == Output::Json,
+        );
         let engine = Engine::new(opts, vec![registry.clone()]);
         for pkg in &packages {
-            report.packages.push(engine.push_package(pkg, &progress).await);
+            report
+                .packages
+                .push(engine.push_package(pkg, &progress).await);
         }
         progress.finish();
         report
     });
     report.seconds = started.elapsed().as_secs_f64();
-    report.totals.bytes_sent = registry.counters.bytes_sent.load(std::sync::atomic::Ordering::Relaxed);
-    report.totals.retries = registry.counters.retries.load(std::sync::atomic::Ordering::Relaxed);
+    report.totals.bytes_sent = registry
+        .counters
+        .bytes_sent
+        .load(std::sync::atomic::Ordering::Relaxed);
+    report.totals.retries = registry
+        .counters
+        .retries
+        .load(std::sync::atomic::Ordering::Relaxed);
     report.finish();
     if args.dry_run {
-        report.estimate = Some(estimate_line(report.totals.blobs.bytes, report.totals.blobs.uploaded, args.link_speed));
+        report.estimate = Some(estimate_line(
+            report.totals.blobs.bytes,
+            report.totals.blobs.uploaded,
+            args.link_speed,
+        ));
     }
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&report).expect("report is plain data")),
+        Output::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report is plain data")
+        ),
         Output::Text => print!("{}", report.render_text()),
     }
     Ok(report.exit_code)

@@ -23,7 +23,7 @@ impl Rng {
     pub fn new(seed: u64) -> Self {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -31,7 +31,7 @@ impl Rng {
     }
     pub fn fill(&mut self, buf: &mut [u8]) {
         for c in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
+            let v = self.next_u64().to_le_bytes();
             c.copy_from_slice(&v[..c.len()]);
         }
     }
@@ -42,7 +42,8 @@ impl Rng {
 pub fn random_layer(seed: u64, size: usize) -> Vec<u8> {
     let mut data = vec![0u8; size];
     Rng::new(seed).fill(&mut data);
-    let mut gz = flate2::write::GzEncoder::new(Vec::with_capacity(size + 4096), flate2::Compression::none());
+    let mut gz =
+        flate2::write::GzEncoder::new(Vec::with_capacity(size + 4096), flate2::Compression::none());
     {
         let mut tar = tar::Builder::new(&mut gz);
         let mut h = tar::Header::new_gnu();
@@ -50,7 +51,8 @@ pub fn random_layer(seed: u64, size: usize) -> Vec<u8> {
         h.set_mode(0o644);
         h.set_mtime(0);
         h.set_cksum();
-        tar.append_data(&mut h, format!("data/{seed}.bin"), data.as_slice()).expect("in-memory tar");
+        tar.append_data(&mut h, format!("data/{seed}.bin"), data.as_slice())
+            .expect("in-memory tar");
         tar.finish().expect("in-memory tar");
     }
     gz.finish().expect("in-memory gzip")
@@ -70,7 +72,10 @@ impl LayoutWriter {
     pub fn create(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(io)?;
         std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io)?;
-        Ok(LayoutWriter { dir: dir.to_path_buf(), entries: Vec::new() })
+        Ok(LayoutWriter {
+            dir: dir.to_path_buf(),
+            entries: Vec::new(),
+        })
     }
 
     pub fn blob(&mut self, media_type: &str, bytes: &[u8]) -> Result<Descriptor> {
@@ -79,19 +84,38 @@ impl LayoutWriter {
         if !p.exists() {
             std::fs::write(p, bytes).map_err(io)?;
         }
-        Ok(Descriptor { media_type: media_type.into(), digest, size: bytes.len() as u64, annotations: None, platform: None })
+        Ok(Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size: bytes.len() as u64,
+            annotations: None,
+            platform: None,
+        })
     }
 
     /// An image manifest with a generated config; `docker` selects Docker v2 schema 2 types.
-    pub fn image(&mut self, name: &str, arch: &str, layers: &[Descriptor], docker: bool) -> Result<Descriptor> {
+    pub fn image(
+        &mut self,
+        name: &str,
+        arch: &str,
+        layers: &[Descriptor],
+        docker: bool,
+    ) -> Result<Descriptor> {
         let diff_ids: Vec<String> = layers.iter().map(|l| l.digest.to_string()).collect();
         let config = serde_json::json!({
             "architecture": arch, "os": "linux",
             "config": {"Labels": {"ferry.fixture": name}},
             "rootfs": {"type": "layers", "diff_ids": diff_ids}
         });
-        let config = self.blob(if docker { DOCKER_CONFIG } else { OCI_CONFIG }, &serde_json::to_vec(&config).expect("json"))?;
-        let media = if docker { layout::DOCKER_MANIFEST } else { layout::OCI_MANIFEST };
+        let config = self.blob(
+            if docker { DOCKER_CONFIG } else { OCI_CONFIG },
+            &serde_json::to_vec(&config).expect("json"),
+        )?;
+        let media = if docker {
+            layout::DOCKER_MANIFEST
+        } else {
+            layout::OCI_MANIFEST
+        };
         let manifest = serde_json::json!({
             "schemaVersion": 2, "mediaType": media, "config": config, "layers": layers,
         });
@@ -101,29 +125,51 @@ impl LayoutWriter {
     }
 
     pub fn index(&mut self, manifests: &[Descriptor], docker: bool) -> Result<Descriptor> {
-        let media = if docker { layout::DOCKER_LIST } else { layout::OCI_INDEX };
-        let index = serde_json::json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests});
+        let media = if docker {
+            layout::DOCKER_LIST
+        } else {
+            layout::OCI_INDEX
+        };
+        let index =
+            serde_json::json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests});
         self.blob(media, &serde_json::to_vec_pretty(&index).expect("json"))
     }
 
     pub fn layer(&mut self, seed: u64, size: usize, docker: bool) -> Result<Descriptor> {
-        self.blob(if docker { DOCKER_LAYER } else { OCI_LAYER }, &random_layer(seed, size))
+        self.blob(
+            if docker { DOCKER_LAYER } else { OCI_LAYER },
+            &random_layer(seed, size),
+        )
     }
 
     pub fn tag(&mut self, desc: &Descriptor, reference: &str) {
         let mut d = desc.clone();
         d.platform = None;
-        d.annotations = Some(BTreeMap::from([(layout::REF_NAME_ANNOTATION.to_string(), reference.to_string())]));
+        d.annotations = Some(BTreeMap::from([(
+            layout::REF_NAME_ANNOTATION.to_string(),
+            reference.to_string(),
+        )]));
         self.entries.push(d);
     }
 
     pub fn finish(self) -> Result<()> {
         let index = serde_json::json!({"schemaVersion": 2, "mediaType": layout::OCI_INDEX, "manifests": self.entries});
-        std::fs::write(self.dir.join("index.json"), serde_json::to_vec_pretty(&index).expect("json")).map_err(io)
+        std::fs::write(
+            self.dir.join("index.json"),
+            serde_json::to_vec_pretty(&index).expect("json"),
+        )
+        .map_err(io)
     }
 }
 
-fn write_metadata(path: &Path, name: &str, version: &str, kind: &str, arch: &[&str], artifact: &str) -> Result<()> {
+fn write_metadata(
+    path: &Path,
+    name: &str,
+    version: &str,
+    kind: &str,
+    arch: &[&str],
+    artifact: &str,
+) -> Result<()> {
     let lifecycle = if kind == "core" { "core" } else { "aligned" };
     let text = format!(
         "apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: {name}\n  version: {version}\n  arch: [{}]\nspec:\n  type: {kind}\n  lifecycle: {lifecycle}\n  artifact: {artifact}\n",
@@ -147,7 +193,14 @@ pub fn fixtures(out: &Path) -> Result<Vec<String>> {
     let artifact = format!("{SRC}/acp/topolvm-operator-bundle:v3.11.0");
     w.tag(&m, &artifact);
     w.finish()?;
-    write_metadata(&dir.join("package.yaml"), "topolvm-operator", "2.3.0", "bundle", &["linux/amd64"], &artifact)?;
+    write_metadata(
+        &dir.join("package.yaml"),
+        "topolvm-operator",
+        "2.3.0",
+        "bundle",
+        &["linux/amd64"],
+        &artifact,
+    )?;
     names.push("topolvm-operator".to_string());
 
     // A plugin with several images sharing a base layer (one layer above the chunk size of
@@ -156,7 +209,10 @@ pub fn fixtures(out: &Path) -> Result<Vec<String>> {
     let mut w = LayoutWriter::create(&dir.join("layout"))?;
     let base = w.layer(10, 300_000, false)?;
     let mut first = None;
-    for (i, name) in ["oam-controller", "oam-webhook", "oam-apiserver"].iter().enumerate() {
+    for (i, name) in ["oam-controller", "oam-webhook", "oam-apiserver"]
+        .iter()
+        .enumerate()
+    {
         let own = w.layer(20 + i as u64, 50_000 + 30_000 * i, false)?;
         let m = w.image(name, "amd64", &[base.clone(), own], false)?;
         let r = format!("{SRC}/acp/{name}:v4.2.1");
@@ -164,7 +220,14 @@ pub fn fixtures(out: &Path) -> Result<Vec<String>> {
         w.tag(&m, &r);
     }
     w.finish()?;
-    write_metadata(&dir.join("package.yaml"), "oam-application", "4.2.1", "plugin", &["linux/amd64"], &first.unwrap_or_default())?;
+    write_metadata(
+        &dir.join("package.yaml"),
+        "oam-application",
+        "4.2.1",
+        "plugin",
+        &["linux/amd64"],
+        &first.unwrap_or_default(),
+    )?;
     names.push("oam-application".to_string());
 
     // A multi-arch image (OCI image index over amd64 and arm64).
@@ -178,7 +241,14 @@ pub fn fixtures(out: &Path) -> Result<Vec<String>> {
     let artifact = format!("{SRC}/acp/multiarch-tool:v1.0.0");
     w.tag(&idx, &artifact);
     w.finish()?;
-    write_metadata(&dir.join("package.yaml"), "multiarch-tool", "1.0.0", "plugin", &["linux/amd64", "linux/arm64"], &artifact)?;
+    write_metadata(
+        &dir.join("package.yaml"),
+        "multiarch-tool",
+        "1.0.0",
+        "plugin",
+        &["linux/amd64", "linux/arm64"],
+        &artifact,
+    )?;
     names.push("multiarch-tool".to_string());
 
     // Docker v2 schema 2 media types: a manifest list over two docker manifests, plus a
@@ -187,14 +257,21 @@ pub fn fixtures(out: &Path) -> Result<Vec<String>> {
     let mut w = LayoutWriter::create(&dir.join("layout"))?;
     let l1 = w.layer(40, 45_000, true)?;
     let l2 = w.layer(41, 46_000, true)?;
-    let d1 = w.image("docker-legacy", "amd64", &[l1.clone()], true)?;
+    let d1 = w.image("docker-legacy", "amd64", std::slice::from_ref(&l1), true)?;
     let d2 = w.image("docker-legacy", "arm64", &[l2], true)?;
     let list = w.index(&[d1.clone(), d2], true)?;
     let artifact = format!("{SRC}/acp/docker-legacy:v0.9.0");
     w.tag(&list, &artifact);
     w.tag(&d1, &format!("{SRC}/3rdparty/docker-legacy-amd64:v0.9.0"));
     w.finish()?;
-    write_metadata(&dir.join("package.yaml"), "docker-legacy", "0.9.0", "chart", &["linux/amd64", "linux/arm64"], &artifact)?;
+    write_metadata(
+        &dir.join("package.yaml"),
+        "docker-legacy",
+        "0.9.0",
+        "chart",
+        &["linux/amd64", "linux/arm64"],
+        &artifact,
+    )?;
     names.push("docker-legacy".to_string());
     Ok(names)
 }
@@ -207,13 +284,20 @@ pub fn corpus(out: &Path, images: usize, scale: f64, seed: u64) -> Result<u64> {
     // Sizes in kB: a realistic spread, heavy on small layers, a few large.
     const MIX_KB: [usize; 8] = [200, 800, 2_000, 5_000, 12_000, 25_000, 40_000, 60_000];
     let scaled = |kb: usize| ((kb as f64 * scale) as usize * 1000).max(1000);
-    let bases = [w.layer(seed ^ 0xBA5E, scaled(30_000), false)?, w.layer(seed ^ 0xBA5F, scaled(12_000), false)?];
+    let bases = [
+        w.layer(seed ^ 0xBA5E, scaled(30_000), false)?,
+        w.layer(seed ^ 0xBA5F, scaled(12_000), false)?,
+    ];
     let mut total: u64 = bases.iter().map(|b| b.size).sum();
     for i in 0..images {
         let mut layers = vec![bases[i % 2].clone()];
         for j in 0..3 {
-            let kb = MIX_KB[(rng.next() % MIX_KB.len() as u64) as usize];
-            let l = w.layer(seed.wrapping_add((i * 16 + j) as u64 + 1), scaled(kb), false)?;
+            let kb = MIX_KB[(rng.next_u64() % MIX_KB.len() as u64) as usize];
+            let l = w.layer(
+                seed.wrapping_add((i * 16 + j) as u64 + 1),
+                scaled(kb),
+                false,
+            )?;
             total += l.size;
             layers.push(l);
         }
@@ -222,6 +306,13 @@ pub fn corpus(out: &Path, images: usize, scale: f64, seed: u64) -> Result<u64> {
         w.tag(&m, &format!("{SRC}/bench/repo{}/{name}:v1", i % 4));
     }
     w.finish()?;
-    write_metadata(&out.join("package.yaml"), "bench-corpus", "1.0.0", "core", &["linux/amd64"], &format!("{SRC}/bench/repo0/bench-000:v1"))?;
+    write_metadata(
+        &out.join("package.yaml"),
+        "bench-corpus",
+        "1.0.0",
+        "core",
+        &["linux/amd64"],
+        &format!("{SRC}/bench/repo0/bench-000:v1"),
+    )?;
     Ok(total)
 }

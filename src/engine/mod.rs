@@ -23,7 +23,9 @@ use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::plan::{self, ImageNeeds, Plan};
 use crate::report::progress::{PackageLine, Progress};
-use crate::report::{BlobCounts, ErrorReport, ImageReport, ImageStatus, PackageReport, PlanSummary};
+use crate::report::{
+    BlobCounts, ErrorReport, ImageReport, ImageStatus, PackageReport, PlanSummary,
+};
 use crate::sink::Registry;
 use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, SourceRef};
 
@@ -108,9 +110,16 @@ impl Engine {
         });
         let dests = registries
             .into_iter()
-            .map(|registry| Destination { registry, known: Mutex::new(HashMap::new()) })
+            .map(|registry| Destination {
+                registry,
+                known: Mutex::new(HashMap::new()),
+            })
             .collect();
-        Engine { opts, dests, stream }
+        Engine {
+            opts,
+            dests,
+            stream,
+        }
     }
 
     pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
@@ -121,7 +130,13 @@ impl Engine {
         let head = match tokio::task::spawn_blocking(move || reader.read_head()).await {
             Ok(Ok(h)) => h,
             Ok(Err(e)) => return failed_package(report, &line, e),
-            Err(e) => return failed_package(report, &line, Error::internal(format!("reader crashed: {e}"))),
+            Err(e) => {
+                return failed_package(
+                    report,
+                    &line,
+                    Error::internal(format!("reader crashed: {e}")),
+                )
+            }
         };
         report.name = head.meta.metadata.name.clone();
         report.version = head.meta.metadata.version.clone();
@@ -139,7 +154,10 @@ impl Engine {
                     destination: format!("{}/?", d.registry.host),
                     digest: digest.clone(),
                     status: ImageStatus::Failed,
-                    error: Some(ErrorReport::from(&e.clone().context(format!("package {}: image {source}", pkg.label())))),
+                    error: Some(ErrorReport::from(
+                        &e.clone()
+                            .context(format!("package {}: image {source}", pkg.label())),
+                    )),
                 });
             }
         }
@@ -158,7 +176,13 @@ impl Engine {
                 self.report_images(&mut report, di, run, &images, pkg);
                 report.blobs.uploaded += run.plan.uploads.len() as u64;
                 report.blobs.bytes += run.plan.bytes_to_send();
-                report.blobs.mounted += run.plan.mounts.len() as u64 + run.plan.uploads.iter().map(|u| u.then_mount.len() as u64).sum::<u64>();
+                report.blobs.mounted += run.plan.mounts.len() as u64
+                    + run
+                        .plan
+                        .uploads
+                        .iter()
+                        .map(|u| u.then_mount.len() as u64)
+                        .sum::<u64>();
                 report.blobs.present += run.plan.present as u64;
                 report.blobs.nondistributable += run.plan.nondistributable.len() as u64;
             }
@@ -169,7 +193,10 @@ impl Engine {
         let uploads: usize = runs.iter().map(|r| r.plan.uploads.len()).sum();
         let bytes: u64 = runs.iter().map(|r| r.plan.bytes_to_send()).sum();
         if uploads > 0 {
-            line.set(&format!("sending {uploads} blobs ({})", crate::report::human_bytes(bytes)));
+            line.set(&format!(
+                "sending {uploads} blobs ({})",
+                crate::report::human_bytes(bytes)
+            ));
         }
         self.move_blobs(pkg, &head, &images, &mut runs).await;
 
@@ -179,8 +206,16 @@ impl Engine {
             self.count(di, run, &images, &mut report.blobs).await;
             self.report_images(&mut report, di, run, &images, pkg);
         }
-        let failed = report.images.iter().filter(|i| i.status == ImageStatus::Failed).count();
-        line.done(&if failed == 0 { format!("done ({} images)", report.images.len()) } else { format!("{failed} images FAILED") });
+        let failed = report
+            .images
+            .iter()
+            .filter(|i| i.status == ImageStatus::Failed)
+            .count();
+        line.done(&if failed == 0 {
+            format!("done ({} images)", report.images.len())
+        } else {
+            format!("{failed} images FAILED")
+        });
         report
     }
 
@@ -197,22 +232,32 @@ impl Engine {
         .collect()
         .await;
 
-        let mut run = DestRun { blobs: HashMap::new(), images: vec![ImageState::Todo; images.len()], plan: Plan::default() };
+        let mut run = DestRun {
+            blobs: HashMap::new(),
+            images: vec![ImageState::Todo; images.len()],
+            plan: Plan::default(),
+        };
         let mut pairs: HashSet<(String, Digest)> = HashSet::new();
         for (i, (img, present)) in images.iter().zip(tags).enumerate() {
             match present {
                 Ok(true) => run.images[i] = ImageState::Present,
-                Ok(false) => pairs.extend(img.graph.blobs.iter().map(|b| (img.repo.clone(), b.digest.clone()))),
+                Ok(false) => pairs.extend(
+                    img.graph
+                        .blobs
+                        .iter()
+                        .map(|b| (img.repo.clone(), b.digest.clone())),
+                ),
                 Err(e) => run.images[i] = ImageState::Failed(e),
             }
         }
-        let heads: Vec<((String, Digest), Shared<bool>)> = fstream::iter(pairs.into_iter().map(|(repo, digest)| async move {
-            let r = reg.blob_exists(&repo, &digest).await;
-            ((repo, digest), r)
-        }))
-        .buffer_unordered(width)
-        .collect()
-        .await;
+        let heads: Vec<((String, Digest), Shared<bool>)> =
+            fstream::iter(pairs.into_iter().map(|(repo, digest)| async move {
+                let r = reg.blob_exists(&repo, &digest).await;
+                ((repo, digest), r)
+            }))
+            .buffer_unordered(width)
+            .collect()
+            .await;
         let mut present = HashSet::new();
         for (key, r) in heads {
             match r {
@@ -230,25 +275,40 @@ impl Engine {
             .iter()
             .zip(&run.images)
             .filter(|(_, s)| matches!(s, ImageState::Todo))
-            .map(|(img, _)| ImageNeeds { repo: &img.repo, blobs: &img.graph.blobs })
+            .map(|(img, _)| ImageNeeds {
+                repo: &img.repo,
+                blobs: &img.graph.blobs,
+            })
             .collect();
         let known = d.known.lock().await.clone();
-        let mut plan = plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
+        let mut plan =
+            plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
         // Blobs whose HEAD failed are not retried blindly: their images fail with that error.
-        plan.uploads.retain(|u| !run.blobs.contains_key(&(u.repo.clone(), u.digest.clone())));
+        plan.uploads
+            .retain(|u| !run.blobs.contains_key(&(u.repo.clone(), u.digest.clone())));
         run.plan = plan;
         run
     }
 
     fn summarize(&self, di: usize, run: &DestRun, images: &[Image]) -> PlanSummary {
-        let present = run.images.iter().filter(|s| matches!(s, ImageState::Present)).count() as u64;
+        let present = run
+            .images
+            .iter()
+            .filter(|s| matches!(s, ImageState::Present))
+            .count() as u64;
         PlanSummary {
             destination: self.dests[di].registry.host.clone(),
             images_to_push: images.len() as u64 - present,
             images_present: present,
             blobs_to_upload: run.plan.uploads.len() as u64,
             bytes_to_upload: run.plan.bytes_to_send(),
-            blobs_to_mount: run.plan.mounts.len() as u64 + run.plan.uploads.iter().map(|u| u.then_mount.len() as u64).sum::<u64>(),
+            blobs_to_mount: run.plan.mounts.len() as u64
+                + run
+                    .plan
+                    .uploads
+                    .iter()
+                    .map(|u| u.then_mount.len() as u64)
+                    .sum::<u64>(),
             blobs_present: run.plan.present as u64,
             nondistributable: run.plan.nondistributable.len() as u64,
         }
@@ -256,16 +316,27 @@ impl Engine {
 
     /// Mounts, then uploads (from memory or streamed), then mounts of freshly uploaded blobs;
     /// a declined mount or a transient failure goes round again, up to `passes` times.
-    async fn move_blobs(&self, pkg: &Package, head: &PackageHead, images: &[Image], runs: &mut [DestRun]) {
-        let sizes: HashMap<Digest, u64> =
-            images.iter().flat_map(|i| i.graph.blobs.iter().map(|b| (b.digest.clone(), b.size))).collect();
+    async fn move_blobs(
+        &self,
+        pkg: &Package,
+        head: &PackageHead,
+        images: &[Image],
+        runs: &mut [DestRun],
+    ) {
+        let sizes: HashMap<Digest, u64> = images
+            .iter()
+            .flat_map(|i| i.graph.blobs.iter().map(|b| (b.digest.clone(), b.size)))
+            .collect();
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
         let mut todo: Vec<(Digest, Target)> = Vec::new();
         let mut mounts: Vec<(usize, String, String, Digest)> = Vec::new();
         for (di, run) in runs.iter().enumerate() {
             for u in &run.plan.uploads {
-                let t = Target { dest: di, repo: u.repo.clone() };
+                let t = Target {
+                    dest: di,
+                    repo: u.repo.clone(),
+                };
                 then_mount.insert((t.clone(), u.digest.clone()), u.then_mount.clone());
                 todo.push((u.digest.clone(), t));
             }
@@ -292,13 +363,18 @@ impl Engine {
             if todo.is_empty() {
                 break;
             }
-            let outcomes = self.upload_all(pkg, head, &sizes, std::mem::take(&mut todo)).await;
+            let outcomes = self
+                .upload_all(pkg, head, &sizes, std::mem::take(&mut todo))
+                .await;
             for (digest, target, r) in outcomes {
                 let key = (target.repo.clone(), digest.clone());
                 match r {
                     Ok(()) => {
                         runs[target.dest].blobs.insert(key, Ok(Placed::Uploaded));
-                        for repo in then_mount.remove(&(target.clone(), digest.clone())).unwrap_or_default() {
+                        for repo in then_mount
+                            .remove(&(target.clone(), digest.clone()))
+                            .unwrap_or_default()
+                        {
                             mounts.push((target.dest, repo, target.repo.clone(), digest.clone()));
                         }
                     }
@@ -307,8 +383,13 @@ impl Engine {
                         todo.push((digest, target));
                     }
                     Err(e) => {
-                        for repo in then_mount.remove(&(target.clone(), digest.clone())).unwrap_or_default() {
-                            runs[target.dest].blobs.insert((repo, digest.clone()), Err(e.clone()));
+                        for repo in then_mount
+                            .remove(&(target.clone(), digest.clone()))
+                            .unwrap_or_default()
+                        {
+                            runs[target.dest]
+                                .blobs
+                                .insert((repo, digest.clone()), Err(e.clone()));
                         }
                         runs[target.dest].blobs.insert(key, Err(e));
                     }
@@ -319,7 +400,13 @@ impl Engine {
                 for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
                     let v = match r {
                         Ok(true) => Ok(Placed::Mounted),
-                        Ok(false) => Err(Error::new(crate::error::ErrorKind::Registry, format!("registry {} declined to mount blob {digest} into {repo}", self.dests[di].registry.host))),
+                        Ok(false) => Err(Error::new(
+                            crate::error::ErrorKind::Registry,
+                            format!(
+                                "registry {} declined to mount blob {digest} into {repo}",
+                                self.dests[di].registry.host
+                            ),
+                        )),
                         Err(e) => Err(e),
                     };
                     runs[di].blobs.insert((repo, digest), v);
@@ -328,11 +415,18 @@ impl Engine {
         }
     }
 
-    async fn mount_all(&self, mounts: Vec<(usize, String, String, Digest)>) -> Vec<(usize, String, Digest, Shared<bool>)> {
-        fstream::iter(mounts.into_iter().map(|(di, repo, from, digest)| async move {
-            let r = self.dests[di].registry.mount(&repo, &from, &digest).await;
-            (di, repo, digest, r)
-        }))
+    async fn mount_all(
+        &self,
+        mounts: Vec<(usize, String, String, Digest)>,
+    ) -> Vec<(usize, String, Digest, Shared<bool>)> {
+        fstream::iter(
+            mounts
+                .into_iter()
+                .map(|(di, repo, from, digest)| async move {
+                    let r = self.dests[di].registry.mount(&repo, &from, &digest).await;
+                    (di, repo, digest, r)
+                }),
+        )
         .buffer_unordered(self.opts.concurrency * 4)
         .collect()
         .await
@@ -354,22 +448,39 @@ impl Engine {
                 None => streamed.entry(digest).or_default().push(target),
             }
         }
-        let mut outcomes: Vec<stream::Outcome> = fstream::iter(from_memory.into_iter().map(|(digest, target, bytes)| async move {
-            let size = sizes[&digest];
-            let desc = Descriptor { media_type: String::new(), digest: digest.clone(), size, annotations: None, platform: None };
-            let r = match layout::check_blob(&desc, &bytes) {
-                Ok(()) => self.dests[target.dest].registry.upload_whole(&target.repo, &digest, bytes).await,
-                Err(e) => Err(e),
-            };
-            (digest, target, r)
-        }))
+        let mut outcomes: Vec<stream::Outcome> = fstream::iter(from_memory.into_iter().map(
+            |(digest, target, bytes)| async move {
+                let size = sizes[&digest];
+                let desc = Descriptor {
+                    media_type: String::new(),
+                    digest: digest.clone(),
+                    size,
+                    annotations: None,
+                    platform: None,
+                };
+                let r = match layout::check_blob(&desc, &bytes) {
+                    Ok(()) => {
+                        self.dests[target.dest]
+                            .registry
+                            .upload_whole(&target.repo, &digest, bytes)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                (digest, target, r)
+            },
+        ))
         .buffer_unordered(self.opts.concurrency)
         .collect()
         .await;
         if !streamed.is_empty() {
             let jobs = streamed
                 .into_iter()
-                .map(|(digest, targets)| StreamJob { size: sizes[&digest], digest, targets })
+                .map(|(digest, targets)| StreamJob {
+                    size: sizes[&digest],
+                    digest,
+                    targets,
+                })
                 .collect();
             outcomes.extend(stream::run_pass(self.stream.clone(), pkg.clone(), jobs).await);
         }
@@ -385,23 +496,31 @@ impl Engine {
             .filter(|(i, _)| matches!(run.images[*i], ImageState::Todo))
             .map(|(i, img)| (i, blobs_ready(img, &run.blobs, allow)))
             .collect();
-        let results: Vec<(usize, Shared<()>)> = fstream::iter(ready.into_iter().map(|(i, ready)| async move {
-            let img = &images[i];
-            if let Err(e) = ready {
-                return (i, Err(e.context("manifest not pushed")));
-            }
-            for (desc, bytes) in &img.graph.manifests {
-                let is_root = desc.digest == img.graph.root.digest;
-                let reference = if is_root { img.reference.as_str() } else { desc.digest.as_str() };
-                if let Err(e) = reg.put_manifest(&img.repo, reference, &desc.media_type, bytes.clone()).await {
-                    return (i, Err(e));
+        let results: Vec<(usize, Shared<()>)> =
+            fstream::iter(ready.into_iter().map(|(i, ready)| async move {
+                let img = &images[i];
+                if let Err(e) = ready {
+                    return (i, Err(e.context("manifest not pushed")));
                 }
-            }
-            (i, Ok(()))
-        }))
-        .buffer_unordered(self.opts.concurrency)
-        .collect()
-        .await;
+                for (desc, bytes) in &img.graph.manifests {
+                    let is_root = desc.digest == img.graph.root.digest;
+                    let reference = if is_root {
+                        img.reference.as_str()
+                    } else {
+                        desc.digest.as_str()
+                    };
+                    if let Err(e) = reg
+                        .put_manifest(&img.repo, reference, &desc.media_type, bytes.clone())
+                        .await
+                    {
+                        return (i, Err(e));
+                    }
+                }
+                (i, Ok(()))
+            }))
+            .buffer_unordered(self.opts.concurrency)
+            .collect()
+            .await;
         for (i, r) in results {
             run.images[i] = match r {
                 Ok(()) => ImageState::Pushed,
@@ -411,8 +530,10 @@ impl Engine {
     }
 
     async fn count(&self, di: usize, run: &DestRun, images: &[Image], counts: &mut BlobCounts) {
-        let sizes: HashMap<&Digest, u64> =
-            images.iter().flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size))).collect();
+        let sizes: HashMap<&Digest, u64> = images
+            .iter()
+            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
+            .collect();
         let mut known = self.dests[di].known.lock().await;
         for ((repo, digest), r) in &run.blobs {
             match r {
@@ -433,17 +554,32 @@ impl Engine {
         counts.nondistributable += run.plan.nondistributable.len() as u64;
     }
 
-    fn report_images(&self, report: &mut PackageReport, di: usize, run: &DestRun, images: &[Image], pkg: &Package) {
+    fn report_images(
+        &self,
+        report: &mut PackageReport,
+        di: usize,
+        run: &DestRun,
+        images: &[Image],
+        pkg: &Package,
+    ) {
         let host = &self.dests[di].registry.host;
         for (i, img) in images.iter().enumerate() {
-            let sep = if img.reference.starts_with("sha256:") { "@" } else { ":" };
+            let sep = if img.reference.starts_with("sha256:") {
+                "@"
+            } else {
+                ":"
+            };
             let (status, error) = match &run.images[i] {
                 ImageState::Todo => (ImageStatus::Planned, None),
                 ImageState::Pushed => (ImageStatus::Pushed, None),
                 ImageState::Present => (ImageStatus::Present, None),
                 ImageState::Failed(e) => (
                     ImageStatus::Failed,
-                    Some(ErrorReport::from(&e.clone().context(format!("package {}: image {}", pkg.label(), img.source)))),
+                    Some(ErrorReport::from(&e.clone().context(format!(
+                        "package {}: image {}",
+                        pkg.label(),
+                        img.source
+                    )))),
                 ),
             };
             report.images.push(ImageReport {
@@ -458,7 +594,11 @@ impl Engine {
 }
 
 /// Every blob of the image is in its repository (or deliberately left out).
-fn blobs_ready(img: &Image, blobs: &HashMap<(String, Digest), Shared<Placed>>, allow_nondist: bool) -> Shared<()> {
+fn blobs_ready(
+    img: &Image,
+    blobs: &HashMap<(String, Digest), Shared<Placed>>,
+    allow_nondist: bool,
+) -> Shared<()> {
     for b in &img.graph.blobs {
         if b.is_nondistributable() && !allow_nondist {
             continue;
@@ -466,7 +606,12 @@ fn blobs_ready(img: &Image, blobs: &HashMap<(String, Digest), Shared<Placed>>, a
         match blobs.get(&(img.repo.clone(), b.digest.clone())) {
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.clone()),
-            None => return Err(Error::internal(format!("blob {} was never placed", b.digest))),
+            None => {
+                return Err(Error::internal(format!(
+                    "blob {} was never placed",
+                    b.digest
+                )))
+            }
         }
     }
     Ok(())
@@ -494,7 +639,12 @@ fn resolve_images(head: &PackageHead) -> (Vec<Image>, Vec<(String, String, Error
             })?;
             let sref = SourceRef::parse(name)?;
             let graph = ImageGraph::resolve(desc, &head.docs)?;
-            Ok(Image { source: name.to_string(), repo: sref.repository, reference: sref.reference, graph })
+            Ok(Image {
+                source: name.to_string(),
+                repo: sref.repository,
+                reference: sref.reference,
+                graph,
+            })
         })();
         match r {
             Ok(img) => ok.push(img),

@@ -41,18 +41,25 @@ impl StateStore {
 
     fn path(&self, registry: &str, repo: &str, digest: &Digest) -> Option<PathBuf> {
         let key = Digest::of(format!("{registry}\n{repo}\n{digest}").as_bytes());
-        Some(self.dir.as_ref()?.join(format!("upload-{}.json", key.short())))
+        Some(
+            self.dir
+                .as_ref()?
+                .join(format!("upload-{}.json", key.short())),
+        )
     }
 
     pub fn load(&self, registry: &str, repo: &str, digest: &Digest) -> Option<UploadSession> {
         let p = self.path(registry, repo, digest)?;
         let rec: Record = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-        (rec.registry == registry && rec.repository == repo && &rec.digest == digest).then_some(rec.session)
+        (rec.registry == registry && rec.repository == repo && &rec.digest == digest)
+            .then_some(rec.session)
     }
 
     /// Best effort: a state directory that cannot be written only costs resumability.
     pub fn save(&self, registry: &str, repo: &str, digest: &Digest, session: &UploadSession) {
-        let Some(p) = self.path(registry, repo, digest) else { return };
+        let Some(p) = self.path(registry, repo, digest) else {
+            return;
+        };
         let rec = Record {
             registry: registry.into(),
             repository: repo.into(),
@@ -88,7 +95,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().to_path_buf()));
         let d = Digest::of(b"x");
-        let s = UploadSession { location: "http://r/v2/a/blobs/uploads/u1".into(), offset: 42 };
+        let s = UploadSession {
+            location: "http://r/v2/a/blobs/uploads/u1".into(),
+            offset: 42,
+        };
         assert!(store.load("r", "a", &d).is_none());
         store.save("r", "a", &d, &s);
         assert_eq!(store.load("r", "a", &d).unwrap().offset, 42);

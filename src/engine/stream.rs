@@ -64,11 +64,14 @@ pub type Outcome = (Digest, Target, Result<()>);
 /// (blob, target); never fails as a whole.
 pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -> Vec<Outcome> {
     let wanted: HashMap<Digest, u64> = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
-    let by_digest: HashMap<Digest, StreamJob> = jobs.into_iter().map(|j| (j.digest.clone(), j)).collect();
+    let by_digest: HashMap<Digest, StreamJob> =
+        jobs.into_iter().map(|j| (j.digest.clone(), j)).collect();
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
     let chunk = ctx.chunk_size;
     let reader = tokio::task::spawn_blocking(move || {
-        let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| read_blob(d, size, wanted[d], chunk, r, &start_tx);
+        let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| {
+            read_blob(d, size, wanted[d], chunk, r, &start_tx)
+        };
         pkg.stream_blobs(&wanted, &mut sink)
     });
 
@@ -78,7 +81,11 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     while let Some(start) = start_rx.recv().await {
         let job = by_digest[&start.digest].clone();
         started.push(job.digest.clone());
-        let permit = slots.clone().acquire_owned().await.expect("semaphore never closed");
+        let permit = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let out = blob_task(&ctx, &job, start.rx).await;
@@ -91,7 +98,10 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         outcomes.extend(r.unwrap_or_default());
     }
     // Blobs the reader never reached: missing from the package, or the archive broke first.
-    let unreached: Vec<&StreamJob> = by_digest.values().filter(|j| !started.contains(&j.digest)).collect();
+    let unreached: Vec<&StreamJob> = by_digest
+        .values()
+        .filter(|j| !started.contains(&j.digest))
+        .collect();
     let why = match reader.await {
         Ok(Ok(_missing)) => None,
         Ok(Err(e)) => Some(e),
@@ -99,7 +109,11 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     };
     for job in unreached {
         let err = why.clone().unwrap_or_else(|| {
-            Error::integrity(format!("blob {} is missing from the package (images/blobs/sha256/{})", job.digest, job.digest.hex()))
+            Error::integrity(format!(
+                "blob {} is missing from the package (images/blobs/sha256/{})",
+                job.digest,
+                job.digest.hex()
+            ))
         });
         for t in &job.targets {
             outcomes.push((job.digest.clone(), t.clone(), Err(err.clone())));
@@ -119,7 +133,10 @@ fn read_blob(
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(1);
     starts
-        .blocking_send(BlobStart { digest: digest.clone(), rx })
+        .blocking_send(BlobStart {
+            digest: digest.clone(),
+            rx,
+        })
         .map_err(|_| Error::internal("upload side stopped"))?;
     if size != expected {
         let _ = tx.blocking_send(Msg::Fail(Error::integrity(format!(
@@ -162,11 +179,15 @@ fn read_blob(
         }
     }
     let verdict = if total != size {
-        Msg::Fail(Error::integrity(format!("blob {digest}: truncated: expected {size} bytes, read {total}")))
+        Msg::Fail(Error::integrity(format!(
+            "blob {digest}: truncated: expected {size} bytes, read {total}"
+        )))
     } else {
         let actual = Digest::from_hasher(hasher);
         if &actual != digest {
-            Msg::Fail(Error::integrity(format!("blob {digest}: digest mismatch: expected {digest}, actual {actual}")))
+            Msg::Fail(Error::integrity(format!(
+                "blob {digest}: digest mismatch: expected {digest}, actual {actual}"
+            )))
         } else {
             Msg::Done
         }
@@ -240,7 +261,11 @@ async fn upload_target(
                 Msg::Fail(e) => return Err(e),
             }
         }
-        let bytes = if parts.len() == 1 { parts.pop().expect("one part") } else { concat(parts) };
+        let bytes = if parts.len() == 1 {
+            parts.pop().expect("one part")
+        } else {
+            concat(parts)
+        };
         return registry.upload_whole(repo, digest, bytes).await;
     }
 
@@ -262,7 +287,9 @@ async fn upload_target(
                 let end = pos + b.len() as u64;
                 if end > session.offset {
                     if session.offset < pos {
-                        return Err(Error::internal(format!("blob {digest}: upload session behind the stream")));
+                        return Err(Error::internal(format!(
+                            "blob {digest}: upload session behind the stream"
+                        )));
                     }
                     let piece = b.slice((session.offset - pos) as usize..);
                     if let Err(e) = send_chunk(registry, repo, digest, &mut session, piece).await {
@@ -277,7 +304,9 @@ async fn upload_target(
                 pos = end;
             }
             Msg::Done => {
-                let r = registry.finish_upload(repo, digest, &session, Bytes::new()).await;
+                let r = registry
+                    .finish_upload(repo, digest, &session, Bytes::new())
+                    .await;
                 if r.as_ref().is_err_and(|e| !e.retryable) {
                     let _ = registry.cancel(repo, &session).await;
                 }
@@ -295,12 +324,21 @@ async fn upload_target(
 
 /// PATCHes one chunk; after a transient failure asks the registry how much of it arrived
 /// and sends only the rest.
-async fn send_chunk(registry: &Registry, repo: &str, digest: &Digest, session: &mut UploadSession, mut piece: Bytes) -> Result<()> {
+async fn send_chunk(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    session: &mut UploadSession,
+    mut piece: Bytes,
+) -> Result<()> {
     let policy = crate::sink::RetryPolicy::default();
     let mut attempt = 0;
     loop {
         let start = session.offset;
-        let err = match registry.upload_chunk(repo, digest, session, piece.clone()).await {
+        let err = match registry
+            .upload_chunk(repo, digest, session, piece.clone())
+            .await
+        {
             Ok(()) => return Ok(()),
             Err(e) if e.retryable && attempt + 1 < policy.attempts => e,
             Err(e) => return Err(e),

@@ -85,7 +85,9 @@ pub fn plan_destination(
                 plan.present += 1;
                 continue;
             }
-            let entry = needed.entry(b.digest.clone()).or_insert((b.size, Vec::new()));
+            let entry = needed
+                .entry(b.digest.clone())
+                .or_insert((b.size, Vec::new()));
             entry.1.push(img.repo.to_string());
         }
     }
@@ -93,13 +95,24 @@ pub fn plan_destination(
         match holder.get(&digest) {
             Some(from) => {
                 for repo in repos {
-                    plan.mounts.push(Mount { digest: digest.clone(), repo, from: from.clone() });
+                    plan.mounts.push(Mount {
+                        digest: digest.clone(),
+                        repo,
+                        from: from.clone(),
+                    });
                 }
             }
             None => {
                 let mut repos = repos.into_iter();
-                let first = repos.next().expect("a needed blob has at least one repository");
-                plan.uploads.push(Upload { digest, size, repo: first, then_mount: repos.collect() });
+                let first = repos
+                    .next()
+                    .expect("a needed blob has at least one repository");
+                plan.uploads.push(Upload {
+                    digest,
+                    size,
+                    repo: first,
+                    then_mount: repos.collect(),
+                });
             }
         }
     }
@@ -127,10 +140,23 @@ mod tests {
         let base = blob(b"base", LAYER);
         let a = [base.clone(), blob(b"a", LAYER)];
         let b = [base.clone(), blob(b"bb", LAYER)];
-        let images = [ImageNeeds { repo: "acp/a", blobs: &a }, ImageNeeds { repo: "acp/b", blobs: &b }];
+        let images = [
+            ImageNeeds {
+                repo: "acp/a",
+                blobs: &a,
+            },
+            ImageNeeds {
+                repo: "acp/b",
+                blobs: &b,
+            },
+        ];
         let plan = plan_destination(&images, &HashSet::new(), &HashMap::new(), false);
         assert_eq!(plan.uploads.len(), 3);
-        let shared = plan.uploads.iter().find(|u| u.digest == base.digest).unwrap();
+        let shared = plan
+            .uploads
+            .iter()
+            .find(|u| u.digest == base.digest)
+            .unwrap();
         assert_eq!(shared.repo, "acp/a");
         assert_eq!(shared.then_mount, vec!["acp/b".to_string()]);
         assert_eq!(plan.bytes_to_send(), 4 + 1 + 2);
@@ -142,12 +168,28 @@ mod tests {
         let base = blob(b"base", LAYER);
         let a = [base.clone()];
         let b = [base.clone()];
-        let images = [ImageNeeds { repo: "acp/a", blobs: &a }, ImageNeeds { repo: "acp/b", blobs: &b }];
+        let images = [
+            ImageNeeds {
+                repo: "acp/a",
+                blobs: &a,
+            },
+            ImageNeeds {
+                repo: "acp/b",
+                blobs: &b,
+            },
+        ];
         let present: HashSet<_> = [("acp/a".to_string(), base.digest.clone())].into();
         let plan = plan_destination(&images, &present, &HashMap::new(), false);
         assert_eq!(plan.present, 1);
         assert!(plan.uploads.is_empty());
-        assert_eq!(plan.mounts, vec![Mount { digest: base.digest.clone(), repo: "acp/b".into(), from: "acp/a".into() }]);
+        assert_eq!(
+            plan.mounts,
+            vec![Mount {
+                digest: base.digest.clone(),
+                repo: "acp/b".into(),
+                from: "acp/a".into()
+            }]
+        );
         assert_eq!(plan.bytes_to_send(), 0);
     }
 
@@ -156,16 +198,30 @@ mod tests {
         let base = blob(b"base", LAYER);
         let a = [base.clone()];
         let known: HashMap<_, _> = [(base.digest.clone(), "acp/earlier".to_string())].into();
-        let plan = plan_destination(&[ImageNeeds { repo: "acp/a", blobs: &a }], &HashSet::new(), &known, false);
+        let plan = plan_destination(
+            &[ImageNeeds {
+                repo: "acp/a",
+                blobs: &a,
+            }],
+            &HashSet::new(),
+            &known,
+            false,
+        );
         assert_eq!(plan.mounts.len(), 1);
         assert_eq!(plan.mounts[0].from, "acp/earlier");
     }
 
     #[test]
     fn nondistributable_layers_are_left_out_unless_allowed() {
-        let foreign = blob(b"win", "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip");
+        let foreign = blob(
+            b"win",
+            "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+        );
         let a = [foreign.clone()];
-        let images = [ImageNeeds { repo: "acp/a", blobs: &a }];
+        let images = [ImageNeeds {
+            repo: "acp/a",
+            blobs: &a,
+        }];
         let plan = plan_destination(&images, &HashSet::new(), &HashMap::new(), false);
         assert_eq!(plan.nondistributable, vec![foreign.digest.clone()]);
         assert!(plan.uploads.is_empty());

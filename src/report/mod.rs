@@ -16,7 +16,10 @@ pub struct ErrorReport {
 
 impl From<&Error> for ErrorReport {
     fn from(e: &Error) -> Self {
-        ErrorReport { kind: e.kind, message: e.message.clone() }
+        ErrorReport {
+            kind: e.kind,
+            message: e.message.clone(),
+        }
     }
 }
 
@@ -112,7 +115,9 @@ impl PackageReport {
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &ErrorReport> {
-        self.error.iter().chain(self.images.iter().filter_map(|i| i.error.as_ref()))
+        self.error
+            .iter()
+            .chain(self.images.iter().filter_map(|i| i.error.as_ref()))
     }
 }
 
@@ -148,7 +153,11 @@ pub struct RunReport {
 impl RunReport {
     /// Fills totals, `ok` and the exit code from the packages.
     pub fn finish(&mut self) {
-        let mut t = Totals { bytes_sent: self.totals.bytes_sent, retries: self.totals.retries, ..Default::default() };
+        let mut t = Totals {
+            bytes_sent: self.totals.bytes_sent,
+            retries: self.totals.retries,
+            ..Default::default()
+        };
         let mut worst: Option<ErrorKind> = self.error.as_ref().map(|e| e.kind);
         for p in &self.packages {
             t.blobs.add(&p.blobs);
@@ -166,7 +175,11 @@ impl RunReport {
                 }
             }
         }
-        self.throughput_mb_s = if self.seconds > 0.0 { t.blobs.bytes as f64 / 1e6 / self.seconds } else { 0.0 };
+        self.throughput_mb_s = if self.seconds > 0.0 {
+            t.blobs.bytes as f64 / 1e6 / self.seconds
+        } else {
+            0.0
+        };
         self.totals = t;
         self.exit_code = worst.map_or(0, |k| k.exit_code());
         self.ok = self.exit_code == 0;
@@ -175,7 +188,11 @@ impl RunReport {
     pub fn render_text(&self) -> String {
         let mut s = String::new();
         for p in &self.packages {
-            let title = if p.name.is_empty() { p.file.clone() } else { format!("{} {} ({})", p.name, p.version, p.file) };
+            let title = if p.name.is_empty() {
+                p.file.clone()
+            } else {
+                format!("{} {} ({})", p.name, p.version, p.file)
+            };
             s.push_str(&format!("package {title}\n"));
             if let Some(e) = &p.error {
                 s.push_str(&format!("  FAILED: {}\n", e.message));
@@ -238,7 +255,11 @@ impl RunReport {
                 if t.retries > 0 { format!(", {} retries", t.retries) } else { String::new() },
             ));
         }
-        s.push_str(if self.ok { "result: OK\n" } else { "result: FAILED\n" });
+        s.push_str(if self.ok {
+            "result: OK\n"
+        } else {
+            "result: FAILED\n"
+        });
         s
     }
 }
@@ -277,7 +298,7 @@ pub fn estimate_line(bytes: u64, blobs: u64, link_bits_per_s: u64) -> String {
 }
 
 fn human_rate(bits: u64) -> String {
-    if bits >= 1_000_000_000 && bits % 1_000_000_000 == 0 {
+    if bits >= 1_000_000_000 && bits.is_multiple_of(1_000_000_000) {
         format!("{} Gbit/s", bits / 1_000_000_000)
     } else if bits >= 1_000_000 {
         format!("{} Mbit/s", bits / 1_000_000)
@@ -290,7 +311,7 @@ fn group_thousands(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -304,7 +325,10 @@ mod tests {
 
     #[test]
     fn estimates_read_well() {
-        assert_eq!(estimate_line(83_200_000_000, 11480, 1_000_000_000), "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s");
+        assert_eq!(
+            estimate_line(83_200_000_000, 11480, 1_000_000_000),
+            "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s"
+        );
         assert_eq!(human_bytes(999), "999 B");
         assert_eq!(group_thousands(1234567), "1,234,567");
     }

@@ -21,7 +21,10 @@ pub struct Progress {
 }
 
 fn sent(counters: &[Arc<Counters>]) -> u64 {
-    counters.iter().map(|c| c.bytes_sent.load(Ordering::Relaxed)).sum()
+    counters
+        .iter()
+        .map(|c| c.bytes_sent.load(Ordering::Relaxed))
+        .sum()
 }
 
 impl Progress {
@@ -34,8 +37,10 @@ impl Progress {
             let mp = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
             let bar = mp.add(ProgressBar::new(0));
             bar.set_style(
-                ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}")
-                    .expect("static template"),
+                ProgressStyle::with_template(
+                    "{bar:40.cyan/blue} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta} {msg}",
+                )
+                .expect("static template"),
             );
             (mp, bar)
         });
@@ -72,7 +77,14 @@ impl Progress {
         } else {
             None
         };
-        Progress { total, counters, bars, current, ticker, quiet }
+        Progress {
+            total,
+            counters,
+            bars,
+            current,
+            ticker,
+            quiet,
+        }
     }
 
     /// More bytes are planned (after a package's plan is known).
@@ -91,11 +103,17 @@ impl Progress {
         }
         let bar = self.bars.as_ref().map(|(mp, _)| {
             let b = mp.add(ProgressBar::new_spinner());
-            b.set_style(ProgressStyle::with_template("  {spinner} {msg}").expect("static template"));
+            b.set_style(
+                ProgressStyle::with_template("  {spinner} {msg}").expect("static template"),
+            );
             b.enable_steady_tick(Duration::from_millis(150));
             b
         });
-        PackageLine { label: label.to_string(), bar, quiet: self.quiet }
+        PackageLine {
+            label: label.to_string(),
+            bar,
+            quiet: self.quiet,
+        }
     }
 
     pub fn finish(self) {

@@ -44,7 +44,10 @@ pub struct Credentials {
 impl Credentials {
     pub fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password.expose());
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )
     }
 }
 
@@ -87,22 +90,34 @@ pub fn from_auth_files(host: &str) -> Option<Credentials> {
     if let Some(home) = std::env::var_os("HOME") {
         files.push(PathBuf::from(home).join(".docker/config.json"));
     }
-    files.iter().find_map(|f| lookup(&std::fs::read(f).ok()?, host))
+    files
+        .iter()
+        .find_map(|f| lookup(&std::fs::read(f).ok()?, host))
 }
 
 fn lookup(config: &[u8], host: &str) -> Option<Credentials> {
     let cfg: DockerConfig = serde_json::from_slice(config).ok()?;
     let entry = cfg.auths.iter().find_map(|(k, v)| {
-        let k = k.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k
+            .trim_start_matches("https://")
+            .trim_start_matches("http://");
         (k.trim_end_matches('/') == host).then_some(v)
     })?;
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
-        return Some(Credentials { username: u.clone(), password: Secret::new(p.clone()) });
+        return Some(Credentials {
+            username: u.clone(),
+            password: Secret::new(p.clone()),
+        });
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(entry.auth.as_ref()?).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(entry.auth.as_ref()?)
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (u, p) = text.split_once(':')?;
-    Some(Credentials { username: u.to_string(), password: Secret::new(p) })
+    Some(Credentials {
+        username: u.to_string(),
+        password: Secret::new(p),
+    })
 }
 
 #[cfg(test)]
@@ -111,7 +126,10 @@ mod tests {
 
     #[test]
     fn secret_never_prints() {
-        let c = Credentials { username: "admin".into(), password: Secret::new("hunter2") };
+        let c = Credentials {
+            username: "admin".into(),
+            password: Secret::new("hunter2"),
+        };
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(c.basic_header().starts_with("Basic "));
     }
@@ -129,7 +147,10 @@ mod tests {
     #[test]
     fn schemes() {
         assert_eq!(scheme_of(Some("Bearer realm=\"x\"")), Scheme::Bearer);
-        assert_eq!(scheme_of(Some("Basic realm=\"basic-realm\"")), Scheme::Basic);
+        assert_eq!(
+            scheme_of(Some("Basic realm=\"basic-realm\"")),
+            Scheme::Basic
+        );
         assert_eq!(scheme_of(None), Scheme::None);
     }
 }

@@ -16,7 +16,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use reqwest::header::{HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    HeaderValue, ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 use url::Url;
@@ -83,7 +85,10 @@ impl Registry {
     pub fn new(opts: RegistryOptions) -> Result<Self> {
         let scheme = if opts.plain_http { "http" } else { "https" };
         let base = Url::parse(&format!("{scheme}://{}/", opts.host)).map_err(|e| {
-            Error::new(ErrorKind::Unreachable, format!("registry {:?} is not host[:port]: {e}", opts.host))
+            Error::new(
+                ErrorKind::Unreachable,
+                format!("registry {:?} is not host[:port]: {e}", opts.host),
+            )
         })?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
@@ -97,10 +102,16 @@ impl Registry {
         let mut oci_certs = Vec::new();
         if let Some(ca) = &opts.ca_file {
             let pem = std::fs::read(ca).map_err(|e| {
-                Error::new(ErrorKind::Internal, format!("--ca-file {}: cannot read: {e}", ca.display()))
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("--ca-file {}: cannot read: {e}", ca.display()),
+                )
             })?;
             for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::new(ErrorKind::Internal, format!("--ca-file {}: not a PEM certificate: {e}", ca.display()))
+                Error::new(
+                    ErrorKind::Internal,
+                    format!("--ca-file {}: not a PEM certificate: {e}", ca.display()),
+                )
             })? {
                 builder = builder.add_root_certificate(cert);
             }
@@ -109,7 +120,9 @@ impl Registry {
                 data: pem,
             });
         }
-        let http = builder.build().map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
+        let http = builder
+            .build()
+            .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
         let oci = oci_client::Client::new(oci_client::client::ClientConfig {
             protocol: if opts.plain_http {
                 oci_client::client::ClientProtocol::Http
@@ -138,14 +151,21 @@ impl Registry {
     /// Done once before any work so that a wrong password or a dead registry fails fast.
     pub async fn check(&self) -> Result<()> {
         let url = self.base.join("v2/").expect("static path");
-        let first = self.send_once(Method::GET, url.clone(), None, None, None, "").await?;
+        let first = self
+            .send_once(Method::GET, url.clone(), None, None, None, "")
+            .await?;
         let scheme = match first.status() {
             s if s.is_success() => Scheme::None,
             StatusCode::UNAUTHORIZED => auth::scheme_of(
-                first.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()),
+                first
+                    .headers()
+                    .get(WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok()),
             ),
             s => {
-                return Err(self.status_error(s, "checking the API (GET /v2/)", first).await);
+                return Err(self
+                    .status_error(s, "checking the API (GET /v2/)", first)
+                    .await);
             }
         };
         *self.scheme.lock().await = Some(scheme.clone());
@@ -171,7 +191,11 @@ impl Registry {
     }
 
     fn auth_refused(&self) -> Error {
-        let user = self.credentials.as_ref().map(|c| c.username.as_str()).unwrap_or("");
+        let user = self
+            .credentials
+            .as_ref()
+            .map(|c| c.username.as_str())
+            .unwrap_or("");
         Error::new(
             ErrorKind::Auth,
             format!(
@@ -182,13 +206,17 @@ impl Registry {
     }
 
     pub fn url(&self, path: &str) -> Url {
-        self.base.join(path).expect("paths built from validated repositories and digests")
+        self.base
+            .join(path)
+            .expect("paths built from validated repositories and digests")
     }
 
     /// Adds `Authorization` for `repo` according to the registry's scheme.
     async fn authorize(&self, repo: &str, refresh: bool) -> Result<Option<String>> {
         let scheme = self.scheme.lock().await.clone().unwrap_or(Scheme::None);
-        let Some(creds) = &self.credentials else { return Ok(None) };
+        let Some(creds) = &self.credentials else {
+            return Ok(None);
+        };
         match scheme {
             Scheme::None => Ok(None),
             Scheme::Basic => Ok(Some(creds.basic_header())),
@@ -199,7 +227,11 @@ impl Registry {
                         return Ok(Some(format!("Bearer {t}")));
                     }
                 }
-                let reference = oci_client::Reference::with_tag(self.host.clone(), repo.to_string(), "latest".into());
+                let reference = oci_client::Reference::with_tag(
+                    self.host.clone(),
+                    repo.to_string(),
+                    "latest".into(),
+                );
                 let auth = oci_client::secrets::RegistryAuth::Basic(
                     creds.username.clone(),
                     creds.password.expose().to_string(),
@@ -212,7 +244,13 @@ impl Registry {
                         // The error text of a failed token request is the token server's body;
                         // it cannot contain our password, but keep it short.
                         let text: String = e.to_string().chars().take(200).collect();
-                        Error::new(ErrorKind::Auth, format!("registry {}: getting a push token for {repo} failed: {text}", self.host))
+                        Error::new(
+                            ErrorKind::Auth,
+                            format!(
+                                "registry {}: getting a push token for {repo} failed: {text}",
+                                self.host
+                            ),
+                        )
                     })?;
                 match token {
                     Some(t) => {
@@ -241,7 +279,9 @@ impl Registry {
             rb = rb.header(ACCEPT, a);
         }
         if let Some(a) = auth {
-            let mut v = HeaderValue::from_str(a).map_err(|_| Error::internal("credentials contain characters not allowed in an HTTP header"))?;
+            let mut v = HeaderValue::from_str(a).map_err(|_| {
+                Error::internal("credentials contain characters not allowed in an HTTP header")
+            })?;
             v.set_sensitive(true);
             rb = rb.header(reqwest::header::AUTHORIZATION, v);
         }
@@ -255,7 +295,9 @@ impl Registry {
         }
         let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
         if let Some(b) = body {
-            self.counters.bytes_sent.fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
+            self.counters
+                .bytes_sent
+                .fetch_add(b.bytes.len() as u64, Ordering::Relaxed);
         }
         Ok(resp)
     }
@@ -270,8 +312,15 @@ impl Registry {
         // reqwest's messages include the URL; strip any query (upload state tokens).
         let chain = strip_queries(&chain);
         let lower = chain.to_lowercase();
-        let place = if repo.is_empty() { String::new() } else { format!(" ({repo})") };
-        if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls") && e.is_connect() {
+        let place = if repo.is_empty() {
+            String::new()
+        } else {
+            format!(" ({repo})")
+        };
+        if lower.contains("certificate")
+            || lower.contains("unknownissuer")
+            || lower.contains("tls") && e.is_connect()
+        {
             return Error::new(
                 ErrorKind::Unreachable,
                 format!(
@@ -281,25 +330,48 @@ impl Registry {
             );
         }
         if e.is_connect() {
-            let hint = if self.plain_http { "" } else { " (if it speaks plain HTTP, add --plain)" };
+            let hint = if self.plain_http {
+                ""
+            } else {
+                " (if it speaks plain HTTP, add --plain)"
+            };
             return Error::new(
                 ErrorKind::Unreachable,
                 format!("registry {} is not reachable{chain}: check --dest-repo and that the registry is up{hint}", self.host),
             )
             .retryable(true);
         }
-        Error::new(ErrorKind::Registry, format!("registry {}{place}: request failed{chain}", self.host)).retryable(true)
+        Error::new(
+            ErrorKind::Registry,
+            format!("registry {}{place}: request failed{chain}", self.host),
+        )
+        .retryable(true)
     }
 
     /// A request with auth and retries. Returns the response of any status the caller must
     /// interpret; 401 after a fresh token becomes an auth error, 429/5xx are retried and, once
     /// the budget is spent, become an error with the last status.
-    async fn send(&self, method: Method, url: Url, body: Option<Body>, repo: &str, what: &str) -> Result<reqwest::Response> {
+    async fn send(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Body>,
+        repo: &str,
+        what: &str,
+    ) -> Result<reqwest::Response> {
         self.send_full(method, url, body, None, repo, what).await
     }
 
-    async fn send_accept(&self, method: Method, url: Url, accept: &str, repo: &str, what: &str) -> Result<reqwest::Response> {
-        self.send_full(method, url, None, Some(accept), repo, what).await
+    async fn send_accept(
+        &self,
+        method: Method,
+        url: Url,
+        accept: &str,
+        repo: &str,
+        what: &str,
+    ) -> Result<reqwest::Response> {
+        self.send_full(method, url, None, Some(accept), repo, what)
+            .await
     }
 
     async fn send_full(
@@ -315,7 +387,16 @@ impl Registry {
         let mut refreshed = false;
         loop {
             let auth = self.authorize(repo, false).await?;
-            let result = self.send_once(method.clone(), url.clone(), auth.as_deref(), body.as_ref(), accept, repo).await;
+            let result = self
+                .send_once(
+                    method.clone(),
+                    url.clone(),
+                    auth.as_deref(),
+                    body.as_ref(),
+                    accept,
+                    repo,
+                )
+                .await;
             let (err, retry_after) = match result {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     if !refreshed && self.credentials.is_some() {
@@ -330,9 +411,15 @@ impl Registry {
                         Error::new(ErrorKind::Auth, format!("registry {}: {what}: authentication required (HTTP 401): give --username/--password", self.host))
                     });
                 }
-                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS || resp.status().is_server_error() => {
+                Ok(resp)
+                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
+                        || resp.status().is_server_error() =>
+                {
                     let ra = retry::parse_retry_after(resp.headers().get("retry-after"));
-                    let e = self.status_error(resp.status(), what, resp).await.retryable(true);
+                    let e = self
+                        .status_error(resp.status(), what, resp)
+                        .await
+                        .retryable(true);
                     (e, ra)
                 }
                 Ok(resp) => return Ok(resp),
@@ -358,7 +445,14 @@ impl Registry {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth,
             _ => ErrorKind::Registry,
         };
-        Error::new(kind, format!("registry {}: {what}: HTTP {}{detail}", self.host, status.as_u16()))
+        Error::new(
+            kind,
+            format!(
+                "registry {}: {what}: HTTP {}{detail}",
+                self.host,
+                status.as_u16()
+            ),
+        )
     }
 
     pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
@@ -376,7 +470,9 @@ impl Registry {
     pub async fn manifest_digest(&self, repo: &str, reference: &str) -> Result<Option<String>> {
         let what = format!("checking manifest {repo}:{reference}");
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
-        let resp = self.send_accept(Method::HEAD, url, MANIFEST_ACCEPT, repo, &what).await?;
+        let resp = self
+            .send_accept(Method::HEAD, url, MANIFEST_ACCEPT, repo, &what)
+            .await?;
         match resp.status() {
             StatusCode::OK => Ok(resp
                 .headers()
@@ -393,13 +489,23 @@ impl Registry {
     pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> Result<bool> {
         let what = format!("mounting blob {digest} from {from} into {repo}");
         let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
-        url.query_pairs_mut().append_pair("mount", digest.as_str()).append_pair("from", from);
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from);
         let resp = self.send(Method::POST, url, None, repo, &what).await?;
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = self.location(&resp, &what) {
-                    let _ = self.cancel(repo, &UploadSession { location: loc, offset: 0 }).await;
+                    let _ = self
+                        .cancel(
+                            repo,
+                            &UploadSession {
+                                location: loc,
+                                offset: 0,
+                            },
+                        )
+                        .await;
                 }
                 Ok(false)
             }
@@ -412,9 +518,20 @@ impl Registry {
             .headers()
             .get(LOCATION)
             .and_then(|v| v.to_str().ok())
-            .ok_or_else(|| Error::new(ErrorKind::Registry, format!("registry {}: {what}: no Location header in the answer", self.host)))?;
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Registry,
+                    format!(
+                        "registry {}: {what}: no Location header in the answer",
+                        self.host
+                    ),
+                )
+            })?;
         let abs = self.base.join(loc).map_err(|e| {
-            Error::new(ErrorKind::Registry, format!("registry {}: {what}: bad Location header: {e}", self.host))
+            Error::new(
+                ErrorKind::Registry,
+                format!("registry {}: {what}: bad Location header: {e}", self.host),
+            )
         })?;
         Ok(abs.to_string())
     }
@@ -427,25 +544,42 @@ impl Registry {
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(resp.status(), &what, resp).await);
         }
-        Ok(UploadSession { location: self.location(&resp, &what)?, offset: 0 })
+        Ok(UploadSession {
+            location: self.location(&resp, &what)?,
+            offset: 0,
+        })
     }
 
     /// Sends `chunk` at the session's offset (`PATCH` with `Content-Range`). Not retried here:
     /// after a failure the caller asks [`Registry::upload_status`] where the session stands.
-    pub async fn upload_chunk(&self, repo: &str, digest: &Digest, session: &mut UploadSession, chunk: Bytes) -> Result<()> {
-        let what = format!("uploading blob {digest} to {repo} (offset {})", session.offset);
+    pub async fn upload_chunk(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        session: &mut UploadSession,
+        chunk: Bytes,
+    ) -> Result<()> {
+        let what = format!(
+            "uploading blob {digest} to {repo} (offset {})",
+            session.offset
+        );
         let len = chunk.len() as u64;
-        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let url = Url::parse(&session.location)
+            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         let auth = self.authorize(repo, false).await?;
         let mut rb = self
             .http
             .patch(url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, len)
-            .header("Content-Range", format!("{}-{}", session.offset, session.offset + len - 1))
+            .header(
+                "Content-Range",
+                format!("{}-{}", session.offset, session.offset + len - 1),
+            )
             .body(chunk);
         if let Some(a) = auth {
-            let mut v = HeaderValue::from_str(&a).map_err(|_| Error::internal("bad credentials header"))?;
+            let mut v =
+                HeaderValue::from_str(&a).map_err(|_| Error::internal("bad credentials header"))?;
             v.set_sensitive(true);
             rb = rb.header(reqwest::header::AUTHORIZATION, v);
         }
@@ -463,7 +597,10 @@ impl Registry {
             }
             StatusCode::UNAUTHORIZED => {
                 self.authorize(repo, true).await?;
-                Err(self.status_error(StatusCode::UNAUTHORIZED, &what, resp).await.retryable(true))
+                Err(self
+                    .status_error(StatusCode::UNAUTHORIZED, &what, resp)
+                    .await
+                    .retryable(true))
             }
             s => Err(self.status_error(s, &what, resp).await),
         }
@@ -471,9 +608,14 @@ impl Registry {
 
     /// Where an upload session stands: the number of bytes the registry holds, or `None`
     /// when the session is unknown or expired.
-    pub async fn upload_status(&self, repo: &str, session: &UploadSession) -> Result<Option<UploadSession>> {
+    pub async fn upload_status(
+        &self,
+        repo: &str,
+        session: &UploadSession,
+    ) -> Result<Option<UploadSession>> {
         let what = format!("checking an upload session in {repo}");
-        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let url = Url::parse(&session.location)
+            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         let resp = self.send(Method::GET, url, None, repo, &what).await?;
         match resp.status() {
             StatusCode::NO_CONTENT | StatusCode::OK => {
@@ -484,7 +626,9 @@ impl Registry {
                     .and_then(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
                     .map(|end| end + 1)
                     .unwrap_or(0);
-                let location = self.location(&resp, &what).unwrap_or_else(|_| session.location.clone());
+                let location = self
+                    .location(&resp, &what)
+                    .unwrap_or_else(|_| session.location.clone());
                 Ok(Some(UploadSession { location, offset }))
             }
             _ => Ok(None),
@@ -493,11 +637,21 @@ impl Registry {
 
     /// Commits an upload session: `PUT ?digest=` with the final bytes (possibly none). The
     /// registry checks the digest again; we have already checked it while streaming.
-    pub async fn finish_upload(&self, repo: &str, digest: &Digest, session: &UploadSession, tail: Bytes) -> Result<()> {
+    pub async fn finish_upload(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        session: &UploadSession,
+        tail: Bytes,
+    ) -> Result<()> {
         let what = format!("committing blob {digest} in {repo}");
-        let mut url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let mut url = Url::parse(&session.location)
+            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
-        let body = Body { bytes: tail, content_type: HeaderValue::from_static("application/octet-stream") };
+        let body = Body {
+            bytes: tail,
+            content_type: HeaderValue::from_static("application/octet-stream"),
+        };
         let resp = self.send(Method::PUT, url, Some(body), repo, &what).await?;
         match resp.status() {
             StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
@@ -513,20 +667,34 @@ impl Registry {
 
     /// Cancels an upload session (best effort; registries may refuse).
     pub async fn cancel(&self, repo: &str, session: &UploadSession) -> Result<()> {
-        let url = Url::parse(&session.location).map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let url = Url::parse(&session.location)
+            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         let auth = self.authorize(repo, false).await?;
-        let _ = self.send_once(Method::DELETE, url, auth.as_deref(), None, None, repo).await;
+        let _ = self
+            .send_once(Method::DELETE, url, auth.as_deref(), None, None, repo)
+            .await;
         Ok(())
     }
 
     /// Pushes manifest bytes exactly as given, under `reference` (a tag or its digest).
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, bytes: Bytes) -> Result<()> {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: Bytes,
+    ) -> Result<()> {
         let what = format!("pushing manifest {repo}:{reference}");
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
-        let content_type = if media_type.is_empty() { sniff_media_type(&bytes) } else { media_type.to_string() };
+        let content_type = if media_type.is_empty() {
+            sniff_media_type(&bytes)
+        } else {
+            media_type.to_string()
+        };
         let body = Body {
             bytes,
-            content_type: HeaderValue::from_str(&content_type).map_err(|_| Error::package(format!("bad media type {content_type:?}")))?,
+            content_type: HeaderValue::from_str(&content_type)
+                .map_err(|_| Error::package(format!("bad media type {content_type:?}")))?,
         };
         let resp = self.send(Method::PUT, url, Some(body), repo, &what).await?;
         match resp.status() {
@@ -545,8 +713,13 @@ fn sniff_media_type(bytes: &[u8]) -> String {
         manifests: Option<serde_json::Value>,
     }
     match serde_json::from_slice::<M>(bytes) {
-        Ok(M { media_type: Some(m), .. }) => m,
-        Ok(M { manifests: Some(_), .. }) => OCI_INDEX.to_string(),
+        Ok(M {
+            media_type: Some(m),
+            ..
+        }) => m,
+        Ok(M {
+            manifests: Some(_), ..
+        }) => OCI_INDEX.to_string(),
         _ => OCI_MANIFEST.to_string(),
     }
 }
@@ -567,7 +740,13 @@ fn registry_error_text(body: &[u8]) -> String {
             let parts: Vec<String> = e
                 .errors
                 .iter()
-                .map(|e| format!("{}: {}", e.code.as_deref().unwrap_or("?"), e.message.as_deref().unwrap_or("")))
+                .map(|e| {
+                    format!(
+                        "{}: {}",
+                        e.code.as_deref().unwrap_or("?"),
+                        e.message.as_deref().unwrap_or("")
+                    )
+                })
                 .collect();
             format!(" ({})", parts.join("; "))
         }
@@ -603,19 +782,27 @@ mod tests {
 
     #[test]
     fn registry_errors_are_readable() {
-        let t = registry_error_text(br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}"#);
+        let t = registry_error_text(
+            br#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match"}]}"#,
+        );
         assert_eq!(t, " (DIGEST_INVALID: provided digest did not match)");
         assert_eq!(registry_error_text(b"<html>"), "");
     }
 
     #[test]
     fn queries_are_stripped() {
-        assert_eq!(strip_queries("error for url (http://h/v2/x?_state=abc)"), "error for url (http://h/v2/x)");
+        assert_eq!(
+            strip_queries("error for url (http://h/v2/x?_state=abc)"),
+            "error for url (http://h/v2/x)"
+        );
     }
 
     #[test]
     fn sniffs_media_types() {
         assert_eq!(sniff_media_type(br#"{"manifests":[]}"#), OCI_INDEX);
-        assert_eq!(sniff_media_type(format!(r#"{{"mediaType":"{DOCKER_MANIFEST}"}}"#).as_bytes()), DOCKER_MANIFEST);
+        assert_eq!(
+            sniff_media_type(format!(r#"{{"mediaType":"{DOCKER_MANIFEST}"}}"#).as_bytes()),
+            DOCKER_MANIFEST
+        );
     }
 }

@@ -37,7 +37,12 @@ impl RetryPolicy {
 
 /// `Retry-After` in seconds (the HTTP-date form is treated as "use our own backoff").
 pub fn parse_retry_after(v: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    v?.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs)
+    v?.to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 #[cfg(test)]
@@ -50,7 +55,13 @@ mod tests {
         assert_eq!(p.backoff(0, None), Duration::from_millis(500));
         assert_eq!(p.backoff(1, None), Duration::from_secs(1));
         assert_eq!(p.backoff(10, None), Duration::from_secs(15));
-        assert_eq!(p.backoff(0, Some(Duration::from_secs(3))), Duration::from_secs(3));
-        assert_eq!(p.backoff(0, Some(Duration::from_secs(3600))), Duration::from_secs(60));
+        assert_eq!(
+            p.backoff(0, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            p.backoff(0, Some(Duration::from_secs(3600))),
+            Duration::from_secs(60)
+        );
     }
 }

@@ -70,9 +70,16 @@ type TarStream = tar::Archive<BombGuard<MultiGzDecoder<Counting<BufReader<File>>
 fn open(path: &Path) -> Result<TarStream> {
     let f = File::open(path).map_err(|e| Error::package(format!("cannot open: {e}")))?;
     let compressed = Arc::new(AtomicU64::new(0));
-    let counting = Counting { inner: BufReader::with_capacity(1 << 20, f), count: compressed.clone() };
+    let counting = Counting {
+        inner: BufReader::with_capacity(1 << 20, f),
+        count: compressed.clone(),
+    };
     let gz = MultiGzDecoder::new(counting);
-    Ok(tar::Archive::new(BombGuard { inner: gz, compressed, out: 0 }))
+    Ok(tar::Archive::new(BombGuard {
+        inner: gz,
+        compressed,
+        out: 0,
+    }))
 }
 
 /// What one archive entry is, after the safety checks.
@@ -91,7 +98,9 @@ fn archive_error(e: std::io::Error) -> Error {
 }
 
 fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
-    let path = entry.path().map_err(|e| Error::package(format!("entry with a bad path: {e}")))?;
+    let path = entry
+        .path()
+        .map_err(|e| Error::package(format!("entry with a bad path: {e}")))?;
     let shown = path.display().to_string();
     for c in path.components() {
         match c {
@@ -119,15 +128,26 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
             _ => None,
         })
         .collect();
-    Ok(match rel.iter().map(|s| s.as_str()).collect::<Vec<_>>().as_slice() {
-        ["package.yaml"] => Entry::Metadata,
-        ["images", "index.json"] => Entry::Index,
-        ["images", "blobs", "sha256", hex] => Entry::Blob(Digest::from_hex(hex).map_err(|e| {
-            Error::package(format!("entry {shown:?}: blob name is not a valid digest ({e})"))
-        })?),
-        ["charts", name] if name.ends_with(".tgz") => Entry::Chart(format!("charts/{name}")),
-        _ => Entry::Other,
-    })
+    Ok(
+        match rel
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
+            ["package.yaml"] => Entry::Metadata,
+            ["images", "index.json"] => Entry::Index,
+            ["images", "blobs", "sha256", hex] => {
+                Entry::Blob(Digest::from_hex(hex).map_err(|e| {
+                    Error::package(format!(
+                        "entry {shown:?}: blob name is not a valid digest ({e})"
+                    ))
+                })?)
+            }
+            ["charts", name] if name.ends_with(".tgz") => Entry::Chart(format!("charts/{name}")),
+            _ => Entry::Other,
+        },
+    )
 }
 
 pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
@@ -157,7 +177,8 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
                     if index.is_some() {
                         return Err(Error::package("entry \"images/index.json\" appears twice"));
                     }
-                    let text = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, "images/index.json")?;
+                    let text =
+                        read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, "images/index.json")?;
                     let parsed = Index::parse(&text, "images/index.json")?;
                     wanted.add_index(&parsed);
                     index = Some(parsed);
@@ -213,9 +234,17 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
 
 /// Moves held entries that turned out to be wanted documents into `docs`, repeatedly, since
 /// each adopted manifest can make further held entries wanted.
-fn adopt_held(wanted: &mut DocWanted, docs: &mut HashMap<Digest, Bytes>, held: &mut HashMap<Digest, Bytes>) {
+fn adopt_held(
+    wanted: &mut DocWanted,
+    docs: &mut HashMap<Digest, Bytes>,
+    held: &mut HashMap<Digest, Bytes>,
+) {
     loop {
-        let ready: Vec<Digest> = held.keys().filter(|d| wanted.want.contains_key(*d)).cloned().collect();
+        let ready: Vec<Digest> = held
+            .keys()
+            .filter(|d| wanted.want.contains_key(*d))
+            .cloned()
+            .collect();
         if ready.is_empty() {
             return;
         }

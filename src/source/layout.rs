@@ -35,7 +35,10 @@ pub struct Descriptor {
 
 impl Descriptor {
     pub fn ref_name(&self) -> Option<&str> {
-        self.annotations.as_ref()?.get(REF_NAME_ANNOTATION).map(|s| s.as_str())
+        self.annotations
+            .as_ref()?
+            .get(REF_NAME_ANNOTATION)
+            .map(|s| s.as_str())
     }
 
     /// Foreign / non-distributable layers are, by convention, not copied between registries.
@@ -67,7 +70,10 @@ pub enum Document {
     /// An image index / manifest list: children are manifests.
     Index(Vec<Descriptor>),
     /// An image manifest: config and layers are blobs.
-    Manifest { config: Descriptor, layers: Vec<Descriptor> },
+    Manifest {
+        config: Descriptor,
+        layers: Vec<Descriptor>,
+    },
 }
 
 #[derive(Deserialize)]
@@ -102,7 +108,10 @@ impl Document {
             return Ok(Document::Index(raw.manifests.unwrap_or_default()));
         }
         match raw.config {
-            Some(config) => Ok(Document::Manifest { config, layers: raw.layers.unwrap_or_default() }),
+            Some(config) => Ok(Document::Manifest {
+                config,
+                layers: raw.layers.unwrap_or_default(),
+            }),
             None => Err(Error::package(format!(
                 "manifest of type {media:?} has neither \"manifests\" nor \"config\""
             ))),
@@ -124,7 +133,11 @@ pub struct ImageGraph {
 impl ImageGraph {
     /// Walks from `root` through `docs` (the in-memory manifests/configs of the package).
     pub fn resolve(root: &Descriptor, docs: &HashMap<Digest, Bytes>) -> Result<Self> {
-        let mut graph = ImageGraph { root: root.clone(), manifests: Vec::new(), blobs: Vec::new() };
+        let mut graph = ImageGraph {
+            root: root.clone(),
+            manifests: Vec::new(),
+            blobs: Vec::new(),
+        };
         let mut seen_blobs = HashSet::new();
         let mut path = Vec::new();
         graph.walk(root, docs, &mut path, &mut seen_blobs)?;
@@ -139,7 +152,10 @@ impl ImageGraph {
         seen_blobs: &mut HashSet<Digest>,
     ) -> Result<()> {
         if path.contains(&desc.digest) {
-            return Err(Error::package(format!("image indexes form a cycle at {}", desc.digest)));
+            return Err(Error::package(format!(
+                "image indexes form a cycle at {}",
+                desc.digest
+            )));
         }
         if path.len() > MAX_INDEX_DEPTH {
             return Err(Error::package(format!(
@@ -148,7 +164,10 @@ impl ImageGraph {
             )));
         }
         let bytes = docs.get(&desc.digest).ok_or_else(|| {
-            Error::integrity(format!("manifest {} is missing from the package", desc.digest))
+            Error::integrity(format!(
+                "manifest {} is missing from the package",
+                desc.digest
+            ))
         })?;
         check_blob(desc, bytes)?;
         let doc = Document::parse(bytes, &desc.media_type)
@@ -214,7 +233,10 @@ impl SourceRef {
             return Err(bad());
         }
         let (repository, reference) = if let Some((repo, digest)) = rest.split_once('@') {
-            (repo.split(':').next().unwrap_or(repo).to_string(), digest.to_string())
+            (
+                repo.split(':').next().unwrap_or(repo).to_string(),
+                digest.to_string(),
+            )
         } else {
             let (repo, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
             if repo.is_empty() || tag.is_empty() || tag.contains('/') {
@@ -224,14 +246,19 @@ impl SourceRef {
         };
         let valid_repo = repository.split('/').all(|c| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c != ".."
                 && c != "."
         });
         if !valid_repo {
             return Err(bad());
         }
-        Ok(SourceRef { host: host.to_string(), repository, reference })
+        Ok(SourceRef {
+            host: host.to_string(),
+            repository,
+            reference,
+        })
     }
 }
 

@@ -57,7 +57,10 @@ impl PackageMeta {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::package(format!("package.yaml: {m}")));
         if self.api_version != "ferry/v1" {
-            return bad(format!("apiVersion must be ferry/v1, found {:?}", self.api_version));
+            return bad(format!(
+                "apiVersion must be ferry/v1, found {:?}",
+                self.api_version
+            ));
         }
         if self.kind != "Package" {
             return bad(format!("kind must be Package, found {:?}", self.kind));
@@ -69,7 +72,10 @@ impl PackageMeta {
             return bad("metadata.version is required".into());
         }
         if !self.spec.kind.is_empty() && !TYPES.contains(&self.spec.kind.as_str()) {
-            return bad(format!("spec.type must be one of {TYPES:?}, found {:?}", self.spec.kind));
+            return bad(format!(
+                "spec.type must be one of {TYPES:?}, found {:?}",
+                self.spec.kind
+            ));
         }
         if !self.spec.lifecycle.is_empty() && !LIFECYCLES.contains(&self.spec.lifecycle.as_str()) {
             return bad(format!(
@@ -125,9 +131,15 @@ mod tests {
     #[test]
     fn rejects_missing_fields_and_bad_values() {
         let no_version = GOOD.replace("  version: 2.3.0\n", "");
-        assert!(PackageMeta::parse(no_version.as_bytes()).unwrap_err().message.contains("version"));
+        assert!(PackageMeta::parse(no_version.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("version"));
         let bad_type = GOOD.replace("type: bundle", "type: rocket");
-        assert!(PackageMeta::parse(bad_type.as_bytes()).unwrap_err().message.contains("spec.type"));
+        assert!(PackageMeta::parse(bad_type.as_bytes())
+            .unwrap_err()
+            .message
+            .contains("spec.type"));
         assert!(PackageMeta::parse(b"{{{").is_err());
     }
 

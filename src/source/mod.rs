@@ -57,11 +57,13 @@ pub type BlobSink<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<()> + '
 
 impl Package {
     pub fn open(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Error::package(format!("{}: cannot open: {e}", path.display()))
-        })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| Error::package(format!("{}: cannot open: {e}", path.display())))?;
         let form = if meta.is_dir() { Form::Dir } else { Form::Tgz };
-        Ok(Package { path: path.to_path_buf(), form })
+        Ok(Package {
+            path: path.to_path_buf(),
+            form,
+        })
     }
 
     /// File name (or directory name), for messages.
@@ -148,7 +150,9 @@ fn read_limited(mut r: impl Read, size: u64, limit: u64, what: &str) -> Result<V
         .read_to_end(&mut buf)
         .map_err(|e| Error::package(format!("{what}: read failed: {e}")))?;
     if buf.len() as u64 > limit {
-        return Err(Error::package(format!("{what} is over the {limit}-byte limit for metadata")));
+        return Err(Error::package(format!(
+            "{what} is over the {limit}-byte limit for metadata"
+        )));
     }
     Ok(buf)
 }
@@ -163,7 +167,9 @@ struct DocWanted {
 impl DocWanted {
     fn add_index(&mut self, index: &Index) {
         for d in &index.manifests {
-            self.want.entry(d.digest.clone()).or_insert((d.media_type.clone(), d.size));
+            self.want
+                .entry(d.digest.clone())
+                .or_insert((d.media_type.clone(), d.size));
         }
     }
 
@@ -172,12 +178,16 @@ impl DocWanted {
         match layout::Document::parse(bytes, media_type) {
             Ok(layout::Document::Index(children)) => {
                 for c in children {
-                    self.want.entry(c.digest.clone()).or_insert((c.media_type, c.size));
+                    self.want
+                        .entry(c.digest.clone())
+                        .or_insert((c.media_type, c.size));
                 }
             }
             Ok(layout::Document::Manifest { config, .. }) => {
                 if config.size <= layout::MAX_DOCUMENT_BYTES {
-                    self.want.entry(config.digest.clone()).or_insert((String::new(), config.size));
+                    self.want
+                        .entry(config.digest.clone())
+                        .or_insert((String::new(), config.size));
                 }
             }
             Err(_) => {} // reported when the image graph is resolved
@@ -185,7 +195,10 @@ impl DocWanted {
     }
 
     fn is_manifest(&self, d: &Digest) -> Option<&str> {
-        self.want.get(d).map(|(m, _)| m.as_str()).filter(|m| !m.is_empty())
+        self.want
+            .get(d)
+            .map(|(m, _)| m.as_str())
+            .filter(|m| !m.is_empty())
     }
 
     fn missing<'a>(&'a self, docs: &'a HashMap<Digest, Bytes>) -> impl Iterator<Item = &'a Digest> {
@@ -205,16 +218,30 @@ fn read_dir_head(root: &Path) -> Result<PackageHead> {
         read_limited(f, meta.len(), limit, rel)
     };
     let meta = PackageMeta::parse(&file("package.yaml", metadata::MAX_METADATA_BYTES)?)?;
-    let index = Index::parse(&file("images/index.json", layout::MAX_DOCUMENT_BYTES)?, "images/index.json")?;
-    let docs = collect_docs(&index, |d| file(&blob_path(d), layout::MAX_DOCUMENT_BYTES).ok());
+    let index = Index::parse(
+        &file("images/index.json", layout::MAX_DOCUMENT_BYTES)?,
+        "images/index.json",
+    )?;
+    let docs = collect_docs(&index, |d| {
+        file(&blob_path(d), layout::MAX_DOCUMENT_BYTES).ok()
+    });
     let charts = list_charts(&root.join("charts"));
-    Ok(PackageHead { meta, images: index.manifests, docs, charts, warnings: Vec::new() })
+    Ok(PackageHead {
+        meta,
+        images: index.manifests,
+        docs,
+        charts,
+        warnings: Vec::new(),
+    })
 }
 
 /// Reads every manifest, image index and small config reachable from `index` through
 /// `read` (random access). Unreadable documents are left out: they are reported per image
 /// when its graph is resolved.
-pub(crate) fn collect_docs(index: &Index, read: impl Fn(&Digest) -> Option<Vec<u8>>) -> HashMap<Digest, Bytes> {
+pub(crate) fn collect_docs(
+    index: &Index,
+    read: impl Fn(&Digest) -> Option<Vec<u8>>,
+) -> HashMap<Digest, Bytes> {
     let mut wanted = DocWanted::default();
     wanted.add_index(index);
     let mut docs = HashMap::new();

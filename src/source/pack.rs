@@ -31,10 +31,16 @@ fn io(what: &str) -> impl Fn(std::io::Error) -> Error + '_ {
 }
 
 /// Packs the OCI layout `from` with `metadata` (and charts from `charts`) into `output`.
-pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) -> Result<PackSummary> {
+pub fn pack(
+    from: &Path,
+    metadata: &Path,
+    charts: Option<&Path>,
+    output: &Path,
+) -> Result<PackSummary> {
     let meta_text = std::fs::read(metadata).map_err(io("reading --metadata"))?;
     PackageMeta::parse(&meta_text)?;
-    let index_text = std::fs::read(from.join("index.json")).map_err(io("reading index.json of --from"))?;
+    let index_text =
+        std::fs::read(from.join("index.json")).map_err(io("reading index.json of --from"))?;
     let index = Index::parse(&index_text, "index.json")?;
     let read_doc = |d: &Digest| {
         let p = from.join("blobs/sha256").join(d.hex());
@@ -50,7 +56,8 @@ pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) 
     let mut seen = HashSet::new();
     for desc in &index.manifests {
         let name = desc.ref_name().unwrap_or("(unnamed)");
-        let graph = ImageGraph::resolve(desc, &docs).map_err(|e| e.context(format!("image {name}")))?;
+        let graph =
+            ImageGraph::resolve(desc, &docs).map_err(|e| e.context(format!("image {name}")))?;
         for (d, _) in &graph.manifests {
             if seen.insert(d.digest.clone()) {
                 doc_order.push(d.digest.clone());
@@ -69,13 +76,31 @@ pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) 
 
     let tmp = output.with_extension("tgz.partial");
     let file = File::create(&tmp).map_err(io("creating output"))?;
-    let hashing = HashingWriter { inner: BufWriter::with_capacity(1 << 20, file), hasher: Sha256::new() };
+    let hashing = HashingWriter {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
     let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(1));
     let mut tar = tar::Builder::new(gz);
-    append(&mut tar, "package.yaml", meta_text.len() as u64, meta_text.as_slice())?;
+    append(
+        &mut tar,
+        "package.yaml",
+        meta_text.len() as u64,
+        meta_text.as_slice(),
+    )?;
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    append(&mut tar, "images/oci-layout", layout.len() as u64, &layout[..])?;
-    append(&mut tar, "images/index.json", index_text.len() as u64, index_text.as_slice())?;
+    append(
+        &mut tar,
+        "images/oci-layout",
+        layout.len() as u64,
+        &layout[..],
+    )?;
+    append(
+        &mut tar,
+        "images/index.json",
+        index_text.len() as u64,
+        index_text.as_slice(),
+    )?;
     let mut bytes = 0u64;
     for d in &doc_order {
         let b = &docs[d];
@@ -84,17 +109,26 @@ pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) 
     }
     for (d, size) in &layers {
         let p = from.join("blobs/sha256").join(d.hex());
-        let f = File::open(&p).map_err(|e| Error::integrity(format!("layer {d} is missing from {}: {e}", from.display())))?;
+        let f = File::open(&p).map_err(|e| {
+            Error::integrity(format!("layer {d} is missing from {}: {e}", from.display()))
+        })?;
         let actual = f.metadata().map_err(io("layer"))?.len();
         if actual != *size {
-            return Err(Error::integrity(format!("layer {d}: size mismatch: manifest says {size}, file has {actual}")));
+            return Err(Error::integrity(format!(
+                "layer {d}: size mismatch: manifest says {size}, file has {actual}"
+            )));
         }
-        let mut verifying = VerifyingReader { inner: f, hasher: Sha256::new() };
+        let mut verifying = VerifyingReader {
+            inner: f,
+            hasher: Sha256::new(),
+        };
         append(&mut tar, &blob_path(d), *size, &mut verifying)?;
         let got = Digest::from_hasher(verifying.hasher);
         if &got != d {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::integrity(format!("layer {d}: digest mismatch: expected {d}, actual {got}")));
+            return Err(Error::integrity(format!(
+                "layer {d}: digest mismatch: expected {d}, actual {got}"
+            )));
         }
         bytes += size;
     }
@@ -108,7 +142,10 @@ pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) 
         for p in names {
             let f = File::open(&p).map_err(io("chart"))?;
             let len = f.metadata().map_err(io("chart"))?.len();
-            let name = format!("charts/{}", p.file_name().expect("listed file").to_string_lossy());
+            let name = format!(
+                "charts/{}",
+                p.file_name().expect("listed file").to_string_lossy()
+            );
             append(&mut tar, &name, len, f)?;
         }
     }
@@ -117,14 +154,28 @@ pub fn pack(from: &Path, metadata: &Path, charts: Option<&Path>, output: &Path) 
     hashing.inner.flush().map_err(io("writing output"))?;
     let sha256 = hex::encode(hashing.hasher.finalize());
     std::fs::rename(&tmp, output).map_err(io("renaming output"))?;
-    let file_name = output.file_name().expect("output is a file").to_string_lossy();
+    let file_name = output
+        .file_name()
+        .expect("output is a file")
+        .to_string_lossy();
     let mut sums = output.as_os_str().to_owned();
     sums.push(".sha256");
     std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
-    Ok(PackSummary { output: output.to_path_buf(), sha256, images: index.manifests.len(), blobs: doc_order.len() + layers.len(), bytes })
+    Ok(PackSummary {
+        output: output.to_path_buf(),
+        sha256,
+        images: index.manifests.len(),
+        blobs: doc_order.len() + layers.len(),
+        bytes,
+    })
 }
 
-fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, data: impl Read) -> Result<()> {
+fn append<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
     h.set_mode(0o644);
@@ -132,7 +183,8 @@ fn append<W: Write>(tar: &mut tar::Builder<W>, path: &str, size: u64, data: impl
     h.set_uid(0);
     h.set_gid(0);
     h.set_entry_type(tar::EntryType::Regular);
-    tar.append_data(&mut h, path, data).map_err(|e| Error::internal(format!("writing {path}: {e}")))
+    tar.append_data(&mut h, path, data)
+        .map_err(|e| Error::internal(format!("writing {path}: {e}")))
 }
 
 struct HashingWriter<W> {

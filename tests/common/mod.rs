@@ -15,8 +15,16 @@ pub const USER: &str = "ferryadmin";
 pub const PASSWORD: &str = "S3cr3t-Pa55word-do-not-log";
 
 fn require(tool: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "{tool} is not installed: run scripts/test.sh, which installs docker-registry and skopeo");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{tool} is not installed: run scripts/test.sh, which installs docker-registry and skopeo"
+    );
 }
 
 #[derive(Default, Clone)]
@@ -33,7 +41,11 @@ pub struct Registry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Registry {
@@ -46,7 +58,11 @@ impl Registry {
             dir.path().display()
         );
         if opts.tls {
-            let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+            let cert = rcgen::generate_simple_self_signed(vec![
+                "127.0.0.1".to_string(),
+                "localhost".to_string(),
+            ])
+            .unwrap();
             std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
             std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
             cfg.push_str(&format!(
@@ -73,10 +89,19 @@ impl Registry {
             .expect("start docker-registry");
         let started = Instant::now();
         while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "registry did not start: {}", std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default());
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "registry did not start: {}",
+                std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
-        Registry { port, dir, child, opts }
+        Registry {
+            port,
+            dir,
+            child,
+            opts,
+        }
     }
 
     pub fn host(&self) -> String {
@@ -101,7 +126,12 @@ impl Registry {
             v.push("--plain".into());
         }
         if self.opts.auth {
-            v.extend(["--username".to_string(), USER.to_string(), "--password".to_string(), PASSWORD.to_string()]);
+            v.extend([
+                "--username".to_string(),
+                USER.to_string(),
+                "--password".to_string(),
+                PASSWORD.to_string(),
+            ]);
         }
         v
     }
@@ -130,14 +160,22 @@ impl Registry {
     /// `skopeo copy --all` of an image back to an OCI directory; panics with skopeo's output
     /// on failure.
     pub fn skopeo_copy_back(&self, reference: &str, into: &Path) {
-        let mut args = vec!["copy".to_string(), "--all".to_string(), "--src-tls-verify=false".to_string()];
+        let mut args = vec![
+            "copy".to_string(),
+            "--all".to_string(),
+            "--src-tls-verify=false".to_string(),
+        ];
         if self.opts.auth {
             args.push(format!("--src-creds={USER}:{PASSWORD}"));
         }
         args.push(format!("docker://{}/{reference}", self.host()));
         args.push(format!("oci:{}:copy", into.display()));
         let out = Command::new("skopeo").args(&args).output().unwrap();
-        assert!(out.status.success(), "skopeo copy {reference}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "skopeo copy {reference}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -157,7 +195,10 @@ pub fn fixture(prefix: &str) -> PathBuf {
     std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
-        .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix) && p.extension().is_some_and(|x| x == "tgz"))
+        .find(|p| {
+            p.file_name().unwrap().to_string_lossy().starts_with(prefix)
+                && p.extension().is_some_and(|x| x == "tgz")
+        })
         .unwrap_or_else(|| panic!("no fixture {prefix}*.tgz"))
 }
 
@@ -169,7 +210,8 @@ pub struct Run {
 
 impl Run {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
     pub fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
@@ -181,7 +223,11 @@ pub fn ferry<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Run {
     ferry_with(args, &[], None)
 }
 
-pub fn ferry_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: Option<&str>) -> Run {
+pub fn ferry_with<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Run {
     let out = ferry_command(args, env, stdin);
     Run {
         code: out.status.code().unwrap_or(-1),
@@ -190,10 +236,17 @@ pub fn ferry_with<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], s
     }
 }
 
-fn ferry_command<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], stdin: Option<&str>) -> Output {
+fn ferry_command<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> Output {
     let home = scratch_home();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    cmd.args(args).env("HOME", &home).env("XDG_STATE_HOME", home.join("state")).env("FERRY_PROGRESS_INTERVAL", "0.2");
+    cmd.args(args)
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .env("FERRY_PROGRESS_INTERVAL", "0.2");
     for (k, _) in std::env::vars() {
         if k.starts_with("FERRY_") && k != "FERRY_PROGRESS_INTERVAL" || k == "REGISTRY_AUTH_FILE" {
             cmd.env_remove(k);
@@ -202,7 +255,9 @@ fn ferry_command<S: AsRef<std::ffi::OsStr>>(args: &[S], env: &[(&str, &str)], st
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     let mut child = cmd.spawn().unwrap();
     if let Some(s) = stdin {
         child.stdin.take().unwrap().write_all(s.as_bytes()).unwrap();
@@ -223,7 +278,12 @@ pub fn package_images(pkg: &Path) -> Vec<(String, Vec<u8>)> {
     let head = Package::open(pkg).unwrap().read_head().unwrap();
     head.images
         .iter()
-        .map(|d| (d.ref_name().unwrap().to_string(), head.docs[&d.digest].to_vec()))
+        .map(|d| {
+            (
+                d.ref_name().unwrap().to_string(),
+                head.docs[&d.digest].to_vec(),
+            )
+        })
         .collect()
 }
 
@@ -237,7 +297,10 @@ pub fn rewrite_tgz(src: &Path, dst: &Path, mut edit: impl FnMut(&str, Vec<u8>) -
     let f = std::fs::File::open(src).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let out = std::fs::File::create(dst).unwrap();
-    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(out, flate2::Compression::fast()));
+    let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+        out,
+        flate2::Compression::fast(),
+    ));
     for e in archive.entries().unwrap() {
         let mut e = e.unwrap();
         let path = e.path().unwrap().to_string_lossy().into_owned();
