@@ -63,6 +63,9 @@ pub struct PushArgs {
     /// Blobs larger than this (MiB) are sent in chunks of this size, resumable.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub chunk_size_mb: u32,
+    /// Seconds to wait for the registry to answer before the request counts as failed.
+    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
+    pub timeout: u64,
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
@@ -140,6 +143,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         ca_file: args.ca_file.clone(),
         credentials: creds,
         retry,
+        timeout: std::time::Duration::from_secs(args.timeout),
     })?);
     let opts = EngineOptions {
         concurrency: args.concurrency as usize,

@@ -331,7 +331,7 @@ async fn send_chunk(
     session: &mut UploadSession,
     mut piece: Bytes,
 ) -> Result<()> {
-    let policy = crate::sink::RetryPolicy::default();
+    let policy = registry.retry_policy();
     let mut attempt = 0;
     loop {
         let start = session.offset;

@@ -41,6 +41,8 @@ pub struct RegistryOptions {
     pub ca_file: Option<PathBuf>,
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
+    /// Longest wait for the registry to send anything (per read, not per request).
+    pub timeout: Duration,
 }
 
 /// Bytes actually sent in request bodies (blob data and manifests), for the report.
@@ -92,7 +94,7 @@ impl Registry {
         })?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
-            .read_timeout(Duration::from_secs(120))
+            .read_timeout(opts.timeout)
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
             .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
@@ -203,6 +205,10 @@ impl Registry {
                 self.host
             ),
         )
+    }
+
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
     }
 
     pub fn url(&self, path: &str) -> Url {
@@ -659,10 +665,15 @@ impl Registry {
         }
     }
 
-    /// Uploads a whole, already verified blob held in memory: POST then PUT.
+    /// Uploads a whole, already verified blob held in memory: POST then PUT. A session left
+    /// behind by a failed PUT is cancelled.
     pub async fn upload_whole(&self, repo: &str, digest: &Digest, bytes: Bytes) -> Result<()> {
         let session = self.begin_upload(repo, digest).await?;
-        self.finish_upload(repo, digest, &session, bytes).await
+        let r = self.finish_upload(repo, digest, &session, bytes).await;
+        if r.is_err() {
+            let _ = self.cancel(repo, &session).await;
+        }
+        r
     }
 
     /// Cancels an upload session (best effort; registries may refuse).

@@ -3,6 +3,8 @@
 //! skopeo as the independent client that checks what landed.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,218 @@
+//! A fault-injecting HTTP proxy between ferry and the real registry. It understands just
+//! enough HTTP/1.1 (request line, headers, Content-Length bodies) to forward one request per
+//! connection and, for requests matching a rule, to: answer a status itself (500/502/503,
+//! 429 with Retry-After), reset the connection after N body bytes, stall, dribble the answer
+//! slowly, or hold the request until the client goes away. It counts the body bytes it
+//! forwards, so tests can measure what crossed the "wire".
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// Answer this status without forwarding (with `Retry-After: secs` when given).
+    Status(u16, Option<u64>),
+    /// Forward the head and this many body bytes, then close both sides.
+    ResetAfter(u64),
+    /// Read the request, then say nothing for this long and close.
+    Stall(Duration),
+    /// Forward normally, but relay the answer one byte every this often.
+    Dribble(Duration),
+    /// Forward nothing; keep the client waiting until it disconnects (or 60 s).
+    Hold,
+}
+
+#[derive(Clone, Debug)]
+pub struct Rule {
+    pub method: &'static str,
+    pub path_contains: String,
+    /// Let this many matching requests through first.
+    pub skip: usize,
+    /// Then apply the fault to this many (usize::MAX: forever).
+    pub times: usize,
+    pub fault: Fault,
+}
+
+impl Rule {
+    pub fn new(method: &'static str, path_contains: &str, fault: Fault) -> Self {
+        Rule { method, path_contains: path_contains.to_string(), skip: 0, times: 1, fault }
+    }
+    pub fn skip(mut self, n: usize) -> Self {
+        self.skip = n;
+        self
+    }
+    pub fn times(mut self, n: usize) -> Self {
+        self.times = n;
+        self
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    /// Body bytes forwarded to the registry.
+    pub body_bytes: AtomicU64,
+    /// A `Hold` fault is holding a request now.
+    pub holding: AtomicBool,
+    pub faults: AtomicU64,
+}
+
+pub struct Proxy {
+    pub port: u16,
+    pub stats: Arc<Stats>,
+    rules: Arc<Mutex<Vec<(Rule, usize)>>>,
+}
+
+impl Proxy {
+    pub fn start(upstream: u16, rules: Vec<Rule>) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stats = Arc::new(Stats::default());
+        let rules = Arc::new(Mutex::new(rules.into_iter().map(|r| (r, 0)).collect::<Vec<_>>()));
+        let (s, r) = (stats.clone(), rules.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (s, r) = (s.clone(), r.clone());
+                std::thread::spawn(move || {
+                    let _ = handle(conn, upstream, &s, &r);
+                });
+            }
+        });
+        Proxy { port, stats, rules }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn set_rules(&self, rules: Vec<Rule>) {
+        *self.rules.lock().unwrap() = rules.into_iter().map(|r| (r, 0)).collect();
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.stats.body_bytes.load(Ordering::SeqCst)
+    }
+
+    pub fn reset_bytes(&self) {
+        self.stats.body_bytes.store(0, Ordering::SeqCst);
+    }
+}
+
+fn pick(rules: &Mutex<Vec<(Rule, usize)>>, method: &str, path: &str) -> Option<Fault> {
+    let mut rules = rules.lock().unwrap();
+    for (rule, seen) in rules.iter_mut() {
+        if (rule.method.is_empty() || rule.method == method) && path.contains(&rule.path_contains) {
+            *seen += 1;
+            if *seen > rule.skip && *seen - rule.skip <= rule.times {
+                return Some(rule.fault.clone());
+            }
+        }
+    }
+    None
+}
+
+fn handle(client: TcpStream, upstream: u16, stats: &Stats, rules: &Mutex<Vec<(Rule, usize)>>) -> std::io::Result<()> {
+    let mut reader = BufReader::new(client.try_clone()?);
+    let mut head = Vec::new();
+    let mut content_length = 0u64;
+    let mut first = String::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        if first.is_empty() {
+            first = line.clone();
+        }
+        if line == "\r\n" {
+            break;
+        }
+        let lower = line.to_ascii_lowercase();
+        if let Some(v) = lower.strip_prefix("content-length:") {
+            content_length = v.trim().parse().unwrap_or(0);
+        }
+        if lower.starts_with("connection:") {
+            continue;
+        }
+        head.extend_from_slice(line.as_bytes());
+    }
+    head.extend_from_slice(b"Connection: close\r\n\r\n");
+    let mut parts = first.split_whitespace();
+    let method = parts.next().unwrap_or("").to_string();
+    let path = parts.next().unwrap_or("").to_string();
+    let fault = pick(rules, &method, &path);
+    if fault.is_some() {
+        stats.faults.fetch_add(1, Ordering::SeqCst);
+    }
+    let mut client_w = client;
+    let drain = |reader: &mut BufReader<TcpStream>| {
+        let _ = std::io::copy(&mut reader.by_ref().take(content_length), &mut std::io::sink());
+    };
+    match fault {
+        Some(Fault::Status(code, retry_after)) => {
+            drain(&mut reader);
+            let ra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
+            let body = format!(r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {code}"}}]}}"#);
+            write!(client_w, "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{ra}Connection: close\r\n\r\n{body}", body.len())?;
+            return Ok(());
+        }
+        Some(Fault::Stall(d)) => {
+            drain(&mut reader);
+            std::thread::sleep(d);
+            return Ok(());
+        }
+        Some(Fault::Hold) => {
+            stats.holding.store(true, Ordering::SeqCst);
+            client_w.set_read_timeout(Some(Duration::from_secs(60)))?;
+            // Wait for the client to give up or die; forward nothing.
+            let mut buf = [0u8; 65536];
+            loop {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+            stats.holding.store(false, Ordering::SeqCst);
+            return Ok(());
+        }
+        _ => {}
+    }
+    let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
+    up.write_all(&head)?;
+    let limit = match fault {
+        Some(Fault::ResetAfter(n)) => n.min(content_length),
+        _ => content_length,
+    };
+    let mut body = reader.by_ref().take(limit);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = body.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        up.write_all(&buf[..n])?;
+        stats.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+    }
+    if let Some(Fault::ResetAfter(_)) = fault {
+        let _ = up.shutdown(Shutdown::Both);
+        let _ = client_w.shutdown(Shutdown::Both);
+        return Ok(());
+    }
+    match fault {
+        Some(Fault::Dribble(every)) => {
+            let mut b = [0u8; 1];
+            while up.read(&mut b)? == 1 {
+                client_w.write_all(&b)?;
+                std::thread::sleep(every);
+            }
+        }
+        _ => {
+            std::io::copy(&mut up, &mut client_w)?;
+        }
+    }
+    Ok(())
+}

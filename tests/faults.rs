@@ -1,0 +1,123 @@
+//! A faulty network between ferry and a real registry (see common/proxy.rs).
+
+mod common;
+
+use common::proxy::{Fault, Proxy, Rule};
+use common::*;
+use ferry::devtools::LayoutWriter;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A directory package with one 3.5 MB layer (chunked at 1 MiB) and one small layer.
+fn big_package(dir: &Path) -> PathBuf {
+    let pkg = dir.join("big");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    let big = w.layer(7, 3_500_000, false).unwrap();
+    let small = w.layer(8, 20_000, false).unwrap();
+    let m = w.image("big", "amd64", &[big, small], false).unwrap();
+    w.tag(&m, "registry.alauda.cn:60080/acp/big:v1");
+    w.finish().unwrap();
+    std::fs::write(pkg.join("package.yaml"), "apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: big\n  version: 1.0.0\nspec:\n  type: plugin\n").unwrap();
+    pkg
+}
+
+fn push_via(proxy: &Proxy, pkg: &Path, extra: &[&str]) -> Run {
+    let host = proxy.host();
+    let mut args = vec!["push", pkg.to_str().unwrap(), "--dest-repo", &host, "--plain", "--chunk-size-mb", "1", "--retry-base-ms", "20", "--output", "json"];
+    args.extend_from_slice(extra);
+    ferry(&args)
+}
+
+fn assert_landed(reg: &Registry) {
+    assert!(reg.skopeo_raw("acp/big:v1").is_some(), "acp/big:v1 is not in the registry");
+    let dir = tempfile::tempdir().unwrap();
+    reg.skopeo_copy_back("acp/big:v1", dir.path());
+}
+
+#[test]
+fn transient_faults_are_retried_and_the_push_completes() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![
+            Rule::new("HEAD", "/blobs/sha256:", Fault::Status(503, None)),
+            Rule::new("POST", "/blobs/uploads/", Fault::Status(429, Some(1))),
+            // reset the second chunk's connection before any of its bytes reach the registry
+            Rule::new("PATCH", "/blobs/uploads/", Fault::ResetAfter(0)).skip(1),
+            Rule::new("PUT", "/blobs/uploads/", Fault::Status(502, None)),
+            Rule::new("PUT", "/manifests/", Fault::Status(500, None)),
+            Rule::new("HEAD", "/manifests/", Fault::Dribble(Duration::from_millis(2))),
+        ],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert!(report["totals"]["retries"].as_u64().unwrap() >= 4, "{report}");
+    assert_eq!(report["totals"]["blobs"]["uploaded"], 3);
+    // the reset chunk was re-sent, not the whole blob: one upload session per blob
+    let posts = reg.log().matches("\"POST /v2/acp/big/blobs/uploads/").count();
+    assert_eq!(posts, 3, "a blob was restarted after a connection reset");
+    assert_landed(&reg);
+}
+
+#[test]
+fn a_reset_mid_chunk_and_a_stall_are_survived() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![
+            // half of the third chunk reaches the registry, then the connection dies
+            Rule::new("PATCH", "/blobs/uploads/", Fault::ResetAfter(500_000)).skip(2),
+            Rule::new("PUT", "/manifests/", Fault::Stall(Duration::from_secs(4))),
+        ],
+    );
+    let run = push_via(&proxy, &pkg, &["--timeout", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_landed(&reg);
+}
+
+#[test]
+fn permanent_faults_stop_after_the_retry_budget_with_a_precise_error() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(reg.port, vec![Rule::new("PATCH", "/blobs/uploads/", Fault::Status(503, None)).times(usize::MAX)]);
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    let report = run.json();
+    let msg = report["packages"][0]["images"][0]["error"]["message"].as_str().unwrap().to_string();
+    for want in [proxy.host().as_str(), "acp/big", "sha256:", "HTTP 503", "manifest not pushed"] {
+        assert!(msg.contains(want), "{want:?} missing from: {msg}");
+    }
+    assert!(reg.skopeo_raw("acp/big:v1").is_none());
+
+    proxy.set_rules(vec![Rule::new("PUT", "/manifests/", Fault::Status(500, None)).times(usize::MAX)]);
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    let msg = run.json()["packages"][0]["images"][0]["error"]["message"].as_str().unwrap().to_string();
+    assert!(msg.contains("HTTP 500") && msg.contains("acp/big:v1") && msg.contains("after 6 tries"), "{msg}");
+}
+
+#[test]
+fn a_corrupt_large_blob_cancels_its_upload_session() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    // corrupt the big layer's last byte on disk: detected only at the end of the stream
+    let blobs = pkg.join("images/blobs/sha256");
+    let big = std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().path()).max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let mut bytes = std::fs::read(&big).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&big, bytes).unwrap();
+    let proxy = Proxy::start(reg.port, vec![]);
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stdout.contains("digest mismatch"), "{}", run.stdout);
+    assert!(reg.log().contains("\"DELETE /v2/acp/big/blobs/uploads/"), "upload session not cancelled");
+    assert!(reg.skopeo_raw("acp/big:v1").is_none());
+}
