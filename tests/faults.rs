@@ -23,13 +23,28 @@ fn big_package(dir: &Path) -> PathBuf {
 
 fn push_via(proxy: &Proxy, pkg: &Path, extra: &[&str]) -> Run {
     let host = proxy.host();
-    let mut args = vec!["push", pkg.to_str().unwrap(), "--dest-repo", &host, "--plain", "--chunk-size-mb", "1", "--retry-base-ms", "20", "--output", "json"];
+    let mut args = vec![
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &host,
+        "--plain",
+        "--chunk-size-mb",
+        "1",
+        "--retry-base-ms",
+        "20",
+        "--output",
+        "json",
+    ];
     args.extend_from_slice(extra);
     ferry(&args)
 }
 
 fn assert_landed(reg: &Registry) {
-    assert!(reg.skopeo_raw("acp/big:v1").is_some(), "acp/big:v1 is not in the registry");
+    assert!(
+        reg.skopeo_raw("acp/big:v1").is_some(),
+        "acp/big:v1 is not in the registry"
+    );
     let dir = tempfile::tempdir().unwrap();
     reg.skopeo_copy_back("acp/big:v1", dir.path());
 }
@@ -48,16 +63,26 @@ fn transient_faults_are_retried_and_the_push_completes() {
             Rule::new("PATCH", "/blobs/uploads/", Fault::ResetAfter(0)).skip(1),
             Rule::new("PUT", "/blobs/uploads/", Fault::Status(502, None)),
             Rule::new("PUT", "/manifests/", Fault::Status(500, None)),
-            Rule::new("HEAD", "/manifests/", Fault::Dribble(Duration::from_millis(2))),
+            Rule::new(
+                "HEAD",
+                "/manifests/",
+                Fault::Dribble(Duration::from_millis(2)),
+            ),
         ],
     );
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     let report = run.json();
-    assert!(report["totals"]["retries"].as_u64().unwrap() >= 4, "{report}");
+    assert!(
+        report["totals"]["retries"].as_u64().unwrap() >= 4,
+        "{report}"
+    );
     assert_eq!(report["totals"]["blobs"]["uploaded"], 3);
     // the reset chunk was re-sent, not the whole blob: one upload session per blob
-    let posts = reg.log().matches("\"POST /v2/acp/big/blobs/uploads/").count();
+    let posts = reg
+        .log()
+        .matches("\"POST /v2/acp/big/blobs/uploads/")
+        .count();
     assert_eq!(posts, 3, "a blob was restarted after a connection reset");
     assert_landed(&reg);
 }
@@ -85,21 +110,44 @@ fn permanent_faults_stop_after_the_retry_budget_with_a_precise_error() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let pkg = big_package(dir.path());
-    let proxy = Proxy::start(reg.port, vec![Rule::new("PATCH", "/blobs/uploads/", Fault::Status(503, None)).times(usize::MAX)]);
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new("PATCH", "/blobs/uploads/", Fault::Status(503, None)).times(usize::MAX)],
+    );
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 4, "{}", run.all());
     let report = run.json();
-    let msg = report["packages"][0]["images"][0]["error"]["message"].as_str().unwrap().to_string();
-    for want in [proxy.host().as_str(), "acp/big", "sha256:", "HTTP 503", "manifest not pushed"] {
+    let msg = report["packages"][0]["images"][0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for want in [
+        proxy.host().as_str(),
+        "acp/big",
+        "sha256:",
+        "HTTP 503",
+        "manifest not pushed",
+    ] {
         assert!(msg.contains(want), "{want:?} missing from: {msg}");
     }
     assert!(reg.skopeo_raw("acp/big:v1").is_none());
 
-    proxy.set_rules(vec![Rule::new("PUT", "/manifests/", Fault::Status(500, None)).times(usize::MAX)]);
+    proxy.set_rules(vec![Rule::new(
+        "PUT",
+        "/manifests/",
+        Fault::Status(500, None),
+    )
+    .times(usize::MAX)]);
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 4, "{}", run.all());
-    let msg = run.json()["packages"][0]["images"][0]["error"]["message"].as_str().unwrap().to_string();
-    assert!(msg.contains("HTTP 500") && msg.contains("acp/big:v1") && msg.contains("after 6 tries"), "{msg}");
+    let msg = run.json()["packages"][0]["images"][0]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        msg.contains("HTTP 500") && msg.contains("acp/big:v1") && msg.contains("after 6 tries"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -109,7 +157,11 @@ fn a_corrupt_large_blob_cancels_its_upload_session() {
     let pkg = big_package(dir.path());
     // corrupt the big layer's last byte on disk: detected only at the end of the stream
     let blobs = pkg.join("images/blobs/sha256");
-    let big = std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().path()).max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let big = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(&big).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1;
@@ -118,6 +170,9 @@ fn a_corrupt_large_blob_cancels_its_upload_session() {
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(run.stdout.contains("digest mismatch"), "{}", run.stdout);
-    assert!(reg.log().contains("\"DELETE /v2/acp/big/blobs/uploads/"), "upload session not cancelled");
+    assert!(
+        reg.log().contains("\"DELETE /v2/acp/big/blobs/uploads/"),
+        "upload session not cancelled"
+    );
     assert!(reg.skopeo_raw("acp/big:v1").is_none());
 }

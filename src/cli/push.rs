@@ -171,6 +171,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             report.error = Some(ErrorReport::from(&e));
             return report;
         }
+        tokio::spawn(watch_signals());
         let progress = Progress::start(
             vec![registry.counters.clone()],
             args.quiet || args.output == Output::Json,
@@ -194,6 +195,9 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         .retries
         .load(std::sync::atomic::Ordering::Relaxed);
     report.finish();
+    if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
+        report.exit_code = 143;
+    }
     if args.dry_run {
         report.estimate = Some(estimate_line(
             report.totals.blobs.bytes,
@@ -209,6 +213,32 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         Output::Text => print!("{}", report.render_text()),
     }
     Ok(report.exit_code)
+}
+
+/// First SIGINT/SIGTERM: stop starting uploads, finish those in flight, print the summary.
+/// Second: exit at once.
+async fn watch_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        let sig = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        if crate::engine::stopping() {
+            eprintln!("second signal: exiting now");
+            std::process::exit(128 + sig);
+        }
+        crate::engine::request_stop(sig);
+        eprintln!(
+            "stopping: no new uploads; finishing those in flight (signal again to quit at once)"
+        );
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,32 @@
 mod state;
 pub mod stream;
 
+use std::sync::atomic::{AtomicI32, Ordering};
+
+/// The signal that asked us to stop (0: none). On a first SIGINT/SIGTERM the engine starts no
+/// new upload, lets those in flight finish, pushes the manifests of complete images, and
+/// returns so that the summary can be printed.
+static STOP: AtomicI32 = AtomicI32::new(0);
+
+pub fn request_stop(signal: i32) {
+    STOP.store(signal, Ordering::SeqCst);
+}
+
+pub fn stop_signal() -> Option<i32> {
+    Some(STOP.load(Ordering::SeqCst)).filter(|s| *s != 0)
+}
+
+pub fn stopping() -> bool {
+    stop_signal().is_some()
+}
+
+pub(crate) fn interrupted() -> Error {
+    Error::new(
+        crate::error::ErrorKind::Interrupted,
+        "interrupted before this was sent; run the same command again to continue",
+    )
+}
+
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -125,6 +151,9 @@ impl Engine {
     pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
         let line = progress.package(&pkg.label());
         let mut report = PackageReport::new(pkg.label());
+        if stopping() {
+            return failed_package(report, &line, interrupted());
+        }
         line.step("reading package");
         let reader = pkg.clone();
         let head = match tokio::task::spawn_blocking(move || reader.read_head()).await {
@@ -346,7 +375,7 @@ impl Engine {
         }
 
         for pass in 0..self.opts.passes.max(1) {
-            let last = pass + 1 == self.opts.passes.max(1);
+            let last = pass + 1 == self.opts.passes.max(1) || stopping();
             // Mounts (from repositories that hold the blob) first: cheap, and a declined
             // mount becomes an upload in this same pass.
             for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {

@@ -78,9 +78,17 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     let slots = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
     let mut tasks = JoinSet::new();
     let mut started = Vec::new();
+    let mut outcomes_early: Vec<Outcome> = Vec::new();
     while let Some(start) = start_rx.recv().await {
         let job = by_digest[&start.digest].clone();
         started.push(job.digest.clone());
+        if super::stopping() {
+            // Dropping the receiver tells the reader to skip this blob.
+            for t in &job.targets {
+                outcomes_early.push((job.digest.clone(), t.clone(), Err(super::interrupted())));
+            }
+            continue;
+        }
         let permit = slots
             .clone()
             .acquire_owned()
@@ -93,7 +101,7 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
             out
         });
     }
-    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut outcomes: Vec<Outcome> = outcomes_early;
     while let Some(r) = tasks.join_next().await {
         outcomes.extend(r.unwrap_or_default());
     }

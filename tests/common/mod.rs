@@ -318,3 +318,69 @@ pub fn rewrite_tgz(src: &Path, dst: &Path, mut edit: impl FnMut(&str, Vec<u8>) -
     }
     builder.into_inner().unwrap().finish().unwrap();
 }
+
+/// Starts the ferry binary without waiting (for kill and signal tests).
+pub fn ferry_spawn<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Child {
+    let home = scratch_home();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    cmd.args(args)
+        .env("HOME", &home)
+        .env("XDG_STATE_HOME", home.join("state"));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// Polls `cond` every 20 ms for up to `secs` seconds.
+pub fn wait_for(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sizes of the blobs the registry has committed (its storage tree), by hex digest.
+pub fn stored_blobs(reg: &Registry) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    let root = reg.dir.path().join("data/docker/registry/v2/blobs/sha256");
+    for prefix in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        for blob in std::fs::read_dir(prefix.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if let Ok(m) = std::fs::metadata(blob.path().join("data")) {
+                out.insert(blob.file_name().to_string_lossy().into_owned(), m.len());
+            }
+        }
+    }
+    out
+}
+
+/// Writes package.yaml for a generated test package.
+pub fn write_package_yaml(dir: &Path, name: &str) {
+    std::fs::write(
+        dir.join("package.yaml"),
+        format!("apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: {name}\n  version: 1.0.0\nspec:\n  type: plugin\n"),
+    )
+    .unwrap();
+}
+
+/// Packs a layout with ferry itself.
+pub fn pack(layout: &Path, meta_dir: &Path, out: &Path) {
+    let run = ferry(&[
+        "pack",
+        "--from",
+        layout.to_str().unwrap(),
+        "--metadata",
+        meta_dir.join("package.yaml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+}

@@ -39,7 +39,13 @@ pub struct Rule {
 
 impl Rule {
     pub fn new(method: &'static str, path_contains: &str, fault: Fault) -> Self {
-        Rule { method, path_contains: path_contains.to_string(), skip: 0, times: 1, fault }
+        Rule {
+            method,
+            path_contains: path_contains.to_string(),
+            skip: 0,
+            times: 1,
+            fault,
+        }
     }
     pub fn skip(mut self, n: usize) -> Self {
         self.skip = n;
@@ -71,7 +77,9 @@ impl Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let stats = Arc::new(Stats::default());
-        let rules = Arc::new(Mutex::new(rules.into_iter().map(|r| (r, 0)).collect::<Vec<_>>()));
+        let rules = Arc::new(Mutex::new(
+            rules.into_iter().map(|r| (r, 0)).collect::<Vec<_>>(),
+        ));
         let (s, r) = (stats.clone(), rules.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -115,7 +123,12 @@ fn pick(rules: &Mutex<Vec<(Rule, usize)>>, method: &str, path: &str) -> Option<F
     None
 }
 
-fn handle(client: TcpStream, upstream: u16, stats: &Stats, rules: &Mutex<Vec<(Rule, usize)>>) -> std::io::Result<()> {
+fn handle(
+    client: TcpStream,
+    upstream: u16,
+    stats: &Stats,
+    rules: &Mutex<Vec<(Rule, usize)>>,
+) -> std::io::Result<()> {
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0u64;
@@ -150,13 +163,19 @@ fn handle(client: TcpStream, upstream: u16, stats: &Stats, rules: &Mutex<Vec<(Ru
     }
     let mut client_w = client;
     let drain = |reader: &mut BufReader<TcpStream>| {
-        let _ = std::io::copy(&mut reader.by_ref().take(content_length), &mut std::io::sink());
+        let _ = std::io::copy(
+            &mut reader.by_ref().take(content_length),
+            &mut std::io::sink(),
+        );
     };
     match fault {
         Some(Fault::Status(code, retry_after)) => {
             drain(&mut reader);
-            let ra = retry_after.map(|s| format!("Retry-After: {s}\r\n")).unwrap_or_default();
-            let body = format!(r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {code}"}}]}}"#);
+            let ra = retry_after
+                .map(|s| format!("Retry-After: {s}\r\n"))
+                .unwrap_or_default();
+            let body =
+                format!(r#"{{"errors":[{{"code":"UNAVAILABLE","message":"injected {code}"}}]}}"#);
             write!(client_w, "HTTP/1.1 {code} Injected\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{ra}Connection: close\r\n\r\n{body}", body.len())?;
             return Ok(());
         }
