@@ -176,3 +176,31 @@ fn a_corrupt_large_blob_cancels_its_upload_session() {
     );
     assert!(reg.skopeo_raw("acp/big:v1").is_none());
 }
+
+#[test]
+fn a_registry_that_refuses_chunks_gets_one_streamed_request_per_blob() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![
+            Rule::new("PATCH", "/blobs/uploads/", Fault::Status(416, None))
+                .with_header("content-range")
+                .times(usize::MAX),
+        ],
+    );
+    let run = push_via(&proxy, &pkg, &["--debug"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("refuses chunked uploads"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "detected once per registry"
+    );
+    assert_landed(&reg);
+}

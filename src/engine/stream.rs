@@ -277,6 +277,9 @@ async fn upload_target(
         return registry.upload_whole(repo, digest, bytes).await;
     }
 
+    if !registry.supports_chunks() {
+        return stream_whole(registry, repo, digest, None, rx).await;
+    }
     let host = registry.host.as_str();
     let mut session = match state.load(host, repo, digest) {
         Some(saved) => match registry.upload_status(repo, &saved).await {
@@ -301,6 +304,11 @@ async fn upload_target(
                     }
                     let piece = b.slice((session.offset - pos) as usize..);
                     if let Err(e) = send_chunk(registry, repo, digest, &mut session, piece).await {
+                        if pos == 0 && !registry.supports_chunks() {
+                            let _ = registry.cancel(repo, &session).await;
+                            state.remove(host, repo, digest);
+                            return stream_whole(registry, repo, digest, Some(b), rx).await;
+                        }
                         if !e.retryable {
                             let _ = registry.cancel(repo, &session).await;
                             state.remove(host, repo, digest);
@@ -365,6 +373,79 @@ async fn send_chunk(
             _ => return Err(err),
         }
     }
+}
+
+/// For registries that refuse chunks: the whole blob in one streamed request. The stream
+/// ends in an error if the reader reports a mismatch, aborting the request; only a verified
+/// blob is committed.
+async fn stream_whole(
+    registry: &Registry,
+    repo: &str,
+    digest: &Digest,
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Msg>,
+) -> Result<()> {
+    let mut session = registry.begin_upload(repo, digest).await?;
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+    let counters = registry.counters.clone();
+    let body = futures::stream::unfold(
+        (first, rx, Some(verdict_tx)),
+        move |(first, mut rx, mut verdict)| {
+            let counters = counters.clone();
+            async move {
+                let next = match first {
+                    Some(b) => Some(Msg::Chunk(b)),
+                    None => rx.recv().await,
+                };
+                let fail = |verdict: &mut Option<tokio::sync::oneshot::Sender<Result<()>>>,
+                            e: Error| {
+                    if let Some(t) = verdict.take() {
+                        let _ = t.send(Err(e));
+                    }
+                    std::io::Error::other("blob failed verification")
+                };
+                match next {
+                    Some(Msg::Chunk(b)) => {
+                        counters
+                            .bytes_sent
+                            .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                        Some((Ok(b), (None, rx, verdict)))
+                    }
+                    Some(Msg::Done) => {
+                        if let Some(t) = verdict.take() {
+                            let _ = t.send(Ok(()));
+                        }
+                        None
+                    }
+                    Some(Msg::Fail(e)) => Some((Err(fail(&mut verdict, e)), (None, rx, None))),
+                    None => {
+                        let e = Error::internal(
+                            "the package reader stopped before the end of the blob",
+                        );
+                        Some((Err(fail(&mut verdict, e)), (None, rx, None)))
+                    }
+                }
+            }
+        },
+    );
+    let sent = registry
+        .upload_stream(repo, digest, &mut session, reqwest::Body::wrap_stream(body))
+        .await;
+    let verdict = verdict_rx.await.ok();
+    let outcome = match (sent, verdict) {
+        (_, Some(Err(e))) => Err(e),
+        (Err(e), _) => Err(e),
+        (Ok(()), Some(Ok(()))) => {
+            return registry
+                .finish_upload(repo, digest, &session, Bytes::new())
+                .await
+        }
+        (Ok(()), None) => Err(Error::internal(format!(
+            "blob {digest}: upload ended before the blob was verified"
+        ))),
+    };
+    let _ = registry.cancel(repo, &session).await;
+    outcome
 }
 
 fn concat(parts: Vec<Bytes>) -> Bytes {

@@ -11,7 +11,7 @@ pub mod retry;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +64,9 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     retry: RetryPolicy,
     pub counters: Arc<Counters>,
+    /// Cleared the first time the registry refuses a `Content-Range` PATCH: from then on
+    /// large blobs are streamed in one request (not resumable inside the blob).
+    chunked: AtomicBool,
 }
 
 /// An open upload session: where to send the next bytes.
@@ -146,6 +149,7 @@ impl Registry {
             tokens: Mutex::new(HashMap::new()),
             retry: opts.retry,
             counters: Arc::new(Counters::default()),
+            chunked: AtomicBool::new(true),
         })
     }
 
@@ -285,11 +289,7 @@ impl Registry {
             rb = rb.header(ACCEPT, a);
         }
         if let Some(a) = auth {
-            let mut v = HeaderValue::from_str(a).map_err(|_| {
-                Error::internal("credentials contain characters not allowed in an HTTP header")
-            })?;
-            v.set_sensitive(true);
-            rb = rb.header(reqwest::header::AUTHORIZATION, v);
+            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(a)?);
         }
         if let Some(b) = body {
             rb = rb
@@ -584,10 +584,7 @@ impl Registry {
             )
             .body(chunk);
         if let Some(a) = auth {
-            let mut v =
-                HeaderValue::from_str(&a).map_err(|_| Error::internal("bad credentials header"))?;
-            v.set_sensitive(true);
-            rb = rb.header(reqwest::header::AUTHORIZATION, v);
+            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(&a)?);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
@@ -597,6 +594,12 @@ impl Registry {
                 session.location = self.location(&resp, &what)?;
                 session.offset += len;
                 Ok(())
+            }
+            s if session.offset == 0 && CHUNK_REFUSALS.contains(&s) => {
+                if self.chunked.swap(false, Ordering::SeqCst) {
+                    tracing::debug!(registry = %self.host, status = s.as_u16(), "registry refuses chunked uploads (PATCH with Content-Range); falling back to one streamed request per blob");
+                }
+                Err(self.status_error(s, &what, resp).await)
             }
             s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
                 Err(self.status_error(s, &what, resp).await.retryable(true))
@@ -609,6 +612,46 @@ impl Registry {
                     .retryable(true))
             }
             s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// Whether the registry accepts chunked uploads (until it refused one).
+    pub fn supports_chunks(&self) -> bool {
+        self.chunked.load(Ordering::SeqCst)
+    }
+
+    /// Sends a whole blob as one streamed `PATCH` (no `Content-Range`), for registries that
+    /// refuse chunks. The body stream ends in an error when the blob fails verification,
+    /// which aborts the request: the caller then cancels the session.
+    pub async fn upload_stream(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        session: &mut UploadSession,
+        body: reqwest::Body,
+    ) -> Result<()> {
+        let what = format!("uploading blob {digest} to {repo} (one request)");
+        let url = Url::parse(&session.location)
+            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let mut rb = self
+            .http
+            .patch(url)
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(a) = self.authorize(repo, false).await? {
+            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(&a)?);
+        }
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
+        match resp.status() {
+            StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
+                session.location = self.location(&resp, &what)?;
+                Ok(())
+            }
+            s => {
+                let retry = s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS;
+                Err(self.status_error(s, &what, resp).await.retryable(retry))
+            }
         }
     }
 
@@ -713,6 +756,23 @@ impl Registry {
             s => Err(self.status_error(s, &what, resp).await),
         }
     }
+}
+
+/// Answers to a first `Content-Range` PATCH that mean "no chunked uploads here".
+const CHUNK_REFUSALS: [StatusCode; 4] = [
+    StatusCode::RANGE_NOT_SATISFIABLE,
+    StatusCode::BAD_REQUEST,
+    StatusCode::METHOD_NOT_ALLOWED,
+    StatusCode::NOT_IMPLEMENTED,
+];
+
+/// An `Authorization` value marked sensitive, so that no debug output of the request shows it.
+fn sensitive(value: &str) -> Result<HeaderValue> {
+    let mut v = HeaderValue::from_str(value).map_err(|_| {
+        Error::internal("credentials contain characters not allowed in an HTTP header")
+    })?;
+    v.set_sensitive(true);
+    Ok(v)
 }
 
 /// A manifest's own `mediaType` field, for descriptors that lack one.

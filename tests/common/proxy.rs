@@ -35,6 +35,8 @@ pub struct Rule {
     /// Then apply the fault to this many (usize::MAX: forever).
     pub times: usize,
     pub fault: Fault,
+    /// Only requests carrying this header (lower case name).
+    pub header: Option<&'static str>,
 }
 
 impl Rule {
@@ -45,7 +47,12 @@ impl Rule {
             skip: 0,
             times: 1,
             fault,
+            header: None,
         }
+    }
+    pub fn with_header(mut self, name: &'static str) -> Self {
+        self.header = Some(name);
+        self
     }
     pub fn skip(mut self, n: usize) -> Self {
         self.skip = n;
@@ -110,10 +117,16 @@ impl Proxy {
     }
 }
 
-fn pick(rules: &Mutex<Vec<(Rule, usize)>>, method: &str, path: &str) -> Option<Fault> {
+fn pick(rules: &Mutex<Vec<(Rule, usize)>>, method: &str, path: &str, head: &str) -> Option<Fault> {
     let mut rules = rules.lock().unwrap();
     for (rule, seen) in rules.iter_mut() {
-        if (rule.method.is_empty() || rule.method == method) && path.contains(&rule.path_contains) {
+        let header_ok = rule
+            .header
+            .is_none_or(|h| head.contains(&format!("\n{h}:")));
+        if (rule.method.is_empty() || rule.method == method)
+            && path.contains(&rule.path_contains)
+            && header_ok
+        {
             *seen += 1;
             if *seen > rule.skip && *seen - rule.skip <= rule.times {
                 return Some(rule.fault.clone());
@@ -132,6 +145,7 @@ fn handle(
     let mut reader = BufReader::new(client.try_clone()?);
     let mut head = Vec::new();
     let mut content_length = 0u64;
+    let mut chunked = false;
     let mut first = String::new();
     loop {
         let mut line = String::new();
@@ -148,6 +162,9 @@ fn handle(
         if let Some(v) = lower.strip_prefix("content-length:") {
             content_length = v.trim().parse().unwrap_or(0);
         }
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
         if lower.starts_with("connection:") {
             continue;
         }
@@ -157,7 +174,12 @@ fn handle(
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let fault = pick(rules, &method, &path);
+    let fault = pick(
+        rules,
+        &method,
+        &path,
+        &String::from_utf8_lossy(&head).to_ascii_lowercase(),
+    );
     if fault.is_some() {
         stats.faults.fetch_add(1, Ordering::SeqCst);
     }
@@ -202,6 +224,25 @@ fn handle(
     }
     let mut up = TcpStream::connect(("127.0.0.1", upstream))?;
     up.write_all(&head)?;
+    if chunked {
+        // Forward the chunked framing as is, counting payload bytes.
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line)?;
+            up.write_all(line.as_bytes())?;
+            let size =
+                u64::from_str_radix(line.trim().split(';').next().unwrap_or("0"), 16).unwrap_or(0);
+            let mut data = vec![0u8; size as usize + 2];
+            reader.read_exact(&mut data)?;
+            up.write_all(&data)?;
+            stats.body_bytes.fetch_add(size, Ordering::SeqCst);
+            if size == 0 {
+                break;
+            }
+        }
+        std::io::copy(&mut up, &mut client_w)?;
+        return Ok(());
+    }
     let limit = match fault {
         Some(Fault::ResetAfter(n)) => n.min(content_length),
         _ => content_length,
