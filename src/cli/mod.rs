@@ -46,6 +46,9 @@ pub enum Command {
         /// Output file.
         #[arg(short = 'o', long = "output")]
         output: PathBuf,
+        /// gzip level 0-9 (0: stored; right for already-compressed layers).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=9))]
+        compression_level: u32,
     },
     /// Show what a package is: name, type, arch, version (and with --all its images).
     Show {
@@ -110,7 +113,14 @@ pub fn main() -> i32 {
             metadata,
             charts,
             output,
-        } => match crate::source::pack::pack(&from, &metadata, charts.as_deref(), &output) {
+            compression_level,
+        } => match crate::source::pack::pack(
+            &from,
+            &metadata,
+            charts.as_deref(),
+            &output,
+            compression_level,
+        ) {
             Ok(s) => {
                 println!(
                     "wrote {} ({} images, {} blobs, {}), sha256 {}",
