@@ -208,6 +208,21 @@ fn read_blob(
 
 /// Fans one blob's chunks out to every target's upload task.
 async fn blob_task(ctx: &StreamCtx, job: &StreamJob, mut rx: mpsc::Receiver<Msg>) -> Vec<Outcome> {
+    if let [t] = job.targets.as_slice() {
+        // One destination: no fan-out hop, one chunk less held in memory.
+        let registry = &ctx.registries[t.dest];
+        let r = upload_target(
+            registry,
+            &ctx.state,
+            ctx.chunk_size,
+            &t.repo,
+            &job.digest,
+            job.size,
+            rx,
+        )
+        .await;
+        return vec![(job.digest.clone(), t.clone(), r)];
+    }
     let mut senders = Vec::new();
     let mut uploads = JoinSet::new();
     for t in &job.targets {

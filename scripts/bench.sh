@@ -1,0 +1,213 @@
+#!/usr/bin/env bash
+# Benchmarks ferry against skopeo and the physical floors, side by side in one run.
+#   scripts/bench.sh           full run (~3-5 min on 2 cores)
+#   scripts/bench.sh --quick   small corpus (~1 min)
+# Writes the results between the markers in docs/benchmarks.md (full run) or prints them
+# (--quick, or BENCH_OUT=file to choose). Cleans up its registries, network namespace and
+# temp storage even when interrupted.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 curl:curl \
+  /usr/bin/time:time ip:iproute2 tc:iproute2
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+if [ $quick = 1 ]; then images=6; scale=0.25; scales="1 2"; else images=12; scale=0.5; scales="1 2 4"; fi
+out=${BENCH_OUT:-}
+[ -z "$out" ] && [ $quick = 0 ] && out=docs/benchmarks.md
+
+cargo build --release --quiet
+ferry=$PWD/target/release/ferry
+work=$(mktemp -d /tmp/ferry-bench.XXXXXX)
+ns=ferrybench$$
+results=$work/results.tsv
+: >"$results"
+
+cleanup() {
+  set +e
+  for p in "$work"/reg*/pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  [ -n "${bgpid:-}" ] && kill -9 "$bgpid" 2>/dev/null
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+  ip link del fb$$a 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+lo_tx() { cat /sys/class/net/lo/statistics/tx_bytes; }
+
+# fresh_registry: a new, empty registry on loopback; sets $h (host:port) and $regdir
+n_reg=0
+fresh_registry() {
+  n_reg=$((n_reg + 1))
+  regdir=$work/reg$n_reg
+  local p
+  p=$(free_port)
+  start_registry "$regdir" "$p" >&2
+  h="127.0.0.1:$p"
+}
+
+# measure SCENARIO TOOL BYTES_FN -- CMD...: wall, CPU (user+sys, children included), peak RSS
+measure() {
+  local scenario=$1 tool=$2 bytesfn=$3
+  shift 4
+  local b0 b1
+  b0=$($bytesfn)
+  /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >"$work/last.out" 2>"$work/last.err" || {
+    echo "FAILED: $scenario $tool" >&2; cat "$work/last.err" >&2; return 1; }
+  b1=$($bytesfn)
+  read -r wall user sys rss <"$work/time"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$wall" \
+    "$(python3 -c "print(round($user+$sys,2))")" "$((rss / 1024))" "$((b1 - b0))" >>"$results"
+  echo "  $scenario / $tool: ${wall}s" >&2
+}
+
+make_corpus() { # make_corpus DIR IMAGES
+  "$ferry" dev corpus "$1" --images "$2" --scale "$scale" >/dev/null
+  "$ferry" pack --from "$1/layout" --metadata "$1/package.yaml" -o "$1.tgz" >/dev/null
+}
+
+refs() { # refs LAYOUT -> full source references
+  python3 -c 'import json,sys; [print(m["annotations"]["org.opencontainers.image.ref.name"]) for m in json.load(open(sys.argv[1]+"/index.json"))["manifests"]]' "$1"
+}
+
+skopeo_all() { # skopeo_all LAYOUT HOST: every image, 4 in parallel
+  refs "$1" | xargs -P4 -I{} sh -c 'r="{}"; skopeo copy --quiet --all --dest-tls-verify=false "oci:$0:$r" "docker://$1/${r#*/}"' "$1" "$2"
+}
+export -f refs skopeo_all
+
+echo "== corpus: $images images, scale $scale" >&2
+make_corpus "$work/c1" "$images"
+corpus_bytes=$(du -sb "$work/c1/layout/blobs" | cut -f1)
+tgz=$work/c1.tgz
+
+echo "== 1. cold push from .tgz (loopback)" >&2
+fresh_registry; measure cold ferry lo_tx -- "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet
+ferry_host=$h
+fresh_registry
+measure cold "tar xzf + skopeo x4" lo_tx -- bash -c "mkdir -p $work/x && tar xzf $tgz -C $work/x && skopeo_all $work/x/images $h"
+skopeo_host=$h
+fresh_registry; measure cold "skopeo x4 (already extracted)" lo_tx -- bash -c "skopeo_all $work/x/images $h"
+
+echo "== 2. floor: curl monolithic uploads x4" >&2
+cat >"$work/curlup.sh" <<'CURL'
+#!/bin/bash
+host=$1 f=$2
+loc=$(curl -sf -X POST -D - -o /dev/null "http://$host/v2/floor/blobs/uploads/" | tr -d '\r' | awk 'tolower($1)=="location:"{print $2}')
+case "$loc" in http*) ;; *) loc="http://$host$loc" ;; esac
+curl -sf -X PUT -H 'Content-Type: application/octet-stream' --data-binary @"$f" "$loc&digest=sha256:$(basename "$f")" -o /dev/null
+CURL
+chmod +x "$work/curlup.sh"
+fresh_registry
+measure floor "curl x4" lo_tx -- bash -c "ls $work/x/images/blobs/sha256/* | xargs -P4 -I{} $work/curlup.sh $h {}"
+
+echo "== 3. warm re-push (everything present)" >&2
+measure warm ferry lo_tx -- "$ferry" push "$tgz" --dest-repo "$ferry_host" --plain --quiet
+measure warm "skopeo x4" lo_tx -- bash -c "skopeo_all $work/x/images $skopeo_host"
+
+echo "== 4. resume: SIGKILL at ~50%, then re-run" >&2
+fresh_registry
+start=$(date +%s.%N)
+"$ferry" push "$tgz" --dest-repo "$h" --plain --quiet --state-dir "$work/state" >/dev/null 2>&1 &
+bgpid=$!
+half=$((corpus_bytes / 2))
+while [ "$(du -sb "$regdir/data" | cut -f1)" -lt "$half" ]; do sleep 0.02; done
+kill -9 "$bgpid"; wait "$bgpid" 2>/dev/null || true; bgpid=
+killed=$(date +%s.%N)
+measure resume "ferry re-run after kill" lo_tx -- "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet --state-dir "$work/state"
+echo "resume_kill_after $(python3 -c "print(round($killed-$start,2))")" >"$work/resume"
+
+echo "== 5. over a 1 Gbit/s link (registry in its own network namespace, tbf on the veth)" >&2
+ip netns add "$ns"
+ip link add fb$$a type veth peer name fb$$b
+ip link set fb$$b netns "$ns"
+ip addr add 10.250.$((RANDOM % 200)).1/30 dev fb$$a 2>/dev/null || true
+net=$(ip -4 addr show dev fb$$a | awk '/inet /{print $2}' | cut -d. -f1-3)
+ip link set fb$$a up
+ip netns exec "$ns" ip addr add "$net.2/30" dev fb$$b
+ip netns exec "$ns" ip link set fb$$b up
+ip netns exec "$ns" ip link set lo up
+tc qdisc add dev fb$$a root tbf rate 1gbit burst 512kb latency 100ms
+veth_tx() { cat /sys/class/net/fb$$a/statistics/tx_bytes; }
+ns_registry() {
+  n_reg=$((n_reg + 1))
+  regdir=$work/reg$n_reg
+  mkdir -p "$regdir/data"
+  sed "s|127.0.0.1:[0-9]*|$net.2:5000|; s|rootdirectory: .*|rootdirectory: $regdir/data|" "$work/reg1/config.yml" >"$regdir/config.yml"
+  ip netns exec "$ns" docker-registry serve "$regdir/config.yml" >"$regdir/registry.log" 2>&1 &
+  echo $! >"$regdir/pid"
+  for _ in $(seq 100); do curl -sf "http://$net.2:5000/v2/" >/dev/null && break; sleep 0.1; done
+  h="$net.2:5000"
+}
+ns_registry; measure link ferry veth_tx -- "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet
+stop_registry "$regdir"
+ns_registry; measure link "skopeo x4 (already extracted)" veth_tx -- bash -c "skopeo_all $work/x/images $h"
+stop_registry "$regdir"
+ns_registry; measure link "curl x4" veth_tx -- bash -c "ls $work/x/images/blobs/sha256/* | xargs -P4 -I{} $work/curlup.sh $h {}"
+stop_registry "$regdir"
+# raw TCP through the same shaped link: what one TCP stream can carry, no HTTP, no registry
+ip netns exec "$ns" python3 -c 'import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((__import__("sys").argv[1], 5001)); s.listen(1); c,_=s.accept()
+while c.recv(1<<20): pass' "$net.2" &
+sleep 0.3
+measure link "raw TCP (python socket)" veth_tx -- python3 -c 'import socket,sys; s=socket.create_connection((sys.argv[1],5001)); b=b"x"*(1<<20); n=int(sys.argv[2])
+for _ in range(n>>20): s.sendall(b)
+s.close()' "$net.2" "$corpus_bytes"
+echo "link_floor_s $(python3 -c "print(round($corpus_bytes/125e6,2))")" >>"$work/resume"
+
+echo "== 7. scaling" >&2
+for s in $scales; do
+  if [ "$s" = 1 ]; then c=$tgz; else make_corpus "$work/c$s" $((images * s)); c=$work/c$s.tgz; fi
+  fresh_registry; measure "scale ${s}x" ferry lo_tx -- "$ferry" push "$c" --dest-repo "$h" --plain --quiet
+  stop_registry "$regdir"; rm -rf "$regdir/data"
+  [ "$s" = 1 ] || rm -rf "$work/c$s" "$c"
+done
+
+python3 - "$results" "$work/resume" "$corpus_bytes" "$quick" "$*" >"$work/report.md" <<'PY'
+import sys, datetime, subprocess, os
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+extra = dict(l.split() for l in open(sys.argv[2]))
+corpus = int(sys.argv[3]); quick = sys.argv[4] == "1"
+def v(cmd):
+    try: return subprocess.run(cmd, shell=True, capture_output=True, text=True).stdout.strip().splitlines()[0]
+    except Exception: return "?"
+
+get = lambda sc, tool: next((r for r in rows if r[0] == sc and r[1] == tool), None)
+print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; corpus {corpus/1e6:.0f} MB of blobs"
+      f"{' (quick)' if quick else ''}.  ")
+print(f"{v('target/release/ferry --version')}; {v('skopeo --version')}; {v('docker-registry --version')}; {v('curl --version')}.  ")
+print(f"Command: `scripts/bench.sh{' --quick' if quick else ''}`\n")
+print("| scenario | tool | wall s | CPU s | peak RSS MB | bytes sent MB | ferry is |")
+print("|---|---|---:|---:|---:|---:|---|")
+for sc, tool, wall, cpu, rss, b in rows:
+    note = ""
+    f = get(sc, "ferry")
+    if tool != "ferry" and f and sc in ("cold", "floor", "warm", "link"):
+        note = f"{float(wall)/max(float(f[2]),0.001):.2f}x faster than this" if float(wall) >= float(f[2]) else f"{float(f[2])/max(float(wall),0.001):.2f}x slower than this"
+    if sc == "floor":
+        fc = get("cold", "ferry")
+        note = f"ferry cold / floor = {float(fc[2])/float(wall):.2f}"
+    if sc == "link" and tool == "ferry":
+        raw = get("link", "raw TCP (python socket)")
+        note = f"ferry / wire floor ({extra['link_floor_s']} s at 125 MB/s) = {float(wall)/float(extra['link_floor_s']):.2f}"
+        if raw:
+            note += f"; ferry / raw TCP = {float(wall)/float(raw[2]):.2f}"
+    if sc == "resume":
+        note = f"killed after {extra['resume_kill_after']} s; re-run re-sent {int(b)/1e6:.0f} MB of {corpus/1e6:.0f} MB"
+    print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
+print("\nScenario 6 (DR fan-out to two registries) is pending: no standby destination on the command line yet.")
+PY
+
+if [ -n "$out" ]; then
+  python3 - "$out" "$work/report.md" <<'PY'
+import sys
+path, rep = sys.argv[1], open(sys.argv[2]).read()
+doc = open(path).read()
+b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
+head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
+open(path, "w").write(head + b + "\n" + rep + e + tail)
+PY
+  echo "results written to $out" >&2
+fi
+cat "$work/report.md"
