@@ -28,9 +28,11 @@ cleanup() {
   set +e
   for p in "$work"/reg*/pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
   [ -n "${bgpid:-}" ] && kill -9 "$bgpid" 2>/dev/null
-  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
-  ip link del fb$$a 2>/dev/null
-  ip netns del "$ns" 2>/dev/null
+  for i in 1 2; do
+    ip netns pids "$ns$i" 2>/dev/null | xargs -r kill 2>/dev/null
+    ip link del "fb$$$i" 2>/dev/null
+    ip netns del "$ns$i" 2>/dev/null
+  done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -113,34 +115,45 @@ start=$(date +%s.%N)
 "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet --state-dir "$work/state" >/dev/null 2>&1 &
 bgpid=$!
 half=$((corpus_bytes / 2))
-while [ "$(du -sb "$regdir/data" | cut -f1)" -lt "$half" ]; do sleep 0.02; done
+while [ "$(du -sb "$regdir/data" 2>/dev/null | cut -f1)" -lt "$half" ]; do sleep 0.02; done
 kill -9 "$bgpid"; wait "$bgpid" 2>/dev/null || true; bgpid=
 killed=$(date +%s.%N)
 measure resume "ferry re-run after kill" lo_tx -- "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet --state-dir "$work/state"
 echo "resume_kill_after $(python3 -c "print(round($killed-$start,2))")" >"$work/resume"
 
 echo "== 5. over a 1 Gbit/s link (registry in its own network namespace, tbf on the veth)" >&2
-ip netns add "$ns"
-ip link add fb$$a type veth peer name fb$$b
-ip link set fb$$b netns "$ns"
-ip addr add 10.250.$((RANDOM % 200)).1/30 dev fb$$a 2>/dev/null || true
-net=$(ip -4 addr show dev fb$$a | awk '/inet /{print $2}' | cut -d. -f1-3)
-ip link set fb$$a up
-ip netns exec "$ns" ip addr add "$net.2/30" dev fb$$b
-ip netns exec "$ns" ip link set fb$$b up
-ip netns exec "$ns" ip link set lo up
-tc qdisc add dev fb$$a root tbf rate 1gbit burst 512kb latency 100ms
-veth_tx() { cat /sys/class/net/fb$$a/statistics/tx_bytes; }
-ns_registry() {
+# make_link I: namespace $ns-I behind veth fb<pid>I (host side) shaped to 1 Gbit/s;
+# the registry side is 10.250.<x>.2 (a test host of our own, inside our sandbox)
+declare -A nets
+make_link() {
+  local i=$1 dev=fb$$$1 x
+  ip netns add "$ns$i"
+  ip link add "$dev" type veth peer name "${dev}p"
+  ip link set "${dev}p" netns "$ns$i"
+  x=$(((RANDOM % 100) * 2 + i))
+  ip addr add "10.250.$x.1/30" dev "$dev"
+  ip link set "$dev" up
+  ip netns exec "$ns$i" ip addr add "10.250.$x.2/30" dev "${dev}p"
+  ip netns exec "$ns$i" ip link set "${dev}p" up
+  ip netns exec "$ns$i" ip link set lo up
+  tc qdisc add dev "$dev" root tbf rate 1gbit burst 512kb latency 100ms
+  nets[$i]=10.250.$x
+}
+veth_tx() { local i=${1:-1}; cat "/sys/class/net/fb$$$i/statistics/tx_bytes"; }
+veth_tx_both() { echo $(($(veth_tx 1) + $(veth_tx 2))); }
+ns_registry() { # ns_registry I: a fresh registry in namespace I; sets $h and $regdir
+  local i=${1:-1}
   n_reg=$((n_reg + 1))
   regdir=$work/reg$n_reg
   mkdir -p "$regdir/data"
-  sed "s|127.0.0.1:[0-9]*|$net.2:5000|; s|rootdirectory: .*|rootdirectory: $regdir/data|" "$work/reg1/config.yml" >"$regdir/config.yml"
-  ip netns exec "$ns" docker-registry serve "$regdir/config.yml" >"$regdir/registry.log" 2>&1 &
+  sed "s|127.0.0.1:[0-9]*|${nets[$i]}.2:5000|; s|rootdirectory: .*|rootdirectory: $regdir/data|" "$work/reg1/config.yml" >"$regdir/config.yml"
+  ip netns exec "$ns$i" docker-registry serve "$regdir/config.yml" >"$regdir/registry.log" 2>&1 &
   echo $! >"$regdir/pid"
-  for _ in $(seq 100); do curl -sf "http://$net.2:5000/v2/" >/dev/null && break; sleep 0.1; done
-  h="$net.2:5000"
+  for _ in $(seq 100); do curl -sf "http://${nets[$i]}.2:5000/v2/" >/dev/null && break; sleep 0.1; done
+  h="${nets[$i]}.2:5000"
 }
+make_link 1
+make_link 2
 ns_registry; measure link ferry veth_tx -- "$ferry" push "$tgz" --dest-repo "$h" --plain --quiet
 stop_registry "$regdir"
 ns_registry; measure link "skopeo x4 (already extracted)" veth_tx -- bash -c "skopeo_all $work/x/images $h"
@@ -148,13 +161,23 @@ stop_registry "$regdir"
 ns_registry; measure link "curl x4" veth_tx -- bash -c "ls $work/x/images/blobs/sha256/* | xargs -P4 -I{} $work/curlup.sh $h {}"
 stop_registry "$regdir"
 # raw TCP through the same shaped link: what one TCP stream can carry, no HTTP, no registry
-ip netns exec "$ns" python3 -c 'import socket; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((__import__("sys").argv[1], 5001)); s.listen(1); c,_=s.accept()
-while c.recv(1<<20): pass' "$net.2" &
+ip netns exec "${ns}1" python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5001)); s.listen(1); c,_=s.accept()
+while c.recv(1<<20): pass' "${nets[1]}.2" &
 sleep 0.3
 measure link "raw TCP (python socket)" veth_tx -- python3 -c 'import socket,sys; s=socket.create_connection((sys.argv[1],5001)); b=b"x"*(1<<20); n=int(sys.argv[2])
 for _ in range(n>>20): s.sendall(b)
-s.close()' "$net.2" "$corpus_bytes"
+s.close()' "${nets[1]}.2" "$corpus_bytes"
 echo "link_floor_s $(python3 -c "print(round($corpus_bytes/125e6,2))")" >>"$work/resume"
+
+echo "== 6. DR fan-out: two registries, each behind its own 1 Gbit/s link" >&2
+ns_registry 1; h1=$h; r1=$regdir
+ns_registry 2; h2=$h; r2=$regdir
+measure dr "ferry fan-out (--standby-registry)" veth_tx_both -- "$ferry" push "$tgz" --dest-repo "$h1" --standby-registry "$h2" --plain --quiet
+stop_registry "$r1"; stop_registry "$r2"
+ns_registry 1; h1=$h; r1=$regdir
+ns_registry 2; h2=$h; r2=$regdir
+measure dr "ferry, two sequential pushes" veth_tx_both -- bash -c "'$ferry' push '$tgz' --dest-repo '$h1' --plain --quiet && '$ferry' push '$tgz' --dest-repo '$h2' --plain --quiet"
+stop_registry "$r1"; stop_registry "$r2"
 
 echo "== 7. scaling" >&2
 for s in $scales; do
@@ -193,10 +216,12 @@ for sc, tool, wall, cpu, rss, b in rows:
         note = f"ferry / wire floor ({extra['link_floor_s']} s at 125 MB/s) = {float(wall)/float(extra['link_floor_s']):.2f}"
         if raw:
             note += f"; ferry / raw TCP = {float(wall)/float(raw[2]):.2f}"
+    if sc == "dr" and tool.startswith("ferry fan-out"):
+        seq = get("dr", "ferry, two sequential pushes"); single = get("link", "ferry")
+        note = f"fan-out / single push = {float(wall)/float(single[2]):.2f}; two sequential pushes take {float(seq[2])/float(wall):.2f}x as long"
     if sc == "resume":
         note = f"killed after {extra['resume_kill_after']} s; re-run re-sent {int(b)/1e6:.0f} MB of {corpus/1e6:.0f} MB"
     print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
-print("\nScenario 6 (DR fan-out to two registries) is pending: no standby destination on the command line yet.")
 PY
 
 if [ -n "$out" ]; then

@@ -373,3 +373,30 @@ fn dry_run_plans_without_writing() {
         planned - oam_bytes
     );
 }
+
+#[test]
+fn dr_standby_registry_gets_everything_from_the_same_read() {
+    let primary = Registry::start(RegistryOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = fixtures();
+    let standby_host = standby.host();
+    let (run, report) = push_json(&primary, &[dir.to_str().unwrap()], &["--standby-registry", &standby_host, "--standby-no-auth"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(report["destinations"].as_array().unwrap().len(), 2);
+    assert_eq!(report["totals"]["images_pushed"], 14, "{report}");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let pkg = entry.unwrap().path();
+        if pkg.extension().is_none_or(|x| x != "tgz") {
+            continue;
+        }
+        for (reference, manifest) in package_images(&pkg) {
+            for reg in [&primary, &standby] {
+                assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest, "{reference} on {}", reg.host());
+            }
+        }
+    }
+    let (run, again) = push_json(&primary, &[dir.to_str().unwrap()], &["--standby-registry", &standby_host]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(again["totals"]["blobs"]["uploaded"], 0);
+    assert_eq!(again["totals"]["images_present"], 14);
+}

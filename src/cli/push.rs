@@ -34,6 +34,20 @@ pub struct PushArgs {
     /// Send no credentials, even if a login is stored.
     #[arg(long, conflicts_with_all = ["username", "password", "password_stdin"])]
     pub no_auth: bool,
+    /// DR: also push to the standby global cluster's registry, from the same read of each
+    /// package (every blob is decompressed and verified once, sent to both).
+    #[arg(long, env = "FERRY_STANDBY_REGISTRY")]
+    pub standby_registry: Option<String>,
+    #[arg(long, env = "FERRY_STANDBY_USERNAME", requires = "standby_registry")]
+    pub standby_username: Option<String>,
+    #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true, requires = "standby_registry")]
+    pub standby_password: Option<String>,
+    /// Send no credentials to the standby registry.
+    #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
+    pub standby_no_auth: bool,
+    /// CA certificate (PEM) for the standby registry [default: --ca-file].
+    #[arg(long, requires = "standby_registry")]
+    pub standby_ca_file: Option<PathBuf>,
     /// Speak plain HTTP to the registry.
     #[arg(long)]
     pub plain: bool,
@@ -93,11 +107,21 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
     Ok((v * mult) as u64)
 }
 
-fn credentials(args: &PushArgs, host: &str) -> Result<Option<Credentials>, Error> {
-    if args.no_auth {
+/// Where one destination's credentials come from.
+struct CredentialFlags<'a> {
+    no_auth: bool,
+    username: Option<&'a String>,
+    password: Option<&'a String>,
+    password_stdin: bool,
+    /// Flag names, for messages.
+    prefix: &'a str,
+}
+
+fn credentials(f: CredentialFlags<'_>, host: &str) -> Result<Option<Credentials>, Error> {
+    if f.no_auth {
         return Ok(None);
     }
-    let password = if args.password_stdin {
+    let password = if f.password_stdin {
         let mut line = String::new();
         std::io::stdin()
             .lock()
@@ -105,46 +129,83 @@ fn credentials(args: &PushArgs, host: &str) -> Result<Option<Credentials>, Error
             .map_err(|e| Error::new(ErrorKind::Internal, format!("--password-stdin: {e}")))?;
         Some(line.trim_end_matches(['\r', '\n']).to_string())
     } else {
-        args.password.clone()
+        f.password.cloned()
     };
-    match (&args.username, password) {
-        (Some(u), Some(p)) => Ok(Some(Credentials {
+    let p = f.prefix;
+    match (f.username, password) {
+        (Some(u), Some(pw)) => Ok(Some(Credentials {
             username: u.clone(),
-            password: Secret::new(p),
+            password: Secret::new(pw),
         })),
         (Some(_), None) => Err(Error::new(
             ErrorKind::Auth,
-            "--username needs --password, --password-stdin or FERRY_PASSWORD",
+            format!("--{p}username needs --{p}password (or its environment variable)"),
         )),
         (None, Some(_)) => Err(Error::new(
             ErrorKind::Auth,
-            "a password was given without --username",
+            format!("a password was given without --{p}username"),
         )),
         (None, None) => Ok(auth::from_auth_files(host)),
     }
 }
 
+/// `host[:port]`, or `http://host` (plain HTTP) / `https://host`.
+fn split_host(s: &str, plain: bool) -> (String, bool) {
+    match s.trim_end_matches('/') {
+        h if h.starts_with("http://") => (h.trim_start_matches("http://").to_string(), true),
+        h => (h.trim_start_matches("https://").to_string(), plain),
+    }
+}
+
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
-    let (host, plain) = match args.dest_repo.trim_end_matches('/') {
-        h if h.starts_with("http://") => (h.trim_start_matches("http://").to_string(), true),
-        h => (h.trim_start_matches("https://").to_string(), args.plain),
-    };
     let packages = source::find_packages(&args.packages)?;
-    let creds = credentials(&args, &host)?;
     let retry = RetryPolicy {
         base: std::time::Duration::from_millis(args.retry_base_ms),
         ..Default::default()
     };
-    let registry = Arc::new(Registry::new(RegistryOptions {
-        host: host.clone(),
+    let (host, plain) = split_host(&args.dest_repo, args.plain);
+    let creds = credentials(
+        CredentialFlags {
+            no_auth: args.no_auth,
+            username: args.username.as_ref(),
+            password: args.password.as_ref(),
+            password_stdin: args.password_stdin,
+            prefix: "",
+        },
+        &host,
+    )?;
+    let mut registries = vec![Arc::new(Registry::new(RegistryOptions {
+        host,
         plain_http: plain,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
         credentials: creds,
-        retry,
+        retry: retry.clone(),
         timeout: std::time::Duration::from_secs(args.timeout),
-    })?);
+    })?)];
+    if let Some(standby) = &args.standby_registry {
+        let (host, plain) = split_host(standby, args.plain);
+        let creds = credentials(
+            CredentialFlags {
+                no_auth: args.standby_no_auth,
+                username: args.standby_username.as_ref(),
+                password: args.standby_password.as_ref(),
+                password_stdin: false,
+                prefix: "standby-",
+            },
+            &host,
+        )?;
+        registries.push(Arc::new(Registry::new(RegistryOptions {
+            host,
+            plain_http: plain,
+            insecure: args.insecure,
+            ca_file: args.standby_ca_file.clone().or_else(|| args.ca_file.clone()),
+            credentials: creds,
+            retry,
+            timeout: std::time::Duration::from_secs(args.timeout),
+        })?));
+    }
     let opts = EngineOptions {
         concurrency: args.concurrency as usize,
         chunk_size: (args.chunk_size_mb as usize) << 20,
@@ -159,7 +220,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             ok: false,
             exit_code: 0,
             dry_run: args.dry_run,
-            destinations: vec![host.clone()],
+            destinations: registries.iter().map(|r| r.host.clone()).collect(),
             packages: Vec::new(),
             totals: Totals::default(),
             seconds: 0.0,
@@ -167,16 +228,18 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             estimate: None,
             error: None,
         };
-        if let Err(e) = registry.check().await {
-            report.error = Some(ErrorReport::from(&e));
-            return report;
+        for registry in &registries {
+            if let Err(e) = registry.check().await {
+                report.error = Some(ErrorReport::from(&e));
+                return report;
+            }
         }
         tokio::spawn(watch_signals());
         let progress = Progress::start(
-            vec![registry.counters.clone()],
+            registries.iter().map(|r| r.counters.clone()).collect(),
             args.quiet || args.output == Output::Json,
         );
-        let engine = Engine::new(opts, vec![registry.clone()]);
+        let engine = Engine::new(opts, registries.clone());
         for pkg in &packages {
             report
                 .packages
@@ -186,14 +249,9 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         report
     });
     report.seconds = started.elapsed().as_secs_f64();
-    report.totals.bytes_sent = registry
-        .counters
-        .bytes_sent
-        .load(std::sync::atomic::Ordering::Relaxed);
-    report.totals.retries = registry
-        .counters
-        .retries
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let sum = |f: fn(&crate::sink::Counters) -> u64| registries.iter().map(|r| f(&r.counters)).sum();
+    report.totals.bytes_sent = sum(|c| c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed));
+    report.totals.retries = sum(|c| c.retries.load(std::sync::atomic::Ordering::Relaxed));
     report.finish();
     if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
         report.exit_code = 143;
