@@ -18,3 +18,4 @@ pub mod plan;
 pub mod report;
 pub mod sink;
 pub mod source;
+pub mod verify;

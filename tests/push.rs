@@ -380,7 +380,11 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
     let standby = Registry::start(RegistryOpts::default());
     let dir = fixtures();
     let standby_host = standby.host();
-    let (run, report) = push_json(&primary, &[dir.to_str().unwrap()], &["--standby-registry", &standby_host, "--standby-no-auth"]);
+    let (run, report) = push_json(
+        &primary,
+        &[dir.to_str().unwrap()],
+        &["--standby-registry", &standby_host, "--standby-no-auth"],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(report["destinations"].as_array().unwrap().len(), 2);
     assert_eq!(report["totals"]["images_pushed"], 14, "{report}");
@@ -391,11 +395,20 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
         }
         for (reference, manifest) in package_images(&pkg) {
             for reg in [&primary, &standby] {
-                assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest, "{reference} on {}", reg.host());
+                assert_eq!(
+                    reg.skopeo_raw(&path_of(&reference)).unwrap(),
+                    manifest,
+                    "{reference} on {}",
+                    reg.host()
+                );
             }
         }
     }
-    let (run, again) = push_json(&primary, &[dir.to_str().unwrap()], &["--standby-registry", &standby_host]);
+    let (run, again) = push_json(
+        &primary,
+        &[dir.to_str().unwrap()],
+        &["--standby-registry", &standby_host],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(again["totals"]["blobs"]["uploaded"], 0);
     assert_eq!(again["totals"]["images_present"], 14);

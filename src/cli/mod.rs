@@ -3,6 +3,7 @@
 
 mod push;
 mod show;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -56,6 +57,20 @@ pub enum Command {
         /// Also the main artifact and every image reference.
         #[arg(long)]
         all: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        output: Output,
+    },
+    /// Check packages' signatures (.sig) and checksums (.sha256).
+    Verify {
+        /// Package files, or directories of packages.
+        #[arg(required = true)]
+        packages: Vec<PathBuf>,
+        /// Trusted public keys [default: $FERRY_KEYRING, else /etc/ferry/trusted-keys.asc].
+        #[arg(long)]
+        keyring: Option<PathBuf>,
+        /// Also fail packages that have no verification file.
+        #[arg(long)]
+        require_signature: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -139,6 +154,12 @@ pub fn main() -> i32 {
             all,
             output,
         } => show::run(&package, all, output),
+        Command::Verify {
+            packages,
+            keyring,
+            require_signature,
+            output,
+        } => verify::run(&packages, keyring.as_deref(), require_signature, output),
         Command::Push(args) => push::run(args),
         Command::Dev { what } => dev(what),
     };

@@ -40,7 +40,12 @@ pub struct PushArgs {
     pub standby_registry: Option<String>,
     #[arg(long, env = "FERRY_STANDBY_USERNAME", requires = "standby_registry")]
     pub standby_username: Option<String>,
-    #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true, requires = "standby_registry")]
+    #[arg(
+        long,
+        env = "FERRY_STANDBY_PASSWORD",
+        hide_env_values = true,
+        requires = "standby_registry"
+    )]
     pub standby_password: Option<String>,
     /// Send no credentials to the standby registry.
     #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
@@ -48,6 +53,15 @@ pub struct PushArgs {
     /// CA certificate (PEM) for the standby registry [default: --ca-file].
     #[arg(long, requires = "standby_registry")]
     pub standby_ca_file: Option<PathBuf>,
+    /// Verify every package (signature, checksum) before anything is uploaded.
+    #[arg(long)]
+    pub verify: bool,
+    /// Trusted public keys for --verify [default: $FERRY_KEYRING, else /etc/ferry/trusted-keys.asc].
+    #[arg(long, requires = "verify")]
+    pub keyring: Option<PathBuf>,
+    /// With --verify: packages without a signature or checksum fail too.
+    #[arg(long, requires = "verify")]
+    pub require_signature: bool,
     /// Speak plain HTTP to the registry.
     #[arg(long)]
     pub plain: bool,
@@ -160,6 +174,10 @@ fn split_host(s: &str, plain: bool) -> (String, bool) {
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
+    if args.verify {
+        let files: Vec<PathBuf> = packages.iter().map(|p| p.path.clone()).collect();
+        super::verify::before_push(&files, args.keyring.as_deref(), args.require_signature)?;
+    }
     let retry = RetryPolicy {
         base: std::time::Duration::from_millis(args.retry_base_ms),
         ..Default::default()
@@ -200,7 +218,10 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             host,
             plain_http: plain,
             insecure: args.insecure,
-            ca_file: args.standby_ca_file.clone().or_else(|| args.ca_file.clone()),
+            ca_file: args
+                .standby_ca_file
+                .clone()
+                .or_else(|| args.ca_file.clone()),
             credentials: creds,
             retry,
             timeout: std::time::Duration::from_secs(args.timeout),
@@ -249,7 +270,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         report
     });
     report.seconds = started.elapsed().as_secs_f64();
-    let sum = |f: fn(&crate::sink::Counters) -> u64| registries.iter().map(|r| f(&r.counters)).sum();
+    let sum =
+        |f: fn(&crate::sink::Counters) -> u64| registries.iter().map(|r| f(&r.counters)).sum();
     report.totals.bytes_sent = sum(|c| c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed));
     report.totals.retries = sum(|c| c.retries.load(std::sync::atomic::Ordering::Relaxed));
     report.finish();

@@ -1,0 +1,273 @@
+//! Trust, before anything is read for pushing: `ferry verify` and `ferry push --verify`.
+//!
+//! A package `<pkg>.tgz` may come with `<pkg>.tgz.sig` (a detached OpenPGP signature, binary or
+//! ASCII-armored) and/or `<pkg>.tgz.sha256` (sha256sum format). Signatures are checked with
+//! rPGP (`pgp` crate) against the trusted keys of `--keyring FILE`, else `$FERRY_KEYRING`, else
+//! `/etc/ferry/trusted-keys.asc` (armored or binary, several keys allowed). The file is read
+//! once: the signature hash and the sha256 are computed from the same pass.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
+use pgp::types::KeyDetails;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_KEYRING: &str = "/etc/ferry/trusted-keys.asc";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Good signature by a trusted key (and the checksum, when present, matched too).
+    Gpg {
+        signer: String,
+    },
+    /// No signature, but the sha256 file matched.
+    Checksum,
+    Failed {
+        reason: String,
+    },
+    NoFile,
+}
+
+pub struct Keyring {
+    keys: Vec<SignedPublicKey>,
+    pub source: PathBuf,
+}
+
+impl Keyring {
+    /// `--keyring`, else `$FERRY_KEYRING`, else the default file when it exists.
+    pub fn load(explicit: Option<&Path>) -> Result<Option<Keyring>> {
+        let path = match explicit {
+            Some(p) => p.to_path_buf(),
+            None => match std::env::var_os("FERRY_KEYRING").filter(|v| !v.is_empty()) {
+                Some(p) => PathBuf::from(p),
+                None if Path::new(DEFAULT_KEYRING).exists() => PathBuf::from(DEFAULT_KEYRING),
+                None => return Ok(None),
+            },
+        };
+        let bad =
+            |e: &dyn std::fmt::Display| Error::package(format!("keyring {}: {e}", path.display()));
+        let file = File::open(&path).map_err(|e| bad(&e))?;
+        let (keys, _) =
+            SignedPublicKey::from_reader_many(BufReader::new(file)).map_err(|e| bad(&e))?;
+        let mut good = Vec::new();
+        for k in keys {
+            let k = k.map_err(|e| bad(&e))?;
+            match k.verify_bindings() {
+                Ok(()) => good.push(k),
+                Err(e) => tracing::warn!(
+                    "keyring {}: skipping key {}: {e}",
+                    path.display(),
+                    k.fingerprint()
+                ),
+            }
+        }
+        if good.is_empty() {
+            return Err(bad(&"no usable public key in it"));
+        }
+        Ok(Some(Keyring {
+            keys: good,
+            source: path,
+        }))
+    }
+
+    /// The trusted key (primary or subkey) that issued `sig`, if any.
+    fn find(&self, sig: &DetachedSignature) -> Option<(&SignedPublicKey, Option<usize>)> {
+        let ids = sig.signature.issuer_key_id();
+        let fps = sig.signature.issuer_fingerprint();
+        let matches = |id: pgp::types::KeyId, fp: pgp::types::Fingerprint| {
+            ids.contains(&&id) || fps.contains(&&fp)
+        };
+        for k in &self.keys {
+            if matches(k.legacy_key_id(), k.fingerprint()) {
+                return Some((k, None));
+            }
+            for (i, sub) in k.public_subkeys.iter().enumerate() {
+                if matches(sub.key.legacy_key_id(), sub.key.fingerprint()) {
+                    return Some((k, Some(i)));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Reads through, computing the sha256 of everything read.
+struct Tee<R> {
+    inner: R,
+    sha: Sha256,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.sha.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+fn sibling(path: &Path, ext: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(ext);
+    PathBuf::from(s)
+}
+
+/// The expected hash from a sha256sum-format file (first field of the first line).
+fn expected_sha256(path: &Path) -> std::result::Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let hash = text
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("{}: not in sha256sum format", path.display()));
+    }
+    Ok(hash)
+}
+
+/// Verifies one package file.
+pub fn verify_package(path: &Path, keyring: Option<&Keyring>) -> Verdict {
+    let fail = |reason: String| Verdict::Failed { reason };
+    if path.is_dir() {
+        return Verdict::NoFile;
+    }
+    let sig_path = sibling(path, ".sig");
+    let sum_path = sibling(path, ".sha256");
+    let has_sig = sig_path.exists();
+    let has_sum = sum_path.exists();
+    if !has_sig && !has_sum {
+        return Verdict::NoFile;
+    }
+    let expected = if has_sum {
+        match expected_sha256(&sum_path) {
+            Ok(h) => Some(h),
+            Err(e) => return fail(e),
+        }
+    } else {
+        None
+    };
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) => return fail(format!("cannot read: {e}")),
+    };
+    let mut tee = Tee {
+        inner: BufReader::with_capacity(1 << 20, file),
+        sha: Sha256::new(),
+    };
+    let mut signer = None;
+    if has_sig {
+        let Some(keyring) = keyring else {
+            return fail(format!(
+                "signed, but no trusted keys: give --keyring FILE or set FERRY_KEYRING (default {DEFAULT_KEYRING})"
+            ));
+        };
+        let sig = match File::open(&sig_path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| {
+                DetachedSignature::from_reader_single(BufReader::new(f)).map_err(|e| e.to_string())
+            }) {
+            Ok((s, _)) => s,
+            Err(e) => {
+                return fail(format!(
+                    "{}: not an OpenPGP signature: {e}",
+                    sig_path.display()
+                ))
+            }
+        };
+        let Some((key, sub)) = keyring.find(&sig) else {
+            let ids: Vec<String> = sig
+                .signature
+                .issuer_key_id()
+                .iter()
+                .map(|k| hex::encode_upper(k.as_ref()))
+                .collect();
+            return fail(format!(
+                "signed by a key not in {} (key id {})",
+                keyring.source.display(),
+                ids.join(", ")
+            ));
+        };
+        let r = match sub {
+            None => sig.signature.verify(key, &mut tee),
+            Some(i) => sig.signature.verify(&key.public_subkeys[i], &mut tee),
+        };
+        if let Err(e) = r {
+            return fail(format!("BAD signature ({e}): the package was changed after it was signed, or the signature belongs to another file"));
+        }
+        signer = Some(format!("{}", key.fingerprint()));
+    } else if let Err(e) = std::io::copy(&mut tee, &mut std::io::sink()) {
+        return fail(format!("cannot read: {e}"));
+    }
+    if let Some(want) = expected {
+        let got = hex::encode(tee.sha.finalize());
+        if got != want {
+            return fail(format!(
+                "checksum mismatch: {} says {want}, file is {got}",
+                sum_path.display()
+            ));
+        }
+    }
+    match signer {
+        Some(signer) => Verdict::Gpg { signer },
+        None => Verdict::Checksum,
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Entry {
+    pub package: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+}
+
+/// Verifies every package; the result in the four groups `violet verify` prints.
+pub fn verify_all(paths: &[PathBuf], keyring: Option<&Keyring>) -> Vec<Entry> {
+    paths
+        .iter()
+        .map(|p| Entry {
+            package: p.display().to_string(),
+            verdict: verify_package(p, keyring),
+        })
+        .collect()
+}
+
+/// Did the check pass? `require_signature` also fails packages with no verification file.
+pub fn passed(entries: &[Entry], require_signature: bool) -> bool {
+    entries.iter().all(|e| match e.verdict {
+        Verdict::Failed { .. } => false,
+        Verdict::NoFile => !require_signature,
+        _ => true,
+    })
+}
+
+pub fn render(entries: &[Entry]) -> String {
+    let mut s = String::new();
+    let group = |title: &str, pick: &dyn Fn(&Verdict) -> Option<String>| {
+        let items: Vec<String> = entries
+            .iter()
+            .filter_map(|e| pick(&e.verdict).map(|extra| format!("  {}{extra}\n", e.package)))
+            .collect();
+        format!("{title} ({}):\n{}", items.len(), items.concat())
+    };
+    s.push_str(&group("Verified with GPG", &|v| match v {
+        Verdict::Gpg { signer } => Some(format!("  (key {signer})")),
+        _ => None,
+    }));
+    s.push_str(&group("Verified with checksum", &|v| {
+        matches!(v, Verdict::Checksum).then(String::new)
+    }));
+    s.push_str(&group("Verification failed", &|v| match v {
+        Verdict::Failed { reason } => Some(format!(": {reason}")),
+        _ => None,
+    }));
+    s.push_str(&group("No verification file found", &|v| {
+        matches!(v, Verdict::NoFile).then(String::new)
+    }));
+    s
+}

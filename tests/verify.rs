@@ -1,0 +1,258 @@
+//! `ferry verify` and `push --verify`, with keys and signatures made by GnuPG (an independent
+//! OpenPGP implementation).
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Gpg {
+    home: tempfile::TempDir,
+}
+
+impl Gpg {
+    fn new(name: &str) -> Gpg {
+        let g = Gpg {
+            home: tempfile::tempdir().unwrap(),
+        };
+        g.run(&[
+            "--quick-gen-key",
+            &format!("{name} <{name}@ferry.test>"),
+            "ed25519",
+            "sign",
+            "never",
+        ]);
+        g
+    }
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        let out = Command::new("gpg")
+            .env("GNUPGHOME", self.home.path())
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
+            .args(args)
+            .output()
+            .expect("gpg is installed by scripts/test.sh");
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+    fn export(&self, armor: bool, to: &Path) {
+        let mut args = vec!["--export"];
+        if armor {
+            args.insert(0, "--armor");
+        }
+        std::fs::write(to, self.run(&args)).unwrap();
+    }
+    fn sign(&self, file: &Path, armor: bool) {
+        let sig = format!("{}.sig", file.display());
+        let mut args = vec!["--detach-sign", "-o", &sig];
+        if armor {
+            args.insert(0, "--armor");
+        }
+        let f = file.to_str().unwrap();
+        args.push(f);
+        self.run(&args);
+    }
+}
+
+fn copy_fixture(dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::copy(fixture("topolvm-operator"), &p).unwrap();
+    p
+}
+
+fn sha256_file(p: &Path) {
+    let digest = ferry::digest::Digest::of(&std::fs::read(p).unwrap());
+    std::fs::write(
+        format!("{}.sha256", p.display()),
+        format!(
+            "{}  {}\n",
+            digest.hex(),
+            p.file_name().unwrap().to_string_lossy()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn verify_sorts_packages_into_the_four_groups() {
+    let trusted = Gpg::new("trusted");
+    let stranger = Gpg::new("stranger");
+    let keys = tempfile::tempdir().unwrap();
+    let armored = keys.path().join("trusted.asc");
+    trusted.export(true, &armored);
+    let binary = keys.path().join("trusted.gpg");
+    trusted.export(false, &binary);
+
+    let dir = tempfile::tempdir().unwrap();
+    let good = copy_fixture(dir.path(), "a-good.amd64.v1.0.0.tgz");
+    trusted.sign(&good, false);
+    sha256_file(&good);
+    let good_armored = copy_fixture(dir.path(), "b-armored.amd64.v1.0.0.tgz");
+    trusted.sign(&good_armored, true);
+    let unknown = copy_fixture(dir.path(), "c-unknown-key.amd64.v1.0.0.tgz");
+    stranger.sign(&unknown, false);
+    let tampered = copy_fixture(dir.path(), "d-tampered.amd64.v1.0.0.tgz");
+    trusted.sign(&tampered, false);
+    let mut bytes = std::fs::read(&tampered).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&tampered, bytes).unwrap();
+    let wrong_sum = copy_fixture(dir.path(), "e-wrong-sum.amd64.v1.0.0.tgz");
+    std::fs::write(
+        format!("{}.sha256", wrong_sum.display()),
+        format!("{}  e.tgz\n", "0".repeat(64)),
+    )
+    .unwrap();
+    let checksum_only = copy_fixture(dir.path(), "f-checksum.amd64.v1.0.0.tgz");
+    sha256_file(&checksum_only);
+    copy_fixture(dir.path(), "g-nothing.amd64.v1.0.0.tgz");
+
+    for keyring in [&armored, &binary] {
+        let run = ferry(&[
+            "verify",
+            dir.path().to_str().unwrap(),
+            "--keyring",
+            keyring.to_str().unwrap(),
+            "--output",
+            "json",
+        ]);
+        assert_eq!(run.code, 3, "{}", run.all());
+        let v = run.json();
+        let result = |prefix: &str| -> serde_json::Value {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["package"].as_str().unwrap().contains(prefix))
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(result("a-good")["result"], "gpg");
+        assert_eq!(result("b-armored")["result"], "gpg");
+        assert_eq!(result("c-unknown-key")["result"], "failed");
+        assert!(result("c-unknown-key")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not in"));
+        assert_eq!(result("d-tampered")["result"], "failed");
+        assert!(result("d-tampered")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("BAD signature"));
+        assert_eq!(result("e-wrong-sum")["result"], "failed");
+        assert!(result("e-wrong-sum")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("checksum mismatch"));
+        assert_eq!(result("f-checksum")["result"], "checksum");
+        assert_eq!(result("g-nothing")["result"], "no_file");
+    }
+
+    // the text summary has violet's four groups
+    let run = ferry_with(
+        &["verify", dir.path().to_str().unwrap()],
+        &[("FERRY_KEYRING", armored.to_str().unwrap())],
+        None,
+    );
+    for group in [
+        "Verified with GPG (2)",
+        "Verified with checksum (1)",
+        "Verification failed (3)",
+        "No verification file found (1)",
+    ] {
+        assert!(run.stdout.contains(group), "{group}: {}", run.stdout);
+    }
+
+    // only good ones: 0; --require-signature fails the one without files
+    let ok = tempfile::tempdir().unwrap();
+    for p in [&good, &checksum_only] {
+        for ext in ["", ".sig", ".sha256"] {
+            let src = PathBuf::from(format!("{}{ext}", p.display()));
+            if src.exists() {
+                std::fs::copy(&src, ok.path().join(src.file_name().unwrap())).unwrap();
+            }
+        }
+    }
+    let k = armored.to_str().unwrap();
+    assert_eq!(
+        ferry(&["verify", ok.path().to_str().unwrap(), "--keyring", k]).code,
+        0
+    );
+    copy_fixture(ok.path(), "z-nothing.amd64.v1.0.0.tgz");
+    assert_eq!(
+        ferry(&["verify", ok.path().to_str().unwrap(), "--keyring", k]).code,
+        0
+    );
+    assert_eq!(
+        ferry(&[
+            "verify",
+            ok.path().to_str().unwrap(),
+            "--keyring",
+            k,
+            "--require-signature"
+        ])
+        .code,
+        3
+    );
+}
+
+#[test]
+fn push_verify_refuses_before_any_upload() {
+    let trusted = Gpg::new("trusted");
+    let keys = tempfile::tempdir().unwrap();
+    let keyring = keys.path().join("trusted.asc");
+    trusted.export(true, &keyring);
+    let dir = tempfile::tempdir().unwrap();
+    let good = copy_fixture(dir.path(), "good.amd64.v2.3.0.tgz");
+    trusted.sign(&good, false);
+    let bad = dir.path().join("oam-application.amd64.v4.2.1.tgz");
+    std::fs::copy(fixture("oam-application"), &bad).unwrap();
+    trusted.sign(&bad, false);
+    let mut bytes = std::fs::read(&bad).unwrap();
+    let last = bytes.len() - 10;
+    bytes[last] ^= 0xff;
+    std::fs::write(&bad, bytes).unwrap();
+
+    let reg = Registry::start(RegistryOpts::default());
+    let host = reg.host();
+    let run = ferry(&[
+        "push",
+        dir.path().to_str().unwrap(),
+        "--dest-repo",
+        &host,
+        "--plain",
+        "--verify",
+        "--keyring",
+        keyring.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stderr.contains("nothing was pushed"), "{}", run.stderr);
+    for m in ["\"POST ", "\"PUT ", "\"PATCH "] {
+        assert!(
+            !reg.log().contains(m),
+            "something was uploaded despite failed verification"
+        );
+    }
+    std::fs::remove_file(&bad).unwrap();
+    let run = ferry(&[
+        "push",
+        dir.path().to_str().unwrap(),
+        "--dest-repo",
+        &host,
+        "--plain",
+        "--verify",
+        "--keyring",
+        keyring.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+}
