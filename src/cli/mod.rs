@@ -75,7 +75,7 @@ pub enum Command {
         output: Output,
     },
     /// Push every image of the given packages to a registry.
-    Push(push::PushArgs),
+    Push(Box<push::PushArgs>),
     /// Developer helpers (fixtures, benchmark corpus).
     #[command(hide = true)]
     Dev {
@@ -160,7 +160,7 @@ pub fn main() -> i32 {
             require_signature,
             output,
         } => verify::run(&packages, keyring.as_deref(), require_signature, output),
-        Command::Push(args) => push::run(args),
+        Command::Push(args) => push::run(*args),
         Command::Dev { what } => dev(what),
     };
     match result {
