@@ -176,6 +176,21 @@ impl Engine {
         }
 
         let (images, broken) = resolve_images(&head);
+        for img in &images {
+            for b in img
+                .graph
+                .blobs
+                .iter()
+                .filter(|b| !layout::is_known_blob_type(&b.media_type))
+            {
+                let w = format!(
+                    "image {}: blob {} has unknown media type {:?}; pushed as-is",
+                    img.source, b.digest, b.media_type
+                );
+                tracing::warn!("{}: {w}", pkg.label());
+                report.warnings.push(w);
+            }
+        }
         for (source, digest, e) in &broken {
             for d in &self.dests {
                 report.images.push(ImageReport {

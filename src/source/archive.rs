@@ -186,6 +186,12 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
                     adopt_held(&mut wanted, &mut docs, &mut held);
                 }
                 Entry::Chart(name) if pass == 0 => charts.push(name),
+                Entry::Blob(d) if wanted.is_manifest(&d).is_some() && size > MAX_DOCUMENT_BYTES => {
+                    return Err(Error::package(format!(
+                        "entry \"images/blobs/sha256/{}\": manifest is {size} bytes, over the {MAX_DOCUMENT_BYTES}-byte limit",
+                        d.hex()
+                    )));
+                }
                 Entry::Blob(d) if !docs.contains_key(&d) && size <= MAX_DOCUMENT_BYTES => {
                     if wanted.want.contains_key(&d) {
                         let bytes = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, d.as_str())?;

@@ -47,6 +47,20 @@ impl Descriptor {
     }
 }
 
+/// Config and layer media types we know; others are pushed as they are, with a warning.
+pub fn is_known_blob_type(media_type: &str) -> bool {
+    media_type.starts_with("application/vnd.oci.image.layer.")
+        || media_type.starts_with("application/vnd.docker.image.rootfs.")
+        || [
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.docker.container.image.v1+json",
+            "application/vnd.oci.empty.v1+json",
+            "application/vnd.cncf.helm.config.v1+json",
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        ]
+        .contains(&media_type)
+}
+
 /// `index.json` at the top of the layout (and any image index).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Index {
