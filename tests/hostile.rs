@@ -71,6 +71,9 @@ fn craft(out: &Path, entries: &[(String, Kind, Vec<u8>)]) {
     b.into_inner().unwrap().finish().unwrap();
 }
 
+type Entries = Vec<(String, Kind, Vec<u8>)>;
+type Edit = Box<dyn Fn(&mut Entries)>;
+
 fn as_files(entries: Vec<(String, Vec<u8>)>) -> Vec<(String, Kind, Vec<u8>)> {
     entries
         .into_iter()
@@ -130,11 +133,7 @@ fn unsafe_entries_are_refused() {
     let layer = blob_entry(&base, |m| {
         m["layers"][0]["digest"].as_str().unwrap().to_string()
     });
-    let cases: Vec<(
-        &str,
-        Box<dyn Fn(&mut Vec<(String, Kind, Vec<u8>)>)>,
-        Vec<&str>,
-    )> = vec![
+    let cases: Vec<(&str, Edit, Vec<&str>)> = vec![
         (
             "dotdot",
             Box::new(|e| {
