@@ -14,6 +14,8 @@ pub mod devtools;
 pub mod digest;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod plan;
 pub mod report;
 pub mod sink;
