@@ -7,14 +7,15 @@
 //! once: the signature hash and the sha256 are computed from the same pass.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
 use pgp::types::KeyDetails;
 use serde::Serialize;
-use sha2::{Digest as _, Sha256};
+use sha2::Digest as _;
 
+use crate::digest::HashingReader;
 use crate::error::{Error, Result};
 
 pub const DEFAULT_KEYRING: &str = "/etc/ferry/trusted-keys.asc";
@@ -97,20 +98,6 @@ impl Keyring {
     }
 }
 
-/// Reads through, computing the sha256 of everything read.
-struct Tee<R> {
-    inner: R,
-    sha: Sha256,
-}
-
-impl<R: Read> Read for Tee<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.sha.update(&buf[..n]);
-        Ok(n)
-    }
-}
-
 fn sibling(path: &Path, ext: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(ext);
@@ -156,10 +143,7 @@ pub fn verify_package(path: &Path, keyring: Option<&Keyring>) -> Verdict {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot read: {e}")),
     };
-    let mut tee = Tee {
-        inner: BufReader::with_capacity(1 << 20, file),
-        sha: Sha256::new(),
-    };
+    let mut tee = HashingReader::new(BufReader::with_capacity(1 << 20, file));
     let mut signer = None;
     if has_sig {
         let Some(keyring) = keyring else {
@@ -205,7 +189,7 @@ pub fn verify_package(path: &Path, keyring: Option<&Keyring>) -> Verdict {
         return fail(format!("cannot read: {e}"));
     }
     if let Some(want) = expected {
-        let got = hex::encode(tee.sha.finalize());
+        let got = hex::encode(tee.hasher.finalize());
         if got != want {
             return fail(format!(
                 "checksum mismatch: {} says {want}, file is {got}",

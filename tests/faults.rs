@@ -4,22 +4,8 @@ mod common;
 
 use common::proxy::{Fault, Proxy, Rule};
 use common::*;
-use ferry::devtools::LayoutWriter;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-/// A directory package with one 3.5 MB layer (chunked at 1 MiB) and one small layer.
-fn big_package(dir: &Path) -> PathBuf {
-    let pkg = dir.join("big");
-    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
-    let big = w.layer(7, 3_500_000, false).unwrap();
-    let small = w.layer(8, 20_000, false).unwrap();
-    let m = w.image("big", "amd64", &[big, small], false).unwrap();
-    w.tag(&m, "registry.alauda.cn:60080/acp/big:v1");
-    w.finish().unwrap();
-    std::fs::write(pkg.join("package.yaml"), "apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: big\n  version: 1.0.0\nspec:\n  type: plugin\n").unwrap();
-    pkg
-}
 
 fn push_via(proxy: &Proxy, pkg: &Path, extra: &[&str]) -> Run {
     let host = proxy.host();

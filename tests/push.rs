@@ -131,6 +131,44 @@ fn tls_with_htpasswd_and_password_from_stdin() {
     assert!(run.all().contains("401"), "{}", run.all());
     assert!(run.all().contains("--username"), "{}", run.all());
     assert!(!run.all().contains(wrong));
+    // the same as JSON, and a successful push with --output json and --debug: no secret anywhere
+    let run = ferry(&[
+        "push",
+        pkg,
+        "--dest-repo",
+        &host,
+        "--ca-file",
+        ca,
+        "--username",
+        USER,
+        "--password",
+        wrong,
+        "--debug",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 5);
+    assert_eq!(run.json()["error"]["kind"], "auth");
+    assert!(!run.all().contains(wrong));
+    let run = ferry_with(
+        &[
+            "push",
+            pkg,
+            "--dest-repo",
+            &host,
+            "--ca-file",
+            ca,
+            "--username",
+            USER,
+            "--debug",
+            "--output",
+            "json",
+        ],
+        &[("FERRY_PASSWORD", PASSWORD)],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!run.all().contains(PASSWORD));
 
     // Untrusted certificate: exit 6 and the two ways out are named.
     let run = ferry(&[
@@ -293,21 +331,9 @@ fn missing_blob_and_truncated_archive_fail_clearly() {
 
 #[test]
 fn package_directories_and_chunked_uploads() {
-    use ferry::devtools::LayoutWriter;
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("big");
-    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
-    let big = w.layer(99, 3_500_000, false).unwrap();
-    let small = w.layer(98, 10_000, false).unwrap();
-    let m = w.image("big", "amd64", &[big, small], false).unwrap();
-    w.tag(&m, "registry.alauda.cn:60080/acp/big:v1");
-    w.finish().unwrap();
-    std::fs::write(
-        pkg.join("package.yaml"),
-        "apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: big\n  version: 1.0.0\nspec:\n  type: plugin\n",
-    )
-    .unwrap();
+    let pkg = big_package(dir.path());
     // a directory package, 1 MiB chunks: the 3.5 MB layer goes up in 4 PATCHes
     let (run, report) = push_json(&reg, &[pkg.to_str().unwrap()], &["--chunk-size-mb", "1"]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -321,16 +347,7 @@ fn package_directories_and_chunked_uploads() {
         "expected chunked PATCH uploads, saw {patches}"
     );
     let packed = dir.path().join("big.tgz");
-    let run = ferry(&[
-        "pack",
-        "--from",
-        pkg.join("images").to_str().unwrap(),
-        "--metadata",
-        pkg.join("package.yaml").to_str().unwrap(),
-        "-o",
-        packed.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
+    pack(&pkg.join("images"), &pkg, &packed);
     for (r, manifest) in package_images(&packed) {
         assert_eq!(reg.skopeo_raw(&path_of(&r)).unwrap(), manifest);
     }

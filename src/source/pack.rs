@@ -14,7 +14,7 @@ use sha2::{Digest as _, Sha256};
 use super::layout::{ImageGraph, Index, MAX_DOCUMENT_BYTES};
 use super::metadata::PackageMeta;
 use super::{blob_path, collect_docs, read_limited};
-use crate::digest::Digest;
+use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -124,10 +124,7 @@ pub fn pack(
                 "layer {d}: size mismatch: manifest says {size}, file has {actual}"
             )));
         }
-        let mut verifying = VerifyingReader {
-            inner: f,
-            hasher: Sha256::new(),
-        };
+        let mut verifying = HashingReader::new(f);
         append(&mut tar, &blob_path(d), *size, &mut verifying)?;
         let got = Digest::from_hasher(verifying.hasher);
         if &got != d {
@@ -206,18 +203,5 @@ impl<W: Write> Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-struct VerifyingReader<R> {
-    inner: R,
-    hasher: Sha256,
-}
-
-impl<R: Read> Read for VerifyingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
     }
 }

@@ -384,3 +384,17 @@ pub fn pack(layout: &Path, meta_dir: &Path, out: &Path) {
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
 }
+
+/// A directory package `acp/big:v1` with one 3.5 MB layer (several chunks at 1 MiB) and one
+/// small layer.
+pub fn big_package(dir: &Path) -> PathBuf {
+    let pkg = dir.join("big");
+    let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+    let big = w.layer(7, 3_500_000, false).unwrap();
+    let small = w.layer(8, 20_000, false).unwrap();
+    let m = w.image("big", "amd64", &[big, small], false).unwrap();
+    w.tag(&m, "registry.alauda.cn:60080/acp/big:v1");
+    w.finish().unwrap();
+    write_package_yaml(&pkg, "big");
+    pkg
+}
