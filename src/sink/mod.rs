@@ -498,7 +498,18 @@ impl Registry {
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", from);
-        let resp = self.send(Method::POST, url, None, repo, &what).await?;
+        let resp = match self.send(Method::POST, url, None, repo, &what).await {
+            // Our bearer tokens are scoped to one repository (oci-client asks for one scope),
+            // so a token server may refuse pulling from `from`: upload instead.
+            Err(e)
+                if e.kind == ErrorKind::Auth
+                    && *self.scheme.lock().await == Some(Scheme::Bearer) =>
+            {
+                tracing::debug!(registry = %self.host, %digest, from, repo, "mount refused by the token's scope; uploading instead");
+                return Ok(false);
+            }
+            r => r?,
+        };
         match resp.status() {
             StatusCode::CREATED => Ok(true),
             StatusCode::ACCEPTED => {
