@@ -25,7 +25,7 @@ use url::Url;
 
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
-use crate::source::layout::{DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST};
+use crate::source::layout::{OCI_INDEX, OCI_MANIFEST};
 pub use auth::{Credentials, Scheme, Secret};
 pub use retry::RetryPolicy;
 
@@ -853,14 +853,10 @@ fn strip_queries(s: &str) -> String {
     out
 }
 
-/// Manifest media types we know how to push.
-pub fn known_manifest_type(m: &str) -> bool {
-    [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST].contains(&m)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::layout::DOCKER_MANIFEST;
 
     #[test]
     fn registry_errors_are_readable() {

@@ -103,10 +103,6 @@ pub fn is_index_type(media_type: &str) -> bool {
     media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
-pub fn is_manifest_type(media_type: &str) -> bool {
-    media_type == OCI_MANIFEST || media_type == DOCKER_MANIFEST || is_index_type(media_type)
-}
-
 impl Document {
     /// Parses a manifest or image index. The descriptor's media type decides; when it is
     /// missing or unknown, the document's own shape does.
