@@ -16,6 +16,11 @@ pub enum ErrorKind {
     Auth,
     /// The registry could not be reached (connection refused, DNS, TLS handshake).
     Unreachable,
+    /// The platform (its Kubernetes API) refused or failed a request: a resource could not be
+    /// read or written, a permission is missing, the cluster is unknown.
+    Platform,
+    /// The command line is inconsistent (flags that need each other, a bad address).
+    Usage,
     /// The run was interrupted by a signal.
     Interrupted,
     /// Anything else (a bug, an I/O error on the local machine).
@@ -31,6 +36,8 @@ impl ErrorKind {
             ErrorKind::Registry => 4,
             ErrorKind::Auth => 5,
             ErrorKind::Unreachable => 6,
+            ErrorKind::Platform => 7,
+            ErrorKind::Usage => 2,
             ErrorKind::Interrupted => 130,
         }
     }
@@ -38,9 +45,11 @@ impl ErrorKind {
     /// When several things failed, the exit code names the one the operator must fix first.
     pub fn severity(self) -> u8 {
         match self {
-            ErrorKind::Interrupted => 7,
-            ErrorKind::Unreachable => 6,
-            ErrorKind::Auth => 5,
+            ErrorKind::Usage => 9,
+            ErrorKind::Interrupted => 8,
+            ErrorKind::Unreachable => 7,
+            ErrorKind::Auth => 6,
+            ErrorKind::Platform => 5,
             ErrorKind::Internal => 4,
             ErrorKind::Registry => 3,
             ErrorKind::Integrity => 2,

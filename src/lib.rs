@@ -17,6 +17,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod plan;
+pub mod platform;
 pub mod report;
 pub mod sink;
 pub mod source;

@@ -1,0 +1,264 @@
+//! The platform side: everything ferry does through the platform's API rather than the
+//! registry's. It is one module so that the contract (documented in docs/platform-api.md)
+//! can be adjusted in one place.
+//!
+//! * [`Platform::connect`] logs in (a token as given, or the five-call password flow in
+//!   [`login`]) and hands out one [`Cluster`] per cluster name: a `kube::Client` pointed at
+//!   `<platform>/kubernetes/<cluster>` with the bearer token.
+//! * [`registry`] finds the platform's registry and its credentials (`ProductBase` `base`,
+//!   Secret `cpaas-system/registry-admin`).
+//! * [`artifacts`] writes the Marketplace resources (`Artifact`, `ArtifactVersion`) of a
+//!   package once every image of it is in the registry.
+//!
+//! What this module is not: it never touches the registry's bytes, and it reads only the
+//! package's metadata and the push outcome, never the engine's or the sink's internals.
+
+pub mod artifacts;
+mod cluster;
+pub mod login;
+pub mod registry;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use url::Url;
+
+pub use cluster::Cluster;
+pub use login::PasswordLogin;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Secret;
+
+/// How to authenticate to the platform.
+#[derive(Clone, Debug)]
+pub enum PlatformAuth {
+    /// An API token (Profile > API Tokens), used as is.
+    Token(Secret),
+    /// Username and password, exchanged for a token by the documented login flow.
+    Password(PasswordLogin),
+}
+
+#[derive(Clone, Debug)]
+pub struct PlatformOptions {
+    /// As the user typed it: `https://host[:port]`, `host`, `https://[fd00::10]`.
+    pub address: String,
+    pub auth: PlatformAuth,
+    /// Extra trusted CA (PEM) for the platform's certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Do not verify the platform's certificate.
+    pub insecure: bool,
+    pub timeout: Duration,
+}
+
+/// A logged-in platform.
+pub struct Platform {
+    /// `https://host[:port]/` (always with the trailing slash).
+    pub address: Url,
+    token: Secret,
+    ca_der: Option<Vec<Vec<u8>>>,
+    insecure: bool,
+    timeout: Duration,
+    clients: Mutex<HashMap<String, Cluster>>,
+}
+
+impl Platform {
+    /// Logs in (when given a password) and checks nothing else: the first API call tells
+    /// whether the token is accepted, with an error naming the cluster.
+    pub async fn connect(opts: PlatformOptions) -> Result<Platform> {
+        let address = parse_address(&opts.address)?;
+        let ca_der = match &opts.ca_file {
+            Some(path) => Some(read_pem_certs(path)?),
+            None => None,
+        };
+        let token = match &opts.auth {
+            PlatformAuth::Token(t) => t.clone(),
+            PlatformAuth::Password(who) => {
+                let mut http = reqwest::Client::builder()
+                    .cookie_store(true)
+                    .connect_timeout(Duration::from_secs(15))
+                    .timeout(opts.timeout)
+                    .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+                    .redirect(reqwest::redirect::Policy::none())
+                    .danger_accept_invalid_certs(opts.insecure);
+                for der in ca_der.iter().flatten() {
+                    let cert = reqwest::Certificate::from_der(der)
+                        .map_err(|e| Error::internal(format!("--platform-ca-file: {e}")))?;
+                    builder_add(&mut http, cert);
+                }
+                let http = http
+                    .build()
+                    .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
+                let done = login::login(&http, &address, who)
+                    .await
+                    .map_err(|e| e.context(format!("platform {}", host_of(&address))))?;
+                tracing::debug!(
+                    "logged in to {} as {:?} (token expires {})",
+                    host_of(&address),
+                    who.username,
+                    done.expire_at.as_deref().unwrap_or("at an unknown time")
+                );
+                done.token
+            }
+        };
+        Ok(Platform {
+            address,
+            token,
+            ca_der,
+            insecure: opts.insecure,
+            timeout: opts.timeout,
+            clients: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The Kubernetes API of one cluster, through the platform's `/kubernetes/<cluster>/`.
+    pub fn cluster(&self, name: &str) -> Result<Cluster> {
+        let mut clients = self.clients.lock().expect("not poisoned");
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let url = self
+            .address
+            .join(&format!("kubernetes/{name}"))
+            .map_err(|e| Error::internal(format!("cluster {name:?}: {e}")))?;
+        let c = Cluster::new(
+            name,
+            url.as_str(),
+            &self.token,
+            self.ca_der.clone(),
+            self.insecure,
+            self.timeout,
+        )?;
+        clients.insert(name.to_string(), c.clone());
+        Ok(c)
+    }
+
+    /// For messages: the platform's host[:port].
+    pub fn host(&self) -> String {
+        host_of(&self.address)
+    }
+}
+
+// reqwest's builder is by value; this keeps the loop above readable.
+fn builder_add(b: &mut reqwest::ClientBuilder, cert: reqwest::Certificate) {
+    let taken = std::mem::take(b);
+    *b = taken.add_root_certificate(cert);
+}
+
+fn host_of(u: &Url) -> String {
+    match (u.host_str(), u.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => u.to_string(),
+    }
+}
+
+/// `https://host[:port]` (a bare host means https; a path is refused so that a pasted console
+/// URL like `https://host/console-platform/` gives a clear error rather than odd 404s).
+pub fn parse_address(s: &str) -> Result<Url> {
+    let bad = |why: String| {
+        Error::new(
+            ErrorKind::Usage,
+            format!("--platform-address {s:?}: {why} (expected https://host[:port])"),
+        )
+    };
+    let with_scheme = if s.contains("://") {
+        s.to_string()
+    } else {
+        format!("https://{s}")
+    };
+    let mut u = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
+    if !matches!(u.scheme(), "https" | "http") {
+        return Err(bad(format!("scheme {:?} is not https", u.scheme())));
+    }
+    if u.host_str().is_none() {
+        return Err(bad("no host".into()));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(bad(
+            "credentials do not belong in the address; use --platform-username/--platform-token"
+                .into(),
+        ));
+    }
+    if u.path().trim_matches('/') != "" {
+        return Err(bad(format!("unexpected path {:?}", u.path())));
+    }
+    u.set_path("/");
+    u.set_query(None);
+    Ok(u)
+}
+
+fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
+    use rustls_pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| {
+        Error::new(
+            ErrorKind::Usage,
+            format!("--platform-ca-file {}: cannot read: {e}", path.display()),
+        )
+    })?;
+    let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("--platform-ca-file {}: not PEM certificates: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("--platform-ca-file {}: no certificate in it", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// A transport error in words an operator can act on, without the URL's query (which could
+/// carry a login code).
+pub(crate) fn describe_transport_error(e: reqwest::Error) -> String {
+    let e = e.without_url();
+    let mut msg = e.to_string();
+    let mut src = std::error::Error::source(&e);
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    if msg.contains("certificate") || msg.contains("UnknownIssuer") {
+        msg.push_str(" (give the platform's CA with --platform-ca-file, or --insecure)");
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!(
+            parse_address("https://example.com").unwrap().as_str(),
+            "https://example.com/"
+        );
+        assert_eq!(
+            parse_address("example.com:8443/").unwrap().as_str(),
+            "https://example.com:8443/"
+        );
+        assert_eq!(
+            parse_address("https://[fd00::10]").unwrap().as_str(),
+            "https://[fd00::10]/"
+        );
+        assert_eq!(
+            parse_address("https://[fd00::10]:8443")
+                .unwrap()
+                .join("kubernetes/global")
+                .unwrap()
+                .as_str(),
+            "https://[fd00::10]:8443/kubernetes/global"
+        );
+        assert!(parse_address("https://u:p@example.com").is_err());
+        assert!(parse_address("https://example.com/console-platform").is_err());
+        assert!(parse_address("ftp://example.com").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! Where the platform keeps its images: `ProductBase` `base` in cluster `global`
+//! (`product.alauda.io`, cluster-scoped), `spec.registry`, and the credentials the
+//! platform itself uses for it (the ProductBase, else Secret `cpaas-system/registry-admin`).
+
+use k8s_openapi::api::core::v1::Secret as K8sSecret;
+use kube::api::Api;
+use serde_json::Value;
+
+use super::cluster::status_code;
+use super::Cluster;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{Credentials, Secret};
+
+/// What `ProductBase` `base` says about the registry.
+#[derive(Debug, Clone)]
+pub struct ProductRegistry {
+    /// `spec.registry.address` (host[:port]), if set.
+    pub address: Option<String>,
+    /// `spec.registry.external`: the platform uses a registry it does not run.
+    pub external: bool,
+    /// `spec.registry.username` / `password`, when both are set.
+    pub credentials: Option<Credentials>,
+}
+
+/// Reads `ProductBase` `base`, whichever of its versions the cluster serves.
+pub async fn product_registry(global: &Cluster) -> Result<ProductRegistry> {
+    let (ar, _) = global.discover("product.alauda.io", "ProductBase").await?;
+    let base = global
+        .all(&ar)
+        .get("base")
+        .await
+        .map_err(|e| global.error(e, &format!("reading {}/base", ar.kind)))?;
+    Ok(parse_product_registry(&base.data))
+}
+
+pub(crate) fn parse_product_registry(data: &Value) -> ProductRegistry {
+    let reg = &data["spec"]["registry"];
+    let text = |k: &str| {
+        reg[k]
+            .as_str()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+    };
+    let credentials = match (text("username"), text("password")) {
+        (Some(username), Some(password)) => Some(Credentials {
+            username,
+            password: Secret::new(password),
+        }),
+        _ => None,
+    };
+    ProductRegistry {
+        address: text("address"),
+        external: reg["external"].as_bool().unwrap_or(false),
+        credentials,
+    }
+}
+
+/// Secret `cpaas-system/registry-admin` (keys `username`, `password`), if it exists.
+pub async fn registry_admin_secret(global: &Cluster) -> Result<Option<Credentials>> {
+    let api: Api<K8sSecret> = Api::namespaced(global.client.clone(), "cpaas-system");
+    let secret = match api.get("registry-admin").await {
+        Ok(s) => s,
+        Err(e) if status_code(&e) == Some(404) => return Ok(None),
+        Err(e) => return Err(global.error(e, "reading Secret cpaas-system/registry-admin")),
+    };
+    let data = secret.data.unwrap_or_default();
+    let field = |k: &str| {
+        data.get(k)
+            .map(|b| String::from_utf8_lossy(&b.0).trim_end().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    match (field("username"), field("password")) {
+        (Some(username), Some(password)) => Ok(Some(Credentials {
+            username,
+            password: Secret::new(password),
+        })),
+        _ => Err(Error::new(
+            ErrorKind::Platform,
+            format!(
+                "cluster {}: Secret cpaas-system/registry-admin has no username/password keys; \
+                 give the registry credentials with --username/--password",
+                global.name
+            ),
+        )),
+    }
+}
+
+/// Where the credentials for the registry came from (for the one line printed before any
+/// upload; never the secret itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialSource {
+    Flags,
+    ProductBase,
+    Secret,
+    /// Docker/podman login files on this machine.
+    AuthFile,
+    None,
+}
+
+impl std::fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CredentialSource::Flags => "from the command line",
+            CredentialSource::ProductBase => "from ProductBase base (spec.registry)",
+            CredentialSource::Secret => "from Secret cpaas-system/registry-admin",
+            CredentialSource::AuthFile => "from a docker/podman login file",
+            CredentialSource::None => "none (anonymous)",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn product_registry_fields() {
+        let v = serde_json::json!({"spec": {"registry": {
+            "address": "192.168.1.10:11443", "username": "admin", "password": "pw"}}});
+        let r = parse_product_registry(&v);
+        assert_eq!(r.address.as_deref(), Some("192.168.1.10:11443"));
+        assert!(!r.external);
+        assert_eq!(r.credentials.unwrap().username, "admin");
+        let v = serde_json::json!({"spec": {"registry": {"address": "h:1", "username": "a",
+            "external": true}}});
+        let r = parse_product_registry(&v);
+        assert!(r.external);
+        assert!(r.credentials.is_none(), "a username without a password is not credentials");
+        assert!(parse_product_registry(&serde_json::json!({})).address.is_none());
+    }
+}
