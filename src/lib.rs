@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod report;

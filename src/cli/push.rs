@@ -7,9 +7,13 @@ use std::time::Instant;
 
 use clap::Args;
 
+use super::platform_flags::PlatformFlags;
 use super::Output;
 use crate::engine::{Engine, EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind};
+use crate::pipeline::Publisher;
+use crate::platform::registry::{self as platform_registry, CredentialSource};
+use crate::platform::Platform;
 use crate::report::progress::Progress;
 use crate::report::{estimate_line, ErrorReport, RunReport, Totals};
 use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
@@ -20,9 +24,32 @@ pub struct PushArgs {
     /// Package files (.tgz), package directories, or directories of packages.
     #[arg(required = true)]
     pub packages: Vec<PathBuf>,
-    /// Destination registry, host[:port]. Images keep their path and tag.
-    #[arg(long = "dest-repo", env = "FERRY_DEST_REPO")]
-    pub dest_repo: String,
+    /// Destination registry, host[:port] (IPv6: [fd00::20]:11443). Images keep their path and
+    /// tag. With --platform-address and no --dest-repo: the platform's own registry.
+    #[arg(
+        long = "dest-repo",
+        env = "FERRY_DEST_REPO",
+        required_unless_present = "platform_address"
+    )]
+    pub dest_repo: Option<String>,
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Clusters that get an operator's resources, comma-separated [default: global].
+    /// Cluster plugins and charts always go to global.
+    #[arg(long, value_delimiter = ',', requires = "platform_address")]
+    pub clusters: Vec<String>,
+    /// CatalogSource operators are offered in: platform, system, or a custom one.
+    #[arg(long, default_value = "platform")]
+    pub target_catalog_source: String,
+    /// Chart repository for Helm charts.
+    #[arg(long, default_value = "public-charts")]
+    pub target_chartrepo: String,
+    /// Push images only; write no platform resources.
+    #[arg(long, requires = "platform_address", conflicts_with = "skip_push")]
+    pub skip_crs: bool,
+    /// Write platform resources only, after checking the images are in the registry.
+    #[arg(long, requires = "platform_address")]
+    pub skip_push: bool,
     #[arg(long, env = "FERRY_USERNAME")]
     pub username: Option<String>,
     /// Prefer --password-stdin or FERRY_PASSWORD: argv is visible to other users.
@@ -163,6 +190,103 @@ fn credentials(f: CredentialFlags<'_>, host: &str) -> Result<Option<Credentials>
     }
 }
 
+/// The registry the images go to, and why that one.
+struct Destination {
+    host: String,
+    plain: bool,
+    credentials: Option<Credentials>,
+    credential_source: CredentialSource,
+    why: String,
+}
+
+/// `--dest-repo` (with its credentials), else the platform's registry from `ProductBase`
+/// `base` in cluster `global` with the platform's own credentials for it.
+async fn resolve_destination(
+    args: &PushArgs,
+    platform: Option<&Platform>,
+) -> Result<Destination, Error> {
+    let flags_given = args.username.is_some() || args.password.is_some() || args.password_stdin;
+    if let Some(dest) = &args.dest_repo {
+        if platform.is_some() && !flags_given && !args.no_auth {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "--dest-repo with --platform-address needs the registry's credentials \
+                 (--username with --password, --password-stdin or FERRY_PASSWORD) or --no-auth",
+            ));
+        }
+        let (host, plain) = split_host(dest, args.plain);
+        let credentials = credentials(
+            CredentialFlags {
+                no_auth: args.no_auth,
+                username: args.username.as_ref(),
+                password: args.password.as_ref(),
+                password_stdin: args.password_stdin,
+                prefix: "",
+            },
+            &host,
+        )?;
+        let credential_source = match (&credentials, flags_given) {
+            (None, _) => CredentialSource::None,
+            (Some(_), true) => CredentialSource::Flags,
+            (Some(_), false) => CredentialSource::AuthFile,
+        };
+        return Ok(Destination {
+            host,
+            plain,
+            credentials,
+            credential_source,
+            why: "from --dest-repo".into(),
+        });
+    }
+    let platform = platform.expect("clap requires --dest-repo or --platform-address");
+    let global = platform.cluster("global")?;
+    let product = platform_registry::product_registry(&global).await?;
+    let address = product.address.clone().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Platform,
+            "cluster global: ProductBase base has no spec.registry.address; give the registry \
+             with --dest-repo",
+        )
+    })?;
+    let (host, plain) = split_host(&address, args.plain);
+    let (credentials, credential_source) = if args.no_auth {
+        (None, CredentialSource::None)
+    } else if flags_given {
+        let c = credentials(
+            CredentialFlags {
+                no_auth: false,
+                username: args.username.as_ref(),
+                password: args.password.as_ref(),
+                password_stdin: args.password_stdin,
+                prefix: "",
+            },
+            &host,
+        )?;
+        (c, CredentialSource::Flags)
+    } else if let Some(c) = product.credentials.clone() {
+        (Some(c), CredentialSource::ProductBase)
+    } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
+        (Some(c), CredentialSource::Secret)
+    } else {
+        (None, CredentialSource::None)
+    };
+    Ok(Destination {
+        host,
+        plain,
+        credentials,
+        credential_source,
+        why: format!(
+            "from ProductBase base in cluster global of {}{}",
+            platform.host(),
+            if product.external {
+                ", an external registry"
+            } else {
+                ""
+            }
+        ),
+    })
+}
+
 /// `host[:port]`, or `http://host` (plain HTTP) / `https://host`.
 fn split_host(s: &str, plain: bool) -> (String, bool) {
     match s.trim_end_matches('/') {
@@ -182,25 +306,27 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         base: std::time::Duration::from_millis(args.retry_base_ms),
         ..Default::default()
     };
-    let (host, plain) = split_host(&args.dest_repo, args.plain);
-    let creds = credentials(
-        CredentialFlags {
-            no_auth: args.no_auth,
-            username: args.username.as_ref(),
-            password: args.password.as_ref(),
-            password_stdin: args.password_stdin,
-            prefix: "",
-        },
-        &host,
-    )?;
+    let timeout = std::time::Duration::from_secs(args.timeout);
+    let rt = super::runtime()?;
+    let platform = match args.platform.options(timeout)? {
+        Some(opts) => Some(Arc::new(rt.block_on(Platform::connect(opts))?)),
+        None => None,
+    };
+    let dest = rt.block_on(resolve_destination(&args, platform.as_deref()))?;
+    if platform.is_some() {
+        eprintln!(
+            "registry {} ({}); credentials {}",
+            dest.host, dest.why, dest.credential_source
+        );
+    }
     let mut registries = vec![Arc::new(Registry::new(RegistryOptions {
-        host,
-        plain_http: plain,
+        host: dest.host.clone(),
+        plain_http: dest.plain,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
-        credentials: creds,
+        credentials: dest.credentials,
         retry: retry.clone(),
-        timeout: std::time::Duration::from_secs(args.timeout),
+        timeout,
     })?)];
     if let Some(standby) = &args.standby_registry {
         let (host, plain) = split_host(standby, args.plain);
@@ -224,18 +350,33 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 .or_else(|| args.ca_file.clone()),
             credentials: creds,
             retry,
-            timeout: std::time::Duration::from_secs(args.timeout),
+            timeout,
         })?));
     }
+    let publisher = match &platform {
+        Some(p) if !args.skip_crs => Some(Publisher {
+            platform: p.clone(),
+            registry_host: dest.host.clone(),
+            clusters_given: !args.clusters.is_empty(),
+            clusters: if args.clusters.is_empty() {
+                vec!["global".to_string()]
+            } else {
+                args.clusters.clone()
+            },
+            catalog_source: args.target_catalog_source.clone(),
+            dry_run: args.dry_run,
+        }),
+        _ => None,
+    };
     let opts = EngineOptions {
         concurrency: args.concurrency as usize,
         chunk_size: (args.chunk_size_mb as usize) << 20,
         allow_nondistributable: args.allow_nondistributable_artifacts,
-        dry_run: args.dry_run,
+        // --skip-push: survey only (HEAD requests), to check that the images are there
+        dry_run: args.dry_run || args.skip_push,
         state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
         passes: 3,
     };
-    let rt = super::runtime()?;
     let mut report = rt.block_on(async {
         let mut report = RunReport {
             ok: false,
@@ -262,9 +403,14 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         );
         let engine = Engine::new(opts, registries.clone());
         for pkg in &packages {
-            report
-                .packages
-                .push(engine.push_package(pkg, &progress).await);
+            let mut outcome = engine.push_package(pkg, &progress).await;
+            if args.skip_push {
+                crate::pipeline::require_present(&mut outcome);
+            }
+            if let Some(publisher) = &publisher {
+                publisher.publish(&mut outcome).await;
+            }
+            report.packages.push(outcome);
         }
         progress.finish();
         report

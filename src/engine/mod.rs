@@ -170,6 +170,7 @@ impl Engine {
         report.name = head.meta.metadata.name.clone();
         report.version = head.meta.metadata.version.clone();
         report.kind = head.meta.spec.kind.clone();
+        report.meta = Some(head.meta.clone());
         report.warnings = head.warnings.clone();
         for w in &head.warnings {
             tracing::warn!("{}: {w}", pkg.label());

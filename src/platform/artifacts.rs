@@ -52,14 +52,13 @@ pub enum Action {
 }
 
 /// One resource written (or planned) on one cluster.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct ResourceOutcome {
     pub kind: String,
     pub name: String,
     pub cluster: String,
     pub action: Action,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    pub error: Option<Error>,
 }
 
 /// A valid Kubernetes object name (RFC 1123 subdomain) made from free text: lower case,
@@ -143,14 +142,18 @@ impl ArtifactSpec {
 
 /// Writes (or, with `dry_run`, plans) the package's Artifact and ArtifactVersion on one
 /// cluster. The ArtifactVersion is written after the Artifact, owned by it (its uid read back).
-pub async fn publish(cluster: &Cluster, spec: &ArtifactSpec, dry_run: bool) -> Vec<ResourceOutcome> {
+pub async fn publish(
+    cluster: &Cluster,
+    spec: &ArtifactSpec,
+    dry_run: bool,
+) -> Vec<ResourceOutcome> {
     let mut out = Vec::new();
     let outcome = |kind: &str, name: String, r: &Result<Action>| ResourceOutcome {
         kind: kind.to_string(),
         name,
         cluster: cluster.name.clone(),
         action: *r.as_ref().unwrap_or(&Action::Failed),
-        error: r.as_ref().err().map(|e| e.message.clone()),
+        error: r.as_ref().err().cloned(),
     };
     let artifact = async {
         let (ar, _) = cluster.discover(GROUP, "Artifact").await?;
@@ -226,7 +229,8 @@ impl Desired {
                 .all(|(k, v)| labels.get(k).map(|s| s.as_str()) == v.as_str())
         });
         let spec_ok = self.spec.as_object().is_some_and(|want| {
-            want.iter().all(|(k, v)| current.data["spec"].get(k) == Some(v))
+            want.iter()
+                .all(|(k, v)| current.data["spec"].get(k) == Some(v))
         });
         let owner_ok = match &self.owner {
             None => true,
@@ -250,7 +254,10 @@ impl Desired {
             labels.insert(k.clone(), v.as_str().unwrap_or_default().to_string());
         }
         if let Some(Value::Array(owners)) = &self.owner {
-            let refs = current.metadata.owner_references.get_or_insert_with(Vec::new);
+            let refs = current
+                .metadata
+                .owner_references
+                .get_or_insert_with(Vec::new);
             for o in owners {
                 if let Ok(r) = serde_json::from_value::<
                     k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -287,12 +294,17 @@ async fn apply(
     if dry_run {
         return match api.get_opt(&desired.name).await {
             Ok(None) => Ok((Action::WouldCreate, None)),
-            Ok(Some(cur)) if desired.satisfied_by(&cur) => Ok((Action::Unchanged, cur.metadata.uid)),
+            Ok(Some(cur)) if desired.satisfied_by(&cur) => {
+                Ok((Action::Unchanged, cur.metadata.uid))
+            }
             Ok(Some(cur)) => Ok((Action::WouldUpdate, cur.metadata.uid)),
             Err(e) => Err(cluster.error(e, &what("reading"))),
         };
     }
-    match api.create(&PostParams::default(), &desired.object(ar)?).await {
+    match api
+        .create(&PostParams::default(), &desired.object(ar)?)
+        .await
+    {
         Ok(created) => return Ok((Action::Created, created.metadata.uid)),
         Err(e) if status_code(&e) == Some(409) => {}
         Err(e) => return Err(cluster.error(e, &what("creating"))),
@@ -308,7 +320,11 @@ async fn apply(
         // `current` carries its resourceVersion: the update fails with 409 if someone wrote
         // in between, and we read again.
         match api
-            .replace(&desired.name, &PostParams::default(), &desired.merged_into(current))
+            .replace(
+                &desired.name,
+                &PostParams::default(),
+                &desired.merged_into(current),
+            )
             .await
         {
             Ok(updated) => return Ok((Action::Updated, updated.metadata.uid)),

@@ -1,6 +1,8 @@
 //! One cluster's Kubernetes API, reached through the platform, and the mapping of its errors
 //! (JSON `Status`) to ours: what failed, on which cluster, and what to do about it.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{Api, DynamicObject};
@@ -14,6 +16,8 @@ use crate::sink::Secret;
 pub struct Cluster {
     pub name: String,
     pub client: kube::Client,
+    /// Discovery results by "group/kind": each is asked for once per run.
+    discovered: Arc<Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>>,
 }
 
 impl Cluster {
@@ -37,21 +41,32 @@ impl Cluster {
         cfg.write_timeout = Some(timeout);
         cfg.auth_info.token = Some(secrecy::SecretString::from(token.expose().to_string()));
         let client = kube::Client::try_from(cfg).map_err(|e| {
-            Error::internal(format!("cluster {name:?}: cannot set up the API client: {e}"))
+            Error::internal(format!(
+                "cluster {name:?}: cannot set up the API client: {e}"
+            ))
         })?;
         Ok(Cluster {
             name: name.to_string(),
             client,
+            discovered: Default::default(),
         })
     }
 
     /// Finds the served version of `group`'s `kind` by discovery (the platform has shipped
     /// v1alpha1 and v1alpha2 of some of its kinds; the preferred served version wins).
-    pub async fn discover(&self, group: &str, kind: &str) -> Result<(ApiResource, ApiCapabilities)> {
+    pub async fn discover(
+        &self,
+        group: &str,
+        kind: &str,
+    ) -> Result<(ApiResource, ApiCapabilities)> {
+        let key = format!("{group}/{kind}");
+        if let Some(found) = self.discovered.lock().expect("not poisoned").get(&key) {
+            return Ok(found.clone());
+        }
         let g = kube::discovery::group(&self.client, group)
             .await
             .map_err(|e| self.error(e, &format!("discovery of API group {group}")))?;
-        g.recommended_kind(kind).ok_or_else(|| {
+        let found = g.recommended_kind(kind).ok_or_else(|| {
             Error::new(
                 ErrorKind::Platform,
                 format!(
@@ -60,7 +75,12 @@ impl Cluster {
                     self.name
                 ),
             )
-        })
+        })?;
+        self.discovered
+            .lock()
+            .expect("not poisoned")
+            .insert(key, found.clone());
+        Ok(found)
     }
 
     /// A namespaced API for a discovered resource.
@@ -102,7 +122,11 @@ pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str) -> Error {
                     format!(
                         "{at}: the platform rejected the token (HTTP 401{}): log in again, or \
                          create a new API token (Profile > API Tokens)",
-                        if msg.is_empty() { String::new() } else { format!(": {msg}") }
+                        if msg.is_empty() {
+                            String::new()
+                        } else {
+                            format!(": {msg}")
+                        }
                     ),
                 ),
                 403 => Error::new(
@@ -112,7 +136,10 @@ pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str) -> Error {
                          platform-admin-system role"
                     ),
                 ),
-                404 => Error::new(ErrorKind::Platform, format!("{at}: not found (HTTP 404: {msg})")),
+                404 => Error::new(
+                    ErrorKind::Platform,
+                    format!("{at}: not found (HTTP 404: {msg})"),
+                ),
                 code @ (429 | 500..=599) => Error::new(
                     ErrorKind::Platform,
                     format!("{at}: the platform failed (HTTP {code}: {msg}); try again later"),

@@ -191,6 +191,10 @@ async fn call<T: for<'de> Deserialize<'de>>(
         ));
     }
     serde_json::from_slice(&body).map_err(|e| {
-        step_error(step, what, format!("the answer is not the expected JSON: {e}"))
+        step_error(
+            step,
+            what,
+            format!("the answer is not the expected JSON: {e}"),
+        )
     })
 }

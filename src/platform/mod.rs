@@ -181,7 +181,7 @@ pub fn parse_address(s: &str) -> Result<Url> {
                 .into(),
         ));
     }
-    if u.path().trim_matches('/') != "" {
+    if !u.path().trim_matches('/').is_empty() {
         return Err(bad(format!("unexpected path {:?}", u.path())));
     }
     u.set_path("/");
@@ -203,13 +203,19 @@ fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
         .map_err(|e| {
             Error::new(
                 ErrorKind::Usage,
-                format!("--platform-ca-file {}: not PEM certificates: {e}", path.display()),
+                format!(
+                    "--platform-ca-file {}: not PEM certificates: {e}",
+                    path.display()
+                ),
             )
         })?;
     if certs.is_empty() {
         return Err(Error::new(
             ErrorKind::Usage,
-            format!("--platform-ca-file {}: no certificate in it", path.display()),
+            format!(
+                "--platform-ca-file {}: no certificate in it",
+                path.display()
+            ),
         ));
     }
     Ok(certs)

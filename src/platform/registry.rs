@@ -126,7 +126,12 @@ mod tests {
             "external": true}}});
         let r = parse_product_registry(&v);
         assert!(r.external);
-        assert!(r.credentials.is_none(), "a username without a password is not credentials");
-        assert!(parse_product_registry(&serde_json::json!({})).address.is_none());
+        assert!(
+            r.credentials.is_none(),
+            "a username without a password is not credentials"
+        );
+        assert!(parse_product_registry(&serde_json::json!({}))
+            .address
+            .is_none());
     }
 }

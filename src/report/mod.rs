@@ -7,6 +7,7 @@ pub mod progress;
 use serde::Serialize;
 
 use crate::error::{Error, ErrorKind};
+use crate::platform::artifacts::Action;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
@@ -97,6 +98,38 @@ pub struct PackageReport {
     pub warnings: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
+    /// Platform resources written (or planned) for this package, per cluster.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resources: Vec<ResourceReport>,
+    /// Why no resources were written although a platform was given (images missing, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources_skipped: Option<String>,
+    /// package.yaml, for the steps after the push (not printed: name/version/type are).
+    #[serde(skip)]
+    pub meta: Option<crate::source::PackageMeta>,
+}
+
+/// One platform resource of a package on one cluster.
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourceReport {
+    pub kind: String,
+    pub name: String,
+    pub cluster: String,
+    pub action: crate::platform::artifacts::Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorReport>,
+}
+
+impl From<&crate::platform::artifacts::ResourceOutcome> for ResourceReport {
+    fn from(o: &crate::platform::artifacts::ResourceOutcome) -> Self {
+        ResourceReport {
+            kind: o.kind.clone(),
+            name: o.name.clone(),
+            cluster: o.cluster.clone(),
+            action: o.action,
+            error: o.error.as_ref().map(ErrorReport::from),
+        }
+    }
 }
 
 impl PackageReport {
@@ -111,6 +144,9 @@ impl PackageReport {
             plan: Vec::new(),
             warnings: Vec::new(),
             error: None,
+            resources: Vec::new(),
+            resources_skipped: None,
+            meta: None,
         }
     }
 
@@ -118,6 +154,17 @@ impl PackageReport {
         self.error
             .iter()
             .chain(self.images.iter().filter_map(|i| i.error.as_ref()))
+            .chain(self.resources.iter().filter_map(|r| r.error.as_ref()))
+    }
+
+    /// Every image of the package is in every destination (or, in a dry run, would be), and
+    /// the package itself had no error: the condition for writing its platform resources.
+    pub fn images_complete(&self) -> bool {
+        self.error.is_none()
+            && self
+                .images
+                .iter()
+                .all(|i| i.error.is_none() && i.status != ImageStatus::Failed)
     }
 }
 
@@ -222,6 +269,26 @@ impl RunReport {
                 };
                 s.push_str(&format!("  {status} {}\n", i.destination));
                 if let Some(e) = &i.error {
+                    s.push_str(&format!("          {}\n", e.message));
+                }
+            }
+            if let Some(why) = &p.resources_skipped {
+                s.push_str(&format!("  resources not written: {why}\n"));
+            }
+            for r in &p.resources {
+                let action = match r.action {
+                    Action::Created => "created       ",
+                    Action::Updated => "updated       ",
+                    Action::Unchanged => "unchanged     ",
+                    Action::WouldCreate => "would create  ",
+                    Action::WouldUpdate => "would update  ",
+                    Action::Failed => "FAILED        ",
+                };
+                s.push_str(&format!(
+                    "  {action}{} {} (cluster {})\n",
+                    r.kind, r.name, r.cluster
+                ));
+                if let Some(e) = &r.error {
                     s.push_str(&format!("          {}\n", e.message));
                 }
             }

@@ -1,0 +1,818 @@
+//! A fake ACP platform for the tests, faithful to what ferry touches:
+//!
+//! * the documented five-call password login (RSA key made here, one-time `ts`, the
+//!   `cpaas_oidc_auth_flow` cookie checked at steps 4 and 5, 401 on a wrong password);
+//! * each cluster's Kubernetes API under `/kubernetes/<cluster>/` with bearer-token checks:
+//!   discovery (`/api`, `/api/v1`, `/apis`, `/apis/<group>`, `/apis/<group>/<version>`),
+//!   get/list/create/replace/delete with `resourceVersion` and `uid`, JSON `Status` errors
+//!   (401, 403, 404, 409 AlreadyExists / Conflict).
+//!
+//! It serves HTTPS with a CA made here so that `kubectl` (which sends tokens only over TLS)
+//! can be the independent client that checks what landed.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, Response};
+use rsa::pkcs8::EncodePublicKey;
+use serde_json::{json, Value};
+
+pub const ADMIN: &str = "admin";
+pub const ADMIN_PASSWORD: &str = "Platform-Pa55-never-print";
+pub const LDAP_USER: &str = "jdoe";
+pub const LDAP_PASSWORD: &str = "Ldap-Pa55-never-print";
+/// A token with every right.
+pub const TOKEN: &str = "tok-admin-0123456789abcdef-never-print";
+/// A token the platform knows but that lacks the platform-admin-system role.
+pub const WEAK_TOKEN: &str = "tok-viewer-0123456789abcdef";
+
+/// One kind the fake serves: (group, version, plural, kind, namespaced).
+pub struct Kind {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub plural: &'static str,
+    pub kind: &'static str,
+    pub namespaced: bool,
+}
+
+pub fn kinds(product_base_version: &'static str) -> Vec<Kind> {
+    let k = |group, version, plural, kind, namespaced| Kind {
+        group,
+        version,
+        plural,
+        kind,
+        namespaced,
+    };
+    vec![
+        k("", "v1", "secrets", "Secret", true),
+        k("", "v1", "namespaces", "Namespace", false),
+        k(
+            "product.alauda.io",
+            product_base_version,
+            "productbases",
+            "ProductBase",
+            false,
+        ),
+        k("app.alauda.io", "v1alpha1", "artifacts", "Artifact", true),
+        k(
+            "app.alauda.io",
+            "v1alpha1",
+            "artifactversions",
+            "ArtifactVersion",
+            true,
+        ),
+    ]
+}
+
+#[derive(Default)]
+struct Flow {
+    state: String,
+    req: String,
+    code: Option<String>,
+}
+
+pub struct State {
+    pub clusters: Vec<String>,
+    kinds: Vec<Kind>,
+    key: rsa::RsaPrivateKey,
+    pubkey_pem: String,
+    flows: HashMap<String, Flow>,
+    unused_ts: HashSet<String>,
+    /// token → may write (platform-admin-system)
+    tokens: HashMap<String, bool>,
+    /// "cluster|plural|ns|name" → object
+    objects: BTreeMap<String, Value>,
+    rv: u64,
+    counter: u64,
+    /// "METHOD path" of every request, for assertions.
+    pub log: Vec<String>,
+    /// Answer the next N replace (PUT) calls with 409 Conflict, as if someone wrote first.
+    pub inject_conflicts: usize,
+    /// Sleep this long before answering any /kubernetes/ call (latency benchmark).
+    pub api_delay: std::time::Duration,
+    base_url: String,
+}
+
+pub struct FakePlatform {
+    pub port: u16,
+    /// `127.0.0.1` or `[::1]`
+    pub host: String,
+    pub dir: tempfile::TempDir,
+    pub state: Arc<Mutex<State>>,
+}
+
+#[derive(Clone)]
+pub struct PlatformOpts {
+    pub ipv6: bool,
+    pub clusters: Vec<&'static str>,
+    pub product_base_version: &'static str,
+}
+
+impl Default for PlatformOpts {
+    fn default() -> Self {
+        PlatformOpts {
+            ipv6: false,
+            clusters: vec!["global"],
+            product_base_version: "v1alpha1",
+        }
+    }
+}
+
+impl FakePlatform {
+    pub fn start(opts: PlatformOpts) -> FakePlatform {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = if opts.ipv6 { "[::1]" } else { "127.0.0.1" };
+        let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+
+        // a CA and a server certificate it signs (kubectl and ferry verify the chain)
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "fake platform CA");
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf_params = rcgen::CertificateParams::new(vec![
+            "localhost".to_string(),
+            "127.0.0.1".to_string(),
+            "::1".to_string(),
+        ])
+        .unwrap();
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+
+        let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
+        let pubkey_pem = key
+            .to_public_key()
+            .to_public_key_pem(rsa::pkcs8::LineEnding::LF)
+            .unwrap();
+        let mut tokens = HashMap::new();
+        tokens.insert(TOKEN.to_string(), true);
+        tokens.insert(WEAK_TOKEN.to_string(), false);
+        let state = Arc::new(Mutex::new(State {
+            clusters: opts.clusters.iter().map(|s| s.to_string()).collect(),
+            kinds: kinds(opts.product_base_version),
+            key,
+            pubkey_pem,
+            flows: HashMap::new(),
+            unused_ts: HashSet::new(),
+            tokens,
+            objects: BTreeMap::new(),
+            rv: 100,
+            counter: 0,
+            log: Vec::new(),
+            inject_conflicts: 0,
+            api_delay: std::time::Duration::ZERO,
+            base_url: format!("https://{ip}:{port}"),
+        }));
+
+        let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((tcp, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let acceptor = acceptor.clone();
+                    let state = shared.clone();
+                    tokio::spawn(async move {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        let svc = hyper::service::service_fn(move |req| {
+                            let state = state.clone();
+                            async move { Ok::<_, Infallible>(handle(state, req).await) }
+                        });
+                        let _ = hyper_util::server::conn::auto::Builder::new(
+                            hyper_util::rt::TokioExecutor::new(),
+                        )
+                        .serve_connection(hyper_util::rt::TokioIo::new(tls), svc)
+                        .await;
+                    });
+                }
+            });
+        });
+        FakePlatform {
+            port,
+            host: ip.to_string(),
+            dir,
+            state,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}:{}", self.host, self.port)
+    }
+
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// Flags that log ferry in with the admin token and trust our CA.
+    pub fn token_flags(&self) -> Vec<String> {
+        vec![
+            "--platform-address".into(),
+            self.url(),
+            "--platform-token".into(),
+            TOKEN.into(),
+            "--platform-ca-file".into(),
+            self.ca().display().to_string(),
+        ]
+    }
+
+    /// Stores an object as if someone had created it (fills uid and resourceVersion).
+    pub fn put(&self, cluster: &str, plural: &str, mut obj: Value) {
+        let mut s = self.state.lock().unwrap();
+        let ns = obj["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let name = obj["metadata"]["name"].as_str().unwrap().to_string();
+        s.rv += 1;
+        s.counter += 1;
+        obj["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+        obj["metadata"]["uid"] = json!(format!("uid-{}", s.counter));
+        let key = format!("{cluster}|{plural}|{ns}|{name}");
+        s.objects.insert(key, obj);
+    }
+
+    pub fn get(&self, cluster: &str, plural: &str, ns: &str, name: &str) -> Option<Value> {
+        let s = self.state.lock().unwrap();
+        s.objects
+            .get(&format!("{cluster}|{plural}|{ns}|{name}"))
+            .cloned()
+    }
+
+    /// Every object of `plural` in `cluster`.
+    pub fn list(&self, cluster: &str, plural: &str) -> Vec<Value> {
+        let s = self.state.lock().unwrap();
+        let prefix = format!("{cluster}|{plural}|");
+        s.objects
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
+    /// ProductBase `base` pointing at a registry, with or without credentials.
+    pub fn set_product_base(&self, address: &str, creds: Option<(&str, &str)>, external: bool) {
+        let version = {
+            let s = self.state.lock().unwrap();
+            s.kinds
+                .iter()
+                .find(|k| k.kind == "ProductBase")
+                .unwrap()
+                .version
+        };
+        let mut registry = json!({"address": address});
+        if external {
+            registry["external"] = json!(true);
+        }
+        if let Some((u, p)) = creds {
+            registry["username"] = json!(u);
+            registry["password"] = json!(p);
+        }
+        self.put(
+            "global",
+            "productbases",
+            json!({
+                "apiVersion": format!("product.alauda.io/{version}"),
+                "kind": "ProductBase",
+                "metadata": {"name": "base"},
+                "spec": {"registry": registry, "version": "v4.2.0"},
+            }),
+        );
+    }
+
+    /// Secret cpaas-system/registry-admin with these credentials.
+    pub fn set_registry_admin(&self, user: &str, password: &str) {
+        let b = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        self.put(
+            "global",
+            "secrets",
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": "registry-admin", "namespace": "cpaas-system"},
+                "type": "Opaque",
+                "data": {"username": b(user), "password": b(password)},
+            }),
+        );
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.state.lock().unwrap().log.clone()
+    }
+
+    /// Runs kubectl against one cluster through the platform, with the admin token.
+    pub fn kubectl(&self, cluster: &str, args: &[&str]) -> std::process::Output {
+        // an empty kubeconfig of its own, so that nothing of the machine's leaks in
+        let kubeconfig = self.dir.path().join("kubeconfig");
+        std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+        std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .arg("--server")
+            .arg(format!("{}/kubernetes/{cluster}", self.url()))
+            .arg("--token")
+            .arg(TOKEN)
+            .arg("--certificate-authority")
+            .arg(self.ca())
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    /// `kubectl get <resource> -n cpaas-system -o json` → items.
+    pub fn kubectl_items(&self, cluster: &str, resource: &str) -> Vec<Value> {
+        let out = self.kubectl(
+            cluster,
+            &["get", resource, "-n", "cpaas-system", "-o", "json"],
+        );
+        assert!(
+            out.status.success(),
+            "kubectl get {resource} on {cluster}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v["items"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn respond(code: u16, body: Value) -> Resp {
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+/// A Kubernetes `Status` error, as the API server sends it.
+fn status(code: u16, reason: &str, message: String) -> Resp {
+    respond(
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+               "message": message, "reason": reason, "code": code}),
+    )
+}
+
+fn query(req: &Request<hyper::body::Incoming>) -> HashMap<String, String> {
+    url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+fn cookie(req: &Request<hyper::body::Incoming>) -> Option<String> {
+    req.headers()
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().strip_prefix("cpaas_oidc_auth_flow="))
+        .map(str::to_string)
+        .next()
+}
+
+async fn handle(state: Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -> Resp {
+    let method = req.method().to_string();
+    let path = req.uri().path().to_string();
+    let q = query(&req);
+    let cookie = cookie(&req);
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let delay = {
+        let mut s = state.lock().unwrap();
+        s.log.push(format!("{method} {path}"));
+        s.api_delay
+    };
+    if path.starts_with("/kubernetes/") && !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let mut s = state.lock().unwrap();
+    match (method.as_str(), path.as_str()) {
+        ("GET", "/console-platform/api/v1/token/login") => s.login_meta(&q),
+        ("GET", "/dex/api/v1/authorize") => s.authorize(&q),
+        ("GET", "/dex/pubkey") => s.pubkey(),
+        ("POST", p) if p.starts_with("/dex/api/v1/authorize/") => {
+            let idp = p.trim_start_matches("/dex/api/v1/authorize/").to_string();
+            s.credentials(&idp, &q, cookie, &body)
+        }
+        ("GET", "/console-platform/api/v1/token/callback") => s.callback(&q, cookie),
+        (_, p) if p.starts_with("/kubernetes/") => {
+            let rest = p.trim_start_matches("/kubernetes/");
+            let (cluster, api_path) = rest.split_once('/').unwrap_or((rest, ""));
+            s.kube(&method, cluster, api_path, bearer, &body)
+        }
+        _ => respond(404, json!({"error": "not found"})),
+    }
+}
+
+impl State {
+    fn next(&mut self, prefix: &str) -> String {
+        self.counter += 1;
+        format!("{prefix}{}{}", self.counter, self.rv)
+    }
+
+    fn login_meta(&mut self, q: &HashMap<String, String>) -> Resp {
+        if q.get("client_id").map(String::as_str) != Some("alauda-auth")
+            || q.get("response_type").map(String::as_str) != Some("code")
+            || !q.get("scope").is_some_and(|s| s.contains("openid"))
+            || q.get("redirect_uri") != Some(&format!("{}/dex/callback", self.base_url))
+        {
+            return respond(400, json!({"error": "invalid login request"}));
+        }
+        let state = self.next("state-");
+        let auth_url = format!(
+            "{}/console-dex/auth?access_type=offline&client_id=alauda-auth&code_challenge=xyz&code_challenge_method=S256&redirect_uri={}&response_type=code&state={state}",
+            self.base_url,
+            url::form_urlencoded::byte_serialize(format!("{}/dex/callback", self.base_url).as_bytes()).collect::<String>()
+        );
+        respond(200, json!({"auth_url": auth_url, "state": state}))
+    }
+
+    fn authorize(&mut self, q: &HashMap<String, String>) -> Resp {
+        let (Some(state), Some("alauda-auth")) =
+            (q.get("state"), q.get("client_id").map(String::as_str))
+        else {
+            return respond(400, json!({"error": "invalid authorize request"}));
+        };
+        let flow_id = self.next("flow-");
+        let req = self.next("req-");
+        self.flows.insert(
+            flow_id.clone(),
+            Flow {
+                state: state.clone(),
+                req: req.clone(),
+                code: None,
+            },
+        );
+        Response::builder()
+            .status(200)
+            .header("content-type", "application/json")
+            .header(
+                "set-cookie",
+                format!("cpaas_oidc_auth_flow={flow_id}; Path=/; HttpOnly; Secure"),
+            )
+            .body(Full::new(Bytes::from(json!({"req": req}).to_string())))
+            .unwrap()
+    }
+
+    fn pubkey(&mut self) -> Resp {
+        let ts = self.next("");
+        self.unused_ts.insert(ts.clone());
+        respond(
+            200,
+            json!({"ts": ts, "pubkey": self.pubkey_pem,
+                   "pubkey_encode": base64::engine::general_purpose::STANDARD.encode(&self.pubkey_pem)}),
+        )
+    }
+
+    fn credentials(
+        &mut self,
+        idp: &str,
+        q: &HashMap<String, String>,
+        cookie: Option<String>,
+        body: &[u8],
+    ) -> Resp {
+        let Some(flow_id) = cookie.filter(|c| self.flows.contains_key(c)) else {
+            return respond(400, json!({"error": "invalid authentication session"}));
+        };
+        if q.get("req") != Some(&self.flows[&flow_id].req) {
+            return respond(400, json!({"error": "unknown request"}));
+        }
+        let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+        let account = v["account"].as_str().unwrap_or("").to_string();
+        let Some(sealed) = v["password"]
+            .as_str()
+            .and_then(|p| base64::engine::general_purpose::STANDARD.decode(p).ok())
+        else {
+            return respond(400, json!({"error": "password is not base64"}));
+        };
+        let Ok(plain) = self.key.decrypt(rsa::Pkcs1v15Encrypt, &sealed) else {
+            return respond(400, json!({"error": "cannot decrypt password"}));
+        };
+        let inner: Value = serde_json::from_slice(&plain).unwrap_or(Value::Null);
+        let ts = inner["ts"].as_str().unwrap_or("").to_string();
+        if !self.unused_ts.remove(&ts) {
+            return respond(401, json!({"error": "timestamp expired or reused"}));
+        }
+        let password = inner["password"].as_str().unwrap_or("");
+        let ok = matches!(
+            (idp, account.as_str(), password),
+            ("local", ADMIN, ADMIN_PASSWORD) | ("ldap", LDAP_USER, LDAP_PASSWORD)
+        );
+        if !ok {
+            return respond(401, json!({"error": "invalid username or password"}));
+        }
+        let code = self.next("code-");
+        let flow = self.flows.get_mut(&flow_id).unwrap();
+        flow.code = Some(code.clone());
+        let redirect = format!(
+            "{}/dex/callback?code={code}&state={}",
+            self.base_url, flow.state
+        );
+        respond(200, json!({"session_state": "", "redirect_url": redirect}))
+    }
+
+    fn callback(&mut self, q: &HashMap<String, String>, cookie: Option<String>) -> Resp {
+        let Some(flow) = cookie.and_then(|c| self.flows.remove(&c)) else {
+            return respond(400, json!({"error": "invalid authentication session"}));
+        };
+        if flow.code.is_none()
+            || q.get("code") != flow.code.as_ref()
+            || q.get("state") != Some(&flow.state)
+        {
+            return respond(400, json!({"error": "invalid code"}));
+        }
+        let token = self.next("tok-login-");
+        self.tokens.insert(token.clone(), true);
+        respond(
+            200,
+            json!({"token_type": "bearer", "access_token": token, "id_token": "x",
+                   "refresh_token": "y", "expire_at": "2099-01-01T00:00:00Z",
+                   "issued_at": "2026-01-01T00:00:00Z", "token_storage": "local"}),
+        )
+    }
+
+    fn kube(
+        &mut self,
+        method: &str,
+        cluster: &str,
+        path: &str,
+        bearer: Option<String>,
+        body: &[u8],
+    ) -> Resp {
+        let Some(can_write) = bearer.and_then(|t| self.tokens.get(&t).copied()) else {
+            return status(401, "Unauthorized", "Unauthorized".into());
+        };
+        if !self.clusters.iter().any(|c| c == cluster) {
+            return status(404, "NotFound", format!("cluster {cluster} not found"));
+        }
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        match segs.as_slice() {
+            ["api"] => {
+                return respond(
+                    200,
+                    json!({"kind": "APIVersions", "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
+                )
+            }
+            ["apis"] => return respond(200, self.group_list()),
+            ["api", "v1"] => return respond(200, self.resource_list("", "v1")),
+            ["apis", g] => {
+                return match self.group(g) {
+                    Some(v) => respond(200, v),
+                    None => status(404, "NotFound", format!("group {g} not found")),
+                }
+            }
+            ["apis", g, v] => return respond(200, self.resource_list(g, v)),
+            _ => {}
+        }
+        let (group, version, rest) = match segs.as_slice() {
+            ["api", "v1", rest @ ..] => ("", "v1", rest),
+            ["apis", g, v, rest @ ..] => (*g, *v, rest),
+            _ => return status(404, "NotFound", format!("the server could not find {path}")),
+        };
+        let (ns, plural, name) = match rest {
+            ["namespaces", ns, plural] => (*ns, *plural, None),
+            ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+            [plural] => ("", *plural, None),
+            [plural, name] => ("", *plural, Some(*name)),
+            _ => return status(404, "NotFound", format!("the server could not find {path}")),
+        };
+        let Some(kind) = self
+            .kinds
+            .iter()
+            .find(|k| k.group == group && k.version == version && k.plural == plural)
+        else {
+            return status(
+                404,
+                "NotFound",
+                format!(
+                    "the server could not find the requested resource ({plural}.{group}/{version})"
+                ),
+            );
+        };
+        let (kind_name, api_version) = (
+            kind.kind.to_string(),
+            if group.is_empty() {
+                version.to_string()
+            } else {
+                format!("{group}/{version}")
+            },
+        );
+        let gr = if group.is_empty() {
+            plural.to_string()
+        } else {
+            format!("{plural}.{group}")
+        };
+        let key = |n: &str| format!("{cluster}|{plural}|{ns}|{n}");
+        if method != "GET" && !can_write {
+            return status(
+                403,
+                "Forbidden",
+                format!("{gr} is forbidden: User \"viewer\" cannot {} resource \"{plural}\" in API group \"{group}\" in the namespace \"{ns}\"", method.to_lowercase()),
+            );
+        }
+        match (method, name) {
+            ("GET", Some(n)) => match self.objects.get(&key(n)) {
+                Some(o) => respond(200, o.clone()),
+                None => status(404, "NotFound", format!("{gr} \"{n}\" not found")),
+            },
+            ("GET", None) => {
+                let prefix = format!("{cluster}|{plural}|{}", if ns.is_empty() { "" } else { ns });
+                let items: Vec<Value> = self
+                    .objects
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(&prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+                respond(
+                    200,
+                    json!({"kind": format!("{kind_name}List"), "apiVersion": api_version,
+                    "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+                )
+            }
+            ("POST", None) => {
+                let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "body is not JSON".into());
+                };
+                let Some(n) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+                    return status(422, "Invalid", "metadata.name: Required value".into());
+                };
+                if obj["kind"] != json!(kind_name) || obj["apiVersion"] != json!(api_version) {
+                    return status(
+                        400,
+                        "BadRequest",
+                        format!("the object's kind/apiVersion do not match {gr}"),
+                    );
+                }
+                if self.objects.contains_key(&key(&n)) {
+                    return status(409, "AlreadyExists", format!("{gr} \"{n}\" already exists"));
+                }
+                self.rv += 1;
+                let uid = self.next("uid-");
+                obj["metadata"]["uid"] = json!(uid);
+                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+                obj["metadata"]["generation"] = json!(1);
+                if !ns.is_empty() {
+                    obj["metadata"]["namespace"] = json!(ns);
+                }
+                self.objects.insert(key(&n), obj.clone());
+                respond(201, obj)
+            }
+            ("PUT", Some(n)) => {
+                let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+                    return status(400, "BadRequest", "body is not JSON".into());
+                };
+                let Some(cur) = self.objects.get(&key(n)).cloned() else {
+                    return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
+                };
+                if self.inject_conflicts > 0 {
+                    self.inject_conflicts -= 1;
+                    self.rv += 1;
+                    let mut bumped = cur.clone();
+                    bumped["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    self.objects.insert(key(n), bumped);
+                }
+                let cur = self.objects[&key(n)].clone();
+                if obj["metadata"]["resourceVersion"] != cur["metadata"]["resourceVersion"] {
+                    return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"));
+                }
+                if obj["metadata"]["uid"].is_string()
+                    && obj["metadata"]["uid"] != cur["metadata"]["uid"]
+                {
+                    return status(409, "Conflict", format!("Precondition failed: UID in precondition does not match the UID in object {gr} \"{n}\""));
+                }
+                self.rv += 1;
+                obj["metadata"]["uid"] = cur["metadata"]["uid"].clone();
+                obj["metadata"]["creationTimestamp"] = cur["metadata"]["creationTimestamp"].clone();
+                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                self.objects.insert(key(n), obj.clone());
+                respond(200, obj)
+            }
+            ("DELETE", Some(n)) => {
+                let Some(cur) = self.objects.get(&key(n)).cloned() else {
+                    return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
+                };
+                let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                let pre = &opts["preconditions"];
+                if (pre["uid"].is_string() && pre["uid"] != cur["metadata"]["uid"])
+                    || (pre["resourceVersion"].is_string()
+                        && pre["resourceVersion"] != cur["metadata"]["resourceVersion"])
+                {
+                    return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the precondition does not match"));
+                }
+                self.objects.remove(&key(n));
+                respond(
+                    200,
+                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                    "details": {"name": n, "group": group, "kind": plural, "uid": cur["metadata"]["uid"]}}),
+                )
+            }
+            _ => status(
+                405,
+                "MethodNotAllowed",
+                format!("{method} is not supported here"),
+            ),
+        }
+    }
+
+    fn groups(&self) -> Vec<(&'static str, Vec<&'static str>)> {
+        let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+        for k in self.kinds.iter().filter(|k| !k.group.is_empty()) {
+            match out.iter_mut().find(|(g, _)| *g == k.group) {
+                Some((_, vs)) if !vs.contains(&k.version) => vs.push(k.version),
+                Some(_) => {}
+                None => out.push((k.group, vec![k.version])),
+            }
+        }
+        out
+    }
+
+    fn group_json(g: &str, versions: &[&str]) -> Value {
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v}))
+            .collect();
+        json!({"kind": "APIGroup", "apiVersion": "v1", "name": g, "versions": vs,
+               "preferredVersion": vs[0]})
+    }
+
+    fn group_list(&self) -> Value {
+        let groups: Vec<Value> = self
+            .groups()
+            .iter()
+            .map(|(g, vs)| Self::group_json(g, vs))
+            .collect();
+        json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+    }
+
+    fn group(&self, g: &str) -> Option<Value> {
+        self.groups()
+            .iter()
+            .find(|(n, _)| *n == g)
+            .map(|(n, vs)| Self::group_json(n, vs))
+    }
+
+    fn resource_list(&self, g: &str, v: &str) -> Value {
+        let resources: Vec<Value> = self
+            .kinds
+            .iter()
+            .filter(|k| k.group == g && k.version == v)
+            .map(|k| {
+                json!({"name": k.plural, "singularName": k.kind.to_lowercase(),
+                       "namespaced": k.namespaced, "kind": k.kind,
+                       "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]})
+            })
+            .collect();
+        let gv = if g.is_empty() {
+            v.to_string()
+        } else {
+            format!("{g}/{v}")
+        };
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
+               "resources": resources})
+    }
+}

@@ -1,0 +1,506 @@
+//! `ferry push` to the platform: login (token and the five-call password flow), registry and
+//! credentials discovered from the cluster, Artifact/ArtifactVersion written after the images.
+//! The fake platform (tests/common/platform.rs) plays the platform; a real Distribution
+//! registry holds the images; kubectl and skopeo check what landed.
+
+mod common;
+
+use common::platform::*;
+use common::*;
+use serde_json::Value;
+
+/// A plain-HTTP registry with its address in ProductBase and no credentials needed.
+fn platform_with_registry(opts: PlatformOpts) -> (FakePlatform, Registry) {
+    let reg = Registry::start(RegistryOpts::default());
+    let p = FakePlatform::start(opts);
+    p.set_product_base(&reg.host(), None, false);
+    (p, reg)
+}
+
+fn push(p: &FakePlatform, pkg: &str, extra: &[&str]) -> Run {
+    let mut args: Vec<String> = vec!["push".into(), pkg.into()];
+    args.extend(p.token_flags());
+    args.extend(["--plain".into(), "--output".into(), "json".into()]);
+    args.extend(extra.iter().map(|s| s.to_string()));
+    ferry(&args)
+}
+
+fn names(items: &[Value]) -> Vec<String> {
+    let mut v: Vec<String> = items
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+fn assert_no_secrets(run: &Run) {
+    for secret in [TOKEN, ADMIN_PASSWORD, LDAP_PASSWORD, PASSWORD] {
+        assert!(
+            !run.all().contains(secret),
+            "a secret leaked: {}",
+            run.all()
+        );
+    }
+}
+
+#[test]
+fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_the_secret() {
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        auth: true,
+    });
+    let p = FakePlatform::start(PlatformOpts::default());
+    p.set_product_base(&reg.host(), None, false);
+    p.set_registry_admin(USER, PASSWORD);
+    let pkg = fixture("topolvm-operator");
+    let ca = reg.ca();
+    let mut args: Vec<String> = vec!["push".into(), pkg.display().to_string(), "--debug".into()];
+    args.extend(p.token_flags());
+    args.extend(["--ca-file".into(), ca.display().to_string()]);
+    let run = ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run);
+    assert!(
+        run.stderr.contains(&format!(
+            "registry {} (from ProductBase base in cluster global",
+            reg.host()
+        )) && run
+            .stderr
+            .contains("credentials from Secret cpaas-system/registry-admin"),
+        "{}",
+        run.stderr
+    );
+    assert!(run
+        .stdout
+        .contains("created       Artifact topolvm-operator (cluster global)"));
+
+    // the images are in the registry (skopeo), the resources on the platform (kubectl)
+    for (reference, manifest) in package_images(&pkg) {
+        assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest);
+    }
+    let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+    assert_eq!(names(&artifacts), ["topolvm-operator"]);
+    let a = &artifacts[0];
+    assert_eq!(a["metadata"]["labels"]["cpaas.io/artifact-type"], "bundle");
+    assert_eq!(
+        a["metadata"]["labels"]["cpaas.io/catalog-source"],
+        "platform"
+    );
+    assert_eq!(a["spec"]["type"], "bundle");
+    assert_eq!(a["spec"]["registry"], reg.host());
+    assert_eq!(a["spec"]["repository"], "acp/topolvm-operator-bundle");
+    assert_eq!(a["spec"]["present"], true);
+    assert_eq!(
+        a["spec"]["artifactVersionSelector"]["matchLabels"]["cpaas.io/artifact"],
+        "topolvm-operator"
+    );
+    let versions = p.kubectl_items("global", "artifactversions.app.alauda.io");
+    assert_eq!(names(&versions), ["topolvm-operator.v2.3.0"]);
+    let v = &versions[0];
+    assert_eq!(v["spec"]["tag"], "v3.11.0");
+    assert_eq!(
+        v["metadata"]["labels"]["cpaas.io/artifact"],
+        "topolvm-operator"
+    );
+    assert_eq!(
+        v["metadata"]["labels"]["cpaas.io/artifact-version"],
+        "2.3.0"
+    );
+    assert_eq!(v["metadata"]["ownerReferences"][0]["kind"], "Artifact");
+    assert_eq!(
+        v["metadata"]["ownerReferences"][0]["uid"],
+        a["metadata"]["uid"]
+    );
+
+    // twice: nothing new, one object each
+    args.extend(["--output".into(), "json".into()]);
+    let again = ferry(&args);
+    assert_eq!(again.code, 0, "{}", again.all());
+    let report = again.json();
+    let actions: Vec<&str> = report["packages"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["unchanged", "unchanged"], "{report}");
+    assert_eq!(p.list("global", "artifacts").len(), 1);
+    assert_eq!(p.list("global", "artifactversions").len(), 1);
+}
+
+#[test]
+fn password_login_local_and_ldap_and_a_wrong_password() {
+    let (p, _reg) = platform_with_registry(PlatformOpts::default());
+    let pkg = fixture("topolvm-operator").display().to_string();
+    let login = |user: &str, password: &str, idp: &str| {
+        ferry_with(
+            &[
+                "push",
+                &pkg,
+                "--platform-address",
+                &p.url(),
+                "--platform-ca-file",
+                p.ca().to_str().unwrap(),
+                "--platform-username",
+                user,
+                "--idp",
+                idp,
+                "--plain",
+                "--skip-crs",
+                "--debug",
+            ],
+            &[("FERRY_PLATFORM_PASSWORD", password)],
+            None,
+        )
+    };
+    let run = login(ADMIN, ADMIN_PASSWORD, "local");
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run);
+    let run = login(LDAP_USER, LDAP_PASSWORD, "ldap");
+    assert_eq!(run.code, 0, "{}", run.all());
+    // the five calls, in order, each once per login
+    let log = p.log();
+    let steps: Vec<&String> = log.iter().filter(|l| !l.contains("/kubernetes/")).collect();
+    assert_eq!(steps.len(), 10, "{steps:?}");
+    assert!(steps[3].starts_with("POST /dex/api/v1/authorize/local"));
+    assert!(steps[8].starts_with("POST /dex/api/v1/authorize/ldap"));
+
+    let run = login(ADMIN, "wrong-password", "local");
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.stderr.contains("login failed at step 4/5"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains("wrong-password"));
+    // an LDAP user tried against the local connector is refused too
+    let run = login(LDAP_USER, LDAP_PASSWORD, "local");
+    assert_eq!(run.code, 5, "{}", run.all());
+
+    // password from stdin
+    let run = ferry_with(
+        &[
+            "push",
+            &pkg,
+            "--platform-address",
+            &p.url(),
+            "--platform-ca-file",
+            p.ca().to_str().unwrap(),
+            "--platform-username",
+            ADMIN,
+            "--platform-password-stdin",
+            "--plain",
+            "--skip-crs",
+        ],
+        &[],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+}
+
+#[test]
+fn rejected_and_underprivileged_tokens_fail_clearly() {
+    let (p, _reg) = platform_with_registry(PlatformOpts::default());
+    let pkg = fixture("topolvm-operator").display().to_string();
+    let base = |token: &str| {
+        ferry(&[
+            "push",
+            &pkg,
+            "--platform-address",
+            &p.url(),
+            "--platform-ca-file",
+            p.ca().to_str().unwrap(),
+            "--platform-token",
+            token,
+            "--plain",
+        ])
+    };
+    let run = base("not-a-token");
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.stderr.contains("rejected the token (HTTP 401"),
+        "{}",
+        run.stderr
+    );
+
+    // a viewer token can read ProductBase, push images, but not write the Artifact
+    let run = base(WEAK_TOKEN);
+    assert_eq!(run.code, 7, "{}", run.all());
+    assert!(run.stdout.contains("HTTP 403"), "{}", run.all());
+    assert!(
+        run.stdout.contains("platform-admin-system"),
+        "{}",
+        run.all()
+    );
+
+    // the platform's certificate is not trusted without --platform-ca-file
+    let run = ferry(&[
+        "push",
+        &pkg,
+        "--platform-address",
+        &p.url(),
+        "--platform-token",
+        TOKEN,
+        "--plain",
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.stderr.contains("--platform-ca-file"), "{}", run.stderr);
+}
+
+#[test]
+fn operator_to_named_clusters_and_plugin_ignores_clusters() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        clusters: vec!["global", "region1", "region2"],
+        ..Default::default()
+    });
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--clusters", "region1,region2"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    for c in ["region1", "region2"] {
+        assert_eq!(
+            names(&p.kubectl_items(c, "artifacts.app.alauda.io")),
+            ["topolvm-operator"]
+        );
+        assert_eq!(
+            names(&p.kubectl_items(c, "artifactversions.app.alauda.io")),
+            ["topolvm-operator.v2.3.0"]
+        );
+    }
+    assert!(p.list("global", "artifacts").is_empty());
+
+    let run = push(
+        &p,
+        fixture("oam-application").to_str().unwrap(),
+        &["--clusters", "region1"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert!(
+        report["packages"][0]["warnings"]
+            .to_string()
+            .contains("--clusters is ignored"),
+        "{report}"
+    );
+    let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+    assert_eq!(names(&artifacts), ["oam-application"]);
+    assert_eq!(
+        artifacts[0]["metadata"]["labels"]["cpaas.io/artifact-type"],
+        "plugin"
+    );
+    assert!(artifacts[0]["metadata"]["labels"]["cpaas.io/catalog-source"].is_null());
+    assert!(
+        p.list("region1", "artifacts").len() == 1,
+        "only the operator"
+    );
+
+    // an unknown cluster fails that package, naming the cluster
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--clusters", "nowhere"],
+    );
+    assert_eq!(run.code, 7, "{}", run.all());
+    assert!(run.stdout.contains("cluster nowhere"), "{}", run.stdout);
+}
+
+#[test]
+fn skip_crs_and_skip_push() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let pkg = fixture("topolvm-operator");
+    let pkg = pkg.to_str().unwrap();
+
+    // resources only, images absent: refused, naming what is missing; nothing written
+    let run = push(&p, pkg, &["--skip-push"]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stdout.contains("is not in the registry"),
+        "{}",
+        run.stdout
+    );
+    assert!(p.list("global", "artifacts").is_empty());
+    assert_eq!(reg.skopeo_raw("acp/topolvm-operator-bundle:v3.11.0"), None);
+
+    // images only
+    let run = push(&p, pkg, &["--skip-crs"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(p.list("global", "artifacts").is_empty());
+    assert!(reg
+        .skopeo_raw("acp/topolvm-operator-bundle:v3.11.0")
+        .is_some());
+
+    // now resources only: written, no blob sent
+    let run = push(&p, pkg, &["--skip-push"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert_eq!(report["totals"]["bytes_sent"], 0);
+    assert_eq!(p.list("global", "artifacts").len(), 1);
+    assert_eq!(p.list("global", "artifactversions").len(), 1);
+
+    let both = push(&p, pkg, &["--skip-push", "--skip-crs"]);
+    assert_eq!(both.code, 2, "{}", both.all());
+}
+
+#[test]
+fn dest_repo_with_a_platform_needs_credentials_or_no_auth() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let pkg = fixture("topolvm-operator");
+    let run = push(&p, pkg.to_str().unwrap(), &["--dest-repo", &reg.host()]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("--no-auth"), "{}", run.stderr);
+    // the DR standby way: explicit registry, --no-auth
+    let run = push(
+        &p,
+        pkg.to_str().unwrap(),
+        &["--dest-repo", &reg.host(), "--no-auth"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("from --dest-repo"), "{}", run.stderr);
+    assert!(run.stderr.contains("credentials none"), "{}", run.stderr);
+}
+
+#[test]
+fn a_package_with_a_broken_image_gets_no_resources() {
+    let (p, _reg) = platform_with_registry(PlatformOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("topolvm-operator");
+    let broken = dir.path().join("topolvm-operator.amd64.v2.3.0.tgz");
+    // corrupt one layer: its digest check fails while it streams
+    let mut corrupted = false;
+    rewrite_tgz(&src, &broken, |path, mut bytes| {
+        if !corrupted && path.starts_with("images/blobs/") && bytes.len() > 10_000 {
+            bytes[5000] ^= 0xff;
+            corrupted = true;
+        }
+        Some(bytes)
+    });
+    assert!(corrupted);
+    let run = push(&p, broken.to_str().unwrap(), &[]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    let report = run.json();
+    assert!(
+        report["packages"][0]["resources_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("not in the registry"),
+        "{report}"
+    );
+    assert!(p.list("global", "artifacts").is_empty());
+}
+
+#[test]
+fn a_new_version_adds_an_artifact_version_and_conflicts_are_retried() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        product_base_version: "v1alpha2",
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixture("topolvm-operator");
+    let run = push(&p, src.to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    let newer = dir.path().join("topolvm-operator.amd64.v2.4.0.tgz");
+    rewrite_tgz(&src, &newer, |path, bytes| {
+        if path == "package.yaml" {
+            let text = String::from_utf8(bytes).unwrap();
+            Some(
+                text.replace("version: 2.3.0", "version: 2.4.0")
+                    .replace("displayName", "x")
+                    .into_bytes(),
+            )
+        } else {
+            Some(bytes)
+        }
+    });
+    // someone else changed the Artifact: our update must read it again and win the race
+    let mut a = p
+        .get("global", "artifacts", "cpaas-system", "topolvm-operator")
+        .unwrap();
+    a["spec"]["registry"] = serde_json::json!("old-registry:5000");
+    a["metadata"]["labels"]["kept"] = serde_json::json!("yes");
+    p.put("global", "artifacts", a);
+    p.state.lock().unwrap().inject_conflicts = 2;
+
+    let run = push(&p, newer.to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    let actions: Vec<&str> = report["packages"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["updated", "created"], "{report}");
+    let versions = p.kubectl_items("global", "artifactversions.app.alauda.io");
+    assert_eq!(
+        names(&versions),
+        ["topolvm-operator.v2.3.0", "topolvm-operator.v2.4.0"]
+    );
+    let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+    assert_eq!(artifacts.len(), 1);
+    assert_ne!(artifacts[0]["spec"]["registry"], "old-registry:5000");
+    assert_eq!(artifacts[0]["metadata"]["labels"]["kept"], "yes");
+}
+
+#[test]
+fn dry_run_lists_resources_and_writes_nothing() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--dry-run"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    let actions: Vec<&str> = report["packages"][0]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["would_create", "would_create"], "{report}");
+    assert!(p.list("global", "artifacts").is_empty());
+    assert!(!p.log().iter().any(|l| l.starts_with("POST /kubernetes")));
+    assert_eq!(reg.skopeo_raw("acp/topolvm-operator-bundle:v3.11.0"), None);
+}
+
+#[test]
+fn ipv6_platform_address() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        ipv6: true,
+        ..Default::default()
+    });
+    assert!(p.url().starts_with("https://[::1]:"));
+    let run = push(&p, fixture("oam-application").to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(p.list("global", "artifacts").len(), 1);
+}
+
+#[test]
+fn product_base_credentials_win_over_the_secret() {
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        auth: true,
+    });
+    let p = FakePlatform::start(PlatformOpts::default());
+    p.set_product_base(&reg.host(), Some((USER, PASSWORD)), false);
+    p.set_registry_admin("someone-else", "wrong");
+    let mut args: Vec<String> = vec![
+        "push".into(),
+        fixture("oam-application").display().to_string(),
+        "--skip-crs".into(),
+    ];
+    args.extend(p.token_flags());
+    args.extend(["--ca-file".into(), reg.ca().display().to_string()]);
+    let run = ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("credentials from ProductBase base"),
+        "{}",
+        run.stderr
+    );
+    assert_no_secrets(&run);
+}
