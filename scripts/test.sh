@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg kubectl:kubernetes-client
 # Release mode: the tests hash hundreds of MB, which an unoptimised build makes slow.
 cargo test --release --all-targets -- --test-threads=2

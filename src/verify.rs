@@ -221,12 +221,38 @@ pub fn verify_all(paths: &[PathBuf], keyring: Option<&Keyring>) -> Vec<Entry> {
         .collect()
 }
 
-/// Did the check pass? `require_signature` also fails packages with no verification file.
-pub fn passed(entries: &[Entry], require_signature: bool) -> bool {
+/// What a package must carry to pass, beyond "nothing that fails".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Requirement {
+    /// A package without a verification file passes (and is listed as such).
+    #[default]
+    Nothing,
+    /// `--require-verification`: a valid signature or a matching checksum.
+    Verification,
+    /// `--require-signature`: a valid signature by a trusted key. A checksum proves the file
+    /// is intact, not who made it, so it is not enough.
+    Signature,
+}
+
+impl Requirement {
+    pub fn from_flags(require_signature: bool, require_verification: bool) -> Self {
+        if require_signature {
+            Requirement::Signature
+        } else if require_verification {
+            Requirement::Verification
+        } else {
+            Requirement::Nothing
+        }
+    }
+}
+
+/// Did the check pass under `req`?
+pub fn passed(entries: &[Entry], req: Requirement) -> bool {
     entries.iter().all(|e| match e.verdict {
         Verdict::Failed { .. } => false,
-        Verdict::NoFile => !require_signature,
-        _ => true,
+        Verdict::NoFile => req == Requirement::Nothing,
+        Verdict::Checksum => req != Requirement::Signature,
+        Verdict::Gpg { .. } => true,
     })
 }
 

@@ -184,11 +184,22 @@ fn verify_sorts_packages_into_the_four_groups() {
         }
     }
     let k = armored.to_str().unwrap();
+    let okdir = ok.path().to_str().unwrap();
+    assert_eq!(ferry(&["verify", okdir, "--keyring", k]).code, 0);
+    // a checksum proves integrity, not origin: --require-signature refuses the checksum-only
+    // package; --require-verification takes signature or checksum
+    let run = ferry(&["verify", okdir, "--keyring", k, "--require-signature"]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stderr.contains("a checksum alone is not enough"), "{}", run.stderr);
     assert_eq!(
-        ferry(&["verify", ok.path().to_str().unwrap(), "--keyring", k]).code,
+        ferry(&["verify", okdir, "--keyring", k, "--require-verification"]).code,
         0
     );
     copy_fixture(ok.path(), "z-nothing.amd64.v1.0.0.tgz");
+    assert_eq!(
+        ferry(&["verify", okdir, "--keyring", k, "--require-verification"]).code,
+        3
+    );
     assert_eq!(
         ferry(&["verify", ok.path().to_str().unwrap(), "--keyring", k]).code,
         0

@@ -69,9 +69,12 @@ pub enum Command {
         /// Trusted public keys [default: $FERRY_KEYRING, else /etc/ferry/trusted-keys.asc].
         #[arg(long)]
         keyring: Option<PathBuf>,
-        /// Also fail packages that have no verification file.
+        /// Every package needs a valid signature by a trusted key (a checksum is not enough).
         #[arg(long)]
         require_signature: bool,
+        /// Every package needs a valid signature or a matching checksum.
+        #[arg(long, conflicts_with = "require_signature")]
+        require_verification: bool,
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -159,8 +162,14 @@ pub fn main() -> i32 {
             packages,
             keyring,
             require_signature,
+            require_verification,
             output,
-        } => verify::run(&packages, keyring.as_deref(), require_signature, output),
+        } => verify::run(
+            &packages,
+            keyring.as_deref(),
+            crate::verify::Requirement::from_flags(require_signature, require_verification),
+            output,
+        ),
         Command::Push(args) => push::run(*args),
         Command::Dev { what } => dev(what),
     };

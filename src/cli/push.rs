@@ -86,9 +86,12 @@ pub struct PushArgs {
     /// Trusted public keys for --verify [default: $FERRY_KEYRING, else /etc/ferry/trusted-keys.asc].
     #[arg(long, requires = "verify")]
     pub keyring: Option<PathBuf>,
-    /// With --verify: packages without a signature or checksum fail too.
+    /// With --verify: every package needs a valid signature (a checksum is not enough).
     #[arg(long, requires = "verify")]
     pub require_signature: bool,
+    /// With --verify: every package needs a valid signature or a matching checksum.
+    #[arg(long, requires = "verify", conflicts_with = "require_signature")]
+    pub require_verification: bool,
     /// Speak plain HTTP to the registry.
     #[arg(long)]
     pub plain: bool,
@@ -300,7 +303,14 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     let packages = source::find_packages(&args.packages)?;
     if args.verify {
         let files: Vec<PathBuf> = packages.iter().map(|p| p.path.clone()).collect();
-        super::verify::before_push(&files, args.keyring.as_deref(), args.require_signature)?;
+        super::verify::before_push(
+            &files,
+            args.keyring.as_deref(),
+            crate::verify::Requirement::from_flags(
+                args.require_signature,
+                args.require_verification,
+            ),
+        )?;
     }
     let retry = RetryPolicy {
         base: std::time::Duration::from_millis(args.retry_base_ms),

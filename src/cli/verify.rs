@@ -10,7 +10,7 @@ use crate::verify::{self, Keyring};
 pub fn run(
     paths: &[PathBuf],
     keyring: Option<&Path>,
-    require_signature: bool,
+    require: verify::Requirement,
     output: Output,
 ) -> Result<i32, Error> {
     let files: Vec<PathBuf> = source::find_packages(paths)?
@@ -26,7 +26,10 @@ pub fn run(
         ),
         Output::Text => print!("{}", verify::render(&entries)),
     }
-    Ok(if verify::passed(&entries, require_signature) {
+    if require == verify::Requirement::Signature && !verify::passed(&entries, require) {
+        eprintln!("--require-signature: every package needs a valid signature (.sig) by a trusted key; a checksum alone is not enough");
+    }
+    Ok(if verify::passed(&entries, require) {
         0
     } else {
         ErrorKind::Integrity.exit_code()
@@ -37,12 +40,12 @@ pub fn run(
 pub fn before_push(
     paths: &[PathBuf],
     keyring: Option<&Path>,
-    require_signature: bool,
+    require: verify::Requirement,
 ) -> Result<(), Error> {
     let keyring = Keyring::load(keyring)?;
     let entries = verify::verify_all(paths, keyring.as_ref());
     eprint!("{}", verify::render(&entries));
-    if verify::passed(&entries, require_signature) {
+    if verify::passed(&entries, require) {
         Ok(())
     } else {
         Err(Error::integrity(
