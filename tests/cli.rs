@@ -105,3 +105,24 @@ fn pack_is_reproducible_canonical_and_writes_sha256() {
         ["package.yaml", "images/oci-layout", "images/index.json"]
     );
 }
+
+#[test]
+fn credentials_in_the_registry_address_are_refused_and_never_echoed() {
+    let pkg = fixture("oam-application");
+    for dest in [
+        "admin:Hunter2-secret@127.0.0.1:5000",
+        "https://admin:Hunter2-secret@127.0.0.1:5000",
+    ] {
+        let run = ferry(&[
+            "push",
+            pkg.to_str().unwrap(),
+            "--dest-repo",
+            dest,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(run.code, 2, "{}", run.all());
+        assert!(run.stderr.contains("--username"), "{}", run.stderr);
+        assert!(!run.all().contains("Hunter2-secret"), "{}", run.all());
+    }
+}

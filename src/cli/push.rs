@@ -217,7 +217,7 @@ async fn resolve_destination(
                  (--username with --password, --password-stdin or FERRY_PASSWORD) or --no-auth",
             ));
         }
-        let (host, plain) = split_host(dest, args.plain);
+        let (host, plain) = split_host(dest, args.plain)?;
         let credentials = credentials(
             CredentialFlags {
                 no_auth: args.no_auth,
@@ -251,7 +251,7 @@ async fn resolve_destination(
              with --dest-repo",
         )
     })?;
-    let (host, plain) = split_host(&address, args.plain);
+    let (host, plain) = split_host(&address, args.plain)?;
     let (credentials, credential_source) = if args.no_auth {
         (None, CredentialSource::None)
     } else if flags_given {
@@ -291,11 +291,21 @@ async fn resolve_destination(
 }
 
 /// `host[:port]`, or `http://host` (plain HTTP) / `https://host`.
-fn split_host(s: &str, plain: bool) -> (String, bool) {
-    match s.trim_end_matches('/') {
+/// Credentials in the address (`user:pass@host`) are refused: they would be echoed in errors,
+/// logs and reports, where the flags' values never are.
+fn split_host(s: &str, plain: bool) -> Result<(String, bool), Error> {
+    let (host, plain) = match s.trim_end_matches('/') {
         h if h.starts_with("http://") => (h.trim_start_matches("http://").to_string(), true),
         h => (h.trim_start_matches("https://").to_string(), plain),
+    };
+    if host.contains('@') {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "the registry address must not carry credentials (user:password@host): give them \
+             with --username and --password-stdin (or FERRY_PASSWORD) instead",
+        ));
     }
+    Ok((host, plain))
 }
 
 pub fn run(args: PushArgs) -> Result<i32, Error> {
@@ -339,7 +349,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         timeout,
     })?)];
     if let Some(standby) = &args.standby_registry {
-        let (host, plain) = split_host(standby, args.plain);
+        let (host, plain) = split_host(standby, args.plain)?;
         let creds = credentials(
             CredentialFlags {
                 no_auth: args.standby_no_auth,
