@@ -74,6 +74,28 @@ fn transient_faults_are_retried_and_the_push_completes() {
 }
 
 #[test]
+fn a_reset_on_the_first_chunk_continues_the_same_session() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    // the very first chunk's connection dies before its body: the registry then reports
+    // `Range: 0-0`, which means nothing held (not one byte)
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new("PATCH", "/blobs/uploads/", Fault::ResetAfter(0))],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let posts = reg
+        .log()
+        .matches("\"POST /v2/acp/big/blobs/uploads/")
+        .count();
+    assert_eq!(posts, 3, "the blob was restarted instead of resumed");
+    assert!(!reg.log().contains("\" 416 "), "a chunk was sent at the wrong offset");
+    assert_landed(&reg);
+}
+
+#[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();

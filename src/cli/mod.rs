@@ -80,6 +80,11 @@ pub enum Command {
     },
     /// Push every image of the given packages to a registry.
     Push(Box<push::PushArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) of ferry.
+    #[command(hide = true)]
+    Man,
     /// Developer helpers (fixtures, benchmark corpus).
     #[command(hide = true)]
     Dev {
@@ -171,6 +176,18 @@ pub fn main() -> i32 {
             output,
         ),
         Command::Push(args) => push::run(*args),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .map(|_| 0)
+                .map_err(|e| Error::internal(format!("man page: {e}")))
+        }
         Command::Dev { what } => dev(what),
     };
     match result {

@@ -612,7 +612,12 @@ impl Registry {
                 }
                 Err(self.status_error(s, &what, resp).await)
             }
-            s if s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS => {
+            // 416: our offset and the registry's disagree; the caller asks where it stands
+            // and continues from there.
+            s if s.is_server_error()
+                || s == StatusCode::TOO_MANY_REQUESTS
+                || s == StatusCode::RANGE_NOT_SATISFIABLE =>
+            {
                 Err(self.status_error(s, &what, resp).await.retryable(true))
             }
             StatusCode::UNAUTHORIZED => {
@@ -683,8 +688,7 @@ impl Registry {
                     .headers()
                     .get("range")
                     .and_then(|v| v.to_str().ok())
-                    .and_then(|r| r.rsplit('-').next()?.trim().parse::<u64>().ok())
-                    .map(|end| end + 1)
+                    .map(held_bytes)
                     .unwrap_or(0);
                 let location = self
                     .location(&resp, &what)
@@ -882,5 +886,27 @@ mod tests {
             sniff_media_type(format!(r#"{{"mediaType":"{DOCKER_MANIFEST}"}}"#).as_bytes()),
             DOCKER_MANIFEST
         );
+    }
+}
+
+/// Bytes an upload session holds, from its `Range: 0-<last>` header. Distribution answers
+/// `0-0` both for an empty session and for one holding a single byte; we read it as empty
+/// (resending one byte is harmless, skipping one is not: the registry would answer 416).
+fn held_bytes(range: &str) -> u64 {
+    match range.trim().rsplit_once('-') {
+        Some((_, "0")) => 0,
+        Some((_, end)) => end.trim().parse::<u64>().map_or(0, |e| e + 1),
+        None => 0,
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    #[test]
+    fn held_bytes_reads_ranges() {
+        assert_eq!(super::held_bytes("0-0"), 0);
+        assert_eq!(super::held_bytes("0-1048575"), 1 << 20);
+        assert_eq!(super::held_bytes("bytes=0-99"), 100);
+        assert_eq!(super::held_bytes("junk"), 0);
     }
 }
