@@ -96,6 +96,23 @@ fn a_reset_on_the_first_chunk_continues_the_same_session() {
 }
 
 #[test]
+fn a_commit_whose_answer_was_lost_is_not_reported_as_failed() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    // every blob commit takes effect, but ferry never hears the answer: its retry is refused
+    // (the session is gone), and only a HEAD tells that the blob is in
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new("PUT", "/blobs/uploads/", Fault::DropAnswer).times(usize::MAX)],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(reg.log().contains("\" 404 "), "the retried commit was not refused");
+    assert_landed(&reg);
+}
+
+#[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();

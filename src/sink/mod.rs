@@ -716,10 +716,24 @@ impl Registry {
             bytes: tail,
             content_type: HeaderValue::from_static("application/octet-stream"),
         };
-        let resp = self.send(Method::PUT, url, Some(body), repo, &what).await?;
-        match resp.status() {
-            StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
-            s => Err(self.status_error(s, &what, resp).await),
+        let result = match self.send(Method::PUT, url, Some(body), repo, &what).await {
+            Ok(resp) => match resp.status() {
+                StatusCode::CREATED | StatusCode::NO_CONTENT | StatusCode::OK => Ok(()),
+                s => Err(self.status_error(s, &what, resp).await),
+            },
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => Ok(()),
+            // A commit whose answer was lost is retried and then refused (the session is
+            // gone, 404) although the blob is in: ask before calling it failed.
+            Err(e) => match self.blob_exists(repo, digest).await {
+                Ok(true) => {
+                    tracing::debug!(registry = %self.host, %digest, repo, error = %e, "commit reported failure but the blob is there");
+                    Ok(())
+                }
+                _ => Err(e),
+            },
         }
     }
 

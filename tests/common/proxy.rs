@@ -24,6 +24,9 @@ pub enum Fault {
     Dribble(Duration),
     /// Forward nothing; keep the client waiting until it disconnects (or 60 s).
     Hold,
+    /// Forward the whole request and wait for the registry's answer, then close the client's
+    /// connection without relaying it: the request took effect, the client never heard.
+    DropAnswer,
 }
 
 #[derive(Clone, Debug)]
@@ -256,6 +259,13 @@ fn handle(
         }
         up.write_all(&buf[..n])?;
         stats.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
+    }
+    if let Some(Fault::DropAnswer) = fault {
+        let mut b = [0u8; 1];
+        let _ = up.read(&mut b);
+        let _ = client_w.shutdown(Shutdown::Both);
+        let _ = up.shutdown(Shutdown::Both);
+        return Ok(());
     }
     if let Some(Fault::ResetAfter(_)) = fault {
         let _ = up.shutdown(Shutdown::Both);
