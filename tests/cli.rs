@@ -126,3 +126,55 @@ fn credentials_in_the_registry_address_are_refused_and_never_echoed() {
         assert!(!run.all().contains("Hunter2-secret"), "{}", run.all());
     }
 }
+
+#[test]
+fn invoked_as_violet_it_takes_violets_commands_and_prints_violets_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let violet = dir.path().join("violet");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_ferry"), &violet).unwrap();
+    let pkg = fixture("topolvm-operator");
+    let out = std::process::Command::new(&violet)
+        .args(["show", pkg.to_str().unwrap(), "--all"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(
+            "Name: topolvm-operator\nType: bundle\nArch: [linux/amd64]\nVersion: 2.3.0\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "RelateImages: [registry.alauda.cn:60080/acp/topolvm-operator-bundle:v3.11.0"
+        ),
+        "{text}"
+    );
+    let help = std::process::Command::new(&violet)
+        .args(["push", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "Usage: violet push",
+        "--platform-address",
+        "--platform-username",
+        "--platform-password",
+        "--platform-token",
+        "--client-id",
+        "--clusters",
+        "--target-catalog-source",
+        "--target-chartrepo",
+        "--skip-crs",
+        "--skip-push",
+        "--dest-repo",
+        "--no-auth",
+        "--plain",
+    ] {
+        assert!(
+            help.contains(flag),
+            "{flag} missing from violet push --help"
+        );
+    }
+}

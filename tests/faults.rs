@@ -91,7 +91,10 @@ fn a_reset_on_the_first_chunk_continues_the_same_session() {
         .matches("\"POST /v2/acp/big/blobs/uploads/")
         .count();
     assert_eq!(posts, 3, "the blob was restarted instead of resumed");
-    assert!(!reg.log().contains("\" 416 "), "a chunk was sent at the wrong offset");
+    assert!(
+        !reg.log().contains("\" 416 "),
+        "a chunk was sent at the wrong offset"
+    );
     assert_landed(&reg);
 }
 
@@ -108,7 +111,10 @@ fn a_commit_whose_answer_was_lost_is_not_reported_as_failed() {
     );
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(reg.log().contains("\" 404 "), "the retried commit was not refused");
+    assert!(
+        reg.log().contains("\" 404 "),
+        "the retried commit was not refused"
+    );
     assert_landed(&reg);
 }
 

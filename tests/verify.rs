@@ -190,7 +190,11 @@ fn verify_sorts_packages_into_the_four_groups() {
     // package; --require-verification takes signature or checksum
     let run = ferry(&["verify", okdir, "--keyring", k, "--require-signature"]);
     assert_eq!(run.code, 3, "{}", run.all());
-    assert!(run.stderr.contains("a checksum alone is not enough"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("a checksum alone is not enough"),
+        "{}",
+        run.stderr
+    );
     assert_eq!(
         ferry(&["verify", okdir, "--keyring", k, "--require-verification"]).code,
         0

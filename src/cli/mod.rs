@@ -129,7 +129,16 @@ fn init_logging(debug: bool) {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
-    let cli = Cli::parse();
+    let cli = if invoked_as_violet() {
+        // `ln -s ferry violet`: the same commands and flags, violet's name in help and usage
+        let matches = <Cli as clap::CommandFactory>::command()
+            .name("violet")
+            .bin_name("violet")
+            .get_matches();
+        <Cli as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    } else {
+        Cli::parse()
+    };
     init_logging(cli.debug);
     let result = match cli.command {
         Command::Pack {
@@ -162,7 +171,7 @@ pub fn main() -> i32 {
             package,
             all,
             output,
-        } => show::run(&package, all, output),
+        } => show::run(&package, all, output, invoked_as_violet()),
         Command::Verify {
             packages,
             keyring,
@@ -217,6 +226,16 @@ fn dev(what: DevCommand) -> Result<i32, Error> {
         }
     }
     Ok(0)
+}
+
+/// Whether the binary was started under the name `violet` (a symlink or a copy), in which
+/// case it prints violet's formats where they differ from ferry's (`show`).
+pub fn invoked_as_violet() -> bool {
+    std::env::args_os()
+        .next()
+        .map(std::path::PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|n| n == "violet" || n == "violet.exe")
 }
 
 /// A tokio runtime for commands that talk to the network.

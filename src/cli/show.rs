@@ -6,7 +6,7 @@ use super::Output;
 use crate::error::Error;
 use crate::source::Package;
 
-pub fn run(path: &Path, all: bool, output: Output) -> Result<i32, Error> {
+pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result<i32, Error> {
     let pkg = Package::open(path)?;
     let head = pkg.read_head()?;
     let m = &head.meta;
@@ -26,6 +26,22 @@ pub fn run(path: &Path, all: bool, output: Output) -> Result<i32, Error> {
             v["charts"] = serde_json::json!(head.charts);
         }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else if violet_style {
+        // violet's layout: display name, bracketed lists
+        println!(
+            "Name: {}",
+            m.metadata
+                .display_name
+                .as_deref()
+                .unwrap_or(&m.metadata.name)
+        );
+        println!("Type: {}", m.spec.kind);
+        println!("Arch: [{}]", m.metadata.arch.join(" "));
+        println!("Version: {}", m.metadata.version);
+        if all {
+            println!("Artifact: {}", m.spec.artifact.as_deref().unwrap_or(""));
+            println!("RelateImages: [{}]", images.join(" "));
+        }
     } else {
         println!("Name:      {}", m.metadata.name);
         if let Some(d) = &m.metadata.display_name {
