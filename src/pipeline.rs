@@ -7,12 +7,117 @@
 //! source.
 
 use std::sync::Arc;
+use std::time::Instant;
 
+use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
+use crate::report::progress::Progress;
+use crate::report::{ErrorReport, RunReport, Totals};
+use crate::sink::Registry;
+use crate::source::Package;
 use crate::platform::artifacts::{self, ArtifactSpec};
 use crate::platform::Platform;
 use crate::report::{ImageStatus, PackageReport, ResourceReport};
 use crate::source::SourceRef;
+
+/// One run over packages: check every registry, push each package through one engine (to
+/// every destination at once), then the after-push steps; the report of it all.
+pub struct Run<'a> {
+    pub packages: &'a [Package],
+    pub registries: &'a [Arc<Registry>],
+    pub engine: EngineOptions,
+    pub publisher: Option<&'a Publisher>,
+    /// Only check that the images are there (the engine surveys), then publish.
+    pub skip_push: bool,
+    pub dry_run: bool,
+    /// No progress output.
+    pub quiet: bool,
+}
+
+impl Run<'_> {
+    /// Runs to the end (or to an interrupt) and returns the finished report (totals, exit code).
+    pub async fn execute(self, started: Instant) -> RunReport {
+        let mut report = RunReport {
+            ok: false,
+            exit_code: 0,
+            dry_run: self.dry_run,
+            destinations: self.registries.iter().map(|r| r.host.clone()).collect(),
+            packages: Vec::new(),
+            totals: Totals::default(),
+            seconds: 0.0,
+            throughput_mb_s: 0.0,
+            estimate: None,
+            error: None,
+        };
+        let mut checked = true;
+        for registry in self.registries {
+            if let Err(e) = registry.check().await {
+                report.error = Some(ErrorReport::from(&e));
+                checked = false;
+                break;
+            }
+        }
+        if checked {
+            tokio::spawn(watch_signals());
+            let progress = Progress::start(
+                self.registries.iter().map(|r| r.counters.clone()).collect(),
+                self.quiet,
+            );
+            let mut opts = self.engine;
+            opts.dry_run = opts.dry_run || self.skip_push;
+            let engine = Engine::new(opts, self.registries.to_vec());
+            for pkg in self.packages {
+                let mut outcome = engine.push_package(pkg, &progress).await;
+                if self.skip_push {
+                    require_present(&mut outcome);
+                }
+                if let Some(publisher) = self.publisher {
+                    publisher.publish(&mut outcome).await;
+                }
+                report.packages.push(outcome);
+            }
+            progress.finish();
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        let sum = |f: fn(&crate::sink::Counters) -> u64| {
+            self.registries.iter().map(|r| f(&r.counters)).sum()
+        };
+        use std::sync::atomic::Ordering::Relaxed;
+        report.totals.bytes_sent = sum(|c| c.bytes_sent.load(Relaxed));
+        report.totals.retries = sum(|c| c.retries.load(Relaxed));
+        report.finish();
+        if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
+            report.exit_code = 143;
+        }
+        report
+    }
+}
+
+/// First SIGINT/SIGTERM: stop starting uploads, finish those in flight, print the summary.
+/// Second: exit at once.
+pub async fn watch_signals() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return;
+    };
+    loop {
+        let sig = tokio::select! {
+            _ = int.recv() => 2,
+            _ = term.recv() => 15,
+        };
+        if crate::engine::stopping() {
+            eprintln!("second signal: exiting now");
+            std::process::exit(128 + sig);
+        }
+        crate::engine::request_stop(sig);
+        eprintln!(
+            "stopping: no new uploads; finishing those in flight (signal again to quit at once)"
+        );
+    }
+}
 
 /// Writes the Marketplace resources of pushed packages.
 pub struct Publisher {

@@ -9,13 +9,12 @@ use clap::Args;
 
 use super::platform_flags::PlatformFlags;
 use super::Output;
-use crate::engine::{Engine, EngineOptions, StateStore};
+use crate::engine::{EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind};
-use crate::pipeline::Publisher;
+use crate::pipeline::{Publisher, Run};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
-use crate::report::progress::Progress;
-use crate::report::{estimate_line, ErrorReport, RunReport, Totals};
+use crate::report::estimate_line;
 use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
 use crate::source;
 
@@ -392,58 +391,20 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         concurrency: args.concurrency as usize,
         chunk_size: (args.chunk_size_mb as usize) << 20,
         allow_nondistributable: args.allow_nondistributable_artifacts,
-        // --skip-push: survey only (HEAD requests), to check that the images are there
-        dry_run: args.dry_run || args.skip_push,
+        dry_run: args.dry_run,
         state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
         passes: 3,
     };
-    let mut report = rt.block_on(async {
-        let mut report = RunReport {
-            ok: false,
-            exit_code: 0,
-            dry_run: args.dry_run,
-            destinations: registries.iter().map(|r| r.host.clone()).collect(),
-            packages: Vec::new(),
-            totals: Totals::default(),
-            seconds: 0.0,
-            throughput_mb_s: 0.0,
-            estimate: None,
-            error: None,
-        };
-        for registry in &registries {
-            if let Err(e) = registry.check().await {
-                report.error = Some(ErrorReport::from(&e));
-                return report;
-            }
-        }
-        tokio::spawn(watch_signals());
-        let progress = Progress::start(
-            registries.iter().map(|r| r.counters.clone()).collect(),
-            args.quiet || args.output == Output::Json,
-        );
-        let engine = Engine::new(opts, registries.clone());
-        for pkg in &packages {
-            let mut outcome = engine.push_package(pkg, &progress).await;
-            if args.skip_push {
-                crate::pipeline::require_present(&mut outcome);
-            }
-            if let Some(publisher) = &publisher {
-                publisher.publish(&mut outcome).await;
-            }
-            report.packages.push(outcome);
-        }
-        progress.finish();
-        report
-    });
-    report.seconds = started.elapsed().as_secs_f64();
-    let sum =
-        |f: fn(&crate::sink::Counters) -> u64| registries.iter().map(|r| f(&r.counters)).sum();
-    report.totals.bytes_sent = sum(|c| c.bytes_sent.load(std::sync::atomic::Ordering::Relaxed));
-    report.totals.retries = sum(|c| c.retries.load(std::sync::atomic::Ordering::Relaxed));
-    report.finish();
-    if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
-        report.exit_code = 143;
-    }
+    let run = Run {
+        packages: &packages,
+        registries: &registries,
+        engine: opts,
+        publisher: publisher.as_ref(),
+        skip_push: args.skip_push,
+        dry_run: args.dry_run,
+        quiet: args.quiet || args.output == Output::Json,
+    };
+    let mut report = rt.block_on(run.execute(started));
     if args.dry_run {
         report.estimate = Some(estimate_line(
             report.totals.blobs.bytes,
@@ -459,32 +420,6 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         Output::Text => print!("{}", report.render_text()),
     }
     Ok(report.exit_code)
-}
-
-/// First SIGINT/SIGTERM: stop starting uploads, finish those in flight, print the summary.
-/// Second: exit at once.
-async fn watch_signals() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        return;
-    };
-    loop {
-        let sig = tokio::select! {
-            _ = int.recv() => 2,
-            _ = term.recv() => 15,
-        };
-        if crate::engine::stopping() {
-            eprintln!("second signal: exiting now");
-            std::process::exit(128 + sig);
-        }
-        crate::engine::request_stop(sig);
-        eprintln!(
-            "stopping: no new uploads; finishing those in flight (signal again to quit at once)"
-        );
-    }
 }
 
 #[cfg(test)]
