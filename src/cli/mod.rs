@@ -4,6 +4,7 @@
 mod platform_flags;
 mod push;
 mod show;
+mod sync;
 mod verify;
 
 use std::path::PathBuf;
@@ -80,6 +81,9 @@ pub enum Command {
     },
     /// Push every image of the given packages to a registry.
     Push(Box<push::PushArgs>),
+    /// Sync the core package's images (and plugins/*.tgz) to the global cluster's registry,
+    /// then apply its manifests: `upgrade.sh --only-sync-image` and friends.
+    Sync(Box<sync::SyncArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) of ferry.
@@ -185,6 +189,7 @@ pub fn main() -> i32 {
             output,
         ),
         Command::Push(args) => push::run(*args),
+        Command::Sync(args) => sync::run(*args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());

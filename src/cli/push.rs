@@ -343,6 +343,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         plain_http: dest.plain,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
+        extra_roots: Vec::new(),
         credentials: dest.credentials,
         retry: retry.clone(),
         timeout,
@@ -367,6 +368,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 .standby_ca_file
                 .clone()
                 .or_else(|| args.ca_file.clone()),
+            extra_roots: Vec::new(),
             credentials: creds,
             retry,
             timeout,

@@ -52,6 +52,18 @@ impl Cluster {
         })
     }
 
+    /// A cluster from a ready kube configuration (a kubeconfig's context).
+    pub fn from_config(name: &str, cfg: kube::Config) -> Result<Self> {
+        let client = kube::Client::try_from(cfg).map_err(|e| {
+            Error::internal(format!("cluster {name:?}: cannot set up the API client: {e}"))
+        })?;
+        Ok(Cluster {
+            name: name.to_string(),
+            client,
+            discovered: Default::default(),
+        })
+    }
+
     /// Finds the served version of `group`'s `kind` by discovery (the platform has shipped
     /// v1alpha1 and v1alpha2 of some of its kinds; the preferred served version wins).
     pub async fn discover(

@@ -13,9 +13,12 @@
 //! What this module is not: it never touches the registry's bytes, and it reads only the
 //! package's metadata and the push outcome, never the engine's or the sink's internals.
 
+pub mod apply;
 pub mod artifacts;
 mod cluster;
+pub mod kubeconfig;
 pub mod login;
+pub mod preflight;
 pub mod registry;
 
 use std::collections::HashMap;

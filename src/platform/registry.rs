@@ -86,6 +86,37 @@ pub async fn registry_admin_secret(global: &Cluster) -> Result<Option<Credential
     }
 }
 
+/// Port the built-in registry listens on when the ProductBase address names none.
+pub const DEFAULT_REGISTRY_PORT: u16 = 11443;
+
+/// The built-in registry's address as this node reaches it: the global VIP (bracketed when it
+/// is IPv6) with the port of the ProductBase address, else 11443.
+pub fn rebuild_from_vip(vip: &str, product_address: Option<&str>) -> String {
+    let vip = vip.trim().trim_start_matches('[').trim_end_matches(']');
+    let port = product_address.and_then(port_of).unwrap_or(DEFAULT_REGISTRY_PORT);
+    if vip.contains(':') {
+        format!("[{vip}]:{port}")
+    } else {
+        format!("{vip}:{port}")
+    }
+}
+
+/// The port of `host:port`, `[v6]:port` (none for a bare host or a bare IPv6 address).
+fn port_of(address: &str) -> Option<u16> {
+    let a = address
+        .trim()
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
+    let a = a.split('/').next().unwrap_or(a);
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split_once("]:").and_then(|(_, p)| p.parse().ok());
+    }
+    match a.split(':').collect::<Vec<_>>()[..] {
+        [_, p] => p.parse().ok(),
+        _ => None,
+    }
+}
+
 /// Where the credentials for the registry came from (for the one line printed before any
 /// upload; never the secret itself).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +144,16 @@ impl std::fmt::Display for CredentialSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vip_rebuilds_the_registry_address() {
+        assert_eq!(rebuild_from_vip("10.0.0.5", Some("1.2.3.4:11443")), "10.0.0.5:11443");
+        assert_eq!(rebuild_from_vip("10.0.0.5", Some("reg.local:5000")), "10.0.0.5:5000");
+        assert_eq!(rebuild_from_vip("10.0.0.5", None), "10.0.0.5:11443");
+        assert_eq!(rebuild_from_vip("10.0.0.5", Some("reg.local")), "10.0.0.5:11443");
+        assert_eq!(rebuild_from_vip("fd00::10", Some("[fd00::1]:8443")), "[fd00::10]:8443");
+        assert_eq!(rebuild_from_vip("[fd00::10]", Some("fd00::1")), "[fd00::10]:11443");
+    }
 
     #[test]
     fn product_registry_fields() {

@@ -39,6 +39,9 @@ pub struct RegistryOptions {
     pub insecure: bool,
     /// Extra CA certificate (PEM) to trust.
     pub ca_file: Option<PathBuf>,
+    /// More CA certificates (DER) to trust, e.g. the cluster CA of a kubeconfig, which issues
+    /// the built-in registry's certificate.
+    pub extra_roots: Vec<Vec<u8>>,
     pub credentials: Option<Credentials>,
     pub retry: RetryPolicy,
     /// Longest wait for the registry to send anything (per read, not per request).
@@ -123,6 +126,15 @@ impl Registry {
             oci_certs.push(oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Pem,
                 data: pem,
+            });
+        }
+        for der in &opts.extra_roots {
+            let cert = reqwest::Certificate::from_der(der)
+                .map_err(|e| Error::internal(format!("extra CA certificate: {e}")))?;
+            builder = builder.add_root_certificate(cert);
+            oci_certs.push(oci_client::client::Certificate {
+                encoding: oci_client::client::CertificateEncoding::Der,
+                data: der.clone(),
             });
         }
         let http = builder

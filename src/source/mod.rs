@@ -10,6 +10,7 @@
 //!   callback, in archive order. The callback verifies and forwards them.
 
 mod archive;
+pub mod core;
 pub mod layout;
 pub mod metadata;
 pub mod pack;
