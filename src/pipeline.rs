@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
-use crate::report::progress::Progress;
-use crate::report::{ErrorReport, RunReport, Totals};
-use crate::sink::Registry;
-use crate::source::Package;
 use crate::platform::artifacts::{self, ArtifactSpec};
 use crate::platform::Platform;
+use crate::report::progress::Progress;
+use crate::report::{ErrorReport, RunReport, Totals};
 use crate::report::{ImageStatus, PackageReport, ResourceReport};
+use crate::sink::Registry;
+use crate::source::Package;
 use crate::source::SourceRef;
 
 /// One run over packages: check every registry, push each package through one engine (to

@@ -101,6 +101,15 @@ pub enum Command {
 pub enum DevCommand {
     /// Write the fixture packages' layouts and package.yaml files.
     Fixtures { out: PathBuf },
+    /// Write a small core package directory (images, plugins, manifests, checksums).
+    Core {
+        out: PathBuf,
+        #[arg(long, default_value = "v4.2.0")]
+        version: String,
+        /// Plugin packages to put under plugins/.
+        #[arg(long)]
+        plugin: Vec<PathBuf>,
+    },
     /// Write the benchmark corpus (layout + package.yaml).
     Corpus {
         out: PathBuf,
@@ -220,6 +229,11 @@ fn dev(what: DevCommand) -> Result<i32, Error> {
                 println!("{n}");
             }
         }
+        DevCommand::Core {
+            out,
+            version,
+            plugin,
+        } => crate::devtools::core_package(&out, &version, &plugin)?,
         DevCommand::Corpus {
             out,
             images,

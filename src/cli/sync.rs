@@ -64,7 +64,12 @@ pub struct SyncArgs {
     pub standby_registry: Option<String>,
     #[arg(long, requires = "standby_registry")]
     pub standby_username: Option<String>,
-    #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true, requires = "standby_registry")]
+    #[arg(
+        long,
+        env = "FERRY_STANDBY_PASSWORD",
+        hide_env_values = true,
+        requires = "standby_registry"
+    )]
     pub standby_password: Option<String>,
     #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
     pub standby_no_auth: bool,
@@ -174,7 +179,10 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         base: Duration::from_millis(args.retry_base_ms),
         ..Default::default()
     };
-    let extra_roots = kube.as_ref().map(|k| k.cluster_ca.clone()).unwrap_or_default();
+    let extra_roots = kube
+        .as_ref()
+        .map(|k| k.cluster_ca.clone())
+        .unwrap_or_default();
     let registry_options = |host: String, credentials| RegistryOptions {
         host,
         plain_http: args.plain,
@@ -235,7 +243,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
     if apply_manifests {
         let kube = kube.as_ref().expect("loaded when there are manifests");
         let registry = dest.as_ref().map(|d| d.0.clone());
-        match rt.block_on(manifests(&args, &core, kube, registry.as_deref(), dest.as_ref(), &registry_options)) {
+        match rt.block_on(manifests(
+            &args,
+            &core,
+            kube,
+            registry.as_deref(),
+            dest.as_ref(),
+            &registry_options,
+        )) {
             Ok(outcomes) => {
                 report.manifests = outcomes.iter().map(ResourceReport::from).collect();
                 if let Some(worst) = outcomes

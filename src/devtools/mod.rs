@@ -316,3 +316,82 @@ pub fn corpus(out: &Path, images: usize, scale: f64, seed: u64) -> Result<u64> {
     )?;
     Ok(total)
 }
+
+/// A small core package directory (what `tar xzf` of a core package gives): two core images in
+/// `images/`, the given plugin packages under `plugins/`, a Deployment in `manifests/` that
+/// uses one of the images, `upgrade.sh` (the wrapper around `ferry sync`) and
+/// `checksums.sha256` over everything else.
+pub fn core_package(out: &Path, version: &str, plugins: &[PathBuf]) -> Result<()> {
+    let io = |e: std::io::Error| Error::internal(format!("{}: {e}", out.display()));
+    std::fs::create_dir_all(out.join("plugins")).map_err(io)?;
+    std::fs::create_dir_all(out.join("manifests")).map_err(io)?;
+    let mut w = LayoutWriter::create(&out.join("images"))?;
+    let base = w.layer(9001, 300_000, false)?;
+    let cvo = w.layer(9002, 120_000, false)?;
+    let etcd = w.layer(9003, 200_000, false)?;
+    let m = w.image(
+        "cluster-version-operator",
+        "amd64",
+        &[base.clone(), cvo],
+        false,
+    )?;
+    w.tag(
+        &m,
+        &format!("registry.alauda.cn:60080/acp/cluster-version-operator:{version}"),
+    );
+    let m = w.image("etcd", "amd64", &[base, etcd], false)?;
+    w.tag(&m, "registry.alauda.cn:60080/3rdparty/etcd:v3.5.21");
+    w.finish()?;
+    std::fs::write(
+        out.join("package.yaml"),
+        format!("apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: acp-core\n  version: {version}\n  arch: [linux/amd64]\nspec:\n  type: core\n  lifecycle: core\n"),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        out.join("manifests/cluster-version-operator.yaml"),
+        format!("apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: cluster-version-operator\n  namespace: cpaas-system\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: cvo}}\n  template:\n    metadata:\n      labels: {{app: cvo}}\n    spec:\n      containers:\n      - name: cvo\n        image: registry.alauda.cn:60080/acp/cluster-version-operator:{version}\n"),
+    )
+    .map_err(io)?;
+    std::fs::write(
+        out.join("upgrade.sh"),
+        include_str!("../../scripts/upgrade.sh"),
+    )
+    .map_err(io)?;
+    for p in plugins {
+        let name = p
+            .file_name()
+            .ok_or_else(|| Error::internal("plugin without a name"))?;
+        std::fs::copy(p, out.join("plugins").join(name)).map_err(io)?;
+    }
+    // checksums over every other file, in sha256sum format
+    let mut files = Vec::new();
+    collect_files(out, out, &mut files)?;
+    files.sort();
+    let mut sums = String::new();
+    for rel in files {
+        let bytes = std::fs::read(out.join(&rel)).map_err(io)?;
+        sums.push_str(&format!(
+            "{}  {rel}\n",
+            crate::digest::Digest::of(&bytes).hex()
+        ));
+    }
+    std::fs::write(out.join("checksums.sha256"), sums).map_err(io)?;
+    Ok(())
+}
+
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| Error::internal(format!("{}: {e}", dir.display())))?;
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(root, &p, out)?;
+        } else if let Ok(rel) = p.strip_prefix(root) {
+            let rel = rel.to_string_lossy().into_owned();
+            if rel != "checksums.sha256" {
+                out.push(rel);
+            }
+        }
+    }
+    Ok(())
+}

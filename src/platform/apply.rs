@@ -71,7 +71,10 @@ fn walk(v: &mut Value, registry: &str, refs: &mut Vec<String>) {
 /// --server-side --force-conflicts` does). With `dry_run`, asks the server to validate only.
 pub async fn apply(cluster: &Cluster, obj: &Value, dry_run: bool) -> ResourceOutcome {
     let kind = obj["kind"].as_str().unwrap_or_default().to_string();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let r = apply_one(cluster, obj, dry_run).await;
     ResourceOutcome {
         kind,
@@ -99,7 +102,9 @@ async fn apply_one(cluster: &Cluster, obj: &Value, dry_run: bool) -> Result<Acti
         .map_err(|e| cluster.error(e, &what))?;
     let api: Api<DynamicObject> = match caps.scope {
         Scope::Namespaced => {
-            let ns = obj["metadata"]["namespace"].as_str().unwrap_or("cpaas-system");
+            let ns = obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("cpaas-system");
             Api::namespaced_with(cluster.client.clone(), ns, &ar)
         }
         Scope::Cluster => Api::all_with(cluster.client.clone(), &ar),

@@ -55,7 +55,9 @@ impl Cluster {
     /// A cluster from a ready kube configuration (a kubeconfig's context).
     pub fn from_config(name: &str, cfg: kube::Config) -> Result<Self> {
         let client = kube::Client::try_from(cfg).map_err(|e| {
-            Error::internal(format!("cluster {name:?}: cannot set up the API client: {e}"))
+            Error::internal(format!(
+                "cluster {name:?}: cannot set up the API client: {e}"
+            ))
         })?;
         Ok(Cluster {
             name: name.to_string(),

@@ -38,21 +38,17 @@ fn candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
 /// Loads the first kubeconfig that exists and connects a client named `cluster_name`.
 pub async fn load(explicit: Option<&Path>, cluster_name: &str) -> Result<Kubeconfig> {
     let tried = candidates(explicit);
-    let path = tried
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
-        .ok_or_else(|| {
-            let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
-            Error::new(
-                ErrorKind::Usage,
-                format!(
-                    "no kubeconfig found (tried {}): give one with --kubeconfig, or run on a \
+    let path = tried.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
+        let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+        Error::new(
+            ErrorKind::Usage,
+            format!(
+                "no kubeconfig found (tried {}): give one with --kubeconfig, or run on a \
                      control-plane node of the global cluster",
-                    list.join(", ")
-                ),
-            )
-        })?;
+                list.join(", ")
+            ),
+        )
+    })?;
     let bad = |e: String| {
         Error::new(
             ErrorKind::Usage,

@@ -52,7 +52,10 @@ impl Preflight {
             ("Observed at", self.observed_at.as_str()),
         ];
         for (k, v) in rows {
-            s.push_str(&format!("  {k:<16} {}\n", if v.is_empty() { "-" } else { v }));
+            s.push_str(&format!(
+                "  {k:<16} {}\n",
+                if v.is_empty() { "-" } else { v }
+            ));
         }
         if self.stale {
             s.push_str("  (stale: these checks ran for an earlier desired update; run the preflight again)\n");
@@ -138,7 +141,9 @@ pub fn summarize(cluster: &str, v: &Value) -> Preflight {
     let spec_version = text(&v["spec"]["desiredUpdate"]["version"]);
     let desired_version = text(&status["desired"]["version"]);
     let stale = observed < generation
-        || (!spec_version.is_empty() && !desired_version.is_empty() && spec_version != desired_version);
+        || (!spec_version.is_empty()
+            && !desired_version.is_empty()
+            && spec_version != desired_version);
     let checks = status["preflight"]["checks"]
         .as_array()
         .map(|cs| {

@@ -93,7 +93,9 @@ pub const DEFAULT_REGISTRY_PORT: u16 = 11443;
 /// is IPv6) with the port of the ProductBase address, else 11443.
 pub fn rebuild_from_vip(vip: &str, product_address: Option<&str>) -> String {
     let vip = vip.trim().trim_start_matches('[').trim_end_matches(']');
-    let port = product_address.and_then(port_of).unwrap_or(DEFAULT_REGISTRY_PORT);
+    let port = product_address
+        .and_then(port_of)
+        .unwrap_or(DEFAULT_REGISTRY_PORT);
     if vip.contains(':') {
         format!("[{vip}]:{port}")
     } else {
@@ -147,12 +149,27 @@ mod tests {
 
     #[test]
     fn vip_rebuilds_the_registry_address() {
-        assert_eq!(rebuild_from_vip("10.0.0.5", Some("1.2.3.4:11443")), "10.0.0.5:11443");
-        assert_eq!(rebuild_from_vip("10.0.0.5", Some("reg.local:5000")), "10.0.0.5:5000");
+        assert_eq!(
+            rebuild_from_vip("10.0.0.5", Some("1.2.3.4:11443")),
+            "10.0.0.5:11443"
+        );
+        assert_eq!(
+            rebuild_from_vip("10.0.0.5", Some("reg.local:5000")),
+            "10.0.0.5:5000"
+        );
         assert_eq!(rebuild_from_vip("10.0.0.5", None), "10.0.0.5:11443");
-        assert_eq!(rebuild_from_vip("10.0.0.5", Some("reg.local")), "10.0.0.5:11443");
-        assert_eq!(rebuild_from_vip("fd00::10", Some("[fd00::1]:8443")), "[fd00::10]:8443");
-        assert_eq!(rebuild_from_vip("[fd00::10]", Some("fd00::1")), "[fd00::10]:11443");
+        assert_eq!(
+            rebuild_from_vip("10.0.0.5", Some("reg.local")),
+            "10.0.0.5:11443"
+        );
+        assert_eq!(
+            rebuild_from_vip("fd00::10", Some("[fd00::1]:8443")),
+            "[fd00::10]:8443"
+        );
+        assert_eq!(
+            rebuild_from_vip("[fd00::10]", Some("fd00::1")),
+            "[fd00::10]:11443"
+        );
     }
 
     #[test]

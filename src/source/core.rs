@@ -30,11 +30,7 @@ fn sorted_with_ext(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| Error::package(format!("{}: {e}", dir.display())))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .is_some_and(|x| ext.iter().any(|e| x == *e))
-        })
+        .filter(|p| p.is_file() && p.extension().is_some_and(|x| ext.iter().any(|e| x == *e)))
         .collect();
     v.sort();
     Ok(v)
@@ -107,9 +103,16 @@ impl CorePackage {
                 continue;
             }
             let (want, name) = line.split_once(char::is_whitespace).ok_or_else(|| {
-                Error::integrity(format!("{}:{}: not `<sha256>  <file>`", list_path.display(), n + 1))
+                Error::integrity(format!(
+                    "{}:{}: not `<sha256>  <file>`",
+                    list_path.display(),
+                    n + 1
+                ))
             })?;
-            let name = name.trim_start().trim_start_matches('*').trim_start_matches("./");
+            let name = name
+                .trim_start()
+                .trim_start_matches('*')
+                .trim_start_matches("./");
             if name.split('/').any(|c| c == "..") || name.starts_with('/') {
                 return Err(Error::integrity(format!(
                     "{}:{}: {name:?} points outside the package",
@@ -143,7 +146,9 @@ fn sha256_file(path: &Path) -> std::result::Result<String, String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).map_err(|e| format!("cannot be read: {e}"))?;
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| format!("cannot be read: {e}"))?;
         if n == 0 {
             break;
         }

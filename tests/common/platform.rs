@@ -67,6 +67,14 @@ pub fn kinds(product_base_version: &'static str) -> Vec<Kind> {
             "ArtifactVersion",
             true,
         ),
+        k(
+            "config.alauda.io",
+            "v1",
+            "clusterversionshadows",
+            "ClusterVersionShadow",
+            true,
+        ),
+        k("apps", "v1", "deployments", "Deployment", true),
     ]
 }
 
@@ -332,6 +340,23 @@ impl FakePlatform {
         self.state.lock().unwrap().log.clone()
     }
 
+    /// A kubeconfig for `cluster` (as on a control-plane node, but through the platform's
+    /// `/kubernetes/<cluster>` path) with the admin token and our CA.
+    pub fn kubeconfig(&self, cluster: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{cluster}"));
+        let ca =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(self.ca()).unwrap());
+        std::fs::write(
+            &path,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: {cluster}\n  cluster:\n    server: {}/kubernetes/{cluster}\n    certificate-authority-data: {ca}\nusers:\n- name: admin\n  user:\n    token: {TOKEN}\ncontexts:\n- name: {cluster}\n  context:\n    cluster: {cluster}\n    user: admin\ncurrent-context: {cluster}\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
     /// Runs kubectl against one cluster through the platform, with the admin token.
     pub fn kubectl(&self, cluster: &str, args: &[&str]) -> std::process::Output {
         // an empty kubeconfig of its own, so that nothing of the machine's leaks in
@@ -368,6 +393,33 @@ impl FakePlatform {
 }
 
 type Resp = Response<Full<Bytes>>;
+
+/// One request to a cluster's Kubernetes API, as the fake sees it.
+struct ApiCall<'a> {
+    method: &'a str,
+    cluster: &'a str,
+    path: &'a str,
+    bearer: Option<String>,
+    body: &'a [u8],
+    content_type: &'a str,
+    q: &'a HashMap<String, String>,
+}
+
+fn serde_yaml_value(body: &[u8]) -> Result<Value, ()> {
+    serde_yaml::from_slice(body).map_err(|_| ())
+}
+
+/// Server-side apply, simplified: the applied fields win, others are kept.
+fn merge(into: &mut Value, patch: &Value) {
+    match (into, patch) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Value::Null), v);
+            }
+        }
+        (slot, v) => *slot = v.clone(),
+    }
+}
 
 fn respond(code: u16, body: Value) -> Resp {
     Response::builder()
@@ -408,6 +460,12 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -
     let path = req.uri().path().to_string();
     let q = query(&req);
     let cookie = cookie(&req);
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let bearer = req
         .headers()
         .get("authorization")
@@ -441,7 +499,15 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -
         (_, p) if p.starts_with("/kubernetes/") => {
             let rest = p.trim_start_matches("/kubernetes/");
             let (cluster, api_path) = rest.split_once('/').unwrap_or((rest, ""));
-            s.kube(&method, cluster, api_path, bearer, &body)
+            s.kube(ApiCall {
+                method: &method,
+                cluster,
+                path: api_path,
+                bearer,
+                body: &body,
+                content_type: &content_type,
+                q: &q,
+            })
         }
         _ => respond(404, json!({"error": "not found"})),
     }
@@ -574,188 +640,237 @@ impl State {
         )
     }
 
-    fn kube(
-        &mut self,
-        method: &str,
-        cluster: &str,
-        path: &str,
-        bearer: Option<String>,
-        body: &[u8],
-    ) -> Resp {
-        let Some(can_write) = bearer.and_then(|t| self.tokens.get(&t).copied()) else {
-            return status(401, "Unauthorized", "Unauthorized".into());
-        };
-        if !self.clusters.iter().any(|c| c == cluster) {
-            return status(404, "NotFound", format!("cluster {cluster} not found"));
-        }
-        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-        match segs.as_slice() {
-            ["api"] => {
-                return respond(
-                    200,
-                    json!({"kind": "APIVersions", "versions": ["v1"],
+    fn kube(&mut self, call: ApiCall<'_>) -> Resp {
+        let ApiCall {
+            method,
+            cluster,
+            path,
+            bearer,
+            body,
+            content_type,
+            q,
+        } = call;
+        {
+            let Some(can_write) = bearer.and_then(|t| self.tokens.get(&t).copied()) else {
+                return status(401, "Unauthorized", "Unauthorized".into());
+            };
+            if !self.clusters.iter().any(|c| c == cluster) {
+                return status(404, "NotFound", format!("cluster {cluster} not found"));
+            }
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            match segs.as_slice() {
+                ["api"] => {
+                    return respond(
+                        200,
+                        json!({"kind": "APIVersions", "versions": ["v1"],
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1:6443"}]}),
-                )
-            }
-            ["apis"] => return respond(200, self.group_list()),
-            ["api", "v1"] => return respond(200, self.resource_list("", "v1")),
-            ["apis", g] => {
-                return match self.group(g) {
-                    Some(v) => respond(200, v),
-                    None => status(404, "NotFound", format!("group {g} not found")),
+                    )
                 }
+                ["apis"] => return respond(200, self.group_list()),
+                ["api", "v1"] => return respond(200, self.resource_list("", "v1")),
+                ["apis", g] => {
+                    return match self.group(g) {
+                        Some(v) => respond(200, v),
+                        None => status(404, "NotFound", format!("group {g} not found")),
+                    }
+                }
+                ["apis", g, v] => return respond(200, self.resource_list(g, v)),
+                _ => {}
             }
-            ["apis", g, v] => return respond(200, self.resource_list(g, v)),
-            _ => {}
-        }
-        let (group, version, rest) = match segs.as_slice() {
-            ["api", "v1", rest @ ..] => ("", "v1", rest),
-            ["apis", g, v, rest @ ..] => (*g, *v, rest),
-            _ => return status(404, "NotFound", format!("the server could not find {path}")),
-        };
-        let (ns, plural, name) = match rest {
-            ["namespaces", ns, plural] => (*ns, *plural, None),
-            ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
-            [plural] => ("", *plural, None),
-            [plural, name] => ("", *plural, Some(*name)),
-            _ => return status(404, "NotFound", format!("the server could not find {path}")),
-        };
-        let Some(kind) = self
-            .kinds
-            .iter()
-            .find(|k| k.group == group && k.version == version && k.plural == plural)
-        else {
-            return status(
-                404,
-                "NotFound",
-                format!(
+            let (group, version, rest) = match segs.as_slice() {
+                ["api", "v1", rest @ ..] => ("", "v1", rest),
+                ["apis", g, v, rest @ ..] => (*g, *v, rest),
+                _ => return status(404, "NotFound", format!("the server could not find {path}")),
+            };
+            let (ns, plural, name) = match rest {
+                ["namespaces", ns, plural] => (*ns, *plural, None),
+                ["namespaces", ns, plural, name] => (*ns, *plural, Some(*name)),
+                [plural] => ("", *plural, None),
+                [plural, name] => ("", *plural, Some(*name)),
+                _ => return status(404, "NotFound", format!("the server could not find {path}")),
+            };
+            let Some(kind) = self
+                .kinds
+                .iter()
+                .find(|k| k.group == group && k.version == version && k.plural == plural)
+            else {
+                return status(
+                    404,
+                    "NotFound",
+                    format!(
                     "the server could not find the requested resource ({plural}.{group}/{version})"
                 ),
+                );
+            };
+            let (kind_name, api_version) = (
+                kind.kind.to_string(),
+                if group.is_empty() {
+                    version.to_string()
+                } else {
+                    format!("{group}/{version}")
+                },
             );
-        };
-        let (kind_name, api_version) = (
-            kind.kind.to_string(),
-            if group.is_empty() {
-                version.to_string()
+            let gr = if group.is_empty() {
+                plural.to_string()
             } else {
-                format!("{group}/{version}")
-            },
-        );
-        let gr = if group.is_empty() {
-            plural.to_string()
-        } else {
-            format!("{plural}.{group}")
-        };
-        let key = |n: &str| format!("{cluster}|{plural}|{ns}|{n}");
-        if method != "GET" && !can_write {
-            return status(
+                format!("{plural}.{group}")
+            };
+            let key = |n: &str| format!("{cluster}|{plural}|{ns}|{n}");
+            if method != "GET" && !can_write {
+                return status(
                 403,
                 "Forbidden",
                 format!("{gr} is forbidden: User \"viewer\" cannot {} resource \"{plural}\" in API group \"{group}\" in the namespace \"{ns}\"", method.to_lowercase()),
             );
-        }
-        match (method, name) {
-            ("GET", Some(n)) => match self.objects.get(&key(n)) {
-                Some(o) => respond(200, o.clone()),
-                None => status(404, "NotFound", format!("{gr} \"{n}\" not found")),
-            },
-            ("GET", None) => {
-                let prefix = format!("{cluster}|{plural}|{}", if ns.is_empty() { "" } else { ns });
-                let items: Vec<Value> = self
-                    .objects
-                    .iter()
-                    .filter(|(k, _)| k.starts_with(&prefix))
-                    .map(|(_, v)| v.clone())
-                    .collect();
-                respond(
-                    200,
-                    json!({"kind": format!("{kind_name}List"), "apiVersion": api_version,
+            }
+            match (method, name) {
+                ("GET", Some(n)) => match self.objects.get(&key(n)) {
+                    Some(o) => respond(200, o.clone()),
+                    None => status(404, "NotFound", format!("{gr} \"{n}\" not found")),
+                },
+                ("GET", None) => {
+                    let prefix =
+                        format!("{cluster}|{plural}|{}", if ns.is_empty() { "" } else { ns });
+                    let items: Vec<Value> = self
+                        .objects
+                        .iter()
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                        .map(|(_, v)| v.clone())
+                        .collect();
+                    respond(
+                        200,
+                        json!({"kind": format!("{kind_name}List"), "apiVersion": api_version,
                     "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
-                )
-            }
-            ("POST", None) => {
-                let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
-                    return status(400, "BadRequest", "body is not JSON".into());
-                };
-                let Some(n) = obj["metadata"]["name"].as_str().map(str::to_string) else {
-                    return status(422, "Invalid", "metadata.name: Required value".into());
-                };
-                if obj["kind"] != json!(kind_name) || obj["apiVersion"] != json!(api_version) {
-                    return status(
-                        400,
-                        "BadRequest",
-                        format!("the object's kind/apiVersion do not match {gr}"),
-                    );
+                    )
                 }
-                if self.objects.contains_key(&key(&n)) {
-                    return status(409, "AlreadyExists", format!("{gr} \"{n}\" already exists"));
-                }
-                self.rv += 1;
-                let uid = self.next("uid-");
-                obj["metadata"]["uid"] = json!(uid);
-                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
-                obj["metadata"]["generation"] = json!(1);
-                if !ns.is_empty() {
-                    obj["metadata"]["namespace"] = json!(ns);
-                }
-                self.objects.insert(key(&n), obj.clone());
-                respond(201, obj)
-            }
-            ("PUT", Some(n)) => {
-                let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
-                    return status(400, "BadRequest", "body is not JSON".into());
-                };
-                let Some(cur) = self.objects.get(&key(n)).cloned() else {
-                    return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
-                };
-                if self.inject_conflicts > 0 {
-                    self.inject_conflicts -= 1;
+                ("POST", None) => {
+                    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+                        return status(400, "BadRequest", "body is not JSON".into());
+                    };
+                    let Some(n) = obj["metadata"]["name"].as_str().map(str::to_string) else {
+                        return status(422, "Invalid", "metadata.name: Required value".into());
+                    };
+                    if obj["kind"] != json!(kind_name) || obj["apiVersion"] != json!(api_version) {
+                        return status(
+                            400,
+                            "BadRequest",
+                            format!("the object's kind/apiVersion do not match {gr}"),
+                        );
+                    }
+                    if self.objects.contains_key(&key(&n)) {
+                        return status(
+                            409,
+                            "AlreadyExists",
+                            format!("{gr} \"{n}\" already exists"),
+                        );
+                    }
                     self.rv += 1;
-                    let mut bumped = cur.clone();
-                    bumped["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                    self.objects.insert(key(n), bumped);
+                    let uid = self.next("uid-");
+                    obj["metadata"]["uid"] = json!(uid);
+                    obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+                    obj["metadata"]["generation"] = json!(1);
+                    if !ns.is_empty() {
+                        obj["metadata"]["namespace"] = json!(ns);
+                    }
+                    self.objects.insert(key(&n), obj.clone());
+                    respond(201, obj)
                 }
-                let cur = self.objects[&key(n)].clone();
-                if obj["metadata"]["resourceVersion"] != cur["metadata"]["resourceVersion"] {
-                    return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"));
+                ("PUT", Some(n)) => {
+                    let Ok(mut obj) = serde_json::from_slice::<Value>(body) else {
+                        return status(400, "BadRequest", "body is not JSON".into());
+                    };
+                    let Some(cur) = self.objects.get(&key(n)).cloned() else {
+                        return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
+                    };
+                    if self.inject_conflicts > 0 {
+                        self.inject_conflicts -= 1;
+                        self.rv += 1;
+                        let mut bumped = cur.clone();
+                        bumped["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                        self.objects.insert(key(n), bumped);
+                    }
+                    let cur = self.objects[&key(n)].clone();
+                    if obj["metadata"]["resourceVersion"] != cur["metadata"]["resourceVersion"] {
+                        return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"));
+                    }
+                    if obj["metadata"]["uid"].is_string()
+                        && obj["metadata"]["uid"] != cur["metadata"]["uid"]
+                    {
+                        return status(409, "Conflict", format!("Precondition failed: UID in precondition does not match the UID in object {gr} \"{n}\""));
+                    }
+                    self.rv += 1;
+                    obj["metadata"]["uid"] = cur["metadata"]["uid"].clone();
+                    obj["metadata"]["creationTimestamp"] =
+                        cur["metadata"]["creationTimestamp"].clone();
+                    obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    self.objects.insert(key(n), obj.clone());
+                    respond(200, obj)
                 }
-                if obj["metadata"]["uid"].is_string()
-                    && obj["metadata"]["uid"] != cur["metadata"]["uid"]
-                {
-                    return status(409, "Conflict", format!("Precondition failed: UID in precondition does not match the UID in object {gr} \"{n}\""));
+                ("PATCH", Some(n)) => {
+                    // server-side apply only: what ferry sends
+                    if content_type != "application/apply-patch+yaml" {
+                        return status(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml (got {content_type})"));
+                    }
+                    if q.get("fieldManager").is_none_or(|m| m.is_empty()) {
+                        return status(400, "BadRequest", "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into());
+                    }
+                    let Ok(patch) =
+                        serde_json::from_slice::<Value>(body).or_else(|_| serde_yaml_value(body))
+                    else {
+                        return status(400, "BadRequest", "body is not YAML".into());
+                    };
+                    if patch["metadata"]["name"] != json!(n) || patch["kind"] != json!(kind_name) {
+                        return status(
+                            400,
+                            "BadRequest",
+                            "name or kind in the body does not match the URL".into(),
+                        );
+                    }
+                    let existing = self.objects.get(&key(n)).cloned();
+                    let mut obj = existing.clone().unwrap_or_else(|| json!({}));
+                    merge(&mut obj, &patch);
+                    self.rv += 1;
+                    if existing.is_none() {
+                        obj["metadata"]["uid"] = json!(self.next("uid-"));
+                        obj["metadata"]["creationTimestamp"] = json!("2026-11-25T00:00:00Z");
+                    }
+                    if !ns.is_empty() {
+                        obj["metadata"]["namespace"] = json!(ns);
+                    }
+                    obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                    obj["metadata"]["managedFields"] =
+                        json!([{"manager": q["fieldManager"], "operation": "Apply"}]);
+                    if q.get("dryRun").map(String::as_str) != Some("All") {
+                        self.objects.insert(key(n), obj.clone());
+                    }
+                    respond(if existing.is_some() { 200 } else { 201 }, obj)
                 }
-                self.rv += 1;
-                obj["metadata"]["uid"] = cur["metadata"]["uid"].clone();
-                obj["metadata"]["creationTimestamp"] = cur["metadata"]["creationTimestamp"].clone();
-                obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-                self.objects.insert(key(n), obj.clone());
-                respond(200, obj)
-            }
-            ("DELETE", Some(n)) => {
-                let Some(cur) = self.objects.get(&key(n)).cloned() else {
-                    return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
-                };
-                let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-                let pre = &opts["preconditions"];
-                if (pre["uid"].is_string() && pre["uid"] != cur["metadata"]["uid"])
-                    || (pre["resourceVersion"].is_string()
-                        && pre["resourceVersion"] != cur["metadata"]["resourceVersion"])
-                {
-                    return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the precondition does not match"));
-                }
-                self.objects.remove(&key(n));
-                respond(
-                    200,
-                    json!({"kind": "Status", "apiVersion": "v1", "status": "Success",
+                ("DELETE", Some(n)) => {
+                    let Some(cur) = self.objects.get(&key(n)).cloned() else {
+                        return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
+                    };
+                    let opts: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+                    let pre = &opts["preconditions"];
+                    if (pre["uid"].is_string() && pre["uid"] != cur["metadata"]["uid"])
+                        || (pre["resourceVersion"].is_string()
+                            && pre["resourceVersion"] != cur["metadata"]["resourceVersion"])
+                    {
+                        return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the precondition does not match"));
+                    }
+                    self.objects.remove(&key(n));
+                    respond(
+                        200,
+                        json!({"kind": "Status", "apiVersion": "v1", "status": "Success",
                     "details": {"name": n, "group": group, "kind": plural, "uid": cur["metadata"]["uid"]}}),
-                )
+                    )
+                }
+                _ => status(
+                    405,
+                    "MethodNotAllowed",
+                    format!("{method} is not supported here"),
+                ),
             }
-            _ => status(
-                405,
-                "MethodNotAllowed",
-                format!("{method} is not supported here"),
-            ),
         }
     }
 

@@ -1,0 +1,326 @@
+//! `ferry sync` (and `upgrade.sh`, its wrapper) on a small core package made by
+//! `ferry dev core`: registry decided from the cluster (kubeconfig → the fake platform's
+//! Kubernetes API), images into real registries (checked with skopeo), manifests applied
+//! server-side (checked with kubectl), preflight tables and exit codes.
+
+mod common;
+
+use common::platform::*;
+use common::*;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+
+fn core(dir: &Path) -> PathBuf {
+    let out = dir.join("core");
+    let plugin = fixture("oam-application");
+    let run = ferry(&[
+        "dev",
+        "core",
+        out.to_str().unwrap(),
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    out
+}
+
+fn sync(args: &[&str]) -> Run {
+    let mut v = vec!["sync", "--retry-base-ms", "20"];
+    v.extend_from_slice(args);
+    ferry(&v)
+}
+
+const CORE_IMAGES: [&str; 2] = [
+    "acp/cluster-version-operator:v4.2.0",
+    "3rdparty/etcd:v3.5.21",
+];
+
+#[test]
+fn registry_from_product_base_rebuilt_from_the_vip_with_the_secrets_credentials() {
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        auth: true,
+    });
+    let p = FakePlatform::start(PlatformOpts::default());
+    // ProductBase names some other host; the node reaches the registry at the VIP, same port
+    p.set_product_base(&format!("registry.internal:{}", reg.port), None, false);
+    p.set_registry_admin(USER, PASSWORD);
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    let kubeconfig = p.kubeconfig("global");
+    let run = sync(&[
+        "--package",
+        pkg.to_str().unwrap(),
+        "--kubeconfig",
+        kubeconfig.to_str().unwrap(),
+        "--ca-file",
+        reg.ca().to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "registry 127.0.0.1:{} (built-in registry at the global VIP 127.0.0.1",
+            reg.port
+        )) && run
+            .stderr
+            .contains("credentials from Secret cpaas-system/registry-admin"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.all().contains(PASSWORD) && !run.all().contains(TOKEN));
+    let report = run.json();
+    assert!(
+        report["checksums_verified"].as_u64().unwrap() > 5,
+        "{report}"
+    );
+    for image in CORE_IMAGES {
+        assert!(reg.skopeo_raw(image).is_some(), "{image} not synced");
+    }
+    // the plugin's images went up too
+    for (reference, manifest) in package_images(&fixture("oam-application")) {
+        assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest);
+    }
+    // the Deployment was applied server-side, its image pointed at the registry
+    let out = p.kubectl(
+        "global",
+        &[
+            "get",
+            "deployments.apps",
+            "cluster-version-operator",
+            "-n",
+            "cpaas-system",
+            "-o",
+            "json",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        format!("127.0.0.1:{}/acp/cluster-version-operator:v4.2.0", reg.port)
+    );
+    // kubectl hides managedFields: read them from the fake's store
+    let stored = p
+        .get(
+            "global",
+            "deployments",
+            "cpaas-system",
+            "cluster-version-operator",
+        )
+        .unwrap();
+    assert_eq!(stored["metadata"]["managedFields"][0]["manager"], "ferry");
+    assert!(p.log().iter().any(|l| l.starts_with(
+        "PATCH /kubernetes/global/apis/apps/v1/namespaces/cpaas-system/deployments/"
+    )));
+}
+
+#[test]
+fn upgrade_sh_spelling_with_an_explicit_registry_and_a_standby() {
+    let primary = Registry::start(RegistryOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    // only-sync-image needs no cluster when registry and credentials are given
+    let upgrade = pkg.join("upgrade.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&upgrade)
+        .arg("--only-sync-image=true")
+        .args(["--registry", &primary.host()])
+        .args(["--username", "nobody", "--password", "unused-pass"])
+        .args(["--standby-registry", &standby.host(), "--standby-no-auth"])
+        .args(["--plain", "--kubeconfig", "/nonexistent"])
+        .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
+        .env("HOME", scratch_home())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("from --registry"), "{text}");
+    for reg in [&primary, &standby] {
+        for image in CORE_IMAGES {
+            assert!(
+                reg.skopeo_raw(image).is_some(),
+                "{image} not in {}",
+                reg.host()
+            );
+        }
+    }
+    assert!(!text.contains("unused-pass"));
+}
+
+#[test]
+fn a_checksum_mismatch_stops_before_any_upload_unless_skipped() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    std::fs::write(
+        pkg.join("manifests/cluster-version-operator.yaml"),
+        "tampered: true\n",
+    )
+    .unwrap();
+    let args = [
+        "--package",
+        pkg.to_str().unwrap(),
+        "--only-sync-image",
+        "--registry",
+        &reg.host(),
+        "--username",
+        "u",
+        "--password",
+        "p",
+        "--plain",
+    ];
+    let run = sync(&args);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("manifests/cluster-version-operator.yaml: checksum mismatch"),
+        "{}",
+        run.stderr
+    );
+    assert!(!reg.log().contains("\"POST "), "something was uploaded");
+    let mut skipped = args.to_vec();
+    skipped.push("--skip-check-artifacts");
+    let run = sync(&skipped);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(reg.skopeo_raw(CORE_IMAGES[0]).is_some());
+}
+
+#[test]
+fn external_registry_skips_the_sync_and_skip_sync_image_checks_images_first() {
+    let reg = Registry::start(RegistryOpts::default());
+    let p = FakePlatform::start(PlatformOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    let kubeconfig = p.kubeconfig("global");
+    let kc = kubeconfig.to_str().unwrap();
+
+    p.set_product_base("harbor.example.com", None, true);
+    let run = sync(&[
+        "--package",
+        pkg.to_str().unwrap(),
+        "--kubeconfig",
+        kc,
+        "--only-sync-image",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("external registry; image synchronization is skipped"),
+        "{}",
+        run.stderr
+    );
+
+    // built-in registry at the VIP: --skip-sync-image refuses while the images are missing
+    p.set_product_base(&format!("10.1.2.3:{}", reg.port), None, false);
+    let skip = [
+        "--package",
+        pkg.to_str().unwrap(),
+        "--kubeconfig",
+        kc,
+        "--skip-sync-image",
+        "--vip",
+        "127.0.0.1",
+        "--plain",
+    ];
+    let run = sync(&skip);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(run.stdout.contains("not in the registry"), "{}", run.all());
+    assert!(
+        run.stdout.contains("acp/cluster-version-operator:v4.2.0"),
+        "{}",
+        run.all()
+    );
+    assert!(p.list("global", "deployments").is_empty());
+
+    // after the images: the manifests are applied
+    let run = sync(&[
+        "--package",
+        pkg.to_str().unwrap(),
+        "--kubeconfig",
+        kc,
+        "--only-sync-image=true",
+        "--vip",
+        "127.0.0.1",
+        "--plain",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        p.list("global", "deployments").is_empty(),
+        "only-sync-image applied manifests"
+    );
+    let run = sync(&skip);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(p.list("global", "deployments").len(), 1);
+}
+
+fn shadow(p: &FakePlatform, state: &str, generation: i64, observed: i64) {
+    p.put(
+        "global",
+        "clusterversionshadows",
+        json!({
+            "apiVersion": "config.alauda.io/v1",
+            "kind": "ClusterVersionShadow",
+            "metadata": {"name": "global", "namespace": "cpaas-system", "generation": generation},
+            "spec": {"desiredUpdate": {"version": "v4.2.0"}},
+            "status": {
+                "current": {"version": "v4.1.3"},
+                "desired": {"version": "v4.2.0", "image": "registry.alauda.cn:60080/acp/release:v4.2.0"},
+                "conditions": [{"type": "PreflightReady", "status": if state == "Passed" { "True" } else { "False" },
+                                "observedGeneration": observed, "reason": "Checked", "message": "",
+                                "lastTransitionTime": "2026-11-25T10:00:00Z"}],
+                "preflight": {"observedAt": "2026-11-25T10:00:00Z", "checks": [
+                    {"name": "etcd-health", "policy": "Block", "state": "Passed", "reason": "Healthy", "message": "3/3 members healthy"},
+                    {"name": "registry-images", "policy": "Block", "state": state, "reason": "Checked", "message": "core images present"}
+                ]}
+            }
+        }),
+    );
+}
+
+#[test]
+fn preflight_prints_summary_and_checks_and_exits_by_the_result() {
+    let p = FakePlatform::start(PlatformOpts::default());
+    let kubeconfig = p.kubeconfig("global");
+    let kc = kubeconfig.to_str().unwrap();
+    shadow(&p, "Passed", 2, 2);
+    let run = sync(&["--preflight", "--kubeconfig", kc]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for text in [
+        "Summary",
+        "Result           Passed",
+        "Current version  v4.1.3",
+        "Desired version  v4.2.0",
+        "Observed at      2026-11-25T10:00:00Z",
+        "Checks",
+        "NAME             POLICY  STATE   REASON   MESSAGE",
+        "etcd-health      Block   Passed  Healthy  3/3 members healthy",
+    ] {
+        assert!(
+            run.stdout.contains(text),
+            "{text:?} missing:\n{}",
+            run.stdout
+        );
+    }
+    shadow(&p, "Failed", 2, 2);
+    let run = sync(&["--preflight", "--kubeconfig", kc, "--output", "json"]);
+    assert_eq!(run.code, 8, "{}", run.all());
+    assert_eq!(run.json()["checks"][1]["passed"], false);
+    // passed, but for an older desired update
+    shadow(&p, "Passed", 3, 2);
+    let run = sync(&["--preflight", "--kubeconfig", kc]);
+    assert_eq!(run.code, 8, "{}", run.all());
+    assert!(run.stdout.contains("stale"), "{}", run.stdout);
+    // read-only
+    assert!(!p.log().iter().any(|l| !l.starts_with("GET ")));
+}
