@@ -124,6 +124,8 @@ pub struct Publisher {
     pub platform: Arc<Platform>,
     /// Registry host[:port] the images went to (written into the Artifact).
     pub registry_host: String,
+    /// Repository prefix in that registry (`--dest-repo host/prefix`), empty for none.
+    pub registry_prefix: String,
     /// `--clusters` (operator bundles go to each; default `global`).
     pub clusters: Vec<String>,
     /// Whether `--clusters` was given (plugins and charts ignore it, with a warning).
@@ -216,7 +218,11 @@ impl Publisher {
             kind: meta.spec.kind.clone(),
             version: meta.metadata.version.clone(),
             registry: self.registry_host.clone(),
-            repository: main.repository,
+            repository: if self.registry_prefix.is_empty() {
+                main.repository
+            } else {
+                format!("{}/{}", self.registry_prefix, main.repository)
+            },
             tag: main.reference,
             catalog_source: (meta.spec.kind == "bundle").then(|| self.catalog_source.clone()),
         })

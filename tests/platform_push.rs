@@ -352,14 +352,30 @@ fn dest_repo_with_a_platform_needs_credentials_or_no_auth() {
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(run.stderr.contains("--no-auth"), "{}", run.stderr);
     // the DR standby way: explicit registry, --no-auth
+    // (here under a prefix, as a Harbor project would need)
+    let dest = format!("{}/dr", reg.host());
     let run = push(
         &p,
         pkg.to_str().unwrap(),
-        &["--dest-repo", &reg.host(), "--no-auth"],
+        &["--dest-repo", &dest, "--no-auth"],
     );
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stderr.contains("from --dest-repo"), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains(&format!("registry {dest} (from --dest-repo)")),
+        "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("credentials none"), "{}", run.stderr);
+    assert!(reg
+        .skopeo_raw("dr/acp/topolvm-operator-bundle:v3.11.0")
+        .is_some());
+    let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+    assert_eq!(artifacts[0]["spec"]["registry"], reg.host());
+    assert_eq!(
+        artifacts[0]["spec"]["repository"],
+        "dr/acp/topolvm-operator-bundle"
+    );
 }
 
 #[test]

@@ -430,3 +430,53 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
     assert_eq!(again["totals"]["blobs"]["uploaded"], 0);
     assert_eq!(again["totals"]["images_present"], 14);
 }
+
+#[test]
+fn dest_repo_with_a_path_puts_every_image_under_that_prefix() {
+    let reg = Registry::start(RegistryOpts::default());
+    let pkg = fixture("oam-application");
+    let dest = format!("{}/mirror/team-a", reg.host());
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &dest,
+        "--plain",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    let images = package_images(&pkg);
+    assert!(!images.is_empty());
+    for (reference, manifest) in images {
+        let path = format!("mirror/team-a/{}", path_of(&reference));
+        assert_eq!(
+            reg.skopeo_raw(&path)
+                .unwrap_or_else(|| panic!("{path} not in the registry")),
+            manifest
+        );
+        assert!(
+            report
+                .to_string()
+                .contains(&format!("{dest}/{}", path_of(&reference))),
+            "{report}"
+        );
+        assert!(
+            reg.skopeo_raw(&path_of(&reference)).is_none(),
+            "also pushed without the prefix"
+        );
+    }
+    // twice: nothing to send, found under the prefix
+    let again = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &dest,
+        "--plain",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(again.json()["totals"]["bytes_sent"], 0);
+}

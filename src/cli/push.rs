@@ -195,10 +195,19 @@ fn credentials(f: CredentialFlags<'_>, host: &str) -> Result<Option<Credentials>
 /// The registry the images go to, and why that one.
 struct Destination {
     host: String,
+    prefix: String,
     plain: bool,
     credentials: Option<Credentials>,
     credential_source: CredentialSource,
     why: String,
+}
+
+fn registries_label(d: &Destination) -> String {
+    if d.prefix.is_empty() {
+        d.host.clone()
+    } else {
+        format!("{}/{}", d.host, d.prefix)
+    }
 }
 
 /// `--dest-repo` (with its credentials), else the platform's registry from `ProductBase`
@@ -216,7 +225,7 @@ async fn resolve_destination(
                  (--username with --password, --password-stdin or FERRY_PASSWORD) or --no-auth",
             ));
         }
-        let (host, plain) = split_host(dest, args.plain)?;
+        let (host, plain, prefix) = split_host(dest, args.plain)?;
         let credentials = credentials(
             CredentialFlags {
                 no_auth: args.no_auth,
@@ -234,6 +243,7 @@ async fn resolve_destination(
         };
         return Ok(Destination {
             host,
+            prefix,
             plain,
             credentials,
             credential_source,
@@ -250,7 +260,7 @@ async fn resolve_destination(
              with --dest-repo",
         )
     })?;
-    let (host, plain) = split_host(&address, args.plain)?;
+    let (host, plain, prefix) = split_host(&address, args.plain)?;
     let (credentials, credential_source) = if args.no_auth {
         (None, CredentialSource::None)
     } else if flags_given {
@@ -274,6 +284,7 @@ async fn resolve_destination(
     };
     Ok(Destination {
         host,
+        prefix,
         plain,
         credentials,
         credential_source,
@@ -290,13 +301,15 @@ async fn resolve_destination(
 }
 
 /// `host[:port]`, or `http://host` (plain HTTP) / `https://host`.
-/// Credentials in the address (`user:pass@host`) are refused: they would be echoed in errors,
-/// logs and reports, where the flags' values never are.
-fn split_host(s: &str, plain: bool) -> Result<(String, bool), Error> {
-    let (host, plain) = match s.trim_end_matches('/') {
-        h if h.starts_with("http://") => (h.trim_start_matches("http://").to_string(), true),
-        h => (h.trim_start_matches("https://").to_string(), plain),
+/// `host[:port][/prefix]`, or with `http://` (plain HTTP) / `https://` in front. IPv6 hosts
+/// are bracketed (`[fd00::20]:11443`). Credentials in the address (`user:pass@host`) are
+/// refused: they would be echoed in errors, logs and reports, where the flags' values never are.
+pub(crate) fn split_host(s: &str, plain: bool) -> Result<(String, bool, String), Error> {
+    let (rest, plain) = match s.trim().trim_end_matches('/') {
+        h if h.starts_with("http://") => (h.trim_start_matches("http://"), true),
+        h => (h.trim_start_matches("https://"), plain),
     };
+    let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     if host.contains('@') {
         return Err(Error::new(
             ErrorKind::Usage,
@@ -304,7 +317,13 @@ fn split_host(s: &str, plain: bool) -> Result<(String, bool), Error> {
              with --username and --password-stdin (or FERRY_PASSWORD) instead",
         ));
     }
-    Ok((host, plain))
+    if host.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("registry address {s:?} has no host"),
+        ));
+    }
+    Ok((host.to_string(), plain, prefix.to_string()))
 }
 
 pub fn run(args: PushArgs) -> Result<i32, Error> {
@@ -335,11 +354,14 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     if platform.is_some() {
         eprintln!(
             "registry {} ({}); credentials {}",
-            dest.host, dest.why, dest.credential_source
+            registries_label(&dest),
+            dest.why,
+            dest.credential_source
         );
     }
     let mut registries = vec![Arc::new(Registry::new(RegistryOptions {
         host: dest.host.clone(),
+        prefix: dest.prefix.clone(),
         plain_http: dest.plain,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
@@ -349,7 +371,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         timeout,
     })?)];
     if let Some(standby) = &args.standby_registry {
-        let (host, plain) = split_host(standby, args.plain)?;
+        let (host, plain, standby_prefix) = split_host(standby, args.plain)?;
         let creds = credentials(
             CredentialFlags {
                 no_auth: args.standby_no_auth,
@@ -362,6 +384,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         )?;
         registries.push(Arc::new(Registry::new(RegistryOptions {
             host,
+            prefix: standby_prefix,
             plain_http: plain,
             insecure: args.insecure,
             ca_file: args
@@ -378,6 +401,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         Some(p) if !args.skip_crs => Some(Publisher {
             platform: p.clone(),
             registry_host: dest.host.clone(),
+            registry_prefix: dest.prefix.clone(),
             clusters_given: !args.clusters.is_empty(),
             clusters: if args.clusters.is_empty() {
                 vec!["global".to_string()]

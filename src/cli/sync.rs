@@ -183,8 +183,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         .as_ref()
         .map(|k| k.cluster_ca.clone())
         .unwrap_or_default();
-    let registry_options = |host: String, credentials| RegistryOptions {
-        host,
+    let registry_options = |address: String, credentials| RegistryOptions {
+        host: address
+            .split_once('/')
+            .map_or(address.clone(), |(h, _)| h.to_string()),
+        prefix: address
+            .split_once('/')
+            .map(|(_, p)| p.to_string())
+            .unwrap_or_default(),
         plain_http: args.plain,
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),

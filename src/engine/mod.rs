@@ -196,7 +196,7 @@ impl Engine {
             for d in &self.dests {
                 report.images.push(ImageReport {
                     source: source.clone(),
-                    destination: format!("{}/?", d.registry.host),
+                    destination: format!("{}/?", d.registry.label()),
                     digest: digest.clone(),
                     status: ImageStatus::Failed,
                     error: Some(ErrorReport::from(
@@ -607,7 +607,7 @@ impl Engine {
         images: &[Image],
         pkg: &Package,
     ) {
-        let host = &self.dests[di].registry.host;
+        let host = &self.dests[di].registry.label();
         for (i, img) in images.iter().enumerate() {
             let sep = if img.reference.starts_with("sha256:") {
                 "@"

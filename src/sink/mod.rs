@@ -33,6 +33,9 @@ pub use retry::RetryPolicy;
 pub struct RegistryOptions {
     /// `host[:port]`.
     pub host: String,
+    /// Repository prefix inside the registry (`--dest-repo host/prefix`): every repository
+    /// goes under it, e.g. a Harbor project. Empty for none.
+    pub prefix: String,
     /// Speak HTTP instead of HTTPS.
     pub plain_http: bool,
     /// Skip TLS certificate verification.
@@ -58,6 +61,9 @@ pub struct Counters {
 
 pub struct Registry {
     pub host: String,
+    /// See [`RegistryOptions::prefix`]; applied where URLs, mount sources and token scopes
+    /// are built, so callers always speak of the package's own repository names.
+    prefix: String,
     base: Url,
     http: reqwest::Client,
     oci: oci_client::Client,
@@ -152,6 +158,7 @@ impl Registry {
         });
         Ok(Registry {
             host: opts.host,
+            prefix: opts.prefix.trim_matches('/').to_string(),
             base,
             http,
             oci,
@@ -180,6 +187,17 @@ impl Registry {
                     .get(WWW_AUTHENTICATE)
                     .and_then(|v| v.to_str().ok()),
             ),
+            StatusCode::NOT_FOUND => {
+                return Err(Error::new(
+                    ErrorKind::Registry,
+                    format!(
+                        "registry {}: checking the API (GET /v2/): HTTP 404: this address does not \
+                         serve the registry API. Check host and port; a repository prefix goes \
+                         after the host (--dest-repo host:port/project), not into the host",
+                        self.host
+                    ),
+                ));
+            }
             s => {
                 return Err(self
                     .status_error(s, "checking the API (GET /v2/)", first)
@@ -228,9 +246,33 @@ impl Registry {
     }
 
     pub fn url(&self, path: &str) -> Url {
+        let path = match path.strip_prefix("v2/") {
+            Some(rest) if !rest.is_empty() && !self.prefix.is_empty() => {
+                format!("v2/{}/{rest}", self.prefix)
+            }
+            _ => path.to_string(),
+        };
         self.base
-            .join(path)
+            .join(&path)
             .expect("paths built from validated repositories and digests")
+    }
+
+    /// A repository's name in this registry (with the prefix, if any).
+    pub fn full_repo(&self, repo: &str) -> String {
+        if self.prefix.is_empty() {
+            repo.to_string()
+        } else {
+            format!("{}/{repo}", self.prefix)
+        }
+    }
+
+    /// `host[:port][/prefix]`, for reports.
+    pub fn label(&self) -> String {
+        if self.prefix.is_empty() {
+            self.host.clone()
+        } else {
+            format!("{}/{}", self.host, self.prefix)
+        }
     }
 
     /// Adds `Authorization` for `repo` according to the registry's scheme.
@@ -251,7 +293,7 @@ impl Registry {
                 }
                 let reference = oci_client::Reference::with_tag(
                     self.host.clone(),
-                    repo.to_string(),
+                    self.full_repo(repo),
                     "latest".into(),
                 );
                 let auth = oci_client::secrets::RegistryAuth::Basic(
@@ -342,7 +384,7 @@ impl Registry {
             return Error::new(
                 ErrorKind::Unreachable,
                 format!(
-                    "registry {}: TLS certificate not trusted{chain}. Give the registry's CA with --ca-file FILE, or skip verification with --insecure",
+                    "registry {}: TLS certificate not trusted{chain}. Give the registry's CA with --ca-file FILE (or put it where docker/containerd look: /etc/docker/certs.d/<host:port>/ca.crt, /etc/containers/certs.d/..., /etc/containerd/certs.d/...), or skip verification with --insecure",
                     self.host
                 ),
             );
@@ -509,7 +551,7 @@ impl Registry {
         let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
-            .append_pair("from", from);
+            .append_pair("from", &self.full_repo(from));
         let resp = match self.send(Method::POST, url, None, repo, &what).await {
             // Our bearer tokens are scoped to one repository (oci-client asks for one scope),
             // so a token server may refuse pulling from `from`: upload instead.
