@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg kubectl:kubernetes-client
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg kubectl:kubernetes-client openssl:openssl
 # Release mode: the tests hash hundreds of MB, which an unoptimised build makes slow.
 cargo test --release --all-targets -- --test-threads=2
 # The portable release binary: built for glibc 2.17 and checked (GLIBC_ symbol versions,

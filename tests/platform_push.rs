@@ -49,6 +49,7 @@ fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_
     let reg = Registry::start(RegistryOpts {
         tls: true,
         auth: true,
+        ..Default::default()
     });
     let p = FakePlatform::start(PlatformOpts::default());
     p.set_product_base(&reg.host(), None, false);
@@ -500,6 +501,7 @@ fn product_base_credentials_win_over_the_secret() {
     let reg = Registry::start(RegistryOpts {
         tls: true,
         auth: true,
+        ..Default::default()
     });
     let p = FakePlatform::start(PlatformOpts::default());
     p.set_product_base(&reg.host(), Some((USER, PASSWORD)), false);

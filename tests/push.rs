@@ -67,6 +67,7 @@ fn tls_with_htpasswd_and_password_from_stdin() {
     let reg = Registry::start(RegistryOpts {
         tls: true,
         auth: true,
+        ..Default::default()
     });
     let pkg = fixture("topolvm-operator");
     let pkg = pkg.to_str().unwrap();

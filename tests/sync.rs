@@ -40,6 +40,7 @@ fn registry_from_product_base_rebuilt_from_the_vip_with_the_secrets_credentials(
     let reg = Registry::start(RegistryOpts {
         tls: true,
         auth: true,
+        ..Default::default()
     });
     let p = FakePlatform::start(PlatformOpts::default());
     // ProductBase names some other host; the node reaches the registry at the VIP, same port

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod retry;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -113,36 +114,34 @@ impl Registry {
             // Redirects would carry our Authorization header to another host.
             .redirect(reqwest::redirect::Policy::none())
             .danger_accept_invalid_certs(opts.insecure);
-        let mut oci_certs = Vec::new();
+        // What to trust beyond the system roots: --ca-file, else the node's certs.d files for
+        // this registry; plus roots handed in (a kubeconfig's cluster CA).
+        let mut trusted: Vec<Vec<u8>> = Vec::new();
         if let Some(ca) = &opts.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("--ca-file {}: cannot read: {e}", ca.display()),
-                )
-            })?;
-            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                Error::new(
-                    ErrorKind::Internal,
-                    format!("--ca-file {}: not a PEM certificate: {e}", ca.display()),
-                )
-            })? {
-                builder = builder.add_root_certificate(cert);
+            trusted.extend(tls::read_pem(ca, "--ca-file")?);
+            tracing::debug!(registry = %opts.host, "trusting --ca-file {}", ca.display());
+        } else if !opts.plain_http {
+            for f in tls::node_ca_files(&opts.host) {
+                match tls::read_pem(&f, "CA file") {
+                    Ok(certs) => {
+                        tracing::debug!(registry = %opts.host, "trusting {} (found where docker/podman/containerd look for this registry)", f.display());
+                        trusted.extend(certs);
+                    }
+                    Err(e) => tracing::warn!("{}", e.message),
+                }
             }
-            oci_certs.push(oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Pem,
-                data: pem,
-            });
         }
-        for der in &opts.extra_roots {
-            let cert = reqwest::Certificate::from_der(der)
-                .map_err(|e| Error::internal(format!("extra CA certificate: {e}")))?;
-            builder = builder.add_root_certificate(cert);
-            oci_certs.push(oci_client::client::Certificate {
+        trusted.extend(opts.extra_roots.iter().cloned());
+        if !opts.insecure && !opts.plain_http {
+            builder = builder.use_preconfigured_tls(tls::client_config(&trusted)?);
+        }
+        let oci_certs: Vec<oci_client::client::Certificate> = trusted
+            .iter()
+            .map(|der| oci_client::client::Certificate {
                 encoding: oci_client::client::CertificateEncoding::Der,
                 data: der.clone(),
-            });
-        }
+            })
+            .collect();
         let http = builder
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;

@@ -34,6 +34,9 @@ fn require(tool: &str) {
 pub struct RegistryOpts {
     pub tls: bool,
     pub auth: bool,
+    /// With `tls`: a certificate made by `openssl req -x509` (self-signed, `CA:TRUE`), as
+    /// docker's registry docs tell users to make, instead of rcgen's.
+    pub openssl_cert: bool,
 }
 
 pub struct Registry {
@@ -60,7 +63,33 @@ impl Registry {
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
             dir.path().display()
         );
-        if opts.tls {
+        if opts.tls && opts.openssl_cert {
+            let out = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                ])
+                .args([
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ])
+                .arg("-keyout")
+                .arg(dir.path().join("key.pem"))
+                .arg("-out")
+                .arg(dir.path().join("ca.pem"))
+                .output()
+                .expect("openssl runs");
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {0}/ca.pem\n    key: {0}/key.pem\n",
+                dir.path().display()
+            ));
+        } else if opts.tls {
             let cert = rcgen::generate_simple_self_signed(vec![
                 "127.0.0.1".to_string(),
                 "localhost".to_string(),

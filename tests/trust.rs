@@ -1,0 +1,112 @@
+//! Registries are trusted the way docker, podman/skopeo and containerd on the node trust them:
+//! a self-signed `openssl req -x509` certificate (CA:TRUE) given with --ca-file, or found in
+//! /etc/docker/certs.d, /etc/containers/certs.d or /etc/containerd/certs.d (hosts.toml).
+
+mod common;
+
+use common::*;
+use std::path::PathBuf;
+
+fn registry() -> Registry {
+    Registry::start(RegistryOpts {
+        tls: true,
+        openssl_cert: true,
+        ..Default::default()
+    })
+}
+
+fn push(reg: &Registry, extra: &[&str]) -> Run {
+    let pkg = fixture("oam-application");
+    let host = reg.host();
+    let mut args = vec![
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &host,
+        "--debug",
+    ];
+    args.extend_from_slice(extra);
+    ferry(&args)
+}
+
+/// A certs.d directory for this registry, removed when dropped (the port is random, so no
+/// other registry's directory is touched).
+struct CertsDir(PathBuf);
+
+impl CertsDir {
+    fn new(root: &str, reg: &Registry) -> CertsDir {
+        let dir = PathBuf::from(root).join(reg.host());
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (the trust tests write the node's certs.d as root, as CI runs)",
+                dir.display()
+            )
+        });
+        CertsDir(dir)
+    }
+}
+
+impl Drop for CertsDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn a_self_signed_ca_true_certificate_given_with_ca_file_is_accepted() {
+    let reg = registry();
+    let pem = std::fs::read_to_string(reg.ca()).unwrap();
+    let text = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(reg.ca())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("CA:TRUE"),
+        "the test certificate should carry CA:TRUE: {pem}"
+    );
+    let run = push(&reg, &["--ca-file", reg.ca().to_str().unwrap()]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(reg.skopeo_raw("acp/oam-controller:v4.2.1").is_some());
+
+    // without it: not trusted, and the message says where a CA can go
+    let run = push(&reg, &[]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.all().contains("--ca-file"), "{}", run.all());
+    assert!(run.all().contains("/etc/docker/certs.d/"), "{}", run.all());
+}
+
+#[test]
+fn the_ca_is_found_where_docker_and_podman_look() {
+    for root in ["/etc/docker/certs.d", "/etc/containers/certs.d"] {
+        let reg = registry();
+        let dir = CertsDir::new(root, &reg);
+        std::fs::copy(reg.ca(), dir.0.join("ca.crt")).unwrap();
+        let run = push(&reg, &[]);
+        assert_eq!(run.code, 0, "{root}: {}", run.all());
+        assert!(
+            run.stderr
+                .contains(&format!("trusting {}/ca.crt", dir.0.display())),
+            "--debug names the file: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn the_ca_named_in_containerds_hosts_toml_is_used() {
+    let reg = registry();
+    let dir = CertsDir::new("/etc/containerd/certs.d", &reg);
+    std::fs::copy(reg.ca(), dir.0.join("registry-ca.pem")).unwrap();
+    std::fs::write(
+        dir.0.join("hosts.toml"),
+        format!(
+            "server = \"https://{0}\"\n\n[host.\"https://{0}\"]\n  capabilities = [\"pull\", \"resolve\", \"push\"]\n  ca = \"registry-ca.pem\"\n",
+            reg.host()
+        ),
+    )
+    .unwrap();
+    let run = push(&reg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(run.stderr.contains("registry-ca.pem"), "{}", run.stderr);
+}
