@@ -178,3 +178,35 @@ fn invoked_as_violet_it_takes_violets_commands_and_prints_violets_show() {
         );
     }
 }
+
+#[test]
+fn help_ends_with_runbook_examples_and_completions_are_generated() {
+    for cmd in ["push", "sync", "verify", "show"] {
+        let run = ferry(&[cmd, "--help"]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert!(
+            run.stdout.contains("Examples"),
+            "{cmd} --help: {}",
+            run.stdout
+        );
+        assert!(
+            run.stdout.contains(&format!("ferry {cmd} ")),
+            "{}",
+            run.stdout
+        );
+    }
+    for (shell, marker) in [
+        ("bash", "_ferry()"),
+        ("zsh", "#compdef ferry"),
+        ("fish", "complete -c ferry"),
+    ] {
+        let run = ferry(&["completions", shell]);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert!(
+            run.stdout.contains(marker),
+            "{shell}: {}",
+            &run.stdout[..200.min(run.stdout.len())]
+        );
+        assert!(run.stdout.contains("platform-address"), "{shell}");
+    }
+}

@@ -521,4 +521,16 @@ fn product_base_credentials_win_over_the_secret() {
         run.stderr
     );
     assert_no_secrets(&run);
+
+    // without them the Secret's (wrong) credentials are used: the 401 names where they came from
+    p.set_product_base(&reg.host(), None, false);
+    let run = ferry(&args);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("user \"someone-else\" (from Secret cpaas-system/registry-admin)"),
+        "{}",
+        run.all()
+    );
+    assert!(!run.all().contains("wrong"), "{}", run.all());
 }

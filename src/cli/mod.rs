@@ -33,6 +33,27 @@ pub enum Output {
     Json,
 }
 
+const PUSH_EXAMPLES: &str = "Examples:
+  # every package of a directory to the platform (registry and credentials found on the platform)
+  ferry push ./packages --platform-address https://example.com --platform-username admin --platform-password-stdin
+  # an operator to workload clusters, with an API token
+  ferry push opensearch-operator.v3.14.2.tgz --platform-address https://example.com --platform-token \"$TOKEN\" --clusters region1,region2
+  # DR: the standby global cluster, its own platform address and registry VIP
+  ferry push ./packages --platform-address https://standby.example.com --platform-token \"$TOKEN\" --dest-repo 192.168.2.10:11443 --username admin --password-stdin
+  # images only, into any registry (no platform)
+  ferry push ./packages --dest-repo harbor.example.com/mirror --username robot --password-stdin";
+
+const SYNC_EXAMPLES: &str = "Examples (inside the extracted core package; `bash upgrade.sh ...` takes the same flags):
+  ferry sync --only-sync-image=true
+  ferry sync --only-sync-image=true --registry 10.0.0.5:11443 --username admin --password \"$PW\"
+  ferry sync --only-sync-image --standby-registry 192.168.2.10:11443 --standby-username admin --standby-password \"$PW2\"
+  ferry sync --skip-sync-image
+  ferry sync --preflight";
+
+const VERIFY_EXAMPLES: &str = "Examples:
+  ferry verify ./packages --keyring /etc/ferry/trusted-keys.asc
+  ferry verify topolvm-operator.v2.3.0.tgz --require-signature";
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Write a package .tgz (canonical order) and its .sha256 from an OCI layout.
@@ -54,6 +75,9 @@ pub enum Command {
         compression_level: u32,
     },
     /// Show what a package is: name, type, arch, version (and with --all its images).
+    #[command(
+        after_help = "Examples:\n  ferry show topolvm-operator.v2.3.0.tgz\n  ferry show topolvm-operator.v2.3.0.tgz --all --output json"
+    )]
     Show {
         package: PathBuf,
         /// Also the main artifact and every image reference.
@@ -63,6 +87,7 @@ pub enum Command {
         output: Output,
     },
     /// Check packages' signatures (.sig) and checksums (.sha256).
+    #[command(after_help = VERIFY_EXAMPLES)]
     Verify {
         /// Package files, or directories of packages.
         #[arg(required = true)]
@@ -79,10 +104,13 @@ pub enum Command {
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
-    /// Push every image of the given packages to a registry.
+    /// Push every image of the given packages to a registry (and, with a platform, make them
+    /// show up in the Marketplace).
+    #[command(after_help = PUSH_EXAMPLES)]
     Push(Box<push::PushArgs>),
     /// Sync the core package's images (and plugins/*.tgz) to the global cluster's registry,
     /// then apply its manifests: `upgrade.sh --only-sync-image` and friends.
+    #[command(after_help = SYNC_EXAMPLES)]
     Sync(Box<sync::SyncArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },

@@ -367,6 +367,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         ca_file: args.ca_file.clone(),
         extra_roots: Vec::new(),
         credentials: dest.credentials,
+        credential_origin: Some(dest.credential_source.to_string()),
         retry: retry.clone(),
         timeout,
     })?)];
@@ -393,6 +394,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 .or_else(|| args.ca_file.clone()),
             extra_roots: Vec::new(),
             credentials: creds,
+            credential_origin: None,
             retry,
             timeout,
         })?));

@@ -183,7 +183,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         .as_ref()
         .map(|k| k.cluster_ca.clone())
         .unwrap_or_default();
-    let registry_options = |address: String, credentials| RegistryOptions {
+    let registry_options = |address: String, credentials, credential_origin| RegistryOptions {
         host: address
             .split_once('/')
             .map_or(address.clone(), |(h, _)| h.to_string()),
@@ -200,6 +200,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             extra_roots.clone()
         },
         credentials,
+        credential_origin,
         retry: retry.clone(),
         timeout,
     };
@@ -208,12 +209,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         let mut registries = vec![Arc::new(Registry::new(registry_options(
             dest.0.clone(),
             dest.1.clone(),
+            Some(report.decision.credentials.clone()),
         ))?)];
         if let Some(standby) = &args.standby_registry {
             let creds = standby_credentials(&args)?;
             registries.push(Arc::new(Registry::new(registry_options(
                 standby.clone(),
                 creds,
+                Some("from --standby-username/--standby-password".into()),
             ))?));
         }
         let packages = core.packages();
@@ -419,7 +422,7 @@ async fn manifests(
     kube: &Kubeconfig,
     registry: Option<&str>,
     dest: Option<&Destination>,
-    registry_options: &dyn Fn(String, Option<Credentials>) -> RegistryOptions,
+    registry_options: &dyn Fn(String, Option<Credentials>, Option<String>) -> RegistryOptions,
 ) -> Result<Vec<ResourceOutcome>> {
     let mut objects = Vec::new();
     let mut refs = Vec::new();
@@ -440,7 +443,7 @@ async fn manifests(
     }
     if args.skip_sync_image {
         if let Some(dest) = dest {
-            let reg = Registry::new(registry_options(dest.0.clone(), dest.1.clone()))?;
+            let reg = Registry::new(registry_options(dest.0.clone(), dest.1.clone(), None))?;
             reg.check().await?;
             let mut missing = Vec::new();
             for r in &refs {

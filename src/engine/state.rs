@@ -16,6 +16,8 @@ use crate::sink::UploadSession;
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: Option<PathBuf>,
+    /// Set once the operator was told that state cannot be written (said once per run).
+    warned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -29,7 +31,10 @@ struct Record {
 impl StateStore {
     /// A store under `dir`; `None` disables persistence (sessions live only in memory).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        StateStore { dir }
+        StateStore {
+            dir,
+            warned: Default::default(),
+        }
     }
 
     pub fn default_dir() -> Option<PathBuf> {
@@ -68,6 +73,19 @@ impl StateStore {
         };
         if let Err(e) = write_atomic(&p, &serde_json::to_vec(&rec).unwrap_or_default()) {
             tracing::debug!(path = %p.display(), error = %e, "cannot save upload state");
+            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                let dir = p.parent().unwrap_or(&p).display().to_string();
+                let why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                    "the disk is full".to_string()
+                } else {
+                    e.to_string()
+                };
+                tracing::warn!(
+                    "cannot save upload state in {dir} ({why}): the push goes on, but after an \
+                     interruption large blobs start again. Free space there, or give --state-dir \
+                     on another filesystem"
+                );
+            }
         }
     }
 
@@ -82,7 +100,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().expect("state files live in a directory");
     std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes)?;
+    if let Err(e) = std::fs::write(&tmp, bytes) {
+        // a half-written file on a full disk would only take more space
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
     std::fs::rename(tmp, path)
 }
 

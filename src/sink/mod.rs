@@ -47,6 +47,9 @@ pub struct RegistryOptions {
     /// the built-in registry's certificate.
     pub extra_roots: Vec<Vec<u8>>,
     pub credentials: Option<Credentials>,
+    /// Where the credentials came from ("from Secret cpaas-system/registry-admin", ...), named
+    /// when the registry refuses them.
+    pub credential_origin: Option<String>,
     pub retry: RetryPolicy,
     /// Longest wait for the registry to send anything (per read, not per request).
     pub timeout: Duration,
@@ -70,6 +73,7 @@ pub struct Registry {
     oci: oci_client::Client,
     plain_http: bool,
     credentials: Option<Credentials>,
+    credential_origin: Option<String>,
     scheme: Mutex<Option<Scheme>>,
     tokens: Mutex<HashMap<String, String>>,
     retry: RetryPolicy,
@@ -163,6 +167,7 @@ impl Registry {
             oci,
             plain_http: opts.plain_http,
             credentials: opts.credentials,
+            credential_origin: opts.credential_origin,
             scheme: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             retry: opts.retry,
@@ -234,8 +239,9 @@ impl Registry {
         Error::new(
             ErrorKind::Auth,
             format!(
-                "registry {} refused the credentials of user {user:?} (HTTP 401): check --username/--password",
-                self.host
+                "registry {} refused the credentials of user {user:?} ({}) (HTTP 401): check them, or give the right ones with --username and --password-stdin",
+                self.host,
+                self.credential_origin.as_deref().unwrap_or("from the command line")
             ),
         )
     }
