@@ -9,6 +9,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures::StreamExt;
+
 use crate::engine::{Engine, EngineOptions};
 use crate::error::Error;
 use crate::platform::artifacts::{self, ArtifactSpec};
@@ -32,6 +34,8 @@ pub struct Run<'a> {
     pub dry_run: bool,
     /// No progress output.
     pub quiet: bool,
+    /// Packages pushed at the same time (each with the engine's own blob concurrency).
+    pub packages_at_once: usize,
 }
 
 impl Run<'_> {
@@ -66,16 +70,26 @@ impl Run<'_> {
             let mut opts = self.engine;
             opts.dry_run = opts.dry_run || self.skip_push;
             let engine = Engine::new(opts, self.registries.to_vec());
-            for pkg in self.packages {
-                let mut outcome = engine.push_package(pkg, &progress).await;
-                if self.skip_push {
-                    require_present(&mut outcome);
-                }
-                if let Some(publisher) = self.publisher {
-                    publisher.publish(&mut outcome).await;
-                }
-                report.packages.push(outcome);
-            }
+            // Several packages at once through the one engine: a directory of many small
+            // packages is otherwise bound by per-package round trips, not by the link. The
+            // report keeps the packages' order.
+            let (engine_ref, progress_ref) = (&engine, &progress);
+            let skip_push = self.skip_push;
+            let publisher = self.publisher;
+            report.packages = futures::stream::iter(self.packages)
+                .map(|pkg| async move {
+                    let mut outcome = engine_ref.push_package(pkg, progress_ref).await;
+                    if skip_push {
+                        require_present(&mut outcome);
+                    }
+                    if let Some(publisher) = publisher {
+                        publisher.publish(&mut outcome).await;
+                    }
+                    outcome
+                })
+                .buffered(self.packages_at_once.max(1))
+                .collect()
+                .await;
             progress.finish();
         }
         report.seconds = started.elapsed().as_secs_f64();

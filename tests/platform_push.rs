@@ -534,3 +534,48 @@ fn product_base_credentials_win_over_the_secret() {
     );
     assert!(!run.all().contains("wrong"), "{}", run.all());
 }
+
+#[test]
+fn a_directory_of_forty_packages_goes_up_concurrently() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    p.state.lock().unwrap().api_delay = std::time::Duration::from_millis(20);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("packages");
+    std::fs::create_dir_all(&out).unwrap();
+    for i in 0..40u64 {
+        let src = dir.path().join(format!("src{i}"));
+        let mut w = ferry::devtools::LayoutWriter::create(&src.join("images")).unwrap();
+        let shared = w.layer(4242, 30_000, false).unwrap();
+        let own = w.layer(5000 + i, 20_000, false).unwrap();
+        let m = w
+            .image(&format!("p{i}"), "amd64", &[shared, own], false)
+            .unwrap();
+        w.tag(&m, &format!("registry.alauda.cn:60080/acp/p{i}:v1.0.{i}"));
+        w.finish().unwrap();
+        std::fs::write(
+            src.join("package.yaml"),
+            format!("apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: p{i}\n  version: 1.0.{i}\n  arch: [linux/amd64]\nspec:\n  type: plugin\n  lifecycle: aligned\n  artifact: registry.alauda.cn:60080/acp/p{i}:v1.0.{i}\n"),
+        )
+        .unwrap();
+        pack(&src.join("images"), &src, &out.join(format!("p{i}.amd64.v1.0.{i}.tgz")));
+    }
+    let run = push(&p, out.to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert_eq!(report["packages"].as_array().unwrap().len(), 40);
+    // the report keeps the packages' order
+    assert!(report["packages"][0]["file"]
+        .as_str()
+        .unwrap()
+        .starts_with("p0."));
+    assert_eq!(p.list("global", "artifacts").len(), 40);
+    assert_eq!(p.list("global", "artifactversions").len(), 40);
+    for i in [0, 17, 39] {
+        assert!(reg.skopeo_raw(&format!("acp/p{i}:v1.0.{i}")).is_some());
+    }
+    let most = p.state.lock().unwrap().max_in_flight;
+    assert!(
+        most >= 2,
+        "packages were written one after the other (at most {most} API calls at once)"
+    );
+}

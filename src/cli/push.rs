@@ -100,9 +100,12 @@ pub struct PushArgs {
     /// Trust this CA certificate (PEM) for the registry.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// Blobs in flight at once.
+    /// Blobs in flight at once (per package).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
+    /// Packages pushed at the same time (a directory of many packages).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
+    pub packages_at_once: u16,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
     /// Print the plan (what would be sent, how long it would take) and change nothing.
@@ -431,6 +434,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         skip_push: args.skip_push,
         dry_run: args.dry_run,
         quiet: args.quiet || args.output == Output::Json,
+        packages_at_once: args.packages_at_once as usize,
     };
     let mut report = rt.block_on(run.execute(started));
     if args.dry_run {

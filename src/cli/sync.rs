@@ -235,6 +235,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             skip_push: false,
             dry_run: args.dry_run,
             quiet: args.quiet || args.output == Output::Json,
+            packages_at_once: 4,
         };
         let mut transfer = rt.block_on(run.execute(started));
         if args.dry_run {

@@ -104,6 +104,9 @@ pub struct State {
     pub inject_conflicts: usize,
     /// Sleep this long before answering any /kubernetes/ call (latency benchmark).
     pub api_delay: std::time::Duration,
+    /// Kubernetes API calls being answered now, and the most there ever were at once.
+    pub in_flight: usize,
+    pub max_in_flight: usize,
     base_url: String,
 }
 
@@ -180,6 +183,8 @@ impl FakePlatform {
             log: Vec::new(),
             inject_conflicts: 0,
             api_delay: std::time::Duration::ZERO,
+            in_flight: 0,
+            max_in_flight: 0,
             base_url: format!("https://{ip}:{port}"),
         }));
 
@@ -478,15 +483,23 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -
         .await
         .map(|b| b.to_bytes())
         .unwrap_or_default();
+    let api = path.starts_with("/kubernetes/");
     let delay = {
         let mut s = state.lock().unwrap();
         s.log.push(format!("{method} {path}"));
+        if api {
+            s.in_flight += 1;
+            s.max_in_flight = s.max_in_flight.max(s.in_flight);
+        }
         s.api_delay
     };
-    if path.starts_with("/kubernetes/") && !delay.is_zero() {
+    if api && !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
     let mut s = state.lock().unwrap();
+    if api {
+        s.in_flight -= 1;
+    }
     match (method.as_str(), path.as_str()) {
         ("GET", "/console-platform/api/v1/token/login") => s.login_meta(&q),
         ("GET", "/dex/api/v1/authorize") => s.authorize(&q),
