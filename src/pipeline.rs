@@ -28,7 +28,8 @@ pub struct Run<'a> {
     pub packages: &'a [Package],
     pub registries: &'a [Arc<Registry>],
     pub engine: EngineOptions,
-    pub publisher: Option<&'a Publisher>,
+    /// After-push steps, one per platform side (primary, DR standby).
+    pub publishers: &'a [Publisher],
     /// Only check that the images are there (the engine surveys), then publish.
     pub skip_push: bool,
     pub dry_run: bool,
@@ -53,36 +54,46 @@ impl Run<'_> {
             estimate: None,
             error: None,
         };
-        let mut checked = true;
-        for registry in self.registries {
-            if let Err(e) = registry.check().await {
-                report.error = Some(ErrorReport::from(&e));
-                checked = false;
-                break;
+        // The primary registry must answer; a DR standby that does not is reported and left
+        // out, so that the primary still gets everything.
+        let mut live: Vec<Arc<Registry>> = Vec::new();
+        for (i, registry) in self.registries.iter().enumerate() {
+            match registry.check().await {
+                Ok(()) => live.push(registry.clone()),
+                Err(e) if i > 0 => {
+                    let e = e.context("DR standby left out of this run");
+                    tracing::error!("{}", e.message);
+                    report.error = Some(ErrorReport::from(&e));
+                }
+                Err(e) => {
+                    report.error = Some(ErrorReport::from(&e));
+                    live.clear();
+                    break;
+                }
             }
         }
-        if checked {
+        if !live.is_empty() {
             tokio::spawn(watch_signals());
             let progress = Progress::start(
-                self.registries.iter().map(|r| r.counters.clone()).collect(),
+                live.iter().map(|r| r.counters.clone()).collect(),
                 self.quiet,
             );
             let mut opts = self.engine;
             opts.dry_run = opts.dry_run || self.skip_push;
-            let engine = Engine::new(opts, self.registries.to_vec());
+            let engine = Engine::new(opts, live.clone());
             // Several packages at once through the one engine: a directory of many small
             // packages is otherwise bound by per-package round trips, not by the link. The
             // report keeps the packages' order.
             let (engine_ref, progress_ref) = (&engine, &progress);
             let skip_push = self.skip_push;
-            let publisher = self.publisher;
+            let publishers = self.publishers;
             report.packages = futures::stream::iter(self.packages)
                 .map(|pkg| async move {
                     let mut outcome = engine_ref.push_package(pkg, progress_ref).await;
                     if skip_push {
                         require_present(&mut outcome);
                     }
-                    if let Some(publisher) = publisher {
+                    for publisher in publishers {
                         publisher.publish(&mut outcome).await;
                     }
                     outcome
@@ -151,16 +162,43 @@ pub struct Publisher {
 impl Publisher {
     /// Adds the package's resources (or why none were written) to `report`.
     pub async fn publish(&self, report: &mut PackageReport) {
-        if !report.images_complete() {
-            let missing = report
-                .images
-                .iter()
-                .filter(|i| i.status == ImageStatus::Failed)
-                .count();
-            report.resources_skipped = Some(if missing > 0 {
-                format!("{missing} image(s) of the package are not in the registry")
+        // only this side's registry matters: a failed standby image does not hold back the
+        // primary's resources, nor the other way round
+        let label = if self.registry_prefix.is_empty() {
+            format!("{}/", self.registry_host)
+        } else {
+            format!("{}/{}/", self.registry_host, self.registry_prefix)
+        };
+        let missing = report
+            .images
+            .iter()
+            .filter(|i| i.destination.starts_with(&label))
+            .filter(|i| i.status == ImageStatus::Failed || i.error.is_some())
+            .count();
+        let reached = report
+            .images
+            .iter()
+            .filter(|i| i.destination.starts_with(&label))
+            .count();
+        if !report.images.is_empty() && reached == 0 {
+            report.resources_skipped = Some(format!(
+                "no image of the package reached registry {}",
+                label.trim_end_matches('/')
+            ));
+            return;
+        }
+        if report.error.is_some() || missing > 0 {
+            let why = if missing > 0 {
+                format!(
+                    "{missing} image(s) of the package are not in registry {}",
+                    label.trim_end_matches('/')
+                )
             } else {
                 "the package failed before its images were pushed".to_string()
+            };
+            report.resources_skipped = Some(match report.resources_skipped.take() {
+                Some(before) => format!("{before}; {why}"),
+                None => why,
             });
             return;
         }
@@ -206,10 +244,13 @@ impl Publisher {
                 }
             }
         });
+        let host = self.platform.host();
         for outcomes in futures::future::join_all(writes).await {
-            report
-                .resources
-                .extend(outcomes.iter().map(ResourceReport::from));
+            report.resources.extend(outcomes.iter().map(|o| {
+                let mut r = ResourceReport::from(o);
+                r.platform = host.clone();
+                r
+            }));
         }
     }
 

@@ -72,9 +72,12 @@ fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_
         "{}",
         run.stderr
     );
-    assert!(run
-        .stdout
-        .contains("created       Artifact topolvm-operator (cluster global)"));
+    assert!(
+        run.stdout
+            .contains("created       Artifact topolvm-operator (cluster global of "),
+        "{}",
+        run.stdout
+    );
 
     // the images are in the registry (skopeo), the resources on the platform (kubectl)
     for (reference, manifest) in package_images(&pkg) {
@@ -402,7 +405,7 @@ fn a_package_with_a_broken_image_gets_no_resources() {
         report["packages"][0]["resources_skipped"]
             .as_str()
             .unwrap()
-            .contains("not in the registry"),
+            .contains("image(s) of the package are not in registry"),
         "{report}"
     );
     assert!(p.list("global", "artifacts").is_empty());
@@ -557,7 +560,11 @@ fn a_directory_of_forty_packages_goes_up_concurrently() {
             format!("apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: p{i}\n  version: 1.0.{i}\n  arch: [linux/amd64]\nspec:\n  type: plugin\n  lifecycle: aligned\n  artifact: registry.alauda.cn:60080/acp/p{i}:v1.0.{i}\n"),
         )
         .unwrap();
-        pack(&src.join("images"), &src, &out.join(format!("p{i}.amd64.v1.0.{i}.tgz")));
+        pack(
+            &src.join("images"),
+            &src,
+            &out.join(format!("p{i}.amd64.v1.0.{i}.tgz")),
+        );
     }
     let run = push(&p, out.to_str().unwrap(), &[]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -577,5 +584,84 @@ fn a_directory_of_forty_packages_goes_up_concurrently() {
     assert!(
         most >= 2,
         "packages were written one after the other (at most {most} API calls at once)"
+    );
+}
+
+#[test]
+fn dr_in_one_run_fills_both_sides_and_a_dead_standby_does_not_stop_the_primary() {
+    let (primary, primary_reg) = platform_with_registry(PlatformOpts::default());
+    let standby = FakePlatform::start(PlatformOpts::default());
+    let standby_reg = Registry::start(RegistryOpts::default());
+    standby.set_product_base(&standby_reg.host(), None, false);
+    let pkg = fixture("topolvm-operator");
+    let mut args: Vec<String> = vec!["push".into(), pkg.display().to_string()];
+    args.extend(primary.token_flags());
+    args.extend([
+        "--standby-platform-address".into(),
+        standby.url(),
+        "--standby-platform-token".into(),
+        TOKEN.into(),
+        "--standby-platform-ca-file".into(),
+        standby.ca().display().to_string(),
+        "--plain".into(),
+        "--output".into(),
+        "json".into(),
+    ]);
+    let run = ferry(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "standby registry {} (from ProductBase base in cluster global of {}",
+            standby_reg.host(),
+            standby.url().trim_start_matches("https://")
+        )),
+        "{}",
+        run.stderr
+    );
+    for (p, reg) in [(&primary, &primary_reg), (&standby, &standby_reg)] {
+        assert!(reg
+            .skopeo_raw("acp/topolvm-operator-bundle:v3.11.0")
+            .is_some());
+        let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+        assert_eq!(names(&artifacts), ["topolvm-operator"]);
+        assert_eq!(
+            artifacts[0]["spec"]["registry"],
+            reg.host(),
+            "each side names its own registry"
+        );
+        assert_eq!(p.list("global", "artifactversions").len(), 1);
+    }
+    let report = run.json();
+    assert_eq!(
+        report["packages"][0]["resources"].as_array().unwrap().len(),
+        4
+    );
+
+    // the standby's registry is down: the primary side completes, the exit code says it failed
+    let other = fixture("oam-application");
+    drop(standby_reg);
+    args[1] = other.display().to_string();
+    let run = ferry(&args);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.stdout.contains("DR standby left out of this run"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(
+        names(&primary.list("global", "artifacts")),
+        ["oam-application", "topolvm-operator"]
+    );
+    assert_eq!(
+        names(&standby.list("global", "artifacts")),
+        ["topolvm-operator"]
+    );
+    assert!(
+        run.json()["packages"][0]["resources_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("no image of the package reached registry"),
+        "{}",
+        run.stdout
     );
 }

@@ -64,21 +64,35 @@ pub struct PushArgs {
     /// package (every blob is decompressed and verified once, sent to both).
     #[arg(long, env = "FERRY_STANDBY_REGISTRY")]
     pub standby_registry: Option<String>,
-    #[arg(long, env = "FERRY_STANDBY_USERNAME", requires = "standby_registry")]
+    #[arg(long, env = "FERRY_STANDBY_USERNAME")]
     pub standby_username: Option<String>,
-    #[arg(
-        long,
-        env = "FERRY_STANDBY_PASSWORD",
-        hide_env_values = true,
-        requires = "standby_registry"
-    )]
+    #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true)]
     pub standby_password: Option<String>,
     /// Send no credentials to the standby registry.
-    #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
+    #[arg(long, conflicts_with_all = ["standby_username", "standby_password"])]
     pub standby_no_auth: bool,
     /// CA certificate (PEM) for the standby registry [default: --ca-file].
-    #[arg(long, requires = "standby_registry")]
+    #[arg(long)]
     pub standby_ca_file: Option<PathBuf>,
+    /// DR in one run: the standby global cluster's platform. Its images go to
+    /// --standby-registry, else to the registry its own ProductBase names; its resources are
+    /// written there once its images are in. A failure on one side does not stop the other.
+    #[arg(long, env = "FERRY_STANDBY_PLATFORM_ADDRESS")]
+    pub standby_platform_address: Option<String>,
+    #[arg(long, requires = "standby_platform_address")]
+    pub standby_platform_username: Option<String>,
+    #[arg(
+        long,
+        env = "FERRY_STANDBY_PLATFORM_PASSWORD",
+        hide_env_values = true,
+        requires = "standby_platform_username"
+    )]
+    pub standby_platform_password: Option<String>,
+    #[arg(long, env = "FERRY_STANDBY_PLATFORM_TOKEN", hide_env_values = true, requires = "standby_platform_address", conflicts_with_all = ["standby_platform_username", "standby_platform_password"])]
+    pub standby_platform_token: Option<String>,
+    /// CA certificate (PEM) of the standby platform [default: --platform-ca-file].
+    #[arg(long, requires = "standby_platform_address")]
+    pub standby_platform_ca_file: Option<PathBuf>,
     /// Verify every package (signature, checksum) before anything is uploaded.
     #[arg(long)]
     pub verify: bool,
@@ -154,6 +168,7 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
 }
 
 /// Where one destination's credentials come from.
+#[derive(Clone, Copy)]
 struct CredentialFlags<'a> {
     no_auth: bool,
     username: Option<&'a String>,
@@ -195,6 +210,55 @@ fn credentials(f: CredentialFlags<'_>, host: &str) -> Result<Option<Credentials>
     }
 }
 
+/// One side's registry flags (primary: `--dest-repo`, `--username`...; DR standby:
+/// `--standby-registry`, `--standby-username`...).
+struct Side<'a> {
+    dest_repo: Option<&'a String>,
+    creds: CredentialFlags<'a>,
+    /// The flag naming the registry, for messages.
+    dest_flag: &'a str,
+}
+
+fn standby_platform_options(
+    args: &PushArgs,
+    timeout: std::time::Duration,
+) -> Result<Option<crate::platform::PlatformOptions>, Error> {
+    use crate::platform::{PasswordLogin, PlatformAuth, PlatformOptions};
+    let Some(address) = &args.standby_platform_address else {
+        return Ok(None);
+    };
+    let auth = match (
+        &args.standby_platform_token,
+        &args.standby_platform_username,
+        &args.standby_platform_password,
+    ) {
+        (Some(t), _, _) => PlatformAuth::Token(Secret::new(t.trim())),
+        (None, Some(u), Some(p)) => PlatformAuth::Password(PasswordLogin {
+            username: u.clone(),
+            password: Secret::new(p.clone()),
+            idp: args.platform.idp.clone(),
+            client_id: args.platform.client_id.clone(),
+        }),
+        _ => {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                "--standby-platform-address needs --standby-platform-token, or \
+                 --standby-platform-username with --standby-platform-password",
+            ))
+        }
+    };
+    Ok(Some(PlatformOptions {
+        address: address.clone(),
+        auth,
+        ca_file: args
+            .standby_platform_ca_file
+            .clone()
+            .or_else(|| args.platform.platform_ca_file.clone()),
+        insecure: args.platform.platform_insecure,
+        timeout,
+    }))
+}
+
 /// The registry the images go to, and why that one.
 struct Destination {
     host: String,
@@ -216,29 +280,26 @@ fn registries_label(d: &Destination) -> String {
 /// `--dest-repo` (with its credentials), else the platform's registry from `ProductBase`
 /// `base` in cluster `global` with the platform's own credentials for it.
 async fn resolve_destination(
-    args: &PushArgs,
+    side: Side<'_>,
+    plain_flag: bool,
     platform: Option<&Platform>,
 ) -> Result<Destination, Error> {
-    let flags_given = args.username.is_some() || args.password.is_some() || args.password_stdin;
-    if let Some(dest) = &args.dest_repo {
-        if platform.is_some() && !flags_given && !args.no_auth {
+    let c = side.creds;
+    let flags_given = c.username.is_some() || c.password.is_some() || c.password_stdin;
+    if let Some(dest) = side.dest_repo {
+        if platform.is_some() && !flags_given && !c.no_auth {
+            let p = c.prefix;
             return Err(Error::new(
                 ErrorKind::Usage,
-                "--dest-repo with --platform-address needs the registry's credentials \
-                 (--username with --password, --password-stdin or FERRY_PASSWORD) or --no-auth",
+                format!(
+                    "{} with --{p}platform-address needs the registry's credentials \
+                     (--{p}username with --{p}password) or --{p}no-auth",
+                    side.dest_flag
+                ),
             ));
         }
-        let (host, plain, prefix) = split_host(dest, args.plain)?;
-        let credentials = credentials(
-            CredentialFlags {
-                no_auth: args.no_auth,
-                username: args.username.as_ref(),
-                password: args.password.as_ref(),
-                password_stdin: args.password_stdin,
-                prefix: "",
-            },
-            &host,
-        )?;
+        let (host, plain, prefix) = split_host(dest, plain_flag)?;
+        let credentials = credentials(c, &host)?;
         let credential_source = match (&credentials, flags_given) {
             (None, _) => CredentialSource::None,
             (Some(_), true) => CredentialSource::Flags,
@@ -250,10 +311,18 @@ async fn resolve_destination(
             plain,
             credentials,
             credential_source,
-            why: "from --dest-repo".into(),
+            why: format!("from {}", side.dest_flag),
         });
     }
-    let platform = platform.expect("clap requires --dest-repo or --platform-address");
+    let Some(platform) = platform else {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "give {} or a platform to find the registry on",
+                side.dest_flag
+            ),
+        ));
+    };
     let global = platform.cluster("global")?;
     let product = platform_registry::product_registry(&global).await?;
     let address = product.address.clone().ok_or_else(|| {
@@ -263,21 +332,11 @@ async fn resolve_destination(
              with --dest-repo",
         )
     })?;
-    let (host, plain, prefix) = split_host(&address, args.plain)?;
-    let (credentials, credential_source) = if args.no_auth {
+    let (host, plain, prefix) = split_host(&address, plain_flag)?;
+    let (credentials, credential_source) = if c.no_auth {
         (None, CredentialSource::None)
     } else if flags_given {
-        let c = credentials(
-            CredentialFlags {
-                no_auth: false,
-                username: args.username.as_ref(),
-                password: args.password.as_ref(),
-                password_stdin: args.password_stdin,
-                prefix: "",
-            },
-            &host,
-        )?;
-        (c, CredentialSource::Flags)
+        (credentials(c, &host)?, CredentialSource::Flags)
     } else if let Some(c) = product.credentials.clone() {
         (Some(c), CredentialSource::ProductBase)
     } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
@@ -353,70 +412,107 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         Some(opts) => Some(Arc::new(rt.block_on(Platform::connect(opts))?)),
         None => None,
     };
-    let dest = rt.block_on(resolve_destination(&args, platform.as_deref()))?;
-    if platform.is_some() {
-        eprintln!(
-            "registry {} ({}); credentials {}",
-            registries_label(&dest),
-            dest.why,
-            dest.credential_source
-        );
-    }
-    let mut registries = vec![Arc::new(Registry::new(RegistryOptions {
-        host: dest.host.clone(),
-        prefix: dest.prefix.clone(),
-        plain_http: dest.plain,
-        insecure: args.insecure,
-        ca_file: args.ca_file.clone(),
-        extra_roots: Vec::new(),
-        credentials: dest.credentials,
-        credential_origin: Some(dest.credential_source.to_string()),
-        retry: retry.clone(),
-        timeout,
-    })?)];
-    if let Some(standby) = &args.standby_registry {
-        let (host, plain, standby_prefix) = split_host(standby, args.plain)?;
-        let creds = credentials(
-            CredentialFlags {
+    let standby_platform = match standby_platform_options(&args, timeout)? {
+        Some(opts) => Some(Arc::new(
+            rt.block_on(Platform::connect(opts))
+                .map_err(|e| e.context("DR standby"))?,
+        )),
+        None => None,
+    };
+    let primary = Side {
+        dest_repo: args.dest_repo.as_ref(),
+        creds: CredentialFlags {
+            no_auth: args.no_auth,
+            username: args.username.as_ref(),
+            password: args.password.as_ref(),
+            password_stdin: args.password_stdin,
+            prefix: "",
+        },
+        dest_flag: "--dest-repo",
+    };
+    let mut dests = vec![rt.block_on(resolve_destination(
+        primary,
+        args.plain,
+        platform.as_deref(),
+    ))?];
+    if args.standby_registry.is_some() || standby_platform.is_some() {
+        let standby = Side {
+            dest_repo: args.standby_registry.as_ref(),
+            creds: CredentialFlags {
                 no_auth: args.standby_no_auth,
                 username: args.standby_username.as_ref(),
                 password: args.standby_password.as_ref(),
                 password_stdin: false,
                 prefix: "standby-",
             },
-            &host,
-        )?;
-        registries.push(Arc::new(Registry::new(RegistryOptions {
-            host,
-            prefix: standby_prefix,
-            plain_http: plain,
-            insecure: args.insecure,
-            ca_file: args
-                .standby_ca_file
+            dest_flag: "--standby-registry",
+        };
+        dests.push(
+            rt.block_on(resolve_destination(
+                standby,
+                args.plain,
+                standby_platform.as_deref(),
+            ))
+            .map_err(|e| e.context("DR standby"))?,
+        );
+    }
+    for (i, d) in dests.iter().enumerate() {
+        if platform.is_some() || standby_platform.is_some() {
+            eprintln!(
+                "{}registry {} ({}); credentials {}",
+                if i == 0 { "" } else { "standby " },
+                registries_label(d),
+                d.why,
+                d.credential_source
+            );
+        }
+    }
+    let mut registries = Vec::new();
+    for (i, d) in dests.iter().enumerate() {
+        let ca_file = if i == 0 {
+            args.ca_file.clone()
+        } else {
+            args.standby_ca_file
                 .clone()
-                .or_else(|| args.ca_file.clone()),
+                .or_else(|| args.ca_file.clone())
+        };
+        registries.push(Arc::new(Registry::new(RegistryOptions {
+            host: d.host.clone(),
+            prefix: d.prefix.clone(),
+            plain_http: d.plain,
+            insecure: args.insecure,
+            ca_file,
             extra_roots: Vec::new(),
-            credentials: creds,
-            credential_origin: None,
-            retry,
+            credentials: d.credentials.clone(),
+            credential_origin: Some(d.credential_source.to_string()),
+            retry: retry.clone(),
             timeout,
         })?));
     }
-    let publisher = match &platform {
-        Some(p) if !args.skip_crs => Some(Publisher {
-            platform: p.clone(),
-            registry_host: dest.host.clone(),
-            registry_prefix: dest.prefix.clone(),
-            clusters_given: !args.clusters.is_empty(),
-            clusters: if args.clusters.is_empty() {
-                vec!["global".to_string()]
-            } else {
-                args.clusters.clone()
-            },
-            catalog_source: args.target_catalog_source.clone(),
-            dry_run: args.dry_run,
-        }),
-        _ => None,
+    // Each side's resources are written once its own images are in.
+    let sides = [platform.clone(), standby_platform.clone()];
+    let publishers: Vec<Publisher> = if args.skip_crs {
+        Vec::new()
+    } else {
+        sides
+            .iter()
+            .zip(&dests)
+            .filter_map(|(p, d)| {
+                p.as_ref().map(|p| Publisher {
+                    platform: p.clone(),
+                    registry_host: d.host.clone(),
+                    registry_prefix: d.prefix.clone(),
+                    clusters_given: !args.clusters.is_empty(),
+                    clusters: if args.clusters.is_empty() {
+                        vec!["global".to_string()]
+                    } else {
+                        args.clusters.clone()
+                    },
+                    catalog_source: args.target_catalog_source.clone(),
+                    dry_run: args.dry_run,
+                })
+            })
+            .collect()
     };
     let opts = EngineOptions {
         concurrency: args.concurrency as usize,
@@ -430,7 +526,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         packages: &packages,
         registries: &registries,
         engine: opts,
-        publisher: publisher.as_ref(),
+        publishers: &publishers,
         skip_push: args.skip_push,
         dry_run: args.dry_run,
         quiet: args.quiet || args.output == Output::Json,

@@ -231,7 +231,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                 state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
                 passes: 3,
             },
-            publisher: None,
+            publishers: &[],
             skip_push: false,
             dry_run: args.dry_run,
             quiet: args.quiet || args.output == Output::Json,

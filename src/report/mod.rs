@@ -115,6 +115,9 @@ pub struct ResourceReport {
     pub kind: String,
     pub name: String,
     pub cluster: String,
+    /// The platform (host[:port]) the cluster belongs to (primary or DR standby).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub platform: String,
     pub action: crate::platform::artifacts::Action,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
@@ -126,6 +129,7 @@ impl From<&crate::platform::artifacts::ResourceOutcome> for ResourceReport {
             kind: o.kind.clone(),
             name: o.name.clone(),
             cluster: o.cluster.clone(),
+            platform: String::new(),
             action: o.action,
             error: o.error.as_ref().map(ErrorReport::from),
         }
@@ -155,16 +159,6 @@ impl PackageReport {
             .iter()
             .chain(self.images.iter().filter_map(|i| i.error.as_ref()))
             .chain(self.resources.iter().filter_map(|r| r.error.as_ref()))
-    }
-
-    /// Every image of the package is in every destination (or, in a dry run, would be), and
-    /// the package itself had no error: the condition for writing its platform resources.
-    pub fn images_complete(&self) -> bool {
-        self.error.is_none()
-            && self
-                .images
-                .iter()
-                .all(|i| i.error.is_none() && i.status != ImageStatus::Failed)
     }
 }
 
@@ -285,8 +279,15 @@ impl RunReport {
                     Action::Failed => "FAILED        ",
                 };
                 s.push_str(&format!(
-                    "  {action}{} {} (cluster {})\n",
-                    r.kind, r.name, r.cluster
+                    "  {action}{} {} (cluster {}{})\n",
+                    r.kind,
+                    r.name,
+                    r.cluster,
+                    if r.platform.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" of {}", r.platform)
+                    }
                 ));
                 if let Some(e) = &r.error {
                     s.push_str(&format!("          {}\n", e.message));
