@@ -604,6 +604,7 @@ fn dr_in_one_run_fills_both_sides_and_a_dead_standby_does_not_stop_the_primary()
         "--standby-platform-ca-file".into(),
         standby.ca().display().to_string(),
         "--plain".into(),
+        "--standby-plain".into(),
         "--output".into(),
         "json".into(),
     ]);

@@ -398,14 +398,43 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
     let standby = Registry::start(RegistryOpts::default());
     let dir = fixtures();
     let standby_host = standby.host();
+    // --plain is the primary's: the standby is spoken to with TLS unless --standby-plain, so
+    // this plain-HTTP standby is left out (and said so), while the primary gets everything
+    let (run, report) = push_json(
+        &primary,
+        &[fixture("oam-application").to_str().unwrap()],
+        &["--standby-registry", &standby_host, "--standby-no-auth"],
+    );
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.stderr.contains(&format!(
+            "standby registry {standby_host} (from --standby-registry); TLS;"
+        )),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stdout.contains("DR standby left out of this run"),
+        "{report}"
+    );
+    assert_eq!(report["totals"]["images_failed"], 0, "{report}");
+    assert!(primary.skopeo_raw("acp/oam-controller:v4.2.1").is_some());
+
     let (run, report) = push_json(
         &primary,
         &[dir.to_str().unwrap()],
-        &["--standby-registry", &standby_host, "--standby-no-auth"],
+        &[
+            "--standby-registry",
+            &standby_host,
+            "--standby-no-auth",
+            "--standby-plain",
+        ],
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(report["destinations"].as_array().unwrap().len(), 2);
-    assert_eq!(report["totals"]["images_pushed"], 14, "{report}");
+    assert!(run.stderr.contains("; plain HTTP;"), "{}", run.stderr);
+    assert_eq!(report["totals"]["images_pushed"], 11, "{report}");
+    assert_eq!(report["totals"]["images_present"], 3, "oam-application went to the primary before");
     for entry in std::fs::read_dir(&dir).unwrap() {
         let pkg = entry.unwrap().path();
         if pkg.extension().is_none_or(|x| x != "tgz") {
@@ -425,7 +454,7 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
     let (run, again) = push_json(
         &primary,
         &[dir.to_str().unwrap()],
-        &["--standby-registry", &standby_host],
+        &["--standby-registry", &standby_host, "--standby-plain"],
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(again["totals"]["blobs"]["uploaded"], 0);

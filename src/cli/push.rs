@@ -74,6 +74,12 @@ pub struct PushArgs {
     /// CA certificate (PEM) for the standby registry [default: --ca-file].
     #[arg(long)]
     pub standby_ca_file: Option<PathBuf>,
+    /// Speak plain HTTP to the standby registry (--plain is for the primary only).
+    #[arg(long)]
+    pub standby_plain: bool,
+    /// Do not verify the standby registry's TLS certificate (--insecure is for the primary only).
+    #[arg(long)]
+    pub standby_insecure: bool,
     /// DR in one run: the standby global cluster's platform. Its images go to
     /// --standby-registry, else to the registry its own ProductBase names; its resources are
     /// written there once its images are in. A failure on one side does not stop the other.
@@ -450,16 +456,28 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         dests.push(
             rt.block_on(resolve_destination(
                 standby,
-                args.plain,
+                args.standby_plain,
                 standby_platform.as_deref(),
             ))
             .map_err(|e| e.context("DR standby"))?,
         );
     }
     for (i, d) in dests.iter().enumerate() {
-        if platform.is_some() || standby_platform.is_some() {
+        let insecure = if i == 0 {
+            args.insecure
+        } else {
+            args.standby_insecure
+        };
+        let transport = if d.plain {
+            "plain HTTP"
+        } else if insecure {
+            "TLS, certificate NOT verified"
+        } else {
+            "TLS"
+        };
+        if platform.is_some() || standby_platform.is_some() || dests.len() > 1 {
             eprintln!(
-                "{}registry {} ({}); credentials {}",
+                "{}registry {} ({}); {transport}; credentials {}",
                 if i == 0 { "" } else { "standby " },
                 registries_label(d),
                 d.why,
@@ -480,7 +498,11 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             host: d.host.clone(),
             prefix: d.prefix.clone(),
             plain_http: d.plain,
-            insecure: args.insecure,
+            insecure: if i == 0 {
+                args.insecure
+            } else {
+                args.standby_insecure
+            },
             ca_file,
             extra_roots: Vec::new(),
             credentials: d.credentials.clone(),

@@ -242,15 +242,21 @@ impl SourceRef {
         if !(host.contains('.') || host.contains(':') || host == "localhost") {
             return Err(bad());
         }
+        // `repo@digest` (a digest, parsed), else `repo:tag` with the OCI tag grammar
+        // `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`: a reference becomes part of a URL path, so
+        // nothing else may pass (a tag like `..\..\x\manifests\v1` would point elsewhere).
         let (repository, reference) = if let Some((repo, digest)) = rest.split_once('@') {
-            (
-                repo.split(':').next().unwrap_or(repo).to_string(),
-                digest.to_string(),
-            )
+            let repo = repo.split(':').next().unwrap_or(repo);
+            let d = Digest::parse(digest)
+                .map_err(|e| Error::package(format!("image reference {s:?}: bad digest: {e}")))?;
+            (repo.to_string(), d.to_string())
         } else {
             let (repo, tag) = rest.rsplit_once(':').ok_or_else(bad)?;
-            if repo.is_empty() || tag.is_empty() || tag.contains('/') {
-                return Err(bad());
+            if repo.is_empty() || !valid_tag(tag) {
+                return Err(Error::package(format!(
+                    "image reference {s:?}: tag {tag:?} is not a valid tag \
+                     ([A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})"
+                )));
             }
             (repo.to_string(), tag.to_string())
         };
@@ -272,9 +278,42 @@ impl SourceRef {
     }
 }
 
+/// The OCI distribution tag grammar: `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.
+pub fn valid_tag(tag: &str) -> bool {
+    let b = tag.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
+        && b[1..]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hostile_references_are_refused() {
+        for bad in [
+            r"r.io/acp/x:..\..\acp\victim\manifests\v1",
+            "r.io/acp/x:.hidden",
+            "r.io/acp/x:-dash",
+            "r.io/acp/x:v1?x=y",
+            "r.io/acp/x:v1#f",
+            "r.io/acp/x:v1 ",
+            "r.io/acp/x@sha256:../../etc",
+            "r.io/acp/x@md5:abc",
+            "r.io/acp/x@sha256:ABCDEF",
+            &format!("r.io/acp/x:{}", "a".repeat(129)),
+            "r.io/ACP/x:v1",
+            "r.io/acp//x:v1",
+        ] {
+            assert!(SourceRef::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(SourceRef::parse(&format!("r.io/acp/x:{}", "a".repeat(128))).is_ok());
+        assert!(SourceRef::parse("r.io/acp/x:_v1.2-rc_3").is_ok());
+    }
 
     fn desc(media: &str, bytes: &[u8]) -> Descriptor {
         Descriptor {
