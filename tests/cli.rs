@@ -210,3 +210,42 @@ fn help_ends_with_runbook_examples_and_completions_are_generated() {
         assert!(run.stdout.contains("platform-address"), "{shell}");
     }
 }
+
+#[test]
+fn pack_refuses_a_config_whose_content_is_not_its_digest() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let mut w = ferry::devtools::LayoutWriter::create(&src.join("images")).unwrap();
+    let layer = w.layer(77, 10_000, false).unwrap();
+    let m = w.image("x", "amd64", &[layer], false).unwrap();
+    w.tag(&m, "registry.alauda.cn:60080/acp/x:v1");
+    w.finish().unwrap();
+    write_package_yaml(&src, "x");
+    // damage the config (still valid JSON, same size): its file no longer matches its name
+    let blobs = src.join("images/blobs/sha256");
+    let mut damaged = 0;
+    for e in std::fs::read_dir(&blobs).unwrap() {
+        let p = e.unwrap().path();
+        let text = std::fs::read(&p).unwrap();
+        if let Ok(t) = String::from_utf8(text) {
+            if t.contains("\"rootfs\"") {
+                std::fs::write(&p, t.replace("linux", "linuz")).unwrap();
+                damaged += 1;
+            }
+        }
+    }
+    assert_eq!(damaged, 1);
+    let out = dir.path().join("x.tgz");
+    let run = ferry(&[
+        "pack",
+        "--from",
+        src.join("images").to_str().unwrap(),
+        "--metadata",
+        src.join("package.yaml").to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.stderr.contains("digest mismatch"), "{}", run.stderr);
+    assert!(!out.exists(), "a damaged package was written");
+}

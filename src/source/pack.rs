@@ -110,6 +110,15 @@ pub fn pack(
     let mut bytes = 0u64;
     for d in &doc_order {
         let b = &docs[d];
+        // manifests, indexes and configs are checked like layers: a package must never carry
+        // a blob whose name is not its digest
+        let got = Digest::of(b);
+        if &got != d {
+            return Err(Error::integrity(format!(
+                "blob {d} in {}: digest mismatch: the file's content is {got}; the layout is damaged",
+                from.display()
+            )));
+        }
         bytes += b.len() as u64;
         append(&mut tar, &blob_path(d), b.len() as u64, &b[..])?;
     }
