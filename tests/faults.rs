@@ -119,6 +119,35 @@ fn a_commit_whose_answer_was_lost_is_not_reported_as_failed() {
 }
 
 #[test]
+fn an_upload_location_on_another_host_is_refused() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    // something between ferry and the registry points uploads at another host: our
+    // Authorization header must not follow
+    let evil = common::proxy::Proxy::start(reg.port, vec![]);
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new(
+            "POST",
+            "/blobs/uploads/",
+            Fault::RewriteLocation(Box::leak(
+                format!("http://{}", evil.host()).into_boxed_str(),
+            )),
+        )
+        .times(usize::MAX)],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.stdout.contains("upload location is on another origin"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(evil.bytes(), 0, "bytes went to the other host");
+}
+
+#[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();

@@ -434,7 +434,10 @@ fn dr_standby_registry_gets_everything_from_the_same_read() {
     assert_eq!(report["destinations"].as_array().unwrap().len(), 2);
     assert!(run.stderr.contains("; plain HTTP;"), "{}", run.stderr);
     assert_eq!(report["totals"]["images_pushed"], 11, "{report}");
-    assert_eq!(report["totals"]["images_present"], 3, "oam-application went to the primary before");
+    assert_eq!(
+        report["totals"]["images_present"], 3,
+        "oam-application went to the primary before"
+    );
     for entry in std::fs::read_dir(&dir).unwrap() {
         let pkg = entry.unwrap().path();
         if pkg.extension().is_none_or(|x| x != "tgz") {

@@ -6,6 +6,9 @@
 //! (registry, repository, digest); written atomically (temp file + rename) after every
 //! committed chunk and removed when the blob is complete.
 
+use std::io::Write;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -28,13 +31,19 @@ struct Record {
     session: UploadSession,
 }
 
+/// Saved sessions older than this are removed when a run starts: Distribution purges
+/// unfinished uploads after 7 days by default, so an older session cannot be resumed anyway.
+pub const PRUNE_AFTER: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 impl StateStore {
     /// A store under `dir`; `None` disables persistence (sessions live only in memory).
     pub fn new(dir: Option<PathBuf>) -> Self {
-        StateStore {
+        let store = StateStore {
             dir,
             warned: Default::default(),
-        }
+        };
+        store.prune();
+        store
     }
 
     pub fn default_dir() -> Option<PathBuf> {
@@ -44,63 +53,236 @@ impl StateStore {
         std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state/ferry"))
     }
 
-    fn path(&self, registry: &str, repo: &str, digest: &Digest) -> Option<PathBuf> {
-        let key = Digest::of(format!("{registry}\n{repo}\n{digest}").as_bytes());
-        Some(
-            self.dir
-                .as_ref()?
-                .join(format!("upload-{}.json", key.short())),
-        )
+    fn key(registry: &str, repo: &str, digest: &Digest) -> String {
+        Digest::of(format!("{registry}\n{repo}\n{digest}").as_bytes())
+            .short()
+            .to_string()
     }
 
-    pub fn load(&self, registry: &str, repo: &str, digest: &Digest) -> Option<UploadSession> {
-        let p = self.path(registry, repo, digest)?;
-        let rec: Record = serde_json::from_slice(&std::fs::read(p).ok()?).ok()?;
-        (rec.registry == registry && rec.repository == repo && &rec.digest == digest)
-            .then_some(rec.session)
-    }
-
-    /// Best effort: a state directory that cannot be written only costs resumability.
-    pub fn save(&self, registry: &str, repo: &str, digest: &Digest, session: &UploadSession) {
-        let Some(p) = self.path(registry, repo, digest) else {
-            return;
-        };
-        let rec = Record {
-            registry: registry.into(),
-            repository: repo.into(),
-            digest: digest.clone(),
-            session: session.clone(),
-        };
-        if let Err(e) = write_atomic(&p, &serde_json::to_vec(&rec).unwrap_or_default()) {
-            tracing::debug!(path = %p.display(), error = %e, "cannot save upload state");
-            if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
-                let dir = p.parent().unwrap_or(&p).display().to_string();
-                let why = if e.raw_os_error() == Some(libc::ENOSPC) {
-                    "the disk is full".to_string()
-                } else {
-                    e.to_string()
-                };
-                tracing::warn!(
-                    "cannot save upload state in {dir} ({why}): the push goes on, but after an \
-                     interruption large blobs start again. Free space there, or give --state-dir \
-                     on another filesystem"
-                );
+    /// The state directory, created 0700 if missing, and trusted only if it is ours and not
+    /// writable by group or others (upload URLs in it are credentials of a sort: whoever can
+    /// rewrite them can send our Authorization header elsewhere).
+    fn trusted_dir(&self) -> Option<&Path> {
+        let dir = self.dir.as_deref()?;
+        if let Err(e) = std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            self.warn_once(dir, &e);
+            return None;
+        }
+        match std::fs::symlink_metadata(dir) {
+            Ok(m) if m.is_dir() && owned_and_private(&m) => Some(dir),
+            Ok(_) => {
+                self.warn_untrusted(dir);
+                None
+            }
+            Err(e) => {
+                self.warn_once(dir, &e);
+                None
             }
         }
     }
 
-    pub fn remove(&self, registry: &str, repo: &str, digest: &Digest) {
-        if let Some(p) = self.path(registry, repo, digest) {
+    fn warn_untrusted(&self, what: &Path) {
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::warn!(
+                "state {} is not owned by this user or is writable by others: it is not used \
+                 (no resume inside blobs this run). Fix its owner/mode (chmod 700) or give \
+                 --state-dir",
+                what.display()
+            );
+        }
+    }
+
+    fn warn_once(&self, dir: &Path, e: &std::io::Error) {
+        tracing::debug!(path = %dir.display(), error = %e, "cannot save upload state");
+        if !self.warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            let why = if e.raw_os_error() == Some(libc::ENOSPC) {
+                "the disk is full".to_string()
+            } else {
+                e.to_string()
+            };
+            tracing::warn!(
+                "cannot save upload state in {} ({why}): the push goes on, but after an \
+                 interruption large blobs start again. Free space there, or give --state-dir \
+                 on another filesystem",
+                dir.display()
+            );
+        }
+    }
+
+    /// Removes saved sessions older than [`PRUNE_AFTER`].
+    fn prune(&self) {
+        let Some(dir) = self.dir.as_deref() else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("upload-") {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > PRUNE_AFTER);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+
+    /// The right to drive the upload session of one blob: an exclusive lock on its state file,
+    /// so that two runs never resume the same session. When another run holds it, this run
+    /// neither reads nor writes that state (it uploads in a session of its own).
+    pub fn lease(&self, registry: &str, repo: &str, digest: &Digest) -> Lease {
+        let mut lease = Lease {
+            store: self.clone(),
+            path: None,
+            _lock: None,
+            registry: registry.to_string(),
+            repo: repo.to_string(),
+            digest: digest.clone(),
+        };
+        let Some(dir) = self.trusted_dir() else {
+            return lease;
+        };
+        let key = Self::key(registry, repo, digest);
+        let lock_path = dir.join(format!("upload-{key}.lock"));
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+        else {
+            return lease;
+        };
+        // SAFETY: flock on a file descriptor we own; no memory is involved.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            tracing::info!(%digest, repo, "another ferry run is uploading this blob; not resuming its session");
+            return lease;
+        }
+        lease.path = Some(dir.join(format!("upload-{key}.json")));
+        lease._lock = Some(lock);
+        lease
+    }
+}
+
+/// See [`StateStore::lease`]. Dropping it releases the lock.
+pub struct Lease {
+    store: StateStore,
+    /// The state file, when this run holds the lock.
+    path: Option<PathBuf>,
+    _lock: Option<std::fs::File>,
+    registry: String,
+    repo: String,
+    digest: Digest,
+}
+
+impl Lease {
+    /// The saved session, if it is trustworthy: our own file, not writable by others, for
+    /// this exact blob, and with an upload location on the same registry (host and port).
+    pub fn load(&self) -> Option<UploadSession> {
+        let p = self.path.as_ref()?;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(p)
+            .ok()?;
+        let m = f.metadata().ok()?;
+        if !m.is_file() || !owned_and_private(&m) {
+            self.store.warn_untrusted(p);
+            return None;
+        }
+        let rec: Record = serde_json::from_reader(f).ok()?;
+        let same_blob = rec.registry == self.registry
+            && rec.repository == self.repo
+            && rec.digest == self.digest;
+        if !same_blob {
+            return None;
+        }
+        if !same_origin(&rec.session.location, &self.registry) {
+            tracing::warn!(
+                "{}: the saved upload location is not on registry {}; ignored",
+                p.display(),
+                self.registry
+            );
+            return None;
+        }
+        Some(rec.session)
+    }
+
+    /// Best effort: a state directory that cannot be written only costs resumability.
+    pub fn save(&self, session: &UploadSession) {
+        let Some(p) = &self.path else {
+            return;
+        };
+        let rec = Record {
+            registry: self.registry.clone(),
+            repository: self.repo.clone(),
+            digest: self.digest.clone(),
+            session: session.clone(),
+        };
+        if let Err(e) = write_atomic(p, &serde_json::to_vec(&rec).unwrap_or_default()) {
+            self.store.warn_once(p.parent().unwrap_or(p), &e);
+        }
+    }
+
+    /// Forgets the session (and its lock file: nothing is left to resume).
+    pub fn remove(&self) {
+        if let Some(p) = &self.path {
             let _ = std::fs::remove_file(p);
+            let _ = std::fs::remove_file(p.with_extension("lock"));
         }
     }
 }
 
+fn owned_and_private(m: &std::fs::Metadata) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    m.uid() == me && m.mode() & 0o022 == 0
+}
+
+/// Is `location` on `registry` (`host[:port]`, IPv6 bracketed)?
+fn same_origin(location: &str, registry: &str) -> bool {
+    let Ok(u) = url::Url::parse(location) else {
+        return false;
+    };
+    let host = match u.host() {
+        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
+        Some(h) => h.to_string(),
+        None => return false,
+    };
+    let with_port = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.clone(),
+    };
+    registry.eq_ignore_ascii_case(&with_port) || registry.eq_ignore_ascii_case(&host)
+}
+
+/// Temp file created exclusively and without following symlinks (0600), then renamed over.
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().expect("state files live in a directory");
-    std::fs::create_dir_all(dir)?;
     let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    if let Err(e) = std::fs::write(&tmp, bytes) {
+    let _ = std::fs::remove_file(&tmp); // ours from an earlier crash; unlink never follows
+    let r = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_data()
+    })();
+    if let Err(e) = r {
         // a half-written file on a full disk would only take more space
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
@@ -111,21 +293,108 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn session(loc: &str) -> UploadSession {
+        UploadSession {
+            location: loc.into(),
+            offset: 42,
+        }
+    }
 
     #[test]
-    fn saves_loads_and_removes() {
+    fn saves_loads_and_removes_privately() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let store = StateStore::new(Some(state.clone()));
+        let d = Digest::of(b"x");
+        let lease = store.lease("r:5000", "a", &d);
+        assert!(lease.load().is_none());
+        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
+        assert_eq!(lease.load().unwrap().offset, 42);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700);
+        let file = std::fs::read_dir(&state)
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .unwrap()
+            .path();
+        assert_eq!(mode(&file), 0o600);
+        lease.remove();
+        assert!(lease.load().is_none());
+    }
+
+    #[test]
+    fn foreign_locations_and_writable_files_are_not_trusted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(Some(dir.path().join("s")));
+        let d = Digest::of(b"y");
+        let lease = store.lease("r:5000", "a", &d);
+        lease.save(&session("https://evil.example.com/v2/a/blobs/uploads/u1"));
+        assert!(
+            lease.load().is_none(),
+            "a location on another host was used"
+        );
+        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
+        let file = std::fs::read_dir(dir.path().join("s"))
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .unwrap()
+            .path();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(
+            lease.load().is_none(),
+            "a world-writable state file was trusted"
+        );
+        // a symlink where the temp file goes is not written through
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "keep").unwrap();
+        let tmp = file.with_extension(format!("tmp{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u2"));
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
+        assert!(lease.load().unwrap().location.ends_with("u2"));
+    }
+
+    #[test]
+    fn one_run_at_a_time_drives_a_session_and_old_state_is_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().to_path_buf()));
-        let d = Digest::of(b"x");
-        let s = UploadSession {
-            location: "http://r/v2/a/blobs/uploads/u1".into(),
-            offset: 42,
-        };
-        assert!(store.load("r", "a", &d).is_none());
-        store.save("r", "a", &d, &s);
-        assert_eq!(store.load("r", "a", &d).unwrap().offset, 42);
-        assert!(store.load("r", "b", &d).is_none());
-        store.remove("r", "a", &d);
-        assert!(store.load("r", "a", &d).is_none());
+        let d = Digest::of(b"z");
+        let first = store.lease("r", "a", &d);
+        first.save(&session("http://r/v2/a/blobs/uploads/u1"));
+        let second = store.lease("r", "a", &d);
+        assert!(second.load().is_none(), "two leases on one session");
+        drop(first);
+        let third = store.lease("r", "a", &d);
+        assert!(third.load().is_some());
+        drop(third);
+        let file = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .find(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .unwrap()
+            .path();
+        let old = std::time::SystemTime::now() - PRUNE_AFTER - std::time::Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(&file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let _ = StateStore::new(Some(dir.path().to_path_buf()));
+        assert!(!file.exists(), "a week-old session was kept");
+    }
+
+    #[test]
+    fn origins() {
+        assert!(same_origin("https://r:5000/v2/x?y", "r:5000"));
+        assert!(same_origin("https://[::1]:5000/v2/x", "[::1]:5000"));
+        assert!(same_origin("https://r/v2/x", "r"));
+        assert!(!same_origin("https://r:5001/v2/x", "r:5000"));
+        assert!(!same_origin("https://other/v2/x", "r"));
     }
 }

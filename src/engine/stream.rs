@@ -295,8 +295,8 @@ async fn upload_target(
     if !registry.supports_chunks() {
         return stream_whole(registry, repo, digest, None, rx).await;
     }
-    let host = registry.host.as_str();
-    let mut session = match state.load(host, repo, digest) {
+    let lease = state.lease(&registry.host, repo, digest);
+    let mut session = match lease.load() {
         Some(saved) => match registry.upload_status(repo, &saved).await {
             Ok(Some(s)) if s.offset <= size => {
                 tracing::info!(%digest, repo, offset = s.offset, "resuming upload where the registry stands");
@@ -321,16 +321,16 @@ async fn upload_target(
                     if let Err(e) = send_chunk(registry, repo, digest, &mut session, piece).await {
                         if pos == 0 && !registry.supports_chunks() {
                             let _ = registry.cancel(repo, &session).await;
-                            state.remove(host, repo, digest);
+                            lease.remove();
                             return stream_whole(registry, repo, digest, Some(b), rx).await;
                         }
                         if !e.retryable {
                             let _ = registry.cancel(repo, &session).await;
-                            state.remove(host, repo, digest);
+                            lease.remove();
                         }
                         return Err(e);
                     }
-                    state.save(host, repo, digest, &session);
+                    lease.save(&session);
                 }
                 pos = end;
             }
@@ -341,12 +341,12 @@ async fn upload_target(
                 if r.as_ref().is_err_and(|e| !e.retryable) {
                     let _ = registry.cancel(repo, &session).await;
                 }
-                state.remove(host, repo, digest);
+                lease.remove();
                 return r;
             }
             Msg::Fail(e) => {
                 let _ = registry.cancel(repo, &session).await;
-                state.remove(host, repo, digest);
+                lease.remove();
                 return Err(e);
             }
         }

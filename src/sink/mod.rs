@@ -609,6 +609,21 @@ impl Registry {
                 format!("registry {}: {what}: bad Location header: {e}", self.host),
             )
         })?;
+        // Our Authorization header goes wherever the upload continues: only to the registry
+        // itself, never to a host its answer names.
+        if abs.origin() != self.base.origin() {
+            return Err(Error::new(
+                ErrorKind::Registry,
+                format!(
+                    "registry {}: {what}: the upload location is on another origin ({}://{}): \
+                     refused, our credentials would go there. Is a proxy rewriting Location \
+                     headers? Push to the address the registry itself announces",
+                    self.host,
+                    abs.scheme(),
+                    abs.host_str().unwrap_or("?")
+                ),
+            ));
+        }
         Ok(abs.to_string())
     }
 

@@ -24,6 +24,9 @@ pub enum Fault {
     Dribble(Duration),
     /// Forward nothing; keep the client waiting until it disconnects (or 60 s).
     Hold,
+    /// Forward normally, but point the answer's `Location` header at this origin instead
+    /// (a hostile or misconfigured hop).
+    RewriteLocation(&'static str),
     /// Forward the whole request and wait for the registry's answer, then close the client's
     /// connection without relaying it: the request took effect, the client never heard.
     DropAnswer,
@@ -273,6 +276,31 @@ fn handle(
         return Ok(());
     }
     match fault {
+        Some(Fault::RewriteLocation(origin)) => {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && up.read(&mut b)? == 1 {
+                head.push(b[0]);
+            }
+            let text = String::from_utf8_lossy(&head).into_owned();
+            let rewritten: Vec<String> = text
+                .split("\r\n")
+                .map(|line| {
+                    if line.to_ascii_lowercase().starts_with("location:") {
+                        let value = line[9..].trim();
+                        let path = value
+                            .split_once("://")
+                            .map(|(_, rest)| rest.find('/').map_or("/", |i| &rest[i..]))
+                            .unwrap_or(value);
+                        format!("Location: {origin}{path}")
+                    } else {
+                        line.to_string()
+                    }
+                })
+                .collect();
+            client_w.write_all(rewritten.join("\r\n").as_bytes())?;
+            std::io::copy(&mut up, &mut client_w)?;
+        }
         Some(Fault::Dribble(every)) => {
             let mut b = [0u8; 1];
             while up.read(&mut b)? == 1 {
