@@ -45,6 +45,7 @@ fn token_server(key: SigningKey, cert_der: Vec<u8>, issued: Arc<Mutex<Vec<String
             );
             let mut w = conn;
             if auth != want {
+                issued.lock().unwrap().push("REFUSED".into());
                 let _ = w.write_all(
                     b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
                 );
@@ -198,4 +199,16 @@ fn bearer_token_registries_work_and_tokens_never_leak() {
     ]);
     assert_eq!(run.code, 5, "{}", run.all());
     assert!(!run.all().contains("not-the-password"));
+    // asked once, early: not once per image (account lockout)
+    let refused = issued
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|t| *t == "REFUSED")
+        .count();
+    assert_eq!(
+        refused, 1,
+        "the refused credentials were tried {refused} times"
+    );
+    assert!(run.all().contains("check them"), "{}", run.all());
 }

@@ -148,6 +148,37 @@ fn an_upload_location_on_another_host_is_refused() {
 }
 
 #[test]
+fn a_redirect_on_blob_head_means_the_blob_is_there() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let direct = Proxy::start(reg.port, vec![]);
+    let run = push_via(&direct, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // drop the tag, keep the blobs; then blob HEADs answer 307 as S3-backed registries do
+    let out = std::process::Command::new("skopeo")
+        .args(["delete", "--tls-verify=false"])
+        .arg(format!("docker://{}/acp/big:v1", reg.host()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new("HEAD", "/blobs/sha256:", Fault::Status(307, None)).times(usize::MAX)],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert_eq!(report["totals"]["blobs"]["uploaded"], 0, "{report}");
+    assert_eq!(report["totals"]["images_pushed"], 1, "{report}");
+    assert_landed(&reg);
+}
+
+#[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();

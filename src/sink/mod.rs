@@ -76,6 +76,8 @@ pub struct Registry {
     credential_origin: Option<String>,
     scheme: Mutex<Option<Scheme>>,
     tokens: Mutex<HashMap<String, String>>,
+    /// The token server refused our credentials: remembered, so that they are not tried again.
+    token_refused: Mutex<Option<Error>>,
     retry: RetryPolicy,
     pub counters: Arc<Counters>,
     /// Cleared the first time the registry refuses a `Content-Range` PATCH: from then on
@@ -97,6 +99,9 @@ struct Body {
     bytes: Bytes,
     content_type: HeaderValue,
 }
+
+/// Bytes of an error answer read for its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
@@ -157,6 +162,9 @@ impl Registry {
             },
             accept_invalid_certificates: opts.insecure,
             extra_root_certificates: oci_certs,
+            // a token server that never answers must not hang every request to the registry
+            read_timeout: Some(opts.timeout),
+            connect_timeout: Some(Duration::from_secs(15)),
             ..Default::default()
         });
         Ok(Registry {
@@ -170,6 +178,7 @@ impl Registry {
             credential_origin: opts.credential_origin,
             scheme: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
+            token_refused: Mutex::new(None),
             retry: opts.retry,
             counters: Arc::new(Counters::default()),
             chunked: AtomicBool::new(true),
@@ -225,8 +234,12 @@ impl Registry {
                 }
                 Ok(())
             }
-            // Bearer registries check credentials when the first token is requested.
-            Scheme::Bearer => Ok(()),
+            // Bearer registries: ask for one token now, so that a wrong password fails once,
+            // before any work, with exit 5 (and is then remembered, not retried).
+            Scheme::Bearer => match self.authorize("ferry-credential-check", true).await {
+                Err(e) if e.kind == ErrorKind::Auth => Err(e),
+                _ => Ok(()),
+            },
         }
     }
 
@@ -290,12 +303,17 @@ impl Registry {
             Scheme::None => Ok(None),
             Scheme::Basic => Ok(Some(creds.basic_header())),
             Scheme::Bearer => {
-                let mut tokens = self.tokens.lock().await;
+                if let Some(e) = self.token_refused.lock().await.clone() {
+                    // credentials the token server refused once are not tried again: every
+                    // try could count towards an account lockout
+                    return Err(e);
+                }
                 if !refresh {
-                    if let Some(t) = tokens.get(repo) {
+                    if let Some(t) = self.tokens.lock().await.get(repo) {
                         return Ok(Some(format!("Bearer {t}")));
                     }
                 }
+                // no lock is held while the token server is asked
                 let reference = oci_client::Reference::with_tag(
                     self.host.clone(),
                     self.full_repo(repo),
@@ -305,25 +323,54 @@ impl Registry {
                     creds.username.clone(),
                     creds.password.expose().to_string(),
                 );
-                let token = self
+                let token = match self
                     .oci
                     .auth(&reference, &auth, oci_client::RegistryOperation::Push)
                     .await
-                    .map_err(|e| {
+                {
+                    Ok(t) => t,
+                    Err(e) => {
                         // The error text of a failed token request is the token server's body;
                         // it cannot contain our password, but keep it short.
                         let text: String = e.to_string().chars().take(200).collect();
-                        Error::new(
-                            ErrorKind::Auth,
+                        let lower = text.to_lowercase();
+                        // oci-client says "Authentication failure" for a 401/403 of the token
+                        // server; anything else (no answer, 5xx) is worth another try
+                        // (a 403 can be about the scope, not the credentials: not remembered)
+                        let refused = lower.contains("authentication failure")
+                            || lower.contains("401")
+                            || lower.contains("unauthorized");
+                        let err = Error::new(
+                            if refused {
+                                ErrorKind::Auth
+                            } else {
+                                ErrorKind::Unreachable
+                            },
                             format!(
-                                "registry {}: getting a push token for {repo} failed: {text}",
-                                self.host
+                                "registry {}: getting a push token for {repo} failed: {text}{}",
+                                self.host,
+                                if refused {
+                                    format!(
+                                        " (user {:?}, credentials {}): check them",
+                                        creds.username,
+                                        self.credential_origin
+                                            .as_deref()
+                                            .unwrap_or("from the command line")
+                                    )
+                                } else {
+                                    String::new()
+                                }
                             ),
-                        )
-                    })?;
+                        );
+                        if refused {
+                            *self.token_refused.lock().await = Some(err.clone());
+                        }
+                        return Err(err.retryable(!refused));
+                    }
+                };
                 match token {
                     Some(t) => {
-                        tokens.insert(repo.to_string(), t.clone());
+                        self.tokens.lock().await.insert(repo.to_string(), t.clone());
                         Ok(Some(format!("Bearer {t}")))
                     }
                     None => Ok(Some(creds.basic_header())),
@@ -503,8 +550,21 @@ impl Registry {
     }
 
     /// Error for an unexpected status, with the registry's own error code when it gave one.
-    async fn status_error(&self, status: StatusCode, what: &str, resp: reqwest::Response) -> Error {
-        let body = resp.bytes().await.unwrap_or_default();
+    async fn status_error(
+        &self,
+        status: StatusCode,
+        what: &str,
+        mut resp: reqwest::Response,
+    ) -> Error {
+        // the registry's error document, read up to a cap: a hostile or broken server could
+        // otherwise send gigabytes into our memory
+        let mut body = Vec::new();
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())]);
+            if body.len() >= MAX_ERROR_BODY {
+                break;
+            }
+        }
         let detail = registry_error_text(&body);
         let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth,
@@ -526,6 +586,9 @@ impl Registry {
         let resp = self.send(Method::HEAD, url, None, repo, &what).await?;
         match resp.status() {
             StatusCode::OK => Ok(true),
+            // storage drivers that serve blobs from elsewhere (S3, a CDN) redirect: the blob
+            // is there (we never follow the redirect: it would carry our credentials away)
+            s if s.is_redirection() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
             s => Err(self.status_error(s, &what, resp).await),
         }
@@ -571,6 +634,8 @@ impl Registry {
         };
         match resp.status() {
             StatusCode::CREATED => Ok(true),
+            // not allowed to read `from` (a robot account scoped to one project): upload
+            StatusCode::FORBIDDEN => Ok(false),
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = self.location(&resp, &what) {
                     let _ = self
