@@ -5,6 +5,7 @@ mod platform_flags;
 mod push;
 mod show;
 mod sync;
+mod transfer_flags;
 mod verify;
 
 use std::path::PathBuf;

@@ -8,6 +8,7 @@ use std::time::Instant;
 use clap::Args;
 
 use super::platform_flags::PlatformFlags;
+use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::engine::{EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind};
@@ -33,6 +34,8 @@ pub struct PushArgs {
     pub dest_repo: Option<String>,
     #[command(flatten)]
     pub platform: PlatformFlags,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
     /// Clusters that get an operator's resources, comma-separated [default: global].
     /// Cluster plugins and charts always go to global.
     #[arg(long, value_delimiter = ',', requires = "platform_address")]
@@ -120,38 +123,17 @@ pub struct PushArgs {
     /// Trust this CA certificate (PEM) for the registry.
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
-    /// Blobs in flight at once (per package).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub concurrency: u16,
     /// Packages pushed at the same time (a directory of many packages).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub packages_at_once: u16,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
-    /// Print the plan (what would be sent, how long it would take) and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Link speed for the dry-run estimate, e.g. 1gbit, 100mbit, 10gbit.
-    #[arg(long, default_value = "1gbit", value_parser = parse_link_speed)]
-    pub link_speed: u64,
-    /// Where open upload sessions are remembered for resume [default: $XDG_STATE_HOME/ferry].
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
     /// Also upload foreign / non-distributable layers.
     #[arg(long)]
     pub allow_nondistributable_artifacts: bool,
     /// Blobs larger than this (MiB) are sent in chunks of this size, resumable.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
     pub chunk_size_mb: u32,
-    /// Seconds to wait for the registry to answer before the request counts as failed.
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
-    /// No progress output.
-    #[arg(long, short)]
-    pub quiet: bool,
-    /// Base of the retry backoff in milliseconds (tests shorten it).
-    #[arg(long, default_value_t = 500, hide = true)]
-    pub retry_base_ms: u64,
 }
 
 pub fn parse_link_speed(s: &str) -> Result<u64, String> {
@@ -409,10 +391,10 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         )?;
     }
     let retry = RetryPolicy {
-        base: std::time::Duration::from_millis(args.retry_base_ms),
+        base: std::time::Duration::from_millis(args.transfer.retry_base_ms),
         ..Default::default()
     };
-    let timeout = std::time::Duration::from_secs(args.timeout);
+    let timeout = std::time::Duration::from_secs(args.transfer.timeout);
     let rt = super::runtime()?;
     let platform = match args.platform.options(timeout)? {
         Some(opts) => Some(Arc::new(rt.block_on(Platform::connect(opts))?)),
@@ -531,17 +513,21 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                         args.clusters.clone()
                     },
                     catalog_source: args.target_catalog_source.clone(),
-                    dry_run: args.dry_run,
+                    dry_run: args.transfer.dry_run,
                 })
             })
             .collect()
     };
     let opts = EngineOptions {
-        concurrency: args.concurrency as usize,
+        concurrency: args.transfer.concurrency as usize,
         chunk_size: (args.chunk_size_mb as usize) << 20,
         allow_nondistributable: args.allow_nondistributable_artifacts,
-        dry_run: args.dry_run,
-        state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
+        dry_run: args.transfer.dry_run,
+        state_dir: args
+            .transfer
+            .state_dir
+            .clone()
+            .or_else(StateStore::default_dir),
         passes: 3,
     };
     let run = Run {
@@ -550,16 +536,16 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         engine: opts,
         publishers: &publishers,
         skip_push: args.skip_push,
-        dry_run: args.dry_run,
-        quiet: args.quiet || args.output == Output::Json,
+        dry_run: args.transfer.dry_run,
+        quiet: args.transfer.quiet || args.output == Output::Json,
         packages_at_once: args.packages_at_once as usize,
     };
     let mut report = rt.block_on(run.execute(started));
-    if args.dry_run {
+    if args.transfer.dry_run {
         report.estimate = Some(estimate_line(
             report.totals.blobs.bytes,
             report.totals.blobs.uploaded,
-            args.link_speed,
+            args.transfer.link_speed,
         ));
     }
     match args.output {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::Serialize;
 
+use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::engine::{EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind, Result};
@@ -81,23 +82,10 @@ pub struct SyncArgs {
     /// Speak plain HTTP to the registries.
     #[arg(long)]
     pub plain: bool,
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub concurrency: u16,
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
-    /// Print what would be sent to each registry, and change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-    #[arg(long, default_value = "1gbit", value_parser = super::push::parse_link_speed)]
-    pub link_speed: u64,
-    #[arg(long)]
-    pub state_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
-    pub timeout: u64,
-    #[arg(long, short)]
-    pub quiet: bool,
-    #[arg(long, default_value_t = 500, hide = true)]
-    pub retry_base_ms: u64,
+    #[command(flatten)]
+    pub transfer: TransferFlags,
 }
 
 /// The registry decision, printed before anything is uploaded.
@@ -174,9 +162,9 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         error: None,
     };
 
-    let timeout = Duration::from_secs(args.timeout);
+    let timeout = Duration::from_secs(args.transfer.timeout);
     let retry = RetryPolicy {
-        base: Duration::from_millis(args.retry_base_ms),
+        base: Duration::from_millis(args.transfer.retry_base_ms),
         ..Default::default()
     };
     let extra_roots = kube
@@ -224,25 +212,29 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             packages: &packages,
             registries: &registries,
             engine: EngineOptions {
-                concurrency: args.concurrency as usize,
+                concurrency: args.transfer.concurrency as usize,
                 chunk_size: 8 << 20,
                 allow_nondistributable: false,
-                dry_run: args.dry_run,
-                state_dir: args.state_dir.clone().or_else(StateStore::default_dir),
+                dry_run: args.transfer.dry_run,
+                state_dir: args
+                    .transfer
+                    .state_dir
+                    .clone()
+                    .or_else(StateStore::default_dir),
                 passes: 3,
             },
             publishers: &[],
             skip_push: false,
-            dry_run: args.dry_run,
-            quiet: args.quiet || args.output == Output::Json,
+            dry_run: args.transfer.dry_run,
+            quiet: args.transfer.quiet || args.output == Output::Json,
             packages_at_once: 4,
         };
         let mut transfer = rt.block_on(run.execute(started));
-        if args.dry_run {
+        if args.transfer.dry_run {
             transfer.estimate = Some(crate::report::estimate_line(
                 transfer.totals.blobs.bytes,
                 transfer.totals.blobs.uploaded,
-                args.link_speed,
+                args.transfer.link_speed,
             ));
         }
         report.exit_code = transfer.exit_code;
@@ -471,7 +463,7 @@ async fn manifests(
     }
     let mut out = Vec::new();
     for obj in &objects {
-        out.push(apply::apply(&kube.cluster, obj, args.dry_run).await);
+        out.push(apply::apply(&kube.cluster, obj, args.transfer.dry_run).await);
     }
     Ok(out)
 }

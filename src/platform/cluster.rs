@@ -40,16 +40,7 @@ impl Cluster {
         cfg.read_timeout = Some(timeout);
         cfg.write_timeout = Some(timeout);
         cfg.auth_info.token = Some(secrecy::SecretString::from(token.expose().to_string()));
-        let client = kube::Client::try_from(cfg).map_err(|e| {
-            Error::internal(format!(
-                "cluster {name:?}: cannot set up the API client: {e}"
-            ))
-        })?;
-        Ok(Cluster {
-            name: name.to_string(),
-            client,
-            discovered: Default::default(),
-        })
+        Self::from_config(name, cfg)
     }
 
     /// A cluster from a ready kube configuration (a kubeconfig's context).
