@@ -666,3 +666,46 @@ fn dr_in_one_run_fills_both_sides_and_a_dead_standby_does_not_stop_the_primary()
         run.stdout
     );
 }
+
+#[test]
+fn a_self_signed_ca_true_platform_certificate_given_with_platform_ca_file_is_accepted() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        self_signed_ca: true,
+        ..Default::default()
+    });
+    // password login (reqwest) and the Kubernetes API (kube) both trust it by exact match
+    let run = ferry_with(
+        &[
+            "push",
+            fixture("oam-application").to_str().unwrap(),
+            "--platform-address",
+            &p.url(),
+            "--platform-ca-file",
+            p.ca().to_str().unwrap(),
+            "--platform-username",
+            ADMIN,
+            "--plain",
+        ],
+        &[("FERRY_PLATFORM_PASSWORD", ADMIN_PASSWORD)],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(p.list("global", "artifacts").len(), 1);
+    // another certificate is still refused
+    let other = FakePlatform::start(PlatformOpts {
+        self_signed_ca: true,
+        ..Default::default()
+    });
+    let run = ferry(&[
+        "push",
+        fixture("oam-application").to_str().unwrap(),
+        "--platform-address",
+        &p.url(),
+        "--platform-ca-file",
+        other.ca().to_str().unwrap(),
+        "--platform-token",
+        TOKEN,
+        "--plain",
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+}

@@ -40,7 +40,52 @@ impl Cluster {
         cfg.read_timeout = Some(timeout);
         cfg.write_timeout = Some(timeout);
         cfg.auth_info.token = Some(secrecy::SecretString::from(token.expose().to_string()));
-        Self::from_config(name, cfg)
+        match (&cfg.root_cert, insecure) {
+            (Some(trusted), false) => {
+                let trusted = trusted.clone();
+                Self::with_exact_match_trust(name, cfg, &trusted, timeout)
+            }
+            _ => Self::from_config(name, cfg),
+        }
+    }
+
+    /// kube's client stack (base URI, bearer token), but with our TLS verifier: a platform
+    /// certificate that is itself one of the `--platform-ca-file` certificates is accepted even
+    /// when it carries CA:TRUE (as `openssl req -x509` makes them), as Go clients accept it.
+    /// kube builds its rustls configuration itself and offers no hook for the verifier.
+    fn with_exact_match_trust(
+        name: &str,
+        cfg: kube::Config,
+        trusted: &[Vec<u8>],
+        timeout: Duration,
+    ) -> Result<Self> {
+        use kube::client::ConfigExt;
+        let setup = |e: String| Error::internal(format!("cluster {name:?}: API client: {e}"));
+        let mut tls = crate::sink::tls::client_config(trusted)?;
+        tls.alpn_protocols.clear(); // hyper-rustls sets its own (http/1.1)
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(15)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, kube::client::Body>(https);
+        let auth = cfg.auth_layer().map_err(|e| setup(e.to_string()))?;
+        let service = tower::ServiceBuilder::new()
+            .layer(cfg.base_uri_layer())
+            .option_layer(auth)
+            // API answers are small: a whole-request deadline is right here
+            .layer(tower::timeout::TimeoutLayer::new(timeout))
+            .service(client);
+        Ok(Cluster {
+            name: name.to_string(),
+            client: kube::Client::new(service, cfg.default_namespace),
+            discovered: Default::default(),
+        })
     }
 
     /// A cluster from a ready kube configuration (a kubeconfig's context).

@@ -85,10 +85,10 @@ impl Platform {
                     .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
                     .redirect(reqwest::redirect::Policy::none())
                     .danger_accept_invalid_certs(opts.insecure);
-                for der in ca_der.iter().flatten() {
-                    let cert = reqwest::Certificate::from_der(der)
-                        .map_err(|e| Error::internal(format!("--platform-ca-file: {e}")))?;
-                    builder_add(&mut http, cert);
+                if let (Some(trusted), false) = (&ca_der, opts.insecure) {
+                    // the same verifier as for registries: exact match accepted (CA:TRUE)
+                    let tls = crate::sink::tls::client_config(trusted)?;
+                    http = http.use_preconfigured_tls(tls);
                 }
                 let http = http
                     .build()
@@ -141,12 +141,6 @@ impl Platform {
     pub fn host(&self) -> String {
         host_of(&self.address)
     }
-}
-
-// reqwest's builder is by value; this keeps the loop above readable.
-fn builder_add(b: &mut reqwest::ClientBuilder, cert: reqwest::Certificate) {
-    let taken = std::mem::take(b);
-    *b = taken.add_root_certificate(cert);
 }
 
 fn host_of(u: &Url) -> String {

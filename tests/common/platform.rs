@@ -121,6 +121,9 @@ pub struct FakePlatform {
 #[derive(Clone)]
 pub struct PlatformOpts {
     pub ipv6: bool,
+    /// Serve one self-signed certificate with CA:TRUE (as `openssl req -x509` makes), and
+    /// give that very certificate as the CA to trust.
+    pub self_signed_ca: bool,
     pub clusters: Vec<&'static str>,
     pub product_base_version: &'static str,
 }
@@ -129,6 +132,7 @@ impl Default for PlatformOpts {
     fn default() -> Self {
         PlatformOpts {
             ipv6: false,
+            self_signed_ca: false,
             clusters: vec!["global"],
             product_base_version: "v1alpha1",
         }
@@ -151,15 +155,25 @@ impl FakePlatform {
             .distinguished_name
             .push(rcgen::DnType::CommonName, "fake platform CA");
         let ca = ca_params.self_signed(&ca_key).unwrap();
-        let leaf_key = rcgen::KeyPair::generate().unwrap();
-        let leaf_params = rcgen::CertificateParams::new(vec![
+        let names = vec![
             "localhost".to_string(),
             "127.0.0.1".to_string(),
             "::1".to_string(),
-        ])
-        .unwrap();
-        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+        ];
+        let (leaf, leaf_key) = if opts.self_signed_ca {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+            (cert, key)
+        } else {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let params = rcgen::CertificateParams::new(names).unwrap();
+            let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), ca.pem()).unwrap();
+            (cert, key)
+        };
 
         let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, 2048).unwrap();
         let pubkey_pem = key
