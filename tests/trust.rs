@@ -110,3 +110,15 @@ fn the_ca_named_in_containerds_hosts_toml_is_used() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stderr.contains("registry-ca.pem"), "{}", run.stderr);
 }
+
+#[test]
+fn ssl_cert_file_is_honoured() {
+    let reg = registry();
+    let pkg = fixture("oam-application");
+    let run = ferry_with(
+        &["push", pkg.to_str().unwrap(), "--dest-repo", &reg.host()],
+        &[("SSL_CERT_FILE", reg.ca().to_str().unwrap())],
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+}

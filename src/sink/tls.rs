@@ -122,7 +122,11 @@ fn hosts_toml_cas(dir: &Path) -> Vec<PathBuf> {
 pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
+    // system roots, with $SSL_CERT_FILE / $SSL_CERT_DIR honoured; like Go, a server
+    // certificate that is itself one of them is accepted by exact match too
+    let mut pinned: Vec<Vec<u8>> = trusted.to_vec();
     for cert in rustls_native_certs::load_native_certs().certs {
+        pinned.push(cert.to_vec());
         let _ = roots.add(cert);
     }
     for der in trusted {
@@ -132,10 +136,7 @@ pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .map_err(|e| Error::internal(format!("TLS verifier: {e}")))?;
-    let verifier = ExactOrWebPki {
-        inner,
-        pinned: trusted.to_vec(),
-    };
+    let verifier = ExactOrWebPki { inner, pinned };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
