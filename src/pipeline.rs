@@ -28,6 +28,9 @@ pub struct Run<'a> {
     pub packages: &'a [Package],
     pub registries: &'a [Arc<Registry>],
     pub engine: EngineOptions,
+    /// Charts of chart packages go to this repository of every registry as Helm OCI
+    /// artifacts (`--target-chartrepo`); None: charts are not pushed.
+    pub chart_repo: Option<&'a str>,
     /// After-push steps, one per platform side (primary, DR standby).
     pub publishers: &'a [Publisher],
     /// Only check that the images are there (the engine surveys), then publish.
@@ -87,11 +90,16 @@ impl Run<'_> {
             let (engine_ref, progress_ref) = (&engine, &progress);
             let skip_push = self.skip_push;
             let publishers = self.publishers;
+            let chart_repo = self.chart_repo;
+            let (live_ref, dry_run) = (&live, self.dry_run);
             report.packages = futures::stream::iter(self.packages)
                 .map(|pkg| async move {
                     let mut outcome = engine_ref.push_package(pkg, progress_ref).await;
                     if skip_push {
                         require_present(&mut outcome);
+                    }
+                    if let Some(repo) = chart_repo {
+                        push_charts(pkg, &mut outcome, live_ref, repo, dry_run || skip_push).await;
                     }
                     for publisher in publishers {
                         publisher.publish(&mut outcome).await;
@@ -142,6 +150,111 @@ pub async fn watch_signals() {
             "stopping: no new uploads; finishing those in flight (signal again to quit at once)"
         );
     }
+}
+
+/// Pushes the chart archives of a chart package (`charts/*.tgz`) to every registry as Helm
+/// OCI artifacts (`<registry>/<repo>/<chart>:<version>`) and reports each as an image whose
+/// source is the chart file. Only after the package's images went up: a package that failed
+/// gets no chart either. With `check_only` (dry run, `--skip-push`) nothing is written.
+async fn push_charts(
+    pkg: &Package,
+    report: &mut PackageReport,
+    registries: &[Arc<Registry>],
+    repo_prefix: &str,
+    check_only: bool,
+) {
+    if report.kind != "chart" || report.error.is_some() {
+        return;
+    }
+    if report
+        .images
+        .iter()
+        .any(|i| i.status == ImageStatus::Failed)
+    {
+        return;
+    }
+    let mut charts = report.charts.clone();
+    if charts.is_empty() {
+        let reader = pkg.clone();
+        match tokio::task::spawn_blocking(move || reader.list_charts()).await {
+            Ok(Ok(found)) => charts = found,
+            Ok(Err(e)) => {
+                report.error = Some((&e).into());
+                return;
+            }
+            Err(e) => {
+                report.error =
+                    Some((&Error::internal(format!("chart reader crashed: {e}"))).into());
+                return;
+            }
+        }
+    }
+    for file in charts {
+        let reader = pkg.clone();
+        let name = file.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            reader
+                .read_chart(&name)
+                .and_then(|bytes| crate::source::chart::helm_artifact(&name, bytes))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::internal(format!("chart reader crashed: {e}"))));
+        let chart = match built {
+            Ok(c) => c,
+            Err(e) => {
+                report.error = Some((&e).into());
+                return;
+            }
+        };
+        let repo = format!("{}/{}", repo_prefix.trim_matches('/'), chart.name);
+        let tag = chart.version.replace('+', "_");
+        for registry in registries {
+            let r = push_chart(registry, &repo, &tag, &chart, check_only).await;
+            let (status, error) = match r {
+                Ok(s) => (s, None),
+                Err(e) => (
+                    ImageStatus::Failed,
+                    Some((&e.context(format!("package {}: chart {file}", report.file))).into()),
+                ),
+            };
+            report.images.push(crate::report::ImageReport {
+                source: file.clone(),
+                destination: format!("{}/{repo}:{tag}", registry.label()),
+                digest: chart.manifest.0.to_string(),
+                status,
+                error,
+            });
+        }
+    }
+}
+
+async fn push_chart(
+    registry: &Registry,
+    repo: &str,
+    tag: &str,
+    chart: &crate::source::chart::HelmArtifact,
+    check_only: bool,
+) -> Result<ImageStatus, Error> {
+    if registry.manifest_digest(repo, tag).await?.as_deref() == Some(chart.manifest.0.as_str()) {
+        return Ok(ImageStatus::Present);
+    }
+    if check_only {
+        return Ok(ImageStatus::Planned);
+    }
+    for (digest, bytes) in [&chart.config, &chart.layer] {
+        if !registry.blob_exists(repo, digest).await? {
+            registry.upload_whole(repo, digest, bytes.clone()).await?;
+        }
+    }
+    registry
+        .put_manifest(
+            repo,
+            tag,
+            crate::source::chart::HelmArtifact::MANIFEST_MEDIA_TYPE,
+            chart.manifest.1.clone(),
+        )
+        .await?;
+    Ok(ImageStatus::Pushed)
 }
 
 /// Writes the Marketplace resources of pushed packages.
@@ -205,7 +318,12 @@ impl Publisher {
         let Some(meta) = report.meta.clone() else {
             return;
         };
-        let spec = match self.spec(&meta) {
+        let chart_ref = report
+            .images
+            .iter()
+            .filter(|i| i.source.starts_with("charts/"))
+            .find_map(|i| i.destination.strip_prefix(&label).map(str::to_string));
+        let spec = match self.spec(&meta, chart_ref.as_deref()) {
             Ok(s) => s,
             Err(e) => {
                 report.error = Some((&e).into());
@@ -254,7 +372,33 @@ impl Publisher {
         }
     }
 
-    fn spec(&self, meta: &crate::source::PackageMeta) -> Result<ArtifactSpec, Error> {
+    /// `chart`: for chart packages, the pushed chart's `repo:tag` in this registry, which the
+    /// Artifact points at instead of `spec.artifact`.
+    fn spec(
+        &self,
+        meta: &crate::source::PackageMeta,
+        chart: Option<&str>,
+    ) -> Result<ArtifactSpec, Error> {
+        if let Some((repository, tag)) = chart.and_then(|c| c.rsplit_once(':')) {
+            return Ok(ArtifactSpec {
+                name: meta.metadata.name.clone(),
+                display_name: meta
+                    .metadata
+                    .display_name
+                    .clone()
+                    .unwrap_or_else(|| meta.metadata.name.clone()),
+                kind: meta.spec.kind.clone(),
+                version: meta.metadata.version.clone(),
+                registry: self.registry_host.clone(),
+                repository: if self.registry_prefix.is_empty() {
+                    repository.to_string()
+                } else {
+                    format!("{}/{repository}", self.registry_prefix)
+                },
+                tag: tag.to_string(),
+                catalog_source: None,
+            });
+        }
         let artifact = meta.spec.artifact.as_deref().ok_or_else(|| {
             Error::package(format!(
                 "package {}: package.yaml has no spec.artifact, so its Artifact cannot be written",

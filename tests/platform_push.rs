@@ -709,3 +709,103 @@ fn a_self_signed_ca_true_platform_certificate_given_with_platform_ca_file_is_acc
     ]);
     assert_eq!(run.code, 6, "{}", run.all());
 }
+
+/// A chart package: one image and `charts/mychart-0.1.0.tgz`, packed by ferry.
+fn chart_package(dir: &std::path::Path) -> std::path::PathBuf {
+    let src = dir.join("chart-src");
+    let mut w = ferry::devtools::LayoutWriter::create(&src.join("images")).unwrap();
+    let layer = w.layer(31337, 20_000, false).unwrap();
+    let m = w.image("mychart", "amd64", &[layer], false).unwrap();
+    w.tag(&m, "registry.alauda.cn:60080/acp/mychart-app:v0.1.0");
+    w.finish().unwrap();
+    std::fs::write(
+        src.join("package.yaml"),
+        "apiVersion: ferry/v1\nkind: Package\nmetadata:\n  name: mychart\n  displayName: My Chart\n  version: 0.1.0\n  arch: [linux/amd64]\nspec:\n  type: chart\n  lifecycle: agnostic\n  artifact: registry.alauda.cn:60080/acp/mychart-app:v0.1.0\n",
+    )
+    .unwrap();
+    // the chart archive, as `helm package` lays it out
+    let charts = dir.join("charts");
+    std::fs::create_dir_all(&charts).unwrap();
+    let f = std::fs::File::create(charts.join("mychart-0.1.0.tgz")).unwrap();
+    let mut tar = tar::Builder::new(flate2::write::GzEncoder::new(
+        f,
+        flate2::Compression::default(),
+    ));
+    for (path, text) in [
+        ("mychart/Chart.yaml", "apiVersion: v2\nname: mychart\nversion: 0.1.0\nappVersion: \"1.0\"\ndescription: a test chart\n"),
+        ("mychart/values.yaml", "image: registry.alauda.cn:60080/acp/mychart-app:v0.1.0\n"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(text.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, path, text.as_bytes()).unwrap();
+    }
+    tar.into_inner().unwrap().finish().unwrap();
+    let out = dir.join("mychart.ALL.v0.1.0.tgz");
+    let run = ferry(&[
+        "pack",
+        "--from",
+        src.join("images").to_str().unwrap(),
+        "--metadata",
+        src.join("package.yaml").to_str().unwrap(),
+        "--charts",
+        charts.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    out
+}
+
+#[test]
+fn a_chart_goes_to_the_chart_repository_as_a_helm_oci_artifact() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = chart_package(dir.path());
+    let run = push(&p, pkg.to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // Helm's media types, read back with skopeo
+    let raw = reg
+        .skopeo_raw("public-charts/mychart:0.1.0")
+        .unwrap_or_else(|| panic!("the chart is not in public-charts: {}", run.all()));
+    let m: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.cncf.helm.config.v1+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+    );
+    let artifacts = p.kubectl_items("global", "artifacts.app.alauda.io");
+    assert_eq!(names(&artifacts), ["mychart"]);
+    assert_eq!(artifacts[0]["spec"]["type"], "chart");
+    assert_eq!(artifacts[0]["spec"]["displayName"], "My Chart");
+    assert_eq!(artifacts[0]["spec"]["repository"], "public-charts/mychart");
+    let versions = p.kubectl_items("global", "artifactversions.app.alauda.io");
+    assert_eq!(versions[0]["spec"]["tag"], "0.1.0");
+
+    // another chart repository, and a second push finds it there
+    let run = push(
+        &p,
+        pkg.to_str().unwrap(),
+        &["--target-chartrepo", "team-charts"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(reg.skopeo_raw("team-charts/mychart:0.1.0").is_some());
+    let run = push(
+        &p,
+        pkg.to_str().unwrap(),
+        &["--target-chartrepo", "team-charts"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let chart = run.json()["packages"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["source"] == "charts/mychart-0.1.0.tgz")
+        .cloned()
+        .unwrap();
+    assert_eq!(chart["status"], "present");
+}

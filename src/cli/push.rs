@@ -534,6 +534,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         packages: &packages,
         registries: &registries,
         engine: opts,
+        chart_repo: Some(&args.target_chartrepo),
         publishers: &publishers,
         skip_push: args.skip_push,
         dry_run: args.transfer.dry_run,

@@ -223,6 +223,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                     .or_else(StateStore::default_dir),
                 passes: 3,
             },
+            chart_repo: Some("public-charts"),
             publishers: &[],
             skip_push: false,
             dry_run: args.transfer.dry_run,

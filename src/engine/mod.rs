@@ -171,6 +171,7 @@ impl Engine {
         report.version = head.meta.metadata.version.clone();
         report.kind = head.meta.spec.kind.clone();
         report.meta = Some(head.meta.clone());
+        report.charts = head.charts.clone();
         report.warnings = head.warnings.clone();
         for w in &head.warnings {
             tracing::warn!("{}: {w}", pkg.label());

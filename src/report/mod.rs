@@ -107,6 +107,9 @@ pub struct PackageReport {
     /// package.yaml, for the steps after the push (not printed: name/version/type are).
     #[serde(skip)]
     pub meta: Option<crate::source::PackageMeta>,
+    /// Chart archives in the package (`charts/*.tgz`), for the chart step.
+    #[serde(skip)]
+    pub charts: Vec<String>,
 }
 
 /// One platform resource of a package on one cluster.
@@ -151,6 +154,7 @@ impl PackageReport {
             resources: Vec::new(),
             resources_skipped: None,
             meta: None,
+            charts: Vec::new(),
         }
     }
 

@@ -150,6 +150,37 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
     )
 }
 
+/// Every `charts/*.tgz` in the archive (a full pass: the head of a canonical package ends
+/// before them, and only chart packages are asked).
+pub(super) fn list_charts(path: &Path) -> Result<Vec<String>> {
+    let mut archive = open(path)?;
+    let mut out = Vec::new();
+    for entry in archive.entries().map_err(archive_error)? {
+        let entry = entry.map_err(archive_error)?;
+        if let Entry::Chart(name) = classify(&entry)? {
+            out.push(name);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The bytes of one chart archive (`charts/<name>.tgz`), read with the same entry checks as
+/// everything else, up to `limit` bytes.
+pub(super) fn read_chart(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
+    let mut archive = open(path)?;
+    for entry in archive.entries().map_err(archive_error)? {
+        let entry = entry.map_err(archive_error)?;
+        let size = entry.size();
+        if let Entry::Chart(found) = classify(&entry)? {
+            if found == name {
+                return super::read_limited(entry, size, limit, name);
+            }
+        }
+    }
+    Err(Error::package(format!("{name} is not in the package")))
+}
+
 pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
     let mut meta: Option<PackageMeta> = None;
     let mut index: Option<Index> = None;

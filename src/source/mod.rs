@@ -10,6 +10,7 @@
 //!   callback, in archive order. The callback verifies and forwards them.
 
 mod archive;
+pub mod chart;
 pub mod core;
 pub mod layout;
 pub mod metadata;
@@ -87,6 +88,29 @@ impl Package {
             }
         }
         Ok(head)
+    }
+
+    /// Every chart archive of the package (`charts/*.tgz`), wherever it sits in the archive.
+    pub fn list_charts(&self) -> Result<Vec<String>> {
+        match self.form {
+            Form::Tgz => archive::list_charts(&self.path),
+            Form::Dir => Ok(list_charts(&self.path.join("charts"))),
+        }
+        .map_err(|e| e.context(format!("package {}", self.label())))
+    }
+
+    /// The bytes of a chart archive (`charts/<file>.tgz`).
+    pub fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
+        match self.form {
+            Form::Tgz => archive::read_chart(&self.path, name, chart::MAX_CHART_BYTES),
+            Form::Dir => {
+                let f = std::fs::File::open(self.path.join(name))
+                    .map_err(|e| Error::package(format!("{name}: {e}")))?;
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                read_limited(f, size, chart::MAX_CHART_BYTES, name)
+            }
+        }
+        .map_err(|e| e.context(format!("package {}", self.label())))
     }
 
     /// Streams the wanted blobs (digest → expected size) to `sink`. Returns the digests that
