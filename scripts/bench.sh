@@ -236,3 +236,8 @@ PY
   echo "results written to $out" >&2
 fi
 cat "$work/report.md"
+
+# Platform side (fake platform of the tests, real registries): many packages vs one, and
+# resources for 20 clusters with 5 ms per API call. Printed; copied into docs/benchmarks.md.
+echo "platform scenarios:" >&2
+cargo bench --quiet --bench platform 2>/dev/null
