@@ -6,9 +6,11 @@
 //!    packages bound by per-package costs? (`--packages-at-once` 1 and the default 4)
 //! 2. Resources for 20 clusters with 5 ms added to every API call by the fake platform:
 //!    one run with `--clusters c1..c20` vs 20 runs of one cluster each.
+//!
+//! `cargo test --all-targets` runs it once too (every push must succeed; nothing is timed
+//! against a limit there), which keeps the benchmark working.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use std::path::{Path, PathBuf};
