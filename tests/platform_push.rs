@@ -488,15 +488,50 @@ fn dry_run_lists_resources_and_writes_nothing() {
 }
 
 #[test]
-fn ipv6_platform_address() {
-    let (p, _reg) = platform_with_registry(PlatformOpts {
+fn ipv6_platform_and_registry_addresses() {
+    let reg = Registry::start(RegistryOpts {
         ipv6: true,
         ..Default::default()
     });
+    let p = FakePlatform::start(PlatformOpts {
+        ipv6: true,
+        ..Default::default()
+    });
+    p.set_product_base(&reg.host(), None, false);
     assert!(p.url().starts_with("https://[::1]:"));
+    assert!(reg.host().starts_with("[::1]:"));
+    // registry found in ProductBase
     let run = push(&p, fixture("oam-application").to_str().unwrap(), &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(p.list("global", "artifacts").len(), 1);
+    assert_eq!(
+        p.list("global", "artifacts")[0]["spec"]["registry"],
+        reg.host()
+    );
+    // and given with --dest-repo, with a prefix
+    let dest = format!("{}/dr", reg.host());
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--dest-repo", &dest, "--no-auth"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    // skopeo cannot parse IPv6 literals: python's urllib reads the manifest back instead
+    let url = format!(
+        "http://{}/v2/dr/acp/topolvm-operator-bundle/manifests/v3.11.0",
+        reg.host()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys,urllib.request as u; r=u.Request(sys.argv[1], headers={'Accept': 'application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json'}); sys.stdout.buffer.write(u.urlopen(r).read())", &url])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, manifest) = package_images(&fixture("topolvm-operator")).remove(0);
+    assert_eq!(out.stdout, manifest);
 }
 
 #[test]

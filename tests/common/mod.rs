@@ -37,6 +37,8 @@ pub struct RegistryOpts {
     /// With `tls`: a certificate made by `openssl req -x509` (self-signed, `CA:TRUE`), as
     /// docker's registry docs tell users to make, instead of rcgen's.
     pub openssl_cert: bool,
+    /// Listen on [::1] instead of 127.0.0.1.
+    pub ipv6: bool,
 }
 
 pub struct Registry {
@@ -60,8 +62,9 @@ impl Registry {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
-            dir.path().display()
+            "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}/data\n  delete:\n    enabled: true\nhttp:\n  addr: \"{}:{port}\"\n",
+            dir.path().display(),
+            if opts.ipv6 { "[::1]" } else { "127.0.0.1" }
         );
         if opts.tls && opts.openssl_cert {
             let out = Command::new("openssl")
@@ -120,7 +123,8 @@ impl Registry {
             .spawn()
             .expect("start docker-registry");
         let started = Instant::now();
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let ip = if opts.ipv6 { "::1" } else { "127.0.0.1" };
+        while TcpStream::connect((ip, port)).is_err() {
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "registry did not start: {}",
@@ -137,7 +141,11 @@ impl Registry {
     }
 
     pub fn host(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        if self.opts.ipv6 {
+            format!("[::1]:{}", self.port)
+        } else {
+            format!("127.0.0.1:{}", self.port)
+        }
     }
 
     pub fn ca(&self) -> PathBuf {
