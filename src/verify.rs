@@ -256,6 +256,45 @@ pub fn passed(entries: &[Entry], req: Requirement) -> bool {
     })
 }
 
+/// `violet verify`'s layout, for the binary invoked as `violet`.
+pub fn render_violet(paths: &[PathBuf], entries: &[Entry]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let mut s = format!(
+        "verify path: {}\n====== Verification Summary ======\n",
+        shown.join(" ")
+    );
+    let groups: [(&str, &dyn Fn(&Verdict) -> bool); 4] = [
+        ("Verified successfully with GPG", &|v| {
+            matches!(v, Verdict::Gpg { .. })
+        }),
+        ("Verified successfully with checksum", &|v| {
+            matches!(v, Verdict::Checksum)
+        }),
+        ("Verification failed", &|v| {
+            matches!(v, Verdict::Failed { .. })
+        }),
+        ("No verification file found", &|v| {
+            matches!(v, Verdict::NoFile)
+        }),
+    ];
+    let mut first = true;
+    for (title, pick) in groups {
+        let items: Vec<&Entry> = entries.iter().filter(|e| pick(&e.verdict)).collect();
+        if items.is_empty() {
+            continue;
+        }
+        if !first {
+            s.push('\n');
+        }
+        first = false;
+        s.push_str(&format!("{title}: {} file(s)\n", items.len()));
+        for e in items {
+            s.push_str(&format!("  - {}\n", e.package));
+        }
+    }
+    s
+}
+
 pub fn render(entries: &[Entry]) -> String {
     let mut s = String::new();
     let group = |title: &str, pick: &dyn Fn(&Verdict) -> Option<String>| {

@@ -151,6 +151,27 @@ fn invoked_as_violet_it_takes_violets_commands_and_prints_violets_show() {
         ),
         "{text}"
     );
+    // violet verify's summary layout
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(&pkg, dir.path().join("a.tgz")).unwrap();
+    // the fixture's .sha256 (sha256sum format) verifies the copy
+    std::fs::copy(
+        format!("{}.sha256", pkg.display()),
+        dir.path().join("a.tgz.sha256"),
+    )
+    .unwrap();
+    std::fs::copy(&pkg, dir.path().join("b.tgz")).unwrap();
+    let out = std::process::Command::new(&violet)
+        .args(["verify", dir.path().to_str().unwrap()])
+        .env_remove("FERRY_KEYRING")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("====== Verification Summary ======\nVerified successfully with checksum: 1 file(s)\n  - "), "{text}");
+    assert!(
+        text.contains("No verification file found: 1 file(s)\n  - "),
+        "{text}"
+    );
     let help = std::process::Command::new(&violet)
         .args(["push", "--help"])
         .output()

@@ -24,6 +24,9 @@ pub fn run(
             "{}",
             serde_json::to_string_pretty(&entries).expect("plain data")
         ),
+        Output::Text if super::invoked_as_violet() => {
+            print!("{}", verify::render_violet(paths, &entries))
+        }
         Output::Text => print!("{}", verify::render(&entries)),
     }
     if require == verify::Requirement::Signature && !verify::passed(&entries, require) {
