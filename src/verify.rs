@@ -256,6 +256,8 @@ pub fn passed(entries: &[Entry], req: Requirement) -> bool {
     })
 }
 
+type VerdictFilter = dyn Fn(&Verdict) -> bool;
+
 /// `violet verify`'s layout, for the binary invoked as `violet`.
 pub fn render_violet(paths: &[PathBuf], entries: &[Entry]) -> String {
     let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
@@ -263,7 +265,7 @@ pub fn render_violet(paths: &[PathBuf], entries: &[Entry]) -> String {
         "verify path: {}\n====== Verification Summary ======\n",
         shown.join(" ")
     );
-    let groups: [(&str, &dyn Fn(&Verdict) -> bool); 4] = [
+    let groups: [(&str, &VerdictFilter); 4] = [
         ("Verified successfully with GPG", &|v| {
             matches!(v, Verdict::Gpg { .. })
         }),
