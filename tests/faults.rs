@@ -179,6 +179,27 @@ fn a_redirect_on_blob_head_means_the_blob_is_there() {
 }
 
 #[test]
+fn timeout_is_idle_time_not_a_deadline_for_a_slow_but_moving_upload() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    // each 1 MiB chunk of the 3.5 MB blob crosses at 400 kB/s: about 2.6 s a request, well
+    // over --timeout 1, yet bytes keep moving, so it must not time out
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new("PATCH", "/blobs/uploads/", Fault::SlowBody(400_000)).times(usize::MAX)],
+    );
+    let run = push_via(&proxy, &pkg, &["--timeout", "1"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        run.json()["totals"]["retries"],
+        0,
+        "a moving upload was retried"
+    );
+    assert_landed(&reg);
+}
+
+#[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();

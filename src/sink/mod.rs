@@ -24,6 +24,8 @@ use reqwest::{Method, StatusCode};
 use tokio::sync::Mutex;
 use url::Url;
 
+use futures::StreamExt;
+
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::layout::{OCI_INDEX, OCI_MANIFEST};
@@ -70,6 +72,10 @@ pub struct Registry {
     prefix: String,
     base: Url,
     http: reqwest::Client,
+    /// For chunk uploads, watched by [`Registry::send_upload`] (no reqwest read timeout).
+    upload_http: reqwest::Client,
+    /// --timeout: the longest time without a byte moving.
+    idle_timeout: Duration,
     oci: oci_client::Client,
     plain_http: bool,
     credentials: Option<Credentials>,
@@ -114,15 +120,22 @@ impl Registry {
                 format!("registry {:?} is not host[:port]: {e}", opts.host),
             )
         })?;
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(opts.timeout)
-            .pool_max_idle_per_host(32)
-            .tcp_nodelay(true)
-            .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
-            // Redirects would carry our Authorization header to another host.
-            .redirect(reqwest::redirect::Policy::none())
-            .danger_accept_invalid_certs(opts.insecure);
+        let base_builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(15))
+                .pool_max_idle_per_host(32)
+                .tcp_nodelay(true)
+                .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
+                // Redirects would carry our Authorization header to another host.
+                .redirect(reqwest::redirect::Policy::none())
+                .danger_accept_invalid_certs(opts.insecure)
+        };
+        // Small answers: --timeout is the longest silence on a read.
+        let mut builder = base_builder().read_timeout(opts.timeout);
+        // Chunk uploads: reqwest's read timeout would also run while a slow link is still
+        // sending the body (no answer can come before it ends), so these requests have none;
+        // `send_upload` watches progress instead: --timeout of no bytes moving, either way.
+        let mut upload_builder = base_builder();
         // What to trust beyond the system roots: --ca-file, else the node's certs.d files for
         // this registry; plus roots handed in (a kubeconfig's cluster CA).
         let mut trusted: Vec<Vec<u8>> = Vec::new();
@@ -143,6 +156,7 @@ impl Registry {
         trusted.extend(opts.extra_roots.iter().cloned());
         if !opts.insecure && !opts.plain_http {
             builder = builder.use_preconfigured_tls(tls::client_config(&trusted)?);
+            upload_builder = upload_builder.use_preconfigured_tls(tls::client_config(&trusted)?);
         }
         let oci_certs: Vec<oci_client::client::Certificate> = trusted
             .iter()
@@ -152,6 +166,9 @@ impl Registry {
             })
             .collect();
         let http = builder
+            .build()
+            .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
+        let upload_http = upload_builder
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
         let oci = oci_client::Client::new(oci_client::client::ClientConfig {
@@ -172,6 +189,8 @@ impl Registry {
             prefix: opts.prefix.trim_matches('/').to_string(),
             base,
             http,
+            upload_http,
+            idle_timeout: opts.timeout,
             oci,
             plain_http: opts.plain_http,
             credentials: opts.credentials,
@@ -724,20 +743,19 @@ impl Registry {
             .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         let auth = self.authorize(repo, false).await?;
         let mut rb = self
-            .http
+            .upload_http
             .patch(url)
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, len)
             .header(
                 "Content-Range",
                 format!("{}-{}", session.offset, session.offset + len - 1),
-            )
-            .body(chunk);
+            );
         if let Some(a) = auth {
             rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(&a)?);
         }
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
+        let resp = self.send_upload(rb, chunk, repo).await?;
         self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
@@ -767,6 +785,59 @@ impl Registry {
                     .retryable(true))
             }
             s => Err(self.status_error(s, &what, resp).await),
+        }
+    }
+
+    /// Sends `body` with `rb`, giving up only when no byte has moved for `--timeout`: while
+    /// the body goes out, progress is the body being taken by the connection; after it, the
+    /// answer must start within `--timeout`.
+    async fn send_upload(
+        &self,
+        rb: reqwest::RequestBuilder,
+        body: Bytes,
+        repo: &str,
+    ) -> Result<reqwest::Response> {
+        use std::sync::atomic::AtomicU64;
+        let started = std::time::Instant::now();
+        let last = Arc::new(AtomicU64::new(0)); // ms since `started` of the last progress
+        let seen = last.clone();
+        const PIECE: usize = 64 * 1024;
+        let pieces: Vec<Bytes> = (0..body.len())
+            .step_by(PIECE)
+            .map(|i| body.slice(i..(i + PIECE).min(body.len())))
+            .collect();
+        let stream = futures::stream::iter(pieces).map(move |p| {
+            seen.store(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+            Ok::<Bytes, std::io::Error>(p)
+        });
+        let send = rb.body(reqwest::Body::wrap_stream(stream)).send();
+        tokio::pin!(send);
+        // Once the whole body is handed to the connection, what sits in the kernel's buffers
+        // still has to cross the link before an answer can come: allow for it at a floor
+        // rate (128 KiB/s; slower links need a larger --timeout or smaller chunks).
+        let drain = Duration::from_secs_f64(body.len() as f64 / (128.0 * 1024.0));
+        let idle = self.idle_timeout;
+        let allowed = idle + drain;
+        loop {
+            let since = Duration::from_millis(last.load(Ordering::Relaxed));
+            let quiet = started.elapsed().saturating_sub(since);
+            if quiet >= allowed {
+                return Err(Error::new(
+                    ErrorKind::Registry,
+                    format!(
+                        "registry {}: upload to {repo}: no answer {} s after the last byte was \
+                         handed over (--timeout {} s, plus time for the bytes in flight)",
+                        self.host,
+                        allowed.as_secs(),
+                        idle.as_secs()
+                    ),
+                )
+                .retryable(true));
+            }
+            tokio::select! {
+                r = &mut send => return r.map_err(|e| self.transport_error(e, repo)),
+                _ = tokio::time::sleep(allowed - quiet) => {}
+            }
         }
     }
 

@@ -24,6 +24,9 @@ pub enum Fault {
     Dribble(Duration),
     /// Forward nothing; keep the client waiting until it disconnects (or 60 s).
     Hold,
+    /// Forward the request body at about this many bytes per second (a slow link that keeps
+    /// moving).
+    SlowBody(u64),
     /// Forward normally, but point the answer's `Location` header at this origin instead
     /// (a hostile or misconfigured hop).
     RewriteLocation(&'static str),
@@ -254,11 +257,17 @@ fn handle(
         _ => content_length,
     };
     let mut body = reader.by_ref().take(limit);
-    let mut buf = vec![0u8; 256 * 1024];
+    let (mut buf, pace) = match fault {
+        Some(Fault::SlowBody(rate)) => (vec![0u8; (rate / 10).max(1) as usize], true),
+        _ => (vec![0u8; 256 * 1024], false),
+    };
     loop {
         let n = body.read(&mut buf)?;
         if n == 0 {
             break;
+        }
+        if pace {
+            std::thread::sleep(std::time::Duration::from_millis(100));
         }
         up.write_all(&buf[..n])?;
         stats.body_bytes.fetch_add(n as u64, Ordering::SeqCst);
