@@ -358,3 +358,74 @@ fn unknown_media_types_are_pushed_as_is_with_a_warning() {
     );
     assert!(reg.skopeo_raw("acp/odd:v1").is_some());
 }
+
+#[test]
+fn a_blob_declared_with_two_sizes_is_refused() {
+    // oam-application's images share a base layer; unpack it as a directory package and make
+    // one manifest claim another size for that layer
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("oam");
+    let f = std::fs::File::open(fixture("oam-application")).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+        .unpack(&pkg)
+        .unwrap();
+    let blobs = pkg.join("images/blobs/sha256");
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
+            .unwrap()
+    };
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(pkg.join("images/index.json")).unwrap()).unwrap();
+    let manifests: Vec<(usize, serde_json::Value)> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (i, read(d["digest"].as_str().unwrap())))
+        .filter(|(_, m)| m["layers"].is_array())
+        .collect();
+    let first_layers: Vec<String> = manifests[0].1["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let (i, mut m) = manifests[1..]
+        .iter()
+        .find(|(_, m)| {
+            m["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|l| first_layers.contains(&l["digest"].as_str().unwrap().to_string()))
+        })
+        .cloned()
+        .expect("two images share a layer");
+    for l in m["layers"].as_array_mut().unwrap() {
+        if first_layers.contains(&l["digest"].as_str().unwrap().to_string()) {
+            l["size"] = serde_json::json!(l["size"].as_u64().unwrap() + 1);
+        }
+    }
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let digest = ferry::digest::Digest::of(&bytes);
+    std::fs::write(blobs.join(digest.hex()), &bytes).unwrap();
+    index["manifests"][i]["digest"] = serde_json::json!(digest.to_string());
+    index["manifests"][i]["size"] = serde_json::json!(bytes.len());
+    std::fs::write(
+        pkg.join("images/index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let reg = Registry::start(RegistryOpts::default());
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &reg.host(),
+        "--plain",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.all().contains("is declared with"), "{}", run.all());
+    assert!(!reg.log().contains("\"PUT /v2/"), "something was pushed");
+}

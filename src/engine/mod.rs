@@ -178,6 +178,9 @@ impl Engine {
         }
 
         let (images, broken) = resolve_images(&head);
+        if let Err(e) = consistent_sizes(&images) {
+            return failed_package(report, &line, e.context(format!("package {}", pkg.label())));
+        }
         for img in &images {
             for b in img
                 .graph
@@ -657,6 +660,35 @@ fn blobs_ready(
                     "blob {} was never placed",
                     b.digest
                 )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One digest, one size: a package whose descriptors give a blob two sizes is refused, as
+/// one of them is a lie and which one would otherwise depend on the order of reading.
+fn consistent_sizes(images: &[Image]) -> Result<()> {
+    let mut seen: HashMap<&Digest, (u64, &str)> = HashMap::new();
+    for img in images {
+        let descriptors = img
+            .graph
+            .blobs
+            .iter()
+            .chain(img.graph.manifests.iter().map(|(d, _)| d));
+        for d in descriptors {
+            match seen.get(&d.digest) {
+                Some((size, by)) if *size != d.size => {
+                    return Err(Error::package(format!(
+                        "blob {} is declared with {} bytes by image {by} and with {} bytes by \
+                         image {}: the package is inconsistent; replace it",
+                        d.digest, size, d.size, img.source
+                    )))
+                }
+                Some(_) => {}
+                None => {
+                    seen.insert(&d.digest, (d.size, &img.source));
+                }
             }
         }
     }
