@@ -118,6 +118,7 @@ impl Run<'_> {
         use std::sync::atomic::Ordering::Relaxed;
         report.totals.bytes_sent = sum(|c| c.bytes_sent.load(Relaxed));
         report.totals.retries = sum(|c| c.retries.load(Relaxed));
+        report.totals.requests = sum(|c| c.requests.load(Relaxed));
         report.finish();
         if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
             report.exit_code = 143;

@@ -60,6 +60,15 @@ fn fixtures_land_byte_for_byte_and_a_second_push_uploads_nothing() {
     assert_eq!(again["totals"]["blobs"]["mounted"], 0);
     assert_eq!(again["totals"]["images_present"], 7);
     assert_eq!(again["totals"]["bytes_sent"], 0);
+    // the report counts round trips: a re-push only asks (HEAD), far fewer than the first push
+    let (first, second) = (
+        report["totals"]["requests"].as_u64().unwrap(),
+        again["totals"]["requests"].as_u64().unwrap(),
+    );
+    assert!(
+        second > 0 && second * 2 < first,
+        "requests: first {first}, again {second}"
+    );
 }
 
 #[test]

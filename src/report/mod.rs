@@ -176,6 +176,8 @@ pub struct Totals {
     /// Every byte of request bodies sent, retries included.
     pub bytes_sent: u64,
     pub retries: u64,
+    /// HTTP requests made to the registries (what round trips cost on a distant link).
+    pub requests: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -201,6 +203,7 @@ impl RunReport {
         let mut t = Totals {
             bytes_sent: self.totals.bytes_sent,
             retries: self.totals.retries,
+            requests: self.totals.requests,
             ..Default::default()
         };
         let mut worst: Option<ErrorKind> = self.error.as_ref().map(|e| e.kind);
