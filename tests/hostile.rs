@@ -429,3 +429,76 @@ fn a_blob_declared_with_two_sizes_is_refused() {
     assert!(run.all().contains("is declared with"), "{}", run.all());
     assert!(!reg.log().contains("\"PUT /v2/"), "something was pushed");
 }
+
+#[test]
+fn a_blob_the_registry_holds_with_another_size_is_refused() {
+    // push the real package, then one that consistently declares a layer one byte longer
+    let reg = Registry::start(RegistryOpts::default());
+    let pkg = fixture("topolvm-operator");
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &reg.host(),
+        "--plain",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    let dir = tempfile::tempdir().unwrap();
+    let lying = dir.path().join("lying");
+    let f = std::fs::File::open(&pkg).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+        .unpack(&lying)
+        .unwrap();
+    let blobs = lying.join("images/blobs/sha256");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(lying.join("images/index.json")).unwrap()).unwrap();
+    let root = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(root.trim_start_matches("sha256:"))).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        m["layers"].is_array(),
+        "the fixture's first image is a manifest"
+    );
+    let size = m["layers"][0]["size"].as_u64().unwrap();
+    m["layers"][0]["size"] = serde_json::json!(size + 1);
+    let bytes = serde_json::to_vec(&m).unwrap();
+    let digest = ferry::digest::Digest::of(&bytes);
+    std::fs::write(blobs.join(digest.hex()), &bytes).unwrap();
+    index["manifests"][0]["digest"] = serde_json::json!(digest.to_string());
+    index["manifests"][0]["size"] = serde_json::json!(bytes.len());
+    std::fs::write(
+        lying.join("images/index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+    // under another tag, so that the tag check does not short-circuit
+    let text = std::fs::read_to_string(lying.join("images/index.json")).unwrap();
+    std::fs::write(
+        lying.join("images/index.json"),
+        text.replace(":v3.11.0", ":v3.11.0-lying"),
+    )
+    .unwrap();
+
+    let run = ferry(&[
+        "push",
+        lying.to_str().unwrap(),
+        "--dest-repo",
+        &reg.host(),
+        "--plain",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all().contains("but the package declares"),
+        "{}",
+        run.all()
+    );
+    assert!(reg
+        .skopeo_raw("acp/topolvm-operator-bundle:v3.11.0-lying")
+        .is_none());
+}

@@ -287,6 +287,10 @@ impl Engine {
             plan: Plan::default(),
         };
         let mut pairs: HashSet<(String, Digest)> = HashSet::new();
+        let sizes: HashMap<&Digest, u64> = images
+            .iter()
+            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
+            .collect();
         for (i, (img, present)) in images.iter().zip(tags).enumerate() {
             match present {
                 Ok(true) => run.images[i] = ImageState::Present,
@@ -300,9 +304,12 @@ impl Engine {
             }
         }
         let heads: Vec<((String, Digest), Shared<bool>)> =
-            fstream::iter(pairs.into_iter().map(|(repo, digest)| async move {
-                let r = reg.blob_exists(&repo, &digest).await;
-                ((repo, digest), r)
+            fstream::iter(pairs.into_iter().map(|(repo, digest)| {
+                let size = sizes.get(&digest).copied().unwrap_or(0);
+                async move {
+                    let r = reg.blob_present(&repo, &digest, size).await;
+                    ((repo, digest), r)
+                }
             }))
             .buffer_unordered(width)
             .collect()

@@ -600,15 +600,38 @@ impl Registry {
     }
 
     pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
+        Ok(self.head_blob(repo, digest).await?.is_some())
+    }
+
+    /// Is the blob there, with the size the package declares? A registry that holds the
+    /// digest with another size means the package's descriptor is wrong: refused, naming both.
+    pub async fn blob_present(&self, repo: &str, digest: &Digest, size: u64) -> Result<bool> {
+        match self.head_blob(repo, digest).await? {
+            Some(Some(held)) if held != size => Err(Error::integrity(format!(
+                "registry {} holds blob {digest} in {repo} with {held} bytes, but the package \
+                 declares {size}: the package's descriptor is wrong; replace the package",
+                self.host
+            ))),
+            found => Ok(found.is_some()),
+        }
+    }
+
+    /// HEAD of a blob: None when absent, else the `Content-Length` it announced (if any).
+    async fn head_blob(&self, repo: &str, digest: &Digest) -> Result<Option<Option<u64>>> {
         let what = format!("checking blob {digest} in {repo}");
         let url = self.url(&format!("v2/{repo}/blobs/{digest}"));
         let resp = self.send(Method::HEAD, url, None, repo, &what).await?;
         match resp.status() {
-            StatusCode::OK => Ok(true),
+            StatusCode::OK => Ok(Some(
+                resp.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+            )),
             // storage drivers that serve blobs from elsewhere (S3, a CDN) redirect: the blob
             // is there (we never follow the redirect: it would carry our credentials away)
-            s if s.is_redirection() => Ok(true),
-            StatusCode::NOT_FOUND => Ok(false),
+            s if s.is_redirection() => Ok(Some(None)),
+            StatusCode::NOT_FOUND => Ok(None),
             s => Err(self.status_error(s, &what, resp).await),
         }
     }
