@@ -380,50 +380,37 @@ impl Publisher {
         meta: &crate::source::PackageMeta,
         chart: Option<&str>,
     ) -> Result<ArtifactSpec, Error> {
-        if let Some((repository, tag)) = chart.and_then(|c| c.rsplit_once(':')) {
-            return Ok(ArtifactSpec {
-                name: meta.metadata.name.clone(),
-                display_name: meta
-                    .metadata
-                    .display_name
-                    .clone()
-                    .unwrap_or_else(|| meta.metadata.name.clone()),
-                kind: meta.spec.kind.clone(),
-                version: meta.metadata.version.clone(),
-                registry: self.registry_host.clone(),
-                repository: if self.registry_prefix.is_empty() {
-                    repository.to_string()
-                } else {
-                    format!("{}/{repository}", self.registry_prefix)
-                },
-                tag: tag.to_string(),
-                catalog_source: None,
-            });
-        }
-        let artifact = meta.spec.artifact.as_deref().ok_or_else(|| {
-            Error::package(format!(
-                "package {}: package.yaml has no spec.artifact, so its Artifact cannot be written",
-                meta.metadata.name
-            ))
-        })?;
-        let main = SourceRef::parse(artifact)
-            .map_err(|e| e.context(format!("package {}: spec.artifact", meta.metadata.name)))?;
+        let name = &meta.metadata.name;
+        let (repository, tag) = match chart.and_then(|c| c.rsplit_once(':')) {
+            Some((repository, tag)) => (repository.to_string(), tag.to_string()),
+            None => {
+                let artifact = meta.spec.artifact.as_deref().ok_or_else(|| {
+                    Error::package(format!(
+                        "package {name}: package.yaml has no spec.artifact, so its Artifact \
+                         cannot be written"
+                    ))
+                })?;
+                let main = SourceRef::parse(artifact)
+                    .map_err(|e| e.context(format!("package {name}: spec.artifact")))?;
+                (main.repository, main.reference)
+            }
+        };
         Ok(ArtifactSpec {
-            name: meta.metadata.name.clone(),
+            name: name.clone(),
             display_name: meta
                 .metadata
                 .display_name
                 .clone()
-                .unwrap_or_else(|| meta.metadata.name.clone()),
+                .unwrap_or_else(|| name.clone()),
             kind: meta.spec.kind.clone(),
             version: meta.metadata.version.clone(),
             registry: self.registry_host.clone(),
             repository: if self.registry_prefix.is_empty() {
-                main.repository
+                repository
             } else {
-                format!("{}/{}", self.registry_prefix, main.repository)
+                format!("{}/{repository}", self.registry_prefix)
             },
-            tag: main.reference,
+            tag,
             catalog_source: (meta.spec.kind == "bundle").then(|| self.catalog_source.clone()),
         })
     }

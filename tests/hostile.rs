@@ -359,29 +359,55 @@ fn unknown_media_types_are_pushed_as_is_with_a_warning() {
     assert!(reg.skopeo_raw("acp/odd:v1").is_some());
 }
 
+/// A fixture unpacked into a directory package (which ferry pushes as it is).
+fn unpack_fixture(prefix: &str, into: &Path) -> PathBuf {
+    let f = std::fs::File::open(fixture(prefix)).unwrap();
+    tar::Archive::new(flate2::read::GzDecoder::new(f))
+        .unpack(into)
+        .unwrap();
+    into.to_path_buf()
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// The manifest `digest` of a directory package.
+fn manifest_of(pkg: &Path, digest: &str) -> serde_json::Value {
+    read_json(
+        &pkg.join("images/blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+}
+
+/// Writes `m` as a blob and points index.json entry `i` at it.
+fn replace_manifest(pkg: &Path, i: usize, m: &serde_json::Value) {
+    let bytes = serde_json::to_vec(m).unwrap();
+    let digest = ferry::digest::Digest::of(&bytes);
+    std::fs::write(pkg.join("images/blobs/sha256").join(digest.hex()), &bytes).unwrap();
+    let mut index = read_json(&pkg.join("images/index.json"));
+    index["manifests"][i]["digest"] = serde_json::json!(digest.to_string());
+    index["manifests"][i]["size"] = serde_json::json!(bytes.len());
+    std::fs::write(
+        pkg.join("images/index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
 #[test]
 fn a_blob_declared_with_two_sizes_is_refused() {
     // oam-application's images share a base layer; unpack it as a directory package and make
     // one manifest claim another size for that layer
     let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("oam");
-    let f = std::fs::File::open(fixture("oam-application")).unwrap();
-    tar::Archive::new(flate2::read::GzDecoder::new(f))
-        .unpack(&pkg)
-        .unwrap();
-    let blobs = pkg.join("images/blobs/sha256");
-    let read = |d: &str| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(blobs.join(d.trim_start_matches("sha256:"))).unwrap())
-            .unwrap()
-    };
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pkg.join("images/index.json")).unwrap()).unwrap();
+    let pkg = unpack_fixture("oam-application", &dir.path().join("oam"));
+    let index = read_json(&pkg.join("images/index.json"));
     let manifests: Vec<(usize, serde_json::Value)> = index["manifests"]
         .as_array()
         .unwrap()
         .iter()
         .enumerate()
-        .map(|(i, d)| (i, read(d["digest"].as_str().unwrap())))
+        .map(|(i, d)| (i, manifest_of(&pkg, d["digest"].as_str().unwrap())))
         .filter(|(_, m)| m["layers"].is_array())
         .collect();
     let first_layers: Vec<String> = manifests[0].1["layers"]
@@ -390,32 +416,19 @@ fn a_blob_declared_with_two_sizes_is_refused() {
         .iter()
         .map(|l| l["digest"].as_str().unwrap().to_string())
         .collect();
+    let shared =
+        |l: &serde_json::Value| first_layers.contains(&l["digest"].as_str().unwrap().to_string());
     let (i, mut m) = manifests[1..]
         .iter()
-        .find(|(_, m)| {
-            m["layers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|l| first_layers.contains(&l["digest"].as_str().unwrap().to_string()))
-        })
+        .find(|(_, m)| m["layers"].as_array().unwrap().iter().any(shared))
         .cloned()
         .expect("two images share a layer");
     for l in m["layers"].as_array_mut().unwrap() {
-        if first_layers.contains(&l["digest"].as_str().unwrap().to_string()) {
+        if shared(l) {
             l["size"] = serde_json::json!(l["size"].as_u64().unwrap() + 1);
         }
     }
-    let bytes = serde_json::to_vec(&m).unwrap();
-    let digest = ferry::digest::Digest::of(&bytes);
-    std::fs::write(blobs.join(digest.hex()), &bytes).unwrap();
-    index["manifests"][i]["digest"] = serde_json::json!(digest.to_string());
-    index["manifests"][i]["size"] = serde_json::json!(bytes.len());
-    std::fs::write(
-        pkg.join("images/index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    replace_manifest(&pkg, i, &m);
 
     let reg = Registry::start(RegistryOpts::default());
     let run = ferry(&[
@@ -445,38 +458,16 @@ fn a_blob_the_registry_holds_with_another_size_is_refused() {
     assert_eq!(run.code, 0, "{}", run.all());
 
     let dir = tempfile::tempdir().unwrap();
-    let lying = dir.path().join("lying");
-    let f = std::fs::File::open(&pkg).unwrap();
-    tar::Archive::new(flate2::read::GzDecoder::new(f))
-        .unpack(&lying)
-        .unwrap();
-    let blobs = lying.join("images/blobs/sha256");
-    let mut index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(lying.join("images/index.json")).unwrap()).unwrap();
-    let root = index["manifests"][0]["digest"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(blobs.join(root.trim_start_matches("sha256:"))).unwrap(),
-    )
-    .unwrap();
+    let lying = unpack_fixture("topolvm-operator", &dir.path().join("lying"));
+    let index = read_json(&lying.join("images/index.json"));
+    let mut m = manifest_of(&lying, index["manifests"][0]["digest"].as_str().unwrap());
     assert!(
         m["layers"].is_array(),
         "the fixture's first image is a manifest"
     );
     let size = m["layers"][0]["size"].as_u64().unwrap();
     m["layers"][0]["size"] = serde_json::json!(size + 1);
-    let bytes = serde_json::to_vec(&m).unwrap();
-    let digest = ferry::digest::Digest::of(&bytes);
-    std::fs::write(blobs.join(digest.hex()), &bytes).unwrap();
-    index["manifests"][0]["digest"] = serde_json::json!(digest.to_string());
-    index["manifests"][0]["size"] = serde_json::json!(bytes.len());
-    std::fs::write(
-        lying.join("images/index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    replace_manifest(&lying, 0, &m);
     // under another tag, so that the tag check does not short-circuit
     let text = std::fs::read_to_string(lying.join("images/index.json")).unwrap();
     std::fs::write(
