@@ -10,13 +10,12 @@ use clap::Args;
 use super::platform_flags::PlatformFlags;
 use super::transfer_flags::TransferFlags;
 use super::Output;
-use crate::engine::{EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{Publisher, Run};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
 use crate::report::estimate_line;
-use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
+use crate::sink::{auth, Credentials, Registry, RegistryOptions, Secret};
 use crate::source;
 
 #[derive(Args, Debug)]
@@ -390,11 +389,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             ),
         )?;
     }
-    let retry = RetryPolicy {
-        base: std::time::Duration::from_millis(args.transfer.retry_base_ms),
-        ..Default::default()
-    };
-    let timeout = std::time::Duration::from_secs(args.transfer.timeout);
+    let retry = args.transfer.retry_policy();
+    let timeout = args.transfer.timeout();
     let rt = super::runtime()?;
     let platform = match args.platform.options(timeout)? {
         Some(opts) => Some(Arc::new(rt.block_on(Platform::connect(opts))?)),
@@ -518,18 +514,10 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             })
             .collect()
     };
-    let opts = EngineOptions {
-        concurrency: args.transfer.concurrency as usize,
-        chunk_size: (args.chunk_size_mb as usize) << 20,
-        allow_nondistributable: args.allow_nondistributable_artifacts,
-        dry_run: args.transfer.dry_run,
-        state_dir: args
-            .transfer
-            .state_dir
-            .clone()
-            .or_else(StateStore::default_dir),
-        passes: 3,
-    };
+    let opts = args.transfer.engine_options(
+        (args.chunk_size_mb as usize) << 20,
+        args.allow_nondistributable_artifacts,
+    );
     let run = Run {
         packages: &packages,
         registries: &registries,

@@ -9,21 +9,20 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
 
 use super::transfer_flags::TransferFlags;
 use super::Output;
-use crate::engine::{EngineOptions, StateStore};
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::artifacts::{Action, ResourceOutcome};
 use crate::platform::kubeconfig::{self, Kubeconfig};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::{apply, preflight};
 use crate::report::{ErrorReport, ResourceReport, RunReport};
-use crate::sink::{Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
+use crate::sink::{Credentials, Registry, RegistryOptions, Secret};
 use crate::source::core::CorePackage;
 
 #[derive(Args, Debug)]
@@ -162,35 +161,33 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         error: None,
     };
 
-    let timeout = Duration::from_secs(args.transfer.timeout);
-    let retry = RetryPolicy {
-        base: Duration::from_millis(args.transfer.retry_base_ms),
-        ..Default::default()
-    };
+    let timeout = args.transfer.timeout();
+    let retry = args.transfer.retry_policy();
     let extra_roots = kube
         .as_ref()
         .map(|k| k.cluster_ca.clone())
         .unwrap_or_default();
-    let registry_options = |address: String, credentials, credential_origin| RegistryOptions {
-        host: address
-            .split_once('/')
-            .map_or(address.clone(), |(h, _)| h.to_string()),
-        prefix: address
-            .split_once('/')
-            .map(|(_, p)| p.to_string())
-            .unwrap_or_default(),
-        plain_http: args.plain,
-        insecure: args.insecure,
-        ca_file: args.ca_file.clone(),
-        extra_roots: if args.ca_file.is_some() {
-            Vec::new()
-        } else {
-            extra_roots.clone()
-        },
-        credentials,
-        credential_origin,
-        retry: retry.clone(),
-        timeout,
+    // the same address rules as push (`host[:port][/prefix]`, scheme, no credentials)
+    let split = |address: &str| super::push::split_host(address, args.plain);
+    let registry_options = |address: String, credentials, credential_origin| {
+        let (host, plain_http, prefix) =
+            split(&address).unwrap_or((address, args.plain, String::new()));
+        RegistryOptions {
+            host,
+            prefix,
+            plain_http,
+            insecure: args.insecure,
+            ca_file: args.ca_file.clone(),
+            extra_roots: if args.ca_file.is_some() {
+                Vec::new()
+            } else {
+                extra_roots.clone()
+            },
+            credentials,
+            credential_origin,
+            retry: retry.clone(),
+            timeout,
+        }
     };
 
     if let (Some(dest), false) = (&dest, args.skip_sync_image || report.decision.skip_sync) {
@@ -211,18 +208,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         let run = crate::pipeline::Run {
             packages: &packages,
             registries: &registries,
-            engine: EngineOptions {
-                concurrency: args.transfer.concurrency as usize,
-                chunk_size: 8 << 20,
-                allow_nondistributable: false,
-                dry_run: args.transfer.dry_run,
-                state_dir: args
-                    .transfer
-                    .state_dir
-                    .clone()
-                    .or_else(StateStore::default_dir),
-                passes: 3,
-            },
+            engine: args.transfer.engine_options(8 << 20, false),
             chart_repo: Some("public-charts"),
             publishers: &[],
             skip_push: false,

@@ -1,8 +1,12 @@
 //! How a transfer runs, for every command that moves images (`push`, `sync`).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
+
+use crate::engine::{EngineOptions, StateStore};
+use crate::sink::RetryPolicy;
 
 #[derive(Args, Debug, Clone)]
 pub struct TransferFlags {
@@ -27,4 +31,29 @@ pub struct TransferFlags {
     /// Base of the retry backoff in milliseconds (tests shorten it).
     #[arg(long, default_value_t = 500, hide = true)]
     pub retry_base_ms: u64,
+}
+
+impl TransferFlags {
+    /// The engine's options; the chunk size and foreign-layer policy are the command's.
+    pub fn engine_options(&self, chunk_size: usize, allow_nondistributable: bool) -> EngineOptions {
+        EngineOptions {
+            concurrency: self.concurrency as usize,
+            chunk_size,
+            allow_nondistributable,
+            dry_run: self.dry_run,
+            state_dir: self.state_dir.clone().or_else(StateStore::default_dir),
+            passes: 3,
+        }
+    }
+
+    pub fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            base: Duration::from_millis(self.retry_base_ms),
+            ..Default::default()
+        }
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout)
+    }
 }
