@@ -316,3 +316,62 @@ fn a_registry_that_refuses_chunks_gets_one_streamed_request_per_blob() {
     );
     assert_landed(&reg);
 }
+
+#[test]
+fn a_hung_standby_is_given_up_after_three_failed_blobs_and_the_primary_finishes() {
+    let primary = Registry::start(RegistryOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    // The standby's link swallows every blob upload and never answers.
+    let proxy = Proxy::start(
+        standby.port,
+        vec![Rule::new("PUT", "/blobs/uploads/", Fault::Hold).times(usize::MAX)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("many");
+    let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+    let layers: Vec<_> = (0..12)
+        .map(|i| w.layer(40 + i, 30_000, false).unwrap())
+        .collect();
+    let m = w.image("many", "amd64", &layers, false).unwrap();
+    w.tag(&m, "registry.alauda.cn:60080/acp/many:v1");
+    w.finish().unwrap();
+    write_package_yaml(&pkg, "many");
+
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &primary.host(),
+        "--plain",
+        "--no-auth",
+        "--standby-registry",
+        &proxy.host(),
+        "--standby-plain",
+        "--standby-no-auth",
+        "--concurrency",
+        "2",
+        "--timeout",
+        "1",
+        "--retry-base-ms",
+        "10",
+    ]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("3 blobs in a row failed on this registry: it is no longer fed in this run"),
+        "{}",
+        run.all()
+    );
+    // The primary got the image in full (checked with skopeo)...
+    let back = tempfile::tempdir().unwrap();
+    primary.skopeo_copy_back("acp/many:v1", back.path());
+    assert!(standby.skopeo_raw("acp/many:v1").is_none());
+    // ...and the standby was tried for at most the blobs in flight when it was given up
+    // (3 failures + 1 more in flight at concurrency 2, 6 attempts each), not for all 13 blobs
+    // in every one of the 3 passes.
+    let held = proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        (1..=4 * 6).contains(&held),
+        "{held} uploads sent to the hung standby"
+    );
+}

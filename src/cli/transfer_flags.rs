@@ -43,6 +43,7 @@ impl TransferFlags {
             dry_run: self.dry_run,
             state_dir: self.state_dir.clone().or_else(StateStore::default_dir),
             passes: 3,
+            stall: self.timeout(),
         }
     }
 

@@ -67,6 +67,9 @@ pub struct EngineOptions {
     pub state_dir: Option<PathBuf>,
     /// Streaming passes over a package for blobs that failed transiently.
     pub passes: u32,
+    /// With several destinations, how long one may take no data before it is dropped from a
+    /// blob (so a hung standby does not hold the primary back).
+    pub stall: std::time::Duration,
 }
 
 impl Default for EngineOptions {
@@ -78,6 +81,7 @@ impl Default for EngineOptions {
             dry_run: false,
             state_dir: None,
             passes: 3,
+            stall: std::time::Duration::from_secs(120),
         }
     }
 }
@@ -133,6 +137,8 @@ impl Engine {
             state: StateStore::new(opts.state_dir.clone()),
             chunk_size: opts.chunk_size,
             concurrency: opts.concurrency,
+            stall: opts.stall,
+            health: registries.iter().map(|_| Default::default()).collect(),
         });
         let dests = registries
             .into_iter()
@@ -515,6 +521,9 @@ impl Engine {
                     platform: None,
                 };
                 let r = match layout::check_blob(&desc, &bytes) {
+                    Ok(()) if self.stream.given_up(target.dest) => {
+                        Err(self.stream.left_out(target.dest))
+                    }
                     Ok(()) => {
                         self.dests[target.dest]
                             .registry
@@ -523,7 +532,9 @@ impl Engine {
                     }
                     Err(e) => Err(e),
                 };
-                (digest, target, r)
+                let outcome = (digest, target, r);
+                self.stream.record(std::slice::from_ref(&outcome));
+                outcome
             },
         ))
         .buffer_unordered(self.opts.concurrency)

@@ -8,10 +8,17 @@
 //!
 //! Memory: each blob in flight holds at most a few chunks (reader → blob task → target task,
 //! channels of capacity 1); at most `concurrency` blobs are in flight.
+//!
+//! DR fan-out: reading once means the destinations move together, at the pace of the slower
+//! one. A destination that takes no chunk for `stall` is dropped from that blob (the others
+//! go on), and one whose blobs fail [`GIVE_UP_AFTER`] times in a row is no longer fed for the
+//! rest of the run, so a hung standby costs a bounded time and the primary finishes.
 
 use std::collections::HashMap;
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use sha2::{Digest as _, Sha256};
@@ -44,6 +51,63 @@ pub struct StreamCtx {
     /// Blobs up to this size are sent in one request; larger ones in chunks of this size.
     pub chunk_size: usize,
     pub concurrency: usize,
+    /// With several destinations: the longest a destination may take no chunk before it is
+    /// dropped from that blob (the registry timeout).
+    pub stall: Duration,
+    pub health: Vec<Health>,
+}
+
+/// Blobs that failed on one destination, in a row, in this run.
+#[derive(Default)]
+pub struct Health {
+    failures_in_a_row: AtomicU32,
+    given_up: AtomicBool,
+}
+
+/// Consecutive failed blobs after which a fan-out stops feeding a destination.
+pub const GIVE_UP_AFTER: u32 = 3;
+
+impl StreamCtx {
+    pub(super) fn given_up(&self, dest: usize) -> bool {
+        self.registries.len() > 1 && self.health[dest].given_up.load(Ordering::SeqCst)
+    }
+
+    /// Counts one blob's results per destination; interruptions say nothing about health.
+    pub(super) fn record(&self, outcomes: &[Outcome]) {
+        if self.registries.len() < 2 {
+            return;
+        }
+        let mut failed: HashMap<usize, bool> = HashMap::new();
+        for (_, t, r) in outcomes {
+            if matches!(r, Err(e) if e.kind == crate::error::ErrorKind::Interrupted) {
+                continue;
+            }
+            *failed.entry(t.dest).or_default() |= r.is_err();
+        }
+        for (dest, failed) in failed {
+            let h = &self.health[dest];
+            if !failed {
+                h.failures_in_a_row.store(0, Ordering::SeqCst);
+            } else if h.failures_in_a_row.fetch_add(1, Ordering::SeqCst) + 1 >= GIVE_UP_AFTER
+                && !h.given_up.swap(true, Ordering::SeqCst)
+            {
+                tracing::warn!(
+                    registry = %self.registries[dest].host,
+                    "{GIVE_UP_AFTER} blobs in a row failed on this registry: it is no longer fed in this run, so the other destinations can finish"
+                );
+            }
+        }
+    }
+
+    pub(super) fn left_out(&self, dest: usize) -> Error {
+        Error::new(
+            crate::error::ErrorKind::Registry,
+            format!(
+                "registry {}: left out for the rest of this run after {GIVE_UP_AFTER} failed blobs in a row (see the errors above); run again once it is healthy",
+                self.registries[dest].host
+            ),
+        )
+    }
 }
 
 #[derive(Clone)]
@@ -207,8 +271,25 @@ fn read_blob(
 }
 
 /// Fans one blob's chunks out to every target's upload task.
-async fn blob_task(ctx: &StreamCtx, job: &StreamJob, mut rx: mpsc::Receiver<Msg>) -> Vec<Outcome> {
-    if let [t] = job.targets.as_slice() {
+async fn blob_task(ctx: &StreamCtx, job: &StreamJob, rx: mpsc::Receiver<Msg>) -> Vec<Outcome> {
+    let (live, gone): (Vec<&Target>, Vec<&Target>) =
+        job.targets.iter().partition(|t| !ctx.given_up(t.dest));
+    let mut out: Vec<Outcome> = gone
+        .into_iter()
+        .map(|t| (job.digest.clone(), t.clone(), Err(ctx.left_out(t.dest))))
+        .collect();
+    out.extend(fan_out(ctx, job, &live, rx).await);
+    ctx.record(&out);
+    out
+}
+
+async fn fan_out(
+    ctx: &StreamCtx,
+    job: &StreamJob,
+    targets: &[&Target],
+    mut rx: mpsc::Receiver<Msg>,
+) -> Vec<Outcome> {
+    if let [t] = targets {
         // One destination: no fan-out hop, one chunk less held in memory.
         let registry = &ctx.registries[t.dest];
         let r = upload_target(
@@ -221,32 +302,61 @@ async fn blob_task(ctx: &StreamCtx, job: &StreamJob, mut rx: mpsc::Receiver<Msg>
             rx,
         )
         .await;
-        return vec![(job.digest.clone(), t.clone(), r)];
+        return vec![(job.digest.clone(), (*t).clone(), r)];
     }
     let mut senders = Vec::new();
     let mut uploads = JoinSet::new();
-    for t in &job.targets {
+    for &t in targets {
         let (tx, trx) = mpsc::channel(1);
-        senders.push(Some(tx));
         let registry = ctx.registries[t.dest].clone();
         let (repo, digest, size) = (t.repo.clone(), job.digest.clone(), job.size);
         let (state, chunk) = (ctx.state.clone(), ctx.chunk_size);
         let target = t.clone();
-        uploads.spawn(async move {
+        let task = uploads.spawn(async move {
             let r = upload_target(&registry, &state, chunk, &repo, &digest, size, trx).await;
             (digest, target, r)
         });
+        senders.push(Some((tx, task, t)));
     }
+    let mut out = Vec::new();
     while let Some(msg) = rx.recv().await {
         let last = !matches!(msg, Msg::Chunk(_));
-        let mut any = false;
-        for s in senders.iter_mut() {
-            if let Some(tx) = s {
-                if tx.send(msg.clone()).await.is_err() {
-                    *s = None; // that target failed; the others go on
-                } else {
-                    any = true;
+        // Every live target gets the chunk at once; a target that takes nothing for `stall`
+        // is dropped from this blob instead of holding the others back.
+        let sends = senders.iter().map(|s| async {
+            match s {
+                Some((tx, _, _)) => {
+                    Some(tokio::time::timeout(ctx.stall, tx.send(msg.clone())).await)
                 }
+                None => None,
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        let mut any = false;
+        for (slot, result) in senders.iter_mut().zip(results) {
+            match result {
+                Some(Ok(Ok(()))) => any = true,
+                Some(Ok(Err(_))) => *slot = None, // that target failed; the others go on
+                Some(Err(_elapsed)) => {
+                    let (_, task, t) = slot.take().expect("live sender");
+                    task.abort();
+                    let host = &ctx.registries[t.dest].host;
+                    out.push((
+                        job.digest.clone(),
+                        t.clone(),
+                        Err(Error::new(
+                            crate::error::ErrorKind::Registry,
+                            format!(
+                                "registry {host}: blob {} to {}: took no data for {} s while the other destinations went on; check that registry and its link",
+                                job.digest,
+                                t.repo,
+                                ctx.stall.as_secs()
+                            ),
+                        )
+                        .retryable(true)),
+                    ));
+                }
+                None => {}
             }
         }
         if last || !any {
@@ -254,7 +364,6 @@ async fn blob_task(ctx: &StreamCtx, job: &StreamJob, mut rx: mpsc::Receiver<Msg>
         }
     }
     drop(senders);
-    let mut out = Vec::new();
     while let Some(r) = uploads.join_next().await {
         if let Ok(o) = r {
             out.push(o);
