@@ -375,3 +375,47 @@ fn a_hung_standby_is_given_up_after_three_failed_blobs_and_the_primary_finishes(
         "{held} uploads sent to the hung standby"
     );
 }
+
+#[test]
+fn a_failed_blob_head_in_one_repository_does_not_fail_the_others_sharing_the_blob() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("shared");
+    let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+    let shared = w.layer(60, 50_000, false).unwrap();
+    let (own_a, own_b) = (
+        w.layer(61, 1_000, false).unwrap(),
+        w.layer(62, 1_000, false).unwrap(),
+    );
+    let a = w
+        .image("a", "amd64", &[shared.clone(), own_a], false)
+        .unwrap();
+    let b = w
+        .image("b", "amd64", &[shared.clone(), own_b], false)
+        .unwrap();
+    w.tag(&a, "registry.alauda.cn:60080/acp/a:v1");
+    w.tag(&b, "registry.alauda.cn:60080/acp/b:v1");
+    w.finish().unwrap();
+    write_package_yaml(&pkg, "shared");
+    // acp/a would be the upload target of the shared layer (acp/b mounts it from there), but
+    // the registry fails every HEAD of that blob in acp/a.
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new(
+            "HEAD",
+            &format!("/v2/acp/a/blobs/{}", shared.digest),
+            Fault::Status(500, None),
+        )
+        .times(usize::MAX)],
+    );
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 4, "{}", run.all());
+    let report = run.json();
+    assert_eq!(report["totals"]["images_pushed"], 1, "{report}");
+    assert_eq!(report["totals"]["images_failed"], 1, "{report}");
+    let why = format!("checking blob {} in acp/a: HTTP 500", shared.digest);
+    assert!(run.all().contains(&why), "{}", run.all());
+    let back = tempfile::tempdir().unwrap();
+    reg.skopeo_copy_back("acp/b:v1", back.path());
+    assert!(reg.skopeo_raw("acp/a:v1").is_none());
+}

@@ -346,8 +346,25 @@ impl Engine {
         let mut plan =
             plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
         // Blobs whose HEAD failed are not retried blindly: their images fail with that error.
-        plan.uploads
-            .retain(|u| !run.blobs.contains_key(&(u.repo.clone(), u.digest.clone())));
+        // The other repositories that want the same blob still get it: when the upload target
+        // is the one that failed, the next repository in line becomes the upload target.
+        let failed = |repo: &str, digest: &Digest| {
+            run.blobs.contains_key(&(repo.to_string(), digest.clone()))
+        };
+        plan.uploads = std::mem::take(&mut plan.uploads)
+            .into_iter()
+            .filter_map(|mut u| {
+                u.then_mount.retain(|r| !failed(r, &u.digest));
+                if failed(&u.repo, &u.digest) {
+                    if u.then_mount.is_empty() {
+                        return None;
+                    }
+                    u.repo = u.then_mount.remove(0);
+                }
+                Some(u)
+            })
+            .collect();
+        plan.mounts.retain(|m| !failed(&m.repo, &m.digest));
         run.plan = plan;
         run
     }
