@@ -493,3 +493,34 @@ fn a_blob_the_registry_holds_with_another_size_is_refused() {
         .skopeo_raw("acp/topolvm-operator-bundle:v3.11.0-lying")
         .is_none());
 }
+
+#[test]
+fn manifests_and_configs_beyond_the_total_limit_are_refused() {
+    use ferry::source::layout::OCI_MANIFEST;
+    const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("fat");
+    let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+    let config = w.blob(OCI_CONFIG, b"{}").unwrap();
+    // 17 manifests just under the 4 MiB per-document limit: 68 MB in all, over the 64 MiB cap.
+    for i in 0..17 {
+        let m = serde_json::json!({
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": [],
+            "annotations": {"pad": format!("{i}{}", "x".repeat(4_000_000))},
+        });
+        let d = w
+            .blob(OCI_MANIFEST, &serde_json::to_vec(&m).unwrap())
+            .unwrap();
+        w.tag(&d, &format!("registry.alauda.cn:60080/acp/fat{i}:v1"));
+    }
+    w.finish().unwrap();
+    write_package_yaml(&pkg, "fat");
+    let run = ferry(&["show", pkg.to_str().unwrap()]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("its manifests and configs exceed 64 MiB in total"),
+        "{}",
+        run.all()
+    );
+}

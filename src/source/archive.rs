@@ -5,81 +5,32 @@ use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Component, Path};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
 
 use super::layout::{Index, MAX_DOCUMENT_BYTES};
 use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
-use super::{read_limited, BlobSink, DocWanted, PackageHead};
+use super::tar_guard::{Counting, GuardedTar};
+use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
 /// Unknown small entries held while looking for manifests in a package that is not in
 /// canonical order; past this, further passes over the archive are made instead.
 const MAX_HELD_BYTES: u64 = 64 << 20;
-/// Gzip bomb guard: past this many decompressed bytes, the archive may not have expanded
-/// more than [`MAX_EXPANSION`] times its compressed size.
-const BOMB_CHECK_AFTER: u64 = 1 << 30;
-const MAX_EXPANSION: u64 = 100;
 /// How many passes over the archive may be spent looking for nested manifests.
 const MAX_HEAD_PASSES: usize = 4;
 
-/// Counts compressed bytes read from the file, for the gzip bomb guard.
-struct Counting<R> {
-    inner: R,
-    count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-}
-
-/// Decompressed side of the bomb guard.
-struct BombGuard<R> {
-    inner: R,
-    compressed: Arc<AtomicU64>,
-    out: u64,
-}
-
-impl<R: Read> Read for BombGuard<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.out += n as u64;
-        if self.out > BOMB_CHECK_AFTER {
-            let c = self.compressed.load(Ordering::Relaxed).max(1);
-            if self.out / c > MAX_EXPANSION {
-                return Err(std::io::Error::other(format!(
-                    "archive expands more than {MAX_EXPANSION}x ({} compressed bytes gave {} bytes): refusing a possible gzip bomb",
-                    c, self.out
-                )));
-            }
-        }
-        Ok(n)
-    }
-}
-
-type TarStream = tar::Archive<BombGuard<MultiGzDecoder<Counting<BufReader<File>>>>>;
+type TarStream = GuardedTar<MultiGzDecoder<Counting<BufReader<File>>>>;
 
 fn open(path: &Path) -> Result<TarStream> {
     let f = File::open(path).map_err(|e| Error::package(format!("cannot open: {e}")))?;
-    let compressed = Arc::new(AtomicU64::new(0));
-    let counting = Counting {
-        inner: BufReader::with_capacity(1 << 20, f),
-        count: compressed.clone(),
-    };
-    let gz = MultiGzDecoder::new(counting);
-    Ok(tar::Archive::new(BombGuard {
-        inner: gz,
-        compressed,
-        out: 0,
-    }))
+    let (counting, compressed) = Counting::new(BufReader::with_capacity(1 << 20, f));
+    Ok(GuardedTar::new(
+        MultiGzDecoder::new(counting),
+        Some(compressed),
+    ))
 }
 
 /// What one archive entry is, after the safety checks.
@@ -89,12 +40,6 @@ enum Entry {
     Blob(Digest),
     Chart(String),
     Other,
-}
-
-fn archive_error(e: std::io::Error) -> Error {
-    Error::package(format!(
-        "archive is unreadable ({e}); the .tgz may be truncated or corrupt: check it with `ferry verify` or copy it again"
-    ))
 }
 
 fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
@@ -155,8 +100,8 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
 pub(super) fn list_charts(path: &Path) -> Result<Vec<String>> {
     let mut archive = open(path)?;
     let mut out = Vec::new();
-    for entry in archive.entries().map_err(archive_error)? {
-        let entry = entry.map_err(archive_error)?;
+    for entry in archive.entries()? {
+        let entry = entry?;
         if let Entry::Chart(name) = classify(&entry)? {
             out.push(name);
         }
@@ -169,8 +114,8 @@ pub(super) fn list_charts(path: &Path) -> Result<Vec<String>> {
 /// everything else, up to `limit` bytes.
 pub(super) fn read_chart(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
     let mut archive = open(path)?;
-    for entry in archive.entries().map_err(archive_error)? {
-        let entry = entry.map_err(archive_error)?;
+    for entry in archive.entries()? {
+        let entry = entry?;
         let size = entry.size();
         if let Entry::Chart(found) = classify(&entry)? {
             if found == name {
@@ -187,14 +132,15 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
     let mut wanted = DocWanted::default();
     let mut docs: HashMap<Digest, Bytes> = HashMap::new();
     let mut charts = Vec::new();
+    let mut budget = DocBudget::default();
 
     for pass in 0..MAX_HEAD_PASSES {
         let mut held: HashMap<Digest, Bytes> = HashMap::new();
         let mut held_bytes = 0u64;
         let mut dropped = false;
         let mut archive = open(path)?;
-        for entry in archive.entries().map_err(archive_error)? {
-            let mut entry = entry.map_err(archive_error)?;
+        for entry in archive.entries()? {
+            let mut entry = entry?;
             let size = entry.size();
             match classify(&entry)? {
                 Entry::Metadata if pass == 0 => {
@@ -225,6 +171,7 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
                 }
                 Entry::Blob(d) if !docs.contains_key(&d) && size <= MAX_DOCUMENT_BYTES => {
                     if wanted.want.contains_key(&d) {
+                        budget.take(size)?;
                         let bytes = read_limited(&mut entry, size, MAX_DOCUMENT_BYTES, d.as_str())?;
                         if let Some(m) = wanted.is_manifest(&d).map(str::to_string) {
                             wanted.add_document(&m, &bytes);
@@ -305,8 +252,8 @@ pub(super) fn stream_blobs(
         return Ok(remaining);
     }
     let mut archive = open(path)?;
-    for entry in archive.entries().map_err(archive_error)? {
-        let mut entry = entry.map_err(archive_error)?;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
         if let Entry::Blob(d) = classify(&entry)? {
             if remaining.remove(&d) {
                 let size = entry.size();

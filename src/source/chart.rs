@@ -31,7 +31,9 @@ impl HelmArtifact {
 /// Reads `Chart.yaml` from the chart archive and builds the artifact.
 pub fn helm_artifact(file: &str, chart: Vec<u8>) -> Result<HelmArtifact> {
     let bad = |m: String| Error::package(format!("{file}: {m}"));
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(chart.as_slice()));
+    let (compressed, count) = super::tar_guard::Counting::new(chart.as_slice());
+    let mut archive =
+        super::tar_guard::GuardedTar::new(flate2::read::GzDecoder::new(compressed), Some(count));
     let mut meta: Option<serde_json::Value> = None;
     for entry in archive
         .entries()

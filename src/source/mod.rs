@@ -15,6 +15,7 @@ pub mod core;
 pub mod layout;
 pub mod metadata;
 pub mod pack;
+mod tar_guard;
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -249,7 +250,7 @@ fn read_dir_head(root: &Path) -> Result<PackageHead> {
     )?;
     let docs = collect_docs(&index, |d| {
         file(&blob_path(d), layout::MAX_DOCUMENT_BYTES).ok()
-    });
+    })?;
     let charts = list_charts(&root.join("charts"));
     Ok(PackageHead {
         meta,
@@ -260,21 +261,44 @@ fn read_dir_head(root: &Path) -> Result<PackageHead> {
     })
 }
 
+/// Manifests, indexes and configs of one package held in memory, in total. Real packages
+/// hold a few MB (about 25 kB per multi-arch image); past this the package is refused.
+pub const MAX_DOCS_TOTAL_BYTES: u64 = 64 << 20;
+
+/// Counts the documents held for one package against [`MAX_DOCS_TOTAL_BYTES`].
+#[derive(Default)]
+pub(crate) struct DocBudget(u64);
+
+impl DocBudget {
+    pub fn take(&mut self, bytes: u64) -> Result<()> {
+        self.0 += bytes;
+        if self.0 > MAX_DOCS_TOTAL_BYTES {
+            return Err(Error::package(format!(
+                "its manifests and configs exceed {} MiB in total: refusing to hold more (a hostile or broken package)",
+                MAX_DOCS_TOTAL_BYTES >> 20
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Reads every manifest, image index and small config reachable from `index` through
 /// `read` (random access). Unreadable documents are left out: they are reported per image
 /// when its graph is resolved.
 pub(crate) fn collect_docs(
     index: &Index,
     read: impl Fn(&Digest) -> Option<Vec<u8>>,
-) -> HashMap<Digest, Bytes> {
+) -> Result<HashMap<Digest, Bytes>> {
     let mut wanted = DocWanted::default();
     wanted.add_index(index);
     let mut docs = HashMap::new();
+    let mut budget = DocBudget::default();
     loop {
         let next: Vec<Digest> = wanted.missing(&docs).cloned().collect();
         let mut progressed = false;
         for d in next {
             let Some(bytes) = read(&d) else { continue };
+            budget.take(bytes.len() as u64)?;
             if let Some(m) = wanted.is_manifest(&d).map(str::to_string) {
                 wanted.add_document(&m, &bytes);
             }
@@ -282,7 +306,7 @@ pub(crate) fn collect_docs(
             progressed = true;
         }
         if !progressed {
-            return docs;
+            return Ok(docs);
         }
     }
 }

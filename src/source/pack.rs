@@ -54,7 +54,7 @@ pub fn pack(
         let len = f.metadata().ok()?.len();
         read_limited(f, len, MAX_DOCUMENT_BYTES, d.as_str()).ok()
     };
-    let docs = collect_docs(&index, read_doc);
+    let docs = collect_docs(&index, read_doc)?;
 
     // Documents in the order the graphs list them (children first), then every layer once.
     let mut doc_order: Vec<Digest> = Vec::new();
