@@ -7,7 +7,7 @@
 //! once: the signature hash and the sha256 are computed from the same pass.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use pgp::composed::{Deserializable, DetachedSignature, SignedPublicKey};
@@ -120,10 +120,33 @@ fn expected_sha256(path: &Path) -> std::result::Result<String, String> {
 
 /// Verifies one package file.
 pub fn verify_package(path: &Path, keyring: Option<&Keyring>) -> Verdict {
-    let fail = |reason: String| Verdict::Failed { reason };
     if path.is_dir() {
         return Verdict::NoFile;
     }
+    verify_contents(path, || File::open(path), keyring)
+}
+
+/// Verifies a package through its open file, the one the push then reads from.
+pub fn verify_pinned(pkg: &crate::source::Package, keyring: Option<&Keyring>) -> Verdict {
+    if pkg.path.is_dir() {
+        return Verdict::NoFile;
+    }
+    let open = || {
+        pkg.pinned()
+            .and_then(|f| f.reader())
+            .map_err(|e| std::io::Error::other(e.message))
+    };
+    verify_contents(&pkg.path, open, keyring)
+}
+
+/// Checks the package's bytes, read from `open`, against the `.sig` / `.sha256` next to
+/// `path`.
+fn verify_contents<R: Read>(
+    path: &Path,
+    open: impl FnOnce() -> std::io::Result<R>,
+    keyring: Option<&Keyring>,
+) -> Verdict {
+    let fail = |reason: String| Verdict::Failed { reason };
     let sig_path = sibling(path, ".sig");
     let sum_path = sibling(path, ".sha256");
     let has_sig = sig_path.exists();
@@ -139,7 +162,7 @@ pub fn verify_package(path: &Path, keyring: Option<&Keyring>) -> Verdict {
     } else {
         None
     };
-    let file = match File::open(path) {
+    let file = match open() {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot read: {e}")),
     };
@@ -217,6 +240,16 @@ pub fn verify_all(paths: &[PathBuf], keyring: Option<&Keyring>) -> Vec<Entry> {
         .map(|p| Entry {
             package: p.display().to_string(),
             verdict: verify_package(p, keyring),
+        })
+        .collect()
+}
+
+/// Verifies every package through the open file its push then reads.
+pub fn verify_packages(pkgs: &[crate::source::Package], keyring: Option<&Keyring>) -> Vec<Entry> {
+    pkgs.iter()
+        .map(|p| Entry {
+            package: p.path.display().to_string(),
+            verdict: verify_pinned(p, keyring),
         })
         .collect()
 }

@@ -271,3 +271,88 @@ fn push_verify_refuses_before_any_upload() {
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
 }
+
+/// Starts `push --verify` of `pkg` through a proxy that stalls the first manifest HEAD (the
+/// package's head has been read, no blob yet), and calls `meddle` while it waits.
+fn push_verified_then_meddle(pkg: &Path, meddle: impl FnOnce()) -> (Registry, Run) {
+    use common::proxy::{Fault, Proxy, Rule};
+    let reg = Registry::start(RegistryOpts::default());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new(
+            "HEAD",
+            "/manifests/",
+            Fault::Stall(std::time::Duration::from_secs(2)),
+        )],
+    );
+    let child = ferry_spawn(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &proxy.host(),
+        "--plain",
+        "--verify",
+        "--require-verification",
+        "--retry-base-ms",
+        "10",
+    ]);
+    wait_for(60, "the first manifest HEAD", || {
+        proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst) >= 1
+    });
+    meddle();
+    let out = child.wait_with_output().unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    };
+    (reg, run)
+}
+
+#[test]
+fn push_verify_pushes_the_file_it_verified_even_when_the_path_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_fixture(dir.path(), "topolvm-operator.amd64.v2.3.0.tgz");
+    sha256_file(&pkg);
+    let swap = dir.path().join("swap.tmp");
+    std::fs::copy(fixture("oam-application"), &swap).unwrap();
+    let (reg, run) = push_verified_then_meddle(&pkg, || std::fs::rename(&swap, &pkg).unwrap());
+    assert_eq!(run.code, 0, "{}", run.all());
+    for (reference, _) in package_images(&fixture("topolvm-operator")) {
+        assert!(
+            reg.skopeo_raw(&path_of(&reference)).is_some(),
+            "{reference}"
+        );
+    }
+    for (reference, _) in package_images(&fixture("oam-application")) {
+        assert!(
+            reg.skopeo_raw(&path_of(&reference)).is_none(),
+            "{reference}"
+        );
+    }
+}
+
+#[test]
+fn push_verify_refuses_a_file_written_in_place_after_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_fixture(dir.path(), "topolvm-operator.amd64.v2.3.0.tgz");
+    sha256_file(&pkg);
+    let (reg, run) = push_verified_then_meddle(&pkg, || {
+        use std::io::Write;
+        let bytes = std::fs::read(&pkg).unwrap();
+        let mut f = std::fs::OpenOptions::new().write(true).open(&pkg).unwrap();
+        f.write_all(&bytes).unwrap();
+    });
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("the file was modified after it was verified"),
+        "{}",
+        run.all()
+    );
+    assert!(
+        !reg.log()
+            .contains("\"PUT /v2/acp/topolvm-operator-bundle/manifests/"),
+        "a manifest went up"
+    );
+}

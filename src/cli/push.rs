@@ -379,9 +379,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
     if args.verify {
-        let files: Vec<PathBuf> = packages.iter().map(|p| p.path.clone()).collect();
         super::verify::before_push(
-            &files,
+            &packages,
             args.keyring.as_deref(),
             crate::verify::Requirement::from_flags(
                 args.require_signature,

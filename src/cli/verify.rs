@@ -41,12 +41,12 @@ pub fn run(
 
 /// `push --verify`: every package is checked before anything is uploaded.
 pub fn before_push(
-    paths: &[PathBuf],
+    packages: &[crate::source::Package],
     keyring: Option<&Path>,
     require: verify::Requirement,
 ) -> Result<(), Error> {
     let keyring = Keyring::load(keyring)?;
-    let entries = verify::verify_all(paths, keyring.as_ref());
+    let entries = verify::verify_packages(packages, keyring.as_ref());
     eprint!("{}", verify::render(&entries));
     if verify::passed(&entries, require) {
         Ok(())

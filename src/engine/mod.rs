@@ -254,6 +254,15 @@ impl Engine {
             ));
         }
         self.move_blobs(pkg, &head, &images, &mut runs).await;
+        // The blobs came from the file as it was verified; if it changed since, no manifest
+        // goes up, so nothing that was not verified can become a visible image.
+        if let Err(e) = pkg.check_unchanged() {
+            for state in runs.iter_mut().flat_map(|r| r.images.iter_mut()) {
+                if matches!(state, ImageState::Todo) {
+                    *state = ImageState::Failed(e.clone().context("manifest not pushed"));
+                }
+            }
+        }
 
         line.step("pushing manifests");
         for (di, run) in runs.iter_mut().enumerate() {

@@ -2,9 +2,8 @@
 //! extracted to disk. Every entry is checked before it is trusted (path, type, size).
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
 use std::io::{BufReader, Read};
-use std::path::{Component, Path};
+use std::path::Component;
 
 use bytes::Bytes;
 use flate2::read::MultiGzDecoder;
@@ -13,6 +12,7 @@ use super::layout::{Index, MAX_DOCUMENT_BYTES};
 use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
 use super::tar_guard::{Counting, GuardedTar};
 use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
+use super::{PinnedFile, PositionedReader};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -22,11 +22,11 @@ const MAX_HELD_BYTES: u64 = 64 << 20;
 /// How many passes over the archive may be spent looking for nested manifests.
 const MAX_HEAD_PASSES: usize = 4;
 
-type TarStream = GuardedTar<MultiGzDecoder<Counting<BufReader<File>>>>;
+type TarStream = GuardedTar<MultiGzDecoder<Counting<BufReader<PositionedReader>>>>;
 
-fn open(path: &Path) -> Result<TarStream> {
-    let f = File::open(path).map_err(|e| Error::package(format!("cannot open: {e}")))?;
-    let (counting, compressed) = Counting::new(BufReader::with_capacity(1 << 20, f));
+/// Each reading of the archive starts from a fresh reader over the same open file.
+fn open(file: &PinnedFile) -> Result<TarStream> {
+    let (counting, compressed) = Counting::new(BufReader::with_capacity(1 << 20, file.reader()?));
     Ok(GuardedTar::new(
         MultiGzDecoder::new(counting),
         Some(compressed),
@@ -97,8 +97,8 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
 
 /// Every `charts/*.tgz` in the archive (a full pass: the head of a canonical package ends
 /// before them, and only chart packages are asked).
-pub(super) fn list_charts(path: &Path) -> Result<Vec<String>> {
-    let mut archive = open(path)?;
+pub(super) fn list_charts(file: &PinnedFile) -> Result<Vec<String>> {
+    let mut archive = open(file)?;
     let mut out = Vec::new();
     for entry in archive.entries()? {
         let entry = entry?;
@@ -112,8 +112,8 @@ pub(super) fn list_charts(path: &Path) -> Result<Vec<String>> {
 
 /// The bytes of one chart archive (`charts/<name>.tgz`), read with the same entry checks as
 /// everything else, up to `limit` bytes.
-pub(super) fn read_chart(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>> {
-    let mut archive = open(path)?;
+pub(super) fn read_chart(file: &PinnedFile, name: &str, limit: u64) -> Result<Vec<u8>> {
+    let mut archive = open(file)?;
     for entry in archive.entries()? {
         let entry = entry?;
         let size = entry.size();
@@ -126,7 +126,7 @@ pub(super) fn read_chart(path: &Path, name: &str, limit: u64) -> Result<Vec<u8>>
     Err(Error::package(format!("{name} is not in the package")))
 }
 
-pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
+pub(super) fn read_head(file: &PinnedFile) -> Result<PackageHead> {
     let mut meta: Option<PackageMeta> = None;
     let mut index: Option<Index> = None;
     let mut wanted = DocWanted::default();
@@ -138,7 +138,7 @@ pub(super) fn read_head(path: &Path) -> Result<PackageHead> {
         let mut held: HashMap<Digest, Bytes> = HashMap::new();
         let mut held_bytes = 0u64;
         let mut dropped = false;
-        let mut archive = open(path)?;
+        let mut archive = open(file)?;
         for entry in archive.entries()? {
             let mut entry = entry?;
             let size = entry.size();
@@ -243,7 +243,7 @@ fn adopt_held(
 }
 
 pub(super) fn stream_blobs(
-    path: &Path,
+    file: &PinnedFile,
     wanted: &HashMap<Digest, u64>,
     sink: &mut BlobSink<'_>,
 ) -> Result<HashSet<Digest>> {
@@ -251,7 +251,7 @@ pub(super) fn stream_blobs(
     if remaining.is_empty() {
         return Ok(remaining);
     }
-    let mut archive = open(path)?;
+    let mut archive = open(file)?;
     for entry in archive.entries()? {
         let mut entry = entry?;
         if let Entry::Blob(d) = classify(&entry)? {

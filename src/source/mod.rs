@@ -15,11 +15,15 @@ pub mod core;
 pub mod layout;
 pub mod metadata;
 pub mod pack;
+mod pinned;
 mod tar_guard;
+
+pub use pinned::{PinnedFile, PositionedReader};
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
@@ -53,6 +57,9 @@ enum Form {
 pub struct Package {
     pub path: PathBuf,
     form: Form,
+    /// A `.tgz` is opened once, on first use, and every later read (verification, head,
+    /// passes, charts) goes through that open file: see [`pinned`].
+    file: Arc<OnceLock<PinnedFile>>,
 }
 
 /// Called with (digest, size in the package, reader over exactly those bytes).
@@ -66,7 +73,27 @@ impl Package {
         Ok(Package {
             path: path.to_path_buf(),
             form,
+            file: Arc::default(),
         })
+    }
+
+    /// The package file, opened on first use and held open from then on.
+    pub fn pinned(&self) -> Result<&PinnedFile> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let opened = PinnedFile::open(&self.path)?;
+        Ok(self.file.get_or_init(|| opened))
+    }
+
+    /// Fails when the `.tgz` changed since it was first opened (a directory: never).
+    pub fn check_unchanged(&self) -> Result<()> {
+        match (self.form, self.file.get()) {
+            (Form::Tgz, Some(f)) => f
+                .check_unchanged()
+                .map_err(|e| e.context(format!("package {}", self.label()))),
+            _ => Ok(()),
+        }
     }
 
     /// File name (or directory name), for messages.
@@ -79,7 +106,7 @@ impl Package {
 
     pub fn read_head(&self) -> Result<PackageHead> {
         let mut head = match self.form {
-            Form::Tgz => archive::read_head(&self.path),
+            Form::Tgz => self.pinned().and_then(archive::read_head),
             Form::Dir => read_dir_head(&self.path),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))?;
@@ -94,7 +121,7 @@ impl Package {
     /// Every chart archive of the package (`charts/*.tgz`), wherever it sits in the archive.
     pub fn list_charts(&self) -> Result<Vec<String>> {
         match self.form {
-            Form::Tgz => archive::list_charts(&self.path),
+            Form::Tgz => self.pinned().and_then(archive::list_charts),
             Form::Dir => Ok(list_charts(&self.path.join("charts"))),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))
@@ -103,7 +130,9 @@ impl Package {
     /// The bytes of a chart archive (`charts/<file>.tgz`).
     pub fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
         match self.form {
-            Form::Tgz => archive::read_chart(&self.path, name, chart::MAX_CHART_BYTES),
+            Form::Tgz => self
+                .pinned()
+                .and_then(|r| archive::read_chart(r, name, chart::MAX_CHART_BYTES)),
             Form::Dir => {
                 let f = std::fs::File::open(self.path.join(name))
                     .map_err(|e| Error::package(format!("{name}: {e}")))?;
@@ -123,7 +152,9 @@ impl Package {
         sink: &mut BlobSink<'_>,
     ) -> Result<HashSet<Digest>> {
         match self.form {
-            Form::Tgz => archive::stream_blobs(&self.path, wanted, sink),
+            Form::Tgz => self
+                .pinned()
+                .and_then(|r| archive::stream_blobs(r, wanted, sink)),
             Form::Dir => stream_dir_blobs(&self.path, wanted, sink),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))

@@ -1,0 +1,91 @@
+//! A package file held open from verification to the last byte pushed.
+//!
+//! `push --verify` checks a file, then reads it again for the head and for each streaming
+//! pass. Reopening the path would read whatever is there by then: a file swapped in after
+//! the check would be pushed unverified. So the verified file stays open and every read goes
+//! through that descriptor (positioned reads, so passes do not share an offset), and its
+//! size and modification time are compared with what was verified before each pass and
+//! before manifests go up: a file written in place is refused, never half-pushed.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+
+/// What identifies the bytes of a file without reading them again. Not the change time:
+/// renaming another file over the path changes it on the open file, whose bytes stay as
+/// they were.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(file: &File) -> std::io::Result<Stamp> {
+        let m = file.metadata()?;
+        Ok(Stamp {
+            dev: m.dev(),
+            ino: m.ino(),
+            len: m.len(),
+            mtime: (m.mtime(), m.mtime_nsec()),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct PinnedFile {
+    file: Arc<File>,
+    stamp: Stamp,
+}
+
+impl PinnedFile {
+    pub fn open(path: &Path) -> Result<PinnedFile> {
+        let file = File::open(path)
+            .map_err(|e| Error::package(format!("{}: cannot open: {e}", path.display())))?;
+        let stamp = Stamp::of(&file)
+            .map_err(|e| Error::package(format!("{}: cannot stat: {e}", path.display())))?;
+        Ok(PinnedFile {
+            file: Arc::new(file),
+            stamp,
+        })
+    }
+
+    /// A reader from the start of the file, after checking it is unchanged.
+    pub fn reader(&self) -> Result<PositionedReader> {
+        self.check_unchanged()?;
+        Ok(PositionedReader {
+            file: self.file.clone(),
+            pos: 0,
+        })
+    }
+
+    pub fn check_unchanged(&self) -> Result<()> {
+        match Stamp::of(&self.file) {
+            Ok(now) if now == self.stamp => Ok(()),
+            Ok(_) => Err(Error::integrity(
+                "the file was modified after it was verified: nothing more is pushed from it; copy the package again, verify it and re-run",
+            )),
+            Err(e) => Err(Error::package(format!("cannot stat the open file: {e}"))),
+        }
+    }
+}
+
+/// Reads a shared open file from its own offset.
+pub struct PositionedReader {
+    file: Arc<File>,
+    pos: u64,
+}
+
+impl Read for PositionedReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
