@@ -25,6 +25,28 @@ impl Gpg {
         ]);
         g
     }
+    /// A key made with `gpg --quick-gen-key name algo usage expire`, optionally at a faked
+    /// time (`--faked-system-time`, e.g. to make a key that expired long ago).
+    fn with(name: &str, algo: &str, usage: &str, expire: &str, at: Option<&str>) -> Gpg {
+        let g = Gpg {
+            home: tempfile::tempdir().unwrap(),
+        };
+        let uid = format!("{name} <{name}@ferry.test>");
+        let mut args = vec!["--quick-gen-key", &uid, algo, usage, expire];
+        if let Some(t) = at {
+            args.splice(0..0, ["--faked-system-time", t]);
+        }
+        g.run(&args);
+        g
+    }
+    fn fingerprint(&self) -> String {
+        let out = String::from_utf8(self.run(&["--list-keys", "--with-colons"])).unwrap();
+        out.lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .unwrap()
+            .to_string()
+    }
     fn run(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("gpg")
             .env("GNUPGHOME", self.home.path())
@@ -355,4 +377,110 @@ fn push_verify_refuses_a_file_written_in_place_after_verification() {
             .contains("\"PUT /v2/acp/topolvm-operator-bundle/manifests/"),
         "a manifest went up"
     );
+}
+
+/// Signs a fresh copy of the fixture with `sign` and checks `ferry verify` refuses it with
+/// `why`, using the keyring `gpg` exports after `after_signing`.
+fn refused_with(gpg: &Gpg, extra_sign_args: &[&str], after_signing: impl FnOnce(&Gpg), why: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_fixture(dir.path(), "pkg.amd64.v2.3.0.tgz");
+    let sig = format!("{}.sig", pkg.display());
+    let mut args: Vec<&str> = extra_sign_args.to_vec();
+    args.extend(["--detach-sign", "-o", &sig, pkg.to_str().unwrap()]);
+    gpg.run(&args);
+    after_signing(gpg);
+    let keyring = dir.path().join("keys.asc");
+    gpg.export(true, &keyring);
+    let run = ferry(&[
+        "verify",
+        pkg.to_str().unwrap(),
+        "--keyring",
+        keyring.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 3, "{}", run.all());
+    let reason = run.json()[0]["reason"].as_str().unwrap_or("").to_string();
+    assert!(reason.contains(why), "{why:?} not in {reason:?}");
+}
+
+#[test]
+fn good_signatures_by_unusable_keys_or_over_sha1_are_refused() {
+    // Expired: a one-day key made and used in 2020.
+    let old = Gpg::with("old", "ed25519", "sign", "1d", Some("20200101T000000"));
+    refused_with(
+        &old,
+        &["--faked-system-time", "20200101T120000"],
+        |_| {},
+        "expired on 2020-01-02",
+    );
+
+    // Revoked after signing: GnuPG's own revocation certificate, imported.
+    let revoked = Gpg::new("revoked");
+    refused_with(
+        &revoked,
+        &[],
+        |g| {
+            let fpr = g.fingerprint();
+            let cert = g.home.path().join(format!("openpgp-revocs.d/{fpr}.rev"));
+            // GnuPG guards the stored certificate against accidental import with a ':'.
+            let text = std::fs::read_to_string(&cert)
+                .unwrap()
+                .replace(":-----BEGIN", "-----BEGIN");
+            std::fs::write(&cert, text).unwrap();
+            g.run(&["--import", cert.to_str().unwrap()]);
+        },
+        "is revoked",
+    );
+
+    // No signing capability: the key signed, then its owner took the capability away.
+    let certify_only = Gpg::new("certify-only");
+    refused_with(
+        &certify_only,
+        &[],
+        |g| {
+            let fpr = g.fingerprint();
+            let edit = Command::new("gpg")
+                .env("GNUPGHOME", g.home.path())
+                .args([
+                    "--batch",
+                    "--expert",
+                    "--pinentry-mode",
+                    "loopback",
+                    "--passphrase",
+                    "",
+                ])
+                .args(["--command-fd", "0", "--edit-key", &fpr])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin
+                        .take()
+                        .unwrap()
+                        .write_all(b"change-usage\nS\nQ\nsave\n")?;
+                    c.wait()
+                })
+                .unwrap();
+            assert!(edit.success());
+        },
+        "is not allowed to sign",
+    );
+
+    // SHA-1, with an RSA key (EdDSA keys are not used with SHA-1 by GnuPG).
+    let rsa = Gpg::with("rsa", "rsa2048", "sign", "never", None);
+    refused_with(&rsa, &["--digest-algo", "SHA1"], |_| {}, "uses SHA1");
+    // ...while the same key with SHA-256 is accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = copy_fixture(dir.path(), "pkg.amd64.v2.3.0.tgz");
+    rsa.sign(&pkg, false);
+    let keyring = dir.path().join("keys.asc");
+    rsa.export(true, &keyring);
+    let run = ferry(&[
+        "verify",
+        pkg.to_str().unwrap(),
+        "--keyring",
+        keyring.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
 }

@@ -18,6 +18,8 @@ use sha2::Digest as _;
 use crate::digest::HashingReader;
 use crate::error::{Error, Result};
 
+mod key_policy;
+
 pub const DEFAULT_KEYRING: &str = "/etc/ferry/trusted-keys.asc";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -200,6 +202,11 @@ fn verify_contents<R: Read>(
                 ids.join(", ")
             ));
         };
+        if let Some(why) =
+            key_policy::refusal(key, sub, &sig.signature, std::time::SystemTime::now())
+        {
+            return fail(format!("signature not accepted: {why}"));
+        }
         let r = match sub {
             None => sig.signature.verify(key, &mut tee),
             Some(i) => sig.signature.verify(&key.public_subkeys[i], &mut tee),
