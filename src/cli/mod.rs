@@ -1,6 +1,8 @@
 //! The command line. Flags keep the spelling of `violet push` and `upgrade.sh` where those
 //! tools have them (`--dest-repo`, `--username`, `--password`, `--no-auth`, `--plain`, ...).
 
+mod gc;
+mod list;
 mod platform_flags;
 mod push;
 mod show;
@@ -50,6 +52,14 @@ const SYNC_EXAMPLES: &str = "Examples (inside the extracted core package; `bash 
   ferry sync --only-sync-image --standby-registry 192.168.2.10:11443 --standby-username admin --standby-password \"$PW2\"
   ferry sync --skip-sync-image
   ferry sync --preflight";
+
+const LIST_EXAMPLES: &str = "Examples:
+  ferry list --platform-address https://example.com --platform-token \"$TOKEN\"
+  ferry list --platform-address https://example.com --platform-token \"$TOKEN\" --clusters global,region1 --output-file ./apps.yaml --output table";
+
+const GC_EXAMPLES: &str = "Examples:
+  ferry gc --platform-address https://example.com --platform-token \"$TOKEN\" --dry-run
+  ferry gc --platform-address https://example.com --platform-token \"$TOKEN\" --clusters region1 --yes";
 
 const VERIFY_EXAMPLES: &str = "Examples:
   ferry verify ./packages --keyring /etc/ferry/trusted-keys.asc
@@ -113,6 +123,13 @@ pub enum Command {
     /// then apply its manifests: `upgrade.sh --only-sync-image` and friends.
     #[command(after_help = SYNC_EXAMPLES)]
     Sync(Box<sync::SyncArgs>),
+    /// List every uploaded extension and where it is installed (violet list's apps.yaml).
+    #[command(after_help = LIST_EXAMPLES)]
+    List(Box<list::ListArgs>),
+    /// Delete what old uploads left behind: uninstalled operators' Artifacts, old
+    /// ArtifactVersions, uninstalled cluster plugins (dry run, confirmation, backup).
+    #[command(after_help = GC_EXAMPLES)]
+    Gc(Box<gc::GcArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff) of ferry.
@@ -228,6 +245,8 @@ pub fn main() -> i32 {
         ),
         Command::Push(args) => push::run(*args),
         Command::Sync(args) => sync::run(*args),
+        Command::List(args) => list::run(*args),
+        Command::Gc(args) => gc::run(*args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());

@@ -9,6 +9,8 @@
 //!   Secret `cpaas-system/registry-admin`).
 //! * [`artifacts`] writes the Marketplace resources (`Artifact`, `ArtifactVersion`) of a
 //!   package once every image of it is in the registry.
+//! * [`inventory`] reads what is uploaded and installed where (`ferry list`); [`gc`] plans
+//!   and performs the cleanup of old uploads (`ferry gc`).
 //!
 //! What this module is not: it never touches the registry's bytes, and it reads only the
 //! package's metadata and the push outcome, never the engine's or the sink's internals.
@@ -16,6 +18,8 @@
 pub mod apply;
 pub mod artifacts;
 mod cluster;
+pub mod gc;
+pub mod inventory;
 pub mod kubeconfig;
 pub mod login;
 pub mod preflight;

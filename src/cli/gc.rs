@@ -1,0 +1,306 @@
+//! `ferry gc`: `violet gc` with a dry run, a confirmation, a backup that restores, and
+//! deletes that never hit an object changed since the plan.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde_json::json;
+
+use super::list::connect;
+use super::platform_flags::PlatformFlags;
+use super::Output;
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform::gc::{self, Outcome, Plan, Planned};
+use crate::platform::inventory;
+
+#[derive(Args, Debug)]
+pub struct GcArgs {
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Clusters to clean, comma-separated [default: every cluster of the platform].
+    #[arg(long, value_delimiter = ',')]
+    pub clusters: Vec<String>,
+    /// Print what would be deleted, and why; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Delete without asking (needed when there is no terminal to ask on).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Of an installed operator, keep this many of its newest versions besides the installed
+    /// one and newer ones.
+    #[arg(long, default_value_t = 1)]
+    pub keep: usize,
+    /// Directory for the backup files (ferry-gc-<timestamp>.<cluster>.yaml).
+    #[arg(long, default_value = ".")]
+    pub backup_dir: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: Output,
+    /// Seconds to wait for the platform to answer.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+pub fn run(args: GcArgs) -> Result<i32> {
+    let rt = super::runtime()?;
+    let platform = connect(&rt, &args.platform, args.timeout, "ferry gc")?;
+    let inv = rt.block_on(async {
+        let clusters = inventory::clusters(&platform, &args.clusters).await?;
+        inventory::read(&platform, clusters).await
+    })?;
+    for (cluster, e) in &inv.failures {
+        eprintln!(
+            "error: cluster {cluster} could not be read, nothing is deleted there: {}",
+            e.message
+        );
+    }
+    let plan = gc::plan(&inv, args.keep);
+    let json = args.output == Output::Json;
+    if !json {
+        print!("{}", render_plan(&plan, args.dry_run));
+    }
+    let read_failed = inv.failures.first().map(|(_, e)| e.kind.exit_code());
+    if args.dry_run || plan.items.is_empty() {
+        if json {
+            println!("{}", to_json(&plan, None, &[], args.dry_run));
+        } else if plan.items.is_empty() {
+            println!("No resources were deleted.");
+        }
+        return Ok(read_failed.unwrap_or(0));
+    }
+    confirm(&args, plan.items.len())?;
+    let backups = write_backups(&args.backup_dir, &plan)?;
+    let results: Vec<(Outcome, Option<Error>)> = rt.block_on(async {
+        // Clusters in parallel, each cluster's objects in plan order (owned before owner).
+        let mut by_cluster: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, p) in plan.items.iter().enumerate() {
+            by_cluster.entry(p.cluster.as_str()).or_default().push(i);
+        }
+        let runs = by_cluster.into_values().map(|idx| {
+            let (plan, platform) = (&plan, &platform);
+            async move {
+                let mut out = Vec::new();
+                for i in idx {
+                    out.push((i, gc::delete(platform, &plan.items[i]).await));
+                }
+                out
+            }
+        });
+        let mut all: Vec<(usize, (Outcome, Option<Error>))> = futures::future::join_all(runs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        all.sort_by_key(|(i, _)| *i);
+        all.into_iter().map(|(_, r)| r).collect()
+    });
+    if json {
+        println!("{}", to_json(&plan, Some(&results), &backups, false));
+    } else {
+        print!("{}", render_summary(&plan, &results, &backups));
+    }
+    let failed = results.iter().find_map(|(_, e)| e.as_ref());
+    Ok(match (failed, read_failed) {
+        (Some(e), _) => e.kind.exit_code(),
+        (None, Some(code)) => code,
+        (None, None) => 0,
+    })
+}
+
+/// Asks on the terminal unless --yes; refuses when there is no terminal to ask on.
+fn confirm(args: &GcArgs, n: usize) -> Result<()> {
+    if args.yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "refusing to delete without confirmation: no terminal to ask on. Check the plan with --dry-run, then re-run with --yes",
+        ));
+    }
+    eprint!("Delete these {n} resources? A backup is written first. [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::internal(format!("reading the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Usage,
+            "not confirmed: nothing was deleted",
+        ))
+    }
+}
+
+/// One file per cluster (a `kubectl apply -f` restores it on that cluster), owner-only.
+fn write_backups(dir: &Path, plan: &Plan) -> Result<Vec<PathBuf>> {
+    let stamp = jiff::Timestamp::now()
+        .strftime("%Y%m%dT%H%M%SZ")
+        .to_string();
+    let mut by_cluster: BTreeMap<&str, Vec<&Planned>> = BTreeMap::new();
+    for p in &plan.items {
+        by_cluster.entry(p.cluster.as_str()).or_default().push(p);
+    }
+    let mut files = Vec::new();
+    for (cluster, items) in by_cluster {
+        let path = dir.join(format!("ferry-gc-{stamp}.{cluster}.yaml"));
+        let mut text = format!(
+            "# ferry gc backup of cluster {cluster}, {stamp}: restore with\n#   kubectl --context <{cluster}> apply -f {}\n",
+            path.display()
+        );
+        // Owners first, so that a restore creates what others refer to before them.
+        for p in items.iter().rev() {
+            text.push_str("---\n");
+            text.push_str(
+                &serde_yaml::to_string(&gc::restorable(p))
+                    .map_err(|e| Error::internal(format!("YAML: {e}")))?,
+            );
+        }
+        write_private(&path, &text).map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "cannot write the backup {} ({e}): nothing was deleted; choose another --backup-dir",
+                    path.display()
+                ),
+            )
+        })?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn render_plan(plan: &Plan, dry_run: bool) -> String {
+    if plan.items.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![[
+        "TYPE".to_string(),
+        "NAME".into(),
+        "CLUSTER".into(),
+        "WHY".into(),
+    ]];
+    for p in &plan.items {
+        rows.push([
+            p.kind.into(),
+            p.name.clone(),
+            p.cluster.clone(),
+            p.why.clone(),
+        ]);
+    }
+    let mut out = format!(
+        "GC plan{}: {} resources\n",
+        if dry_run {
+            " (dry run, nothing is deleted)"
+        } else {
+            ""
+        },
+        plan.items.len()
+    );
+    out.push_str(&crate::report::aligned(&rows));
+    if !plan.unreferenced_images.is_empty() {
+        out.push_str(&format!(
+            "Images only these versions referenced (not deleted from the registry): {}\n",
+            plan.unreferenced_images.len()
+        ));
+        for i in &plan.unreferenced_images {
+            out.push_str(&format!("  {i}\n"));
+        }
+    }
+    out
+}
+
+fn result_word(o: Outcome) -> &'static str {
+    match o {
+        Outcome::Deleted => "deleted",
+        Outcome::Skipped => "skipped: changed since the plan",
+        Outcome::Gone => "already gone",
+        Outcome::Failed => "FAILED",
+    }
+}
+
+fn render_summary(
+    plan: &Plan,
+    results: &[(Outcome, Option<Error>)],
+    backups: &[PathBuf],
+) -> String {
+    let mut rows = vec![[
+        "TYPE".to_string(),
+        "NAME".into(),
+        "CLUSTER".into(),
+        "RESULT".into(),
+    ]];
+    for (p, (o, _)) in plan.items.iter().zip(results) {
+        rows.push([
+            p.kind.into(),
+            p.name.clone(),
+            p.cluster.clone(),
+            result_word(*o).into(),
+        ]);
+    }
+    let mut out = String::from("GC summary:\n");
+    out.push_str(&crate::report::aligned(&rows));
+    for (p, (_, e)) in plan.items.iter().zip(results) {
+        if let Some(e) = e {
+            out.push_str(&format!(
+                "error: {} {} on {}: {}\n",
+                p.kind, p.name, p.cluster, e.message
+            ));
+        }
+    }
+    if results.iter().all(|(o, _)| *o != Outcome::Deleted) {
+        out.push_str("No resources were deleted.\n");
+    }
+    for b in backups {
+        out.push_str(&format!("backup: {}\n", b.display()));
+    }
+    out
+}
+
+fn to_json(
+    plan: &Plan,
+    results: Option<&[(Outcome, Option<Error>)]>,
+    backups: &[PathBuf],
+    dry_run: bool,
+) -> String {
+    let items: Vec<serde_json::Value> = plan
+        .items
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let mut v = json!({
+                "type": p.kind, "name": p.name, "namespace": p.namespace,
+                "cluster": p.cluster, "why": p.why,
+            });
+            if let Some((o, e)) = results.and_then(|r| r.get(i)) {
+                v["result"] = json!(o);
+                if let Some(e) = e {
+                    v["error"] = json!(e.message);
+                }
+            }
+            v
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({
+        "dry_run": dry_run,
+        "resources": items,
+        "unreferenced_images": plan.unreferenced_images,
+        "backups": backups,
+    }))
+    .expect("serializable")
+}

@@ -1,0 +1,190 @@
+//! `ferry list`: every uploaded extension and where it is installed, in the shape of
+//! `violet list` (`apps.yaml`, imported into the Customer Portal).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::platform_flags::PlatformFlags;
+use crate::error::{Error, ErrorKind, Result};
+use crate::platform::inventory::{self, Install, Inventory, UploadKind};
+use crate::platform::Platform;
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub platform: PlatformFlags,
+    /// Clusters to report, comma-separated [default: every cluster of the platform].
+    #[arg(long, value_delimiter = ',')]
+    pub clusters: Vec<String>,
+    /// Where the YAML list is written.
+    #[arg(long, default_value = "apps.yaml")]
+    pub output_file: PathBuf,
+    /// What is printed: the YAML list, JSON of the same shape, or an aligned table.
+    #[arg(long, value_enum, default_value = "yaml")]
+    pub output: ListOutput,
+    /// Seconds to wait for the platform to answer.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ListOutput {
+    Yaml,
+    Json,
+    Table,
+}
+
+#[derive(Serialize)]
+struct Apps {
+    applications: BTreeMap<String, App>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct App {
+    display_name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    installed: Vec<Installed>,
+}
+
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+struct Installed {
+    cluster_name: String,
+    version: String,
+}
+
+/// Logs in to the platform the flags name (list and gc need one).
+pub(super) fn connect(
+    rt: &tokio::runtime::Runtime,
+    flags: &PlatformFlags,
+    timeout: u64,
+    command: &str,
+) -> Result<Platform> {
+    let opts = flags
+        .options(Duration::from_secs(timeout))?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::Usage,
+                format!("{command} needs --platform-address (and --platform-token or --platform-username)"),
+            )
+        })?;
+    rt.block_on(Platform::connect(opts))
+}
+
+pub fn run(args: ListArgs) -> Result<i32> {
+    let rt = super::runtime()?;
+    let platform = connect(&rt, &args.platform, args.timeout, "ferry list")?;
+    let inv = rt.block_on(async {
+        let clusters = inventory::clusters(&platform, &args.clusters).await?;
+        inventory::read(&platform, clusters).await
+    })?;
+    let apps = applications(&inv);
+    let yaml = serde_yaml::to_string(&apps).map_err(|e| Error::internal(format!("YAML: {e}")))?;
+    std::fs::write(&args.output_file, &yaml).map_err(|e| {
+        Error::new(
+            ErrorKind::Usage,
+            format!("cannot write {}: {e}", args.output_file.display()),
+        )
+    })?;
+    match args.output {
+        ListOutput::Yaml => print!("{yaml}"),
+        ListOutput::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&apps).expect("serializable")
+        ),
+        ListOutput::Table => print!("{}", table(&apps)),
+    }
+    eprintln!(
+        "{} applications on {} clusters; written to {}",
+        apps.applications.len(),
+        inv.clusters.len(),
+        args.output_file.display()
+    );
+    for (cluster, e) in &inv.failures {
+        eprintln!(
+            "error: cluster {cluster} could not be read, left out: {}",
+            e.message
+        );
+    }
+    Ok(match inv.failures.first() {
+        Some((_, e)) => e.kind.exit_code(),
+        None => 0,
+    })
+}
+
+fn applications(inv: &Inventory) -> Apps {
+    let mut applications = BTreeMap::new();
+    let wanted = |i: &Install| inv.clusters.contains(&i.cluster);
+    for p in &inv.plugins {
+        let installed = p
+            .installed
+            .iter()
+            .filter(|i| wanted(i))
+            .map(|i| Installed {
+                cluster_name: i.cluster.clone(),
+                version: i.version.clone(),
+            })
+            .collect();
+        applications.insert(
+            p.name.clone(),
+            App {
+                display_name: p.display_name.clone(),
+                kind: "ModulePlugin",
+                installed,
+            },
+        );
+    }
+    for u in &inv.uploads {
+        let kind = match u.kind {
+            UploadKind::Operator => "OperatorBundle",
+            UploadKind::Chart => "Chart",
+            UploadKind::Other => continue,
+        };
+        let app = applications.entry(u.name.clone()).or_insert_with(|| App {
+            display_name: u.display_name.clone(),
+            kind,
+            installed: Vec::new(),
+        });
+        if let Some(version) = &u.installed {
+            app.installed.push(Installed {
+                cluster_name: u.cluster.clone(),
+                version: version.clone(),
+            });
+            app.installed.sort();
+        }
+    }
+    Apps { applications }
+}
+
+fn table(apps: &Apps) -> String {
+    let mut rows = vec![[
+        "NAME".to_string(),
+        "TYPE".into(),
+        "INSTALLED(CLUSTER:VERSION)".into(),
+        "DISPLAY NAME".into(),
+    ]];
+    for (name, app) in &apps.applications {
+        let installed: Vec<String> = app
+            .installed
+            .iter()
+            .map(|i| format!("{}:{}", i.cluster_name, i.version))
+            .collect();
+        rows.push([
+            name.clone(),
+            app.kind.to_string(),
+            if installed.is_empty() {
+                "-".into()
+            } else {
+                installed.join(", ")
+            },
+            app.display_name.clone(),
+        ]);
+    }
+    crate::report::aligned(&rows)
+}
