@@ -394,21 +394,6 @@ fn group_thousands(n: u64) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn estimates_read_well() {
-        assert_eq!(
-            estimate_line(83_200_000_000, 11480, 1_000_000_000),
-            "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s"
-        );
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(group_thousands(1234567), "1,234,567");
-    }
-}
-
 /// Rows as columns padded to their widest cell (two spaces apart), header first, like
 /// kubectl's tables.
 pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
@@ -432,4 +417,19 @@ pub fn aligned<const N: usize>(rows: &[[String; N]]) -> String {
         out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_read_well() {
+        assert_eq!(
+            estimate_line(83_200_000_000, 11480, 1_000_000_000),
+            "would send 83.2 GB in 11,480 blobs, about 11 min at 1 Gbit/s"
+        );
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(group_thousands(1234567), "1,234,567");
+    }
 }
