@@ -75,6 +75,36 @@ pub fn kinds(product_base_version: &'static str) -> Vec<Kind> {
             true,
         ),
         k("apps", "v1", "deployments", "Deployment", true),
+        // what `ferry list` and `ferry gc` read
+        k("platform.tkestack.io", "v1", "clusters", "Cluster", false),
+        k(
+            "cluster.alauda.io",
+            "v1alpha1",
+            "moduleplugins",
+            "ModulePlugin",
+            false,
+        ),
+        k(
+            "cluster.alauda.io",
+            "v1alpha1",
+            "moduleconfigs",
+            "ModuleConfig",
+            false,
+        ),
+        k(
+            "operators.coreos.com",
+            "v1alpha1",
+            "clusterserviceversions",
+            "ClusterServiceVersion",
+            true,
+        ),
+        k(
+            "app.alauda.io",
+            "v1alpha1",
+            "helmrequests",
+            "HelmRequest",
+            true,
+        ),
     ]
 }
 
@@ -102,6 +132,9 @@ pub struct State {
     pub log: Vec<String>,
     /// Answer the next N replace (PUT) calls with 409 Conflict, as if someone wrote first.
     pub inject_conflicts: usize,
+    /// Names of objects another writer changes (a new resourceVersion) just before a DELETE
+    /// of them arrives: what a concurrent edit between a plan and its execution looks like.
+    pub changed_before_delete: Vec<String>,
     /// Sleep this long before answering any /kubernetes/ call (latency benchmark).
     pub api_delay: std::time::Duration,
     /// Kubernetes API calls being answered now, and the most there ever were at once.
@@ -196,6 +229,7 @@ impl FakePlatform {
             counter: 0,
             log: Vec::new(),
             inject_conflicts: 0,
+            changed_before_delete: Vec::new(),
             api_delay: std::time::Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
@@ -874,6 +908,12 @@ impl State {
                     respond(if existing.is_some() { 200 } else { 201 }, obj)
                 }
                 ("DELETE", Some(n)) => {
+                    if self.changed_before_delete.iter().any(|c| c == n) {
+                        self.rv += 1;
+                        if let Some(o) = self.objects.get_mut(&key(n)) {
+                            o["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                        }
+                    }
                     let Some(cur) = self.objects.get(&key(n)).cloned() else {
                         return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
                     };
