@@ -325,3 +325,67 @@ fn preflight_prints_summary_and_checks_and_exits_by_the_result() {
     // read-only
     assert!(!p.log().iter().any(|l| !l.starts_with("GET ")));
 }
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_registry_storage_tree_is_read_from_disk_like_an_oci_layout() {
+    // The storage tree is a real one: what Distribution wrote when the core images were
+    // synced into it from the OCI layout.
+    let first = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    let plain = [
+        "--username",
+        "nobody",
+        "--password",
+        "unused-pass",
+        "--plain",
+    ];
+    let host = first.host();
+    let mut args = vec!["--only-sync-image", "--package", pkg.to_str().unwrap()];
+    args.extend(["--registry", &host]);
+    args.extend(plain);
+    let run = sync(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    let tree_pkg = dir.path().join("core-storage");
+    std::fs::create_dir_all(&tree_pkg).unwrap();
+    std::fs::copy(pkg.join("package.yaml"), tree_pkg.join("package.yaml")).unwrap();
+    copy_tree(
+        &first.dir.path().join("data/docker"),
+        &tree_pkg.join("registry/docker"),
+    );
+    assert!(!tree_pkg.join("images").exists());
+
+    let second = Registry::start(RegistryOpts::default());
+    let host2 = second.host();
+    let mut args = vec!["--only-sync-image", "--skip-check-artifacts", "--package"];
+    args.push(tree_pkg.to_str().unwrap());
+    args.extend(["--registry", &host2]);
+    args.extend(plain);
+    args.extend(["--output", "json"]);
+    let run = sync(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // every image, byte for byte and digest for digest, as skopeo sees both registries
+    for image in CORE_IMAGES {
+        let a = first.skopeo_raw(image).expect("in the first registry");
+        let b = second
+            .skopeo_raw(image)
+            .unwrap_or_else(|| panic!("{image} not synced from the storage tree"));
+        assert_eq!(a, b, "{image} differs");
+    }
+    let back = tempfile::tempdir().unwrap();
+    second.skopeo_copy_back(CORE_IMAGES[0], back.path());
+}

@@ -1,5 +1,6 @@
 //! The core package (`spec.type: core`), extracted into a directory as operators have it on a
-//! control-plane node: `package.yaml`, core images as an OCI layout in `images/`,
+//! control-plane node: `package.yaml`, core images as an OCI layout in `images/` or as a
+//! registry storage tree in `registry/` (see [`super::storage`]),
 //! `plugins/*.tgz` (ordinary packages), `manifests/*.yaml` (applied after the sync) and
 //! `checksums.sha256` (sha256sum format over the other files).
 
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 pub struct CorePackage {
     pub root: PathBuf,
     pub meta: PackageMeta,
-    /// The core images (`images/`), when the package has any.
+    /// The core images (`images/` or `registry/`), when the package has any.
     pub images: Option<Package>,
     /// `plugins/*.tgz`, in name order.
     pub plugins: Vec<Package>,
@@ -59,7 +60,9 @@ impl CorePackage {
                 meta.spec.kind
             )));
         }
-        let images = if root.join("images/index.json").is_file() {
+        let images = if root.join("images/index.json").is_file()
+            || super::storage::is_storage_package(root)
+        {
             Some(Package::open(root)?)
         } else {
             None

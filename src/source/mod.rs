@@ -16,6 +16,7 @@ pub mod layout;
 pub mod metadata;
 pub mod pack;
 mod pinned;
+pub mod storage;
 mod tar_guard;
 
 pub use pinned::{PinnedFile, PositionedReader};
@@ -50,6 +51,8 @@ pub struct PackageHead {
 enum Form {
     Tgz,
     Dir,
+    /// A directory whose images are a registry storage tree (`registry/`), see [`storage`].
+    Storage,
 }
 
 /// One package on disk.
@@ -69,7 +72,13 @@ impl Package {
     pub fn open(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::package(format!("{}: cannot open: {e}", path.display())))?;
-        let form = if meta.is_dir() { Form::Dir } else { Form::Tgz };
+        let form = if !meta.is_dir() {
+            Form::Tgz
+        } else if !path.join("images/index.json").exists() && storage::is_storage_package(path) {
+            Form::Storage
+        } else {
+            Form::Dir
+        };
         Ok(Package {
             path: path.to_path_buf(),
             form,
@@ -108,6 +117,7 @@ impl Package {
         let mut head = match self.form {
             Form::Tgz => self.pinned().and_then(archive::read_head),
             Form::Dir => read_dir_head(&self.path),
+            Form::Storage => storage::read_head(&self.path),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))?;
         if self.form == Form::Tgz {
@@ -122,7 +132,7 @@ impl Package {
     pub fn list_charts(&self) -> Result<Vec<String>> {
         match self.form {
             Form::Tgz => self.pinned().and_then(archive::list_charts),
-            Form::Dir => Ok(list_charts(&self.path.join("charts"))),
+            Form::Dir | Form::Storage => Ok(list_charts(&self.path.join("charts"))),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))
     }
@@ -133,7 +143,7 @@ impl Package {
             Form::Tgz => self
                 .pinned()
                 .and_then(|r| archive::read_chart(r, name, chart::MAX_CHART_BYTES)),
-            Form::Dir => {
+            Form::Dir | Form::Storage => {
                 let f = std::fs::File::open(self.path.join(name))
                     .map_err(|e| Error::package(format!("{name}: {e}")))?;
                 let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -156,6 +166,7 @@ impl Package {
                 .pinned()
                 .and_then(|r| archive::stream_blobs(r, wanted, sink)),
             Form::Dir => stream_dir_blobs(&self.path, wanted, sink),
+            Form::Storage => storage::stream_blobs(&self.path, wanted, sink),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))
     }
@@ -263,17 +274,19 @@ impl DocWanted {
     }
 }
 
+/// A regular file (never through a symlink) of at most `limit` bytes.
+fn read_file_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    let meta = std::fs::symlink_metadata(path)
+        .map_err(|e| Error::package(format!("{what}: cannot read: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::package(format!("{what}: not a regular file")));
+    }
+    let f = std::fs::File::open(path).map_err(|e| Error::package(format!("{what}: {e}")))?;
+    read_limited(f, meta.len(), limit, what)
+}
+
 fn read_dir_head(root: &Path) -> Result<PackageHead> {
-    let file = |rel: &str, limit: u64| -> Result<Vec<u8>> {
-        let p = root.join(rel);
-        let meta = std::fs::symlink_metadata(&p)
-            .map_err(|e| Error::package(format!("{rel}: cannot read: {e}")))?;
-        if !meta.is_file() {
-            return Err(Error::package(format!("{rel}: not a regular file")));
-        }
-        let f = std::fs::File::open(&p).map_err(|e| Error::package(format!("{rel}: {e}")))?;
-        read_limited(f, meta.len(), limit, rel)
-    };
+    let file = |rel: &str, limit: u64| read_file_limited(&root.join(rel), limit, rel);
     let meta = PackageMeta::parse(&file("package.yaml", metadata::MAX_METADATA_BYTES)?)?;
     let index = Index::parse(
         &file("images/index.json", layout::MAX_DOCUMENT_BYTES)?,
@@ -360,15 +373,25 @@ fn stream_dir_blobs(
     wanted: &HashMap<Digest, u64>,
     sink: &mut BlobSink<'_>,
 ) -> Result<HashSet<Digest>> {
+    stream_files(wanted, sink, |d| root.join(blob_path(d)))
+}
+
+/// Streams each wanted blob from its own file (`path_of`), in digest order; the ones with no
+/// regular file are returned as missing.
+fn stream_files(
+    wanted: &HashMap<Digest, u64>,
+    sink: &mut BlobSink<'_>,
+    path_of: impl Fn(&Digest) -> PathBuf,
+) -> Result<HashSet<Digest>> {
     let mut missing = HashSet::new();
     let mut order: Vec<&Digest> = wanted.keys().collect();
     order.sort();
     for d in order {
-        let p = root.join(blob_path(d));
+        let p = path_of(d);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => {
                 let f = std::fs::File::open(&p)
-                    .map_err(|e| Error::package(format!("{}: {e}", blob_path(d))))?;
+                    .map_err(|e| Error::package(format!("{}: {e}", p.display())))?;
                 let mut r = std::io::BufReader::with_capacity(1 << 20, f);
                 sink(d, m.len(), &mut r)?;
             }
