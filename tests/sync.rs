@@ -389,3 +389,76 @@ fn a_registry_storage_tree_is_read_from_disk_like_an_oci_layout() {
     let back = tempfile::tempdir().unwrap();
     second.skopeo_copy_back(CORE_IMAGES[0], back.path());
 }
+
+#[test]
+fn a_packed_core_package_syncs_without_extraction_plugins_streamed_from_inside() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    // packed the way operators receive it, by GNU tar (plugins/*.tgz nested inside)
+    let tgz = dir.path().join("core-v4.2.0.tgz");
+    let out = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&pkg)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&pkg).unwrap();
+
+    let reg = Registry::start(RegistryOpts::default());
+    let host = reg.host();
+    let base = ["--package", tgz.to_str().unwrap(), "--registry", &host];
+    let plain = [
+        "--username",
+        "nobody",
+        "--password",
+        "unused-pass",
+        "--plain",
+    ];
+    let mut args = vec!["--only-sync-image", "--output", "json"];
+    args.extend(base);
+    args.extend(plain);
+    let run = sync(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert!(
+        report["checksums_verified"].as_u64().unwrap() > 5,
+        "{report}"
+    );
+    for image in CORE_IMAGES {
+        assert!(reg.skopeo_raw(image).is_some(), "{image} not synced");
+    }
+    for (reference, manifest) in package_images(&fixture("oam-application")) {
+        let got = reg.skopeo_raw(&path_of(&reference));
+        assert_eq!(
+            got.as_deref(),
+            Some(&manifest[..]),
+            "plugin image {reference}"
+        );
+    }
+    assert!(!dir.path().join("core").exists(), "nothing was extracted");
+
+    // a damaged file inside the archive is found by checksums.sha256, before any upload
+    let damaged = dir.path().join("damaged.tgz");
+    rewrite_tgz(&tgz, &damaged, |name, mut data| {
+        if name.contains("manifests/") {
+            data.extend_from_slice(b"# changed\n");
+        }
+        Some(data)
+    });
+    let fresh = Registry::start(RegistryOpts::default());
+    let fresh_host = fresh.host();
+    let mut args = vec!["--only-sync-image", "--package", damaged.to_str().unwrap()];
+    args.extend(["--registry", &fresh_host]);
+    args.extend(plain);
+    let run = sync(&args);
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(run.all().contains("checksum mismatch"), "{}", run.all());
+    assert!(!fresh.log().contains("PUT /v2/"), "something was uploaded");
+}

@@ -122,7 +122,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         return rt.block_on(run_preflight(&args));
     }
     let started = Instant::now();
-    let core = CorePackage::open(&args.package)?;
+    let core = CorePackage::open(&args.package, !args.skip_check_artifacts)?;
     let mut warnings = Vec::new();
     let mut checksums_verified = None;
     if !args.skip_check_artifacts && !args.skip_sync_image {
@@ -406,15 +406,8 @@ async fn manifests(
 ) -> Result<Vec<ResourceOutcome>> {
     let mut objects = Vec::new();
     let mut refs = Vec::new();
-    for path in &core.manifests {
-        let name = path
-            .strip_prefix(&core.root)
-            .unwrap_or(path)
-            .display()
-            .to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::package(format!("{name}: cannot read: {e}")))?;
-        for mut obj in apply::parse_manifests(&name, &text)? {
+    for (name, text) in &core.manifests {
+        for mut obj in apply::parse_manifests(name, text)? {
             if let Some(r) = registry {
                 refs.extend(apply::rewrite_images(&mut obj, r));
             }

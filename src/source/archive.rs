@@ -11,8 +11,8 @@ use flate2::read::MultiGzDecoder;
 use super::layout::{Index, MAX_DOCUMENT_BYTES};
 use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
 use super::tar_guard::{Counting, GuardedTar};
+use super::ArchiveBytes;
 use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
-use super::{PinnedFile, PositionedReader};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -22,11 +22,11 @@ const MAX_HELD_BYTES: u64 = 64 << 20;
 /// How many passes over the archive may be spent looking for nested manifests.
 const MAX_HEAD_PASSES: usize = 4;
 
-type TarStream = GuardedTar<MultiGzDecoder<Counting<BufReader<PositionedReader>>>>;
+type TarStream = GuardedTar<MultiGzDecoder<Counting<BufReader<Box<dyn Read + Send>>>>>;
 
-/// Each reading of the archive starts from a fresh reader over the same open file.
-fn open(file: &PinnedFile) -> Result<TarStream> {
-    let (counting, compressed) = Counting::new(BufReader::with_capacity(1 << 20, file.reader()?));
+/// Each reading of the archive starts from a fresh reader over the same bytes.
+fn open(file: &dyn ArchiveBytes) -> Result<TarStream> {
+    let (counting, compressed) = Counting::new(BufReader::with_capacity(1 << 20, file.open()?));
     Ok(GuardedTar::new(
         MultiGzDecoder::new(counting),
         Some(compressed),
@@ -97,7 +97,7 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
 
 /// Every `charts/*.tgz` in the archive (a full pass: the head of a canonical package ends
 /// before them, and only chart packages are asked).
-pub(super) fn list_charts(file: &PinnedFile) -> Result<Vec<String>> {
+pub(super) fn list_charts(file: &dyn ArchiveBytes) -> Result<Vec<String>> {
     let mut archive = open(file)?;
     let mut out = Vec::new();
     for entry in archive.entries()? {
@@ -112,7 +112,7 @@ pub(super) fn list_charts(file: &PinnedFile) -> Result<Vec<String>> {
 
 /// The bytes of one chart archive (`charts/<name>.tgz`), read with the same entry checks as
 /// everything else, up to `limit` bytes.
-pub(super) fn read_chart(file: &PinnedFile, name: &str, limit: u64) -> Result<Vec<u8>> {
+pub(super) fn read_chart(file: &dyn ArchiveBytes, name: &str, limit: u64) -> Result<Vec<u8>> {
     let mut archive = open(file)?;
     for entry in archive.entries()? {
         let entry = entry?;
@@ -126,7 +126,7 @@ pub(super) fn read_chart(file: &PinnedFile, name: &str, limit: u64) -> Result<Ve
     Err(Error::package(format!("{name} is not in the package")))
 }
 
-pub(super) fn read_head(file: &PinnedFile) -> Result<PackageHead> {
+pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
     let mut meta: Option<PackageMeta> = None;
     let mut index: Option<Index> = None;
     let mut wanted = DocWanted::default();
@@ -243,7 +243,7 @@ fn adopt_held(
 }
 
 pub(super) fn stream_blobs(
-    file: &PinnedFile,
+    file: &dyn ArchiveBytes,
     wanted: &HashMap<Digest, u64>,
     sink: &mut BlobSink<'_>,
 ) -> Result<HashSet<Digest>> {
@@ -265,4 +265,57 @@ pub(super) fn stream_blobs(
         }
     }
     Ok(remaining)
+}
+
+/// Hands the bytes of the regular-file entry `name` to `f` (for a package nested in this
+/// one). The entry passes the same checks as every other.
+pub(super) fn with_entry(
+    file: &dyn ArchiveBytes,
+    name: &str,
+    f: &mut dyn FnMut(&mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut archive = open(file)?;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        classify(&entry)?;
+        if entry_name(&entry)? == name {
+            return f(&mut entry);
+        }
+    }
+    Err(Error::package(format!("{name} is not in the archive")))
+}
+
+/// Visits every regular file of the archive, in order, with its name (`./` removed), size
+/// and contents; directories are skipped, anything else refused as everywhere.
+pub(super) fn for_each_file(
+    file: &dyn ArchiveBytes,
+    f: &mut dyn FnMut(&str, u64, &mut dyn Read) -> Result<()>,
+) -> Result<()> {
+    let mut archive = open(file)?;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        classify(&entry)?;
+        if entry.header().entry_type().is_dir() {
+            continue;
+        }
+        let name = entry_name(&entry)?;
+        let size = entry.size();
+        f(&name, size, &mut entry)?;
+    }
+    Ok(())
+}
+
+/// The entry's path as `a/b/c`, without `./` components.
+fn entry_name<R: Read>(entry: &tar::Entry<R>) -> Result<String> {
+    let path = entry
+        .path()
+        .map_err(|e| Error::package(format!("entry with a bad path: {e}")))?;
+    Ok(path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .collect::<Vec<_>>()
+        .join("/"))
 }

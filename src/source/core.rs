@@ -1,10 +1,10 @@
 //! The core package (`spec.type: core`), extracted into a directory as operators have it on a
-//! control-plane node: `package.yaml`, core images as an OCI layout in `images/` or as a
+//! control-plane node, or the `.tgz` itself (read without extracting): `package.yaml`, core images as an OCI layout in `images/` or as a
 //! registry storage tree in `registry/` (see [`super::storage`]),
 //! `plugins/*.tgz` (ordinary packages), `manifests/*.yaml` (applied after the sync) and
 //! `checksums.sha256` (sha256sum format over the other files).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -18,11 +18,21 @@ pub struct CorePackage {
     pub meta: PackageMeta,
     /// The core images (`images/` or `registry/`), when the package has any.
     pub images: Option<Package>,
-    /// `plugins/*.tgz`, in name order.
+    /// `plugins/*.tgz`, in name order (in a `.tgz`: streamed from it, see `nested`).
     pub plugins: Vec<Package>,
-    /// `manifests/*.yaml`, in name order.
-    pub manifests: Vec<PathBuf>,
+    /// `manifests/*.yaml`, in name order: (name, text).
+    pub manifests: Vec<(String, String)>,
+    /// For a `.tgz`: every file's sha256 (when asked for) and `checksums.sha256`.
+    archive: Option<ArchiveFiles>,
 }
+
+struct ArchiveFiles {
+    hashes: BTreeMap<String, String>,
+    checksums: Option<String>,
+}
+
+/// Manifests and checksum lists are small; anything larger is not one.
+const MAX_TEXT_BYTES: u64 = 4 << 20;
 
 fn sorted_with_ext(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>> {
     if !dir.is_dir() {
@@ -37,12 +47,29 @@ fn sorted_with_ext(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+fn core_meta(yaml: &[u8], root: &Path) -> Result<PackageMeta> {
+    let meta = PackageMeta::parse(yaml)?;
+    if meta.spec.kind != "core" {
+        return Err(Error::package(format!(
+            "{}: package.yaml says type {:?}, not core: use `ferry push` for it",
+            root.display(),
+            meta.spec.kind
+        )));
+    }
+    Ok(meta)
+}
+
 impl CorePackage {
-    pub fn open(root: &Path) -> Result<Self> {
+    /// Opens an extracted core package directory, or the `.tgz` itself. A `.tgz` is read once
+    /// here to find its parts (and, with `hash_files`, to hash every file for
+    /// `checksums.sha256`); its images and plugins are then streamed from it.
+    pub fn open(root: &Path, hash_files: bool) -> Result<Self> {
+        if root.is_file() {
+            return Self::open_archive(root, hash_files);
+        }
         if !root.is_dir() {
             return Err(Error::package(format!(
-                "{}: a core package is read from its extracted directory (tar xzf the .tgz \
-                 first, as for upgrade.sh)",
+                "{}: not a core package directory or .tgz",
                 root.display()
             )));
         }
@@ -52,14 +79,7 @@ impl CorePackage {
                 root.display()
             ))
         })?;
-        let meta = PackageMeta::parse(&yaml)?;
-        if meta.spec.kind != "core" {
-            return Err(Error::package(format!(
-                "{}: package.yaml says type {:?}, not core: use `ferry push` for it",
-                root.display(),
-                meta.spec.kind
-            )));
-        }
+        let meta = core_meta(&yaml, root)?;
         let images = if root.join("images/index.json").is_file()
             || super::storage::is_storage_package(root)
         {
@@ -71,12 +91,103 @@ impl CorePackage {
             .iter()
             .map(|p| Package::open(p))
             .collect::<Result<Vec<_>>>()?;
+        let mut manifests = Vec::new();
+        for path in sorted_with_ext(&root.join("manifests"), &["yaml", "yml"])? {
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            let text = super::read_file_limited(&path, MAX_TEXT_BYTES, &name)?;
+            manifests.push((name, String::from_utf8_lossy(&text).into_owned()));
+        }
         Ok(CorePackage {
             root: root.to_path_buf(),
             meta,
             images,
             plugins,
-            manifests: sorted_with_ext(&root.join("manifests"), &["yaml", "yml"])?,
+            manifests,
+            archive: None,
+        })
+    }
+
+    fn open_archive(path: &Path, hash_files: bool) -> Result<Self> {
+        let outer = Package::open(path)?;
+        let mut meta = None;
+        let mut checksums = None;
+        let mut manifests = Vec::new();
+        let mut plugins = Vec::new();
+        let mut has_images = false;
+        let mut has_tree = false;
+        let mut hashes = BTreeMap::new();
+        let mut visit = |name: &str, size: u64, r: &mut dyn Read| -> Result<()> {
+            let parts: Vec<&str> = name.split('/').collect();
+            let small = match parts.as_slice() {
+                ["package.yaml"] | ["checksums.sha256"] => true,
+                ["manifests", m] => m.ends_with(".yaml") || m.ends_with(".yml"),
+                _ => false,
+            };
+            match parts.as_slice() {
+                ["plugins", p] if p.ends_with(".tgz") => plugins.push(name.to_string()),
+                ["images", "index.json"] => has_images = true,
+                ["registry", ..] => has_tree = true,
+                _ => {}
+            }
+            let mut hasher = Sha256::new();
+            if small {
+                let bytes = super::read_limited(&mut *r, size, MAX_TEXT_BYTES, name)?;
+                hasher.update(&bytes);
+                match parts.as_slice() {
+                    ["package.yaml"] => meta = Some(core_meta(&bytes, path)?),
+                    ["checksums.sha256"] => {
+                        checksums = Some(String::from_utf8_lossy(&bytes).into_owned())
+                    }
+                    _ => manifests.push((
+                        name.to_string(),
+                        String::from_utf8_lossy(&bytes).into_owned(),
+                    )),
+                }
+            } else if hash_files {
+                let mut buf = vec![0u8; 1 << 20];
+                loop {
+                    let n = r
+                        .read(&mut buf)
+                        .map_err(|e| Error::package(format!("{name}: read failed: {e}")))?;
+                    if n == 0 {
+                        break;
+                    }
+                    hasher.update(&buf[..n]);
+                }
+            }
+            if hash_files {
+                hashes.insert(name.to_string(), hex::encode(hasher.finalize()));
+            }
+            Ok(())
+        };
+        super::archive::for_each_file(outer.bytes()?, &mut visit)
+            .map_err(|e| e.context(format!("core package {}", path.display())))?;
+        let meta = meta.ok_or_else(|| {
+            Error::package(format!(
+                "{}: no package.yaml in the archive",
+                path.display()
+            ))
+        })?;
+        if has_tree && !has_images {
+            return Err(Error::package(format!(
+                "{}: a registry storage tree (registry/) is read from an extracted package only: \
+                 tar xzf it and sync the directory",
+                path.display()
+            )));
+        }
+        plugins.sort();
+        manifests.sort();
+        Ok(CorePackage {
+            root: path.to_path_buf(),
+            meta,
+            images: has_images.then(|| outer.clone()),
+            plugins: plugins.iter().map(|e| Package::nested(&outer, e)).collect(),
+            manifests,
+            archive: Some(ArchiveFiles { hashes, checksums }),
         })
     }
 
@@ -93,55 +204,83 @@ impl CorePackage {
     /// missing fails, naming the file; files present but not listed are returned as warnings.
     pub fn verify_checksums(&self) -> Result<(usize, Vec<String>)> {
         let list_path = self.root.join("checksums.sha256");
-        let list = std::fs::read_to_string(&list_path).map_err(|e| {
+        let no_list = |e: String| {
             Error::integrity(format!(
                 "{}: cannot read ({e}); give --skip-check-artifacts to sync without it",
                 list_path.display()
             ))
-        })?;
-        let mut listed = HashSet::new();
-        for (n, line) in list.lines().enumerate() {
-            let line = line.trim_end();
-            if line.is_empty() {
-                continue;
+        };
+        match &self.archive {
+            None => {
+                let list =
+                    std::fs::read_to_string(&list_path).map_err(|e| no_list(e.to_string()))?;
+                let mut all = Vec::new();
+                walk_files(&self.root, &self.root, &mut |rel| all.push(rel.to_string()));
+                check_list(&list, &all, &|name| sha256_file(&self.root.join(name)))
             }
-            let (want, name) = line.split_once(char::is_whitespace).ok_or_else(|| {
-                Error::integrity(format!(
-                    "{}:{}: not `<sha256>  <file>`",
-                    list_path.display(),
-                    n + 1
-                ))
-            })?;
-            let name = name
-                .trim_start()
-                .trim_start_matches('*')
-                .trim_start_matches("./");
-            if name.split('/').any(|c| c == "..") || name.starts_with('/') {
-                return Err(Error::integrity(format!(
-                    "{}:{}: {name:?} points outside the package",
-                    list_path.display(),
-                    n + 1
-                )));
+            Some(files) => {
+                let list = files
+                    .checksums
+                    .as_deref()
+                    .ok_or_else(|| no_list("not in the archive".into()))?;
+                let all: Vec<String> = files.hashes.keys().cloned().collect();
+                check_list(list, &all, &|name| {
+                    files
+                        .hashes
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| "is not in the archive".to_string())
+                })
             }
-            let got = sha256_file(&self.root.join(name)).map_err(|e| {
-                Error::integrity(format!("{name}: listed in checksums.sha256 but {e}"))
-            })?;
-            if !got.eq_ignore_ascii_case(want) {
-                return Err(Error::integrity(format!(
-                    "{name}: checksum mismatch (checksums.sha256 says {want}, the file is {got}): \
-                     the package is damaged; copy it again. Nothing was uploaded"
-                )));
-            }
-            listed.insert(name.to_string());
         }
-        let mut unlisted = Vec::new();
-        walk_files(&self.root, &self.root, &mut |rel| {
-            if rel != "checksums.sha256" && !listed.contains(rel) {
-                unlisted.push(format!("{rel} is not covered by checksums.sha256"));
-            }
-        });
-        Ok((listed.len(), unlisted))
     }
+}
+
+/// Compares `list` (sha256sum format) with `hash_of` each named file; `all` files present,
+/// for the warning about files the list does not cover.
+fn check_list(
+    list: &str,
+    all: &[String],
+    hash_of: &dyn Fn(&str) -> std::result::Result<String, String>,
+) -> Result<(usize, Vec<String>)> {
+    let mut listed = HashSet::new();
+    for (n, line) in list.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() {
+            continue;
+        }
+        let (want, name) = line.split_once(char::is_whitespace).ok_or_else(|| {
+            Error::integrity(format!(
+                "checksums.sha256:{}: not `<sha256>  <file>`",
+                n + 1
+            ))
+        })?;
+        let name = name
+            .trim_start()
+            .trim_start_matches('*')
+            .trim_start_matches("./");
+        if name.split('/').any(|c| c == "..") || name.starts_with('/') {
+            return Err(Error::integrity(format!(
+                "checksums.sha256:{}: {name:?} points outside the package",
+                n + 1
+            )));
+        }
+        let got = hash_of(name)
+            .map_err(|e| Error::integrity(format!("{name}: listed in checksums.sha256 but {e}")))?;
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(Error::integrity(format!(
+                "{name}: checksum mismatch (checksums.sha256 says {want}, the file is {got}): \
+                 the package is damaged; copy it again. Nothing was uploaded"
+            )));
+        }
+        listed.insert(name.to_string());
+    }
+    let unlisted = all
+        .iter()
+        .filter(|rel| rel.as_str() != "checksums.sha256" && !listed.contains(rel.as_str()))
+        .map(|rel| format!("{rel} is not covered by checksums.sha256"))
+        .collect();
+    Ok((listed.len(), unlisted))
 }
 
 fn sha256_file(path: &Path) -> std::result::Result<String, String> {

@@ -14,11 +14,13 @@ pub mod chart;
 pub mod core;
 pub mod layout;
 pub mod metadata;
+mod nested;
 pub mod pack;
 mod pinned;
 pub mod storage;
 mod tar_guard;
 
+use nested::NestedEntry;
 pub use pinned::{PinnedFile, PositionedReader};
 
 use std::collections::{HashMap, HashSet};
@@ -63,6 +65,15 @@ pub struct Package {
     /// A `.tgz` is opened once, on first use, and every later read (verification, head,
     /// passes, charts) goes through that open file: see [`pinned`].
     file: Arc<OnceLock<PinnedFile>>,
+    /// Set for a `.tgz` that is an entry of another package's archive: see [`nested`].
+    within: Option<Arc<NestedEntry>>,
+}
+
+/// The bytes of a `.tgz` package, readable from the start as often as a reading needs.
+pub trait ArchiveBytes: Send + Sync + std::fmt::Debug {
+    fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// Fails when the bytes may have changed since they were first read.
+    fn check_unchanged(&self) -> Result<()>;
 }
 
 /// Called with (digest, size in the package, reader over exactly those bytes).
@@ -83,7 +94,29 @@ impl Package {
             path: path.to_path_buf(),
             form,
             file: Arc::default(),
+            within: None,
         })
+    }
+
+    /// The package stored as `entry` (e.g. `plugins/x.tgz`) in `outer`'s archive.
+    pub fn nested(outer: &Package, entry: &str) -> Package {
+        Package {
+            path: outer.path.join(entry),
+            form: Form::Tgz,
+            file: Arc::default(),
+            within: Some(Arc::new(NestedEntry {
+                outer: outer.clone(),
+                entry: entry.to_string(),
+            })),
+        }
+    }
+
+    /// Where the bytes of a `.tgz` package come from.
+    pub fn bytes(&self) -> Result<&dyn ArchiveBytes> {
+        match &self.within {
+            Some(n) => Ok(n.as_ref()),
+            None => Ok(self.pinned()?),
+        }
     }
 
     /// The package file, opened on first use and held open from then on.
@@ -97,12 +130,12 @@ impl Package {
 
     /// Fails when the `.tgz` changed since it was first opened (a directory: never).
     pub fn check_unchanged(&self) -> Result<()> {
-        match (self.form, self.file.get()) {
-            (Form::Tgz, Some(f)) => f
-                .check_unchanged()
-                .map_err(|e| e.context(format!("package {}", self.label()))),
+        let r = match (&self.within, self.form, self.file.get()) {
+            (Some(n), _, _) => n.check_unchanged(),
+            (None, Form::Tgz, Some(f)) => f.check_unchanged(),
             _ => Ok(()),
-        }
+        };
+        r.map_err(|e| e.context(format!("package {}", self.label())))
     }
 
     /// File name (or directory name), for messages.
@@ -115,7 +148,7 @@ impl Package {
 
     pub fn read_head(&self) -> Result<PackageHead> {
         let mut head = match self.form {
-            Form::Tgz => self.pinned().and_then(archive::read_head),
+            Form::Tgz => self.bytes().and_then(archive::read_head),
             Form::Dir => read_dir_head(&self.path),
             Form::Storage => storage::read_head(&self.path),
         }
@@ -131,7 +164,7 @@ impl Package {
     /// Every chart archive of the package (`charts/*.tgz`), wherever it sits in the archive.
     pub fn list_charts(&self) -> Result<Vec<String>> {
         match self.form {
-            Form::Tgz => self.pinned().and_then(archive::list_charts),
+            Form::Tgz => self.bytes().and_then(archive::list_charts),
             Form::Dir | Form::Storage => Ok(list_charts(&self.path.join("charts"))),
         }
         .map_err(|e| e.context(format!("package {}", self.label())))
@@ -141,7 +174,7 @@ impl Package {
     pub fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
         match self.form {
             Form::Tgz => self
-                .pinned()
+                .bytes()
                 .and_then(|r| archive::read_chart(r, name, chart::MAX_CHART_BYTES)),
             Form::Dir | Form::Storage => {
                 let f = std::fs::File::open(self.path.join(name))
@@ -163,7 +196,7 @@ impl Package {
     ) -> Result<HashSet<Digest>> {
         match self.form {
             Form::Tgz => self
-                .pinned()
+                .bytes()
                 .and_then(|r| archive::stream_blobs(r, wanted, sink)),
             Form::Dir => stream_dir_blobs(&self.path, wanted, sink),
             Form::Storage => storage::stream_blobs(&self.path, wanted, sink),

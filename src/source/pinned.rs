@@ -89,3 +89,13 @@ impl Read for PositionedReader {
         Ok(n)
     }
 }
+
+impl super::ArchiveBytes for PinnedFile {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        Ok(Box::new(self.reader()?))
+    }
+
+    fn check_unchanged(&self) -> Result<()> {
+        PinnedFile::check_unchanged(self)
+    }
+}
