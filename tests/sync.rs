@@ -134,7 +134,12 @@ fn upgrade_sh_spelling_with_an_explicit_registry_and_a_standby() {
         .arg("--only-sync-image=true")
         .args(["--registry", &primary.host()])
         .args(["--username", "nobody", "--password", "unused-pass"])
-        .args(["--standby-registry", &standby.host(), "--standby-no-auth"])
+        .args([
+            "--standby-registry",
+            &standby.host(),
+            "--standby-no-auth",
+            "--standby-plain",
+        ])
         .args(["--plain", "--kubeconfig", "/nonexistent"])
         .env("FERRY", env!("CARGO_BIN_EXE_ferry"))
         .env("HOME", scratch_home())
@@ -461,4 +466,66 @@ fn a_packed_core_package_syncs_without_extraction_plugins_streamed_from_inside()
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(run.all().contains("checksum mismatch"), "{}", run.all());
     assert!(!fresh.log().contains("PUT /v2/"), "something was uploaded");
+}
+
+fn du(path: &Path) -> u64 {
+    if path.is_dir() {
+        std::fs::read_dir(path)
+            .unwrap()
+            .map(|e| du(&e.unwrap().path()))
+            .sum()
+    } else {
+        std::fs::metadata(path).unwrap().len()
+    }
+}
+
+#[test]
+fn dr_fan_out_reads_the_package_once_for_two_registries() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    let sync_to = |hosts: &[&str]| {
+        let mut args = vec!["--only-sync-image", "--package", pkg.to_str().unwrap()];
+        args.extend(["--registry", hosts[0], "--plain"]);
+        args.extend(["--username", "nobody", "--password", "unused-pass"]);
+        if let Some(standby) = hosts.get(1) {
+            args.extend([
+                "--standby-registry",
+                standby,
+                "--standby-no-auth",
+                "--standby-plain",
+            ]);
+        }
+        args.extend(["--output", "json"]);
+        let run = sync(&args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        run.json()["transfer"]["totals"].clone()
+    };
+    let alone = Registry::start(RegistryOpts::default());
+    let single = sync_to(&[&alone.host()]);
+    let (primary, standby) = (
+        Registry::start(RegistryOpts::default()),
+        Registry::start(RegistryOpts::default()),
+    );
+    let dr = sync_to(&[&primary.host(), &standby.host()]);
+    for reg in [&primary, &standby] {
+        for image in CORE_IMAGES {
+            assert!(
+                reg.skopeo_raw(image).is_some(),
+                "{image} not in {}",
+                reg.host()
+            );
+        }
+    }
+    let bytes = |t: &Value| t["blobs"]["bytes"].as_u64().unwrap();
+    let read = |t: &Value| t["package_bytes_read"].as_u64().unwrap();
+    // twice the bytes went out, from the same bytes read in
+    assert_eq!(bytes(&dr), 2 * bytes(&single), "{dr} vs {single}");
+    assert!(read(&single) > 0);
+    assert_eq!(read(&dr), read(&single), "{dr} vs {single}");
+    let size = du(&pkg.join("images")) + du(&pkg.join("plugins"));
+    assert!(
+        read(&dr) < 2 * size,
+        "read {} of a {size}-byte package",
+        read(&dr)
+    );
 }

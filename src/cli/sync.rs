@@ -73,6 +73,12 @@ pub struct SyncArgs {
     pub standby_password: Option<String>,
     #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
     pub standby_no_auth: bool,
+    /// Speak plain HTTP to the standby registry (--plain is for the primary only, as in push).
+    #[arg(long, requires = "standby_registry")]
+    pub standby_plain: bool,
+    /// Do not verify the standby registry's TLS certificate.
+    #[arg(long, requires = "standby_registry")]
+    pub standby_insecure: bool,
     /// Trust this CA (PEM) for the registries [default: system roots + the kubeconfig's CA].
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
@@ -168,15 +174,19 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         .map(|k| k.cluster_ca.clone())
         .unwrap_or_default();
     // the same address rules as push (`host[:port][/prefix]`, scheme, no credentials)
-    let split = |address: &str| super::push::split_host(address, args.plain);
-    let registry_options = |address: String, credentials, credential_origin| {
+    let registry_options = |address: String, credentials, credential_origin, standby: bool| {
+        let (plain, insecure) = if standby {
+            (args.standby_plain, args.standby_insecure)
+        } else {
+            (args.plain, args.insecure)
+        };
         let (host, plain_http, prefix) =
-            split(&address).unwrap_or((address, args.plain, String::new()));
+            super::push::split_host(&address, plain).unwrap_or((address, plain, String::new()));
         RegistryOptions {
             host,
             prefix,
             plain_http,
-            insecure: args.insecure,
+            insecure,
             ca_file: args.ca_file.clone(),
             extra_roots: if args.ca_file.is_some() {
                 Vec::new()
@@ -195,6 +205,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             dest.0.clone(),
             dest.1.clone(),
             Some(report.decision.credentials.clone()),
+            false,
         ))?)];
         if let Some(standby) = &args.standby_registry {
             let creds = standby_credentials(&args)?;
@@ -202,6 +213,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                 standby.clone(),
                 creds,
                 Some("from --standby-username/--standby-password".into()),
+                true,
             ))?));
         }
         let packages = core.packages();
@@ -238,7 +250,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             kube,
             registry.as_deref(),
             dest.as_ref(),
-            &registry_options,
+            &|a, c, o| registry_options(a, c, o, false),
         )) {
             Ok(outcomes) => {
                 report.manifests = outcomes.iter().map(ResourceReport::from).collect();

@@ -178,6 +178,9 @@ pub struct Totals {
     pub retries: u64,
     /// HTTP requests made to the registries (what round trips cost on a distant link).
     pub requests: u64,
+    /// Bytes read from the package files (compressed, as on disk): about their size when
+    /// every package was read once, whatever the number of registries fed.
+    pub package_bytes_read: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -204,6 +207,7 @@ impl RunReport {
             bytes_sent: self.totals.bytes_sent,
             retries: self.totals.retries,
             requests: self.totals.requests,
+            package_bytes_read: crate::source::bytes_read(),
             ..Default::default()
         };
         let mut worst: Option<ErrorKind> = self.error.as_ref().map(|e| e.kind);

@@ -69,6 +69,29 @@ pub struct Package {
     within: Option<Arc<NestedEntry>>,
 }
 
+/// Bytes read from package files (archives, layout and storage-tree files) in this process:
+/// how often a run read its packages (once, even when two registries are fed).
+static BYTES_READ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn bytes_read() -> u64 {
+    BYTES_READ.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn count_read(n: usize) {
+    BYTES_READ.fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// A file read that counts into [`bytes_read`].
+struct Counted<R>(R);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.0.read(buf)?;
+        count_read(n);
+        Ok(n)
+    }
+}
+
 /// The bytes of a `.tgz` package, readable from the start as often as a reading needs.
 pub trait ArchiveBytes: Send + Sync + std::fmt::Debug {
     fn open(&self) -> Result<Box<dyn Read + Send>>;
@@ -315,7 +338,7 @@ fn read_file_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
         return Err(Error::package(format!("{what}: not a regular file")));
     }
     let f = std::fs::File::open(path).map_err(|e| Error::package(format!("{what}: {e}")))?;
-    read_limited(f, meta.len(), limit, what)
+    read_limited(Counted(f), meta.len(), limit, what)
 }
 
 fn read_dir_head(root: &Path) -> Result<PackageHead> {
@@ -425,7 +448,7 @@ fn stream_files(
             Ok(m) if m.is_file() => {
                 let f = std::fs::File::open(&p)
                     .map_err(|e| Error::package(format!("{}: {e}", p.display())))?;
-                let mut r = std::io::BufReader::with_capacity(1 << 20, f);
+                let mut r = std::io::BufReader::with_capacity(1 << 20, Counted(f));
                 sink(d, m.len(), &mut r)?;
             }
             _ => {

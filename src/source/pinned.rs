@@ -86,6 +86,7 @@ impl Read for PositionedReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.file.read_at(buf, self.pos)?;
         self.pos += n as u64;
+        super::count_read(n);
         Ok(n)
     }
 }
