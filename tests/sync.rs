@@ -393,6 +393,37 @@ fn a_registry_storage_tree_is_read_from_disk_like_an_oci_layout() {
     }
     let back = tempfile::tempdir().unwrap();
     second.skopeo_copy_back(CORE_IMAGES[0], back.path());
+
+    // the same tree inside a packed .tgz, nothing extracted
+    let tgz = dir.path().join("core-storage.tgz");
+    let out = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(&tgz)
+        .arg("-C")
+        .arg(&tree_pkg)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let third = Registry::start(RegistryOpts::default());
+    let host3 = third.host();
+    let mut args = vec!["--only-sync-image", "--skip-check-artifacts", "--package"];
+    args.push(tgz.to_str().unwrap());
+    args.extend(["--registry", &host3]);
+    args.extend(plain);
+    let run = sync(&args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    for image in CORE_IMAGES {
+        assert_eq!(
+            third.skopeo_raw(image),
+            first.skopeo_raw(image),
+            "{image} from the packed storage tree"
+        );
+    }
 }
 
 #[test]

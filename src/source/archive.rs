@@ -1,7 +1,7 @@
 //! Reading a `.tgz` package as one sequential stream: gzip → tar → entries. Nothing is
 //! extracted to disk. Every entry is checked before it is trusted (path, type, size).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufReader, Read};
 use std::path::Component;
 
@@ -11,8 +11,8 @@ use flate2::read::MultiGzDecoder;
 use super::layout::{Index, MAX_DOCUMENT_BYTES};
 use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
 use super::tar_guard::{Counting, GuardedTar};
-use super::ArchiveBytes;
 use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
+use super::{storage, ArchiveBytes};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 
@@ -39,6 +39,10 @@ enum Entry {
     Index,
     Blob(Digest),
     Chart(String),
+    /// A tag of a registry storage tree: (repository, tag).
+    TagLink(String, String),
+    /// Something else under a storage tree's `repositories/`.
+    Repository,
     Other,
 }
 
@@ -90,6 +94,19 @@ fn classify<R: Read>(entry: &tar::Entry<R>) -> Result<Entry> {
                 })?)
             }
             ["charts", name] if name.ends_with(".tgz") => Entry::Chart(format!("charts/{name}")),
+            ["registry", "docker", "registry", "v2", "blobs", "sha256", _, hex, "data"] => {
+                Entry::Blob(Digest::from_hex(hex).map_err(|e| {
+                    Error::package(format!(
+                        "entry {shown:?}: blob name is not a valid digest ({e})"
+                    ))
+                })?)
+            }
+            ["registry", "docker", "registry", "v2", "repositories", rest @ ..] => match rest {
+                [repo @ .., "_manifests", "tags", tag, "current", "link"] if !repo.is_empty() => {
+                    Entry::TagLink(repo.join("/"), tag.to_string())
+                }
+                _ => Entry::Repository,
+            },
             _ => Entry::Other,
         },
     )
@@ -133,6 +150,11 @@ pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
     let mut docs: HashMap<Digest, Bytes> = HashMap::new();
     let mut charts = Vec::new();
     let mut budget = DocBudget::default();
+    // A registry storage tree instead of images/index.json: its tags, and whether the
+    // `repositories/` part (contiguous in a tar of a directory) is behind us.
+    let mut links: BTreeMap<(String, String), Digest> = BTreeMap::new();
+    let mut in_repositories = false;
+    let mut links_done = false;
 
     for pass in 0..MAX_HEAD_PASSES {
         let mut held: HashMap<Digest, Bytes> = HashMap::new();
@@ -142,7 +164,23 @@ pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
         for entry in archive.entries()? {
             let mut entry = entry?;
             let size = entry.size();
-            match classify(&entry)? {
+            let kind = classify(&entry)?;
+            let under_repositories = matches!(kind, Entry::TagLink(..) | Entry::Repository);
+            if in_repositories && !under_repositories {
+                links_done = true;
+            }
+            in_repositories = under_repositories;
+            match kind {
+                Entry::TagLink(repo, tag) if pass == 0 => {
+                    let text = read_limited(&mut entry, size, 1024, "a tag link")?;
+                    let digest =
+                        Digest::parse(String::from_utf8_lossy(&text).trim()).map_err(|e| {
+                            Error::package(format!("tag {repo}:{tag} of the storage tree: {e}"))
+                        })?;
+                    wanted.add_root(&digest);
+                    links.insert((repo, tag), digest);
+                    adopt_held(&mut wanted, &mut docs, &mut held);
+                }
                 Entry::Metadata if pass == 0 => {
                     if meta.is_some() {
                         return Err(Error::package("entry \"package.yaml\" appears twice"));
@@ -190,7 +228,8 @@ pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
             }
             // Canonical order puts every document before the first layer: stop reading as
             // soon as nothing is missing, so no layer is decompressed.
-            if meta.is_some() && index.is_some() && wanted.missing(&docs).next().is_none() {
+            let roots_known = index.is_some() || links_done;
+            if meta.is_some() && roots_known && wanted.missing(&docs).next().is_none() {
                 break;
             }
         }
@@ -199,17 +238,21 @@ pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
         if meta_missing {
             return Err(Error::package("package.yaml is missing"));
         }
-        if index.is_none() {
-            return Err(Error::package("images/index.json is missing"));
+        if index.is_none() && links.is_empty() {
+            return Err(Error::package(
+                "images/index.json is missing (and no registry storage tree either)",
+            ));
         }
         if wanted.missing(&docs).next().is_none() || !dropped {
             break;
         }
     }
+    // A storage tree's index: made once every manifest is read (their types come from them).
+    let index = index.unwrap_or_else(|| storage::index_of(&links, &docs));
     charts.sort();
     Ok(PackageHead {
         meta: meta.expect("checked above"),
-        images: index.expect("checked above").manifests,
+        images: index.manifests,
         docs,
         charts,
         warnings: Vec::new(),

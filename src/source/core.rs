@@ -172,19 +172,12 @@ impl CorePackage {
                 path.display()
             ))
         })?;
-        if has_tree && !has_images {
-            return Err(Error::package(format!(
-                "{}: a registry storage tree (registry/) is read from an extracted package only: \
-                 tar xzf it and sync the directory",
-                path.display()
-            )));
-        }
         plugins.sort();
         manifests.sort();
         Ok(CorePackage {
             root: path.to_path_buf(),
             meta,
-            images: has_images.then(|| outer.clone()),
+            images: (has_images || has_tree).then(|| outer.clone()),
             plugins: plugins.iter().map(|e| Package::nested(&outer, e)).collect(),
             manifests,
             archive: Some(ArchiveFiles { hashes, checksums }),

@@ -21,6 +21,17 @@ pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// The media type a manifest says it has; for an OCI manifest or index that leaves
+/// `mediaType` out (allowed), the one its shape gives.
+pub fn sniff_media_type(bytes: &[u8]) -> String {
+    let doc: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    match doc["mediaType"].as_str() {
+        Some(m) => m.to_string(),
+        None if doc["manifests"].is_array() => OCI_INDEX.to_string(),
+        None => OCI_MANIFEST.to_string(),
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Descriptor {
     #[serde(rename = "mediaType", default)]

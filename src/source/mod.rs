@@ -281,6 +281,9 @@ fn read_limited(mut r: impl Read, size: u64, limit: u64, what: &str) -> Result<V
     Ok(buf)
 }
 
+/// Stands for "a manifest or index, type taken from its content" in [`DocWanted`].
+const SNIFF_MEDIA_TYPE: &str = "?";
+
 /// Collects manifests and small configs: which digests are documents we must hold in memory.
 /// Fed with each new document, it answers which further digests become wanted.
 #[derive(Default)]
@@ -299,6 +302,13 @@ impl DocWanted {
 
     /// Registers what a newly read document points at (children manifests, small configs).
     fn add_document(&mut self, media_type: &str, bytes: &[u8]) {
+        let sniffed;
+        let media_type = if media_type == SNIFF_MEDIA_TYPE {
+            sniffed = layout::sniff_media_type(bytes);
+            sniffed.as_str()
+        } else {
+            media_type
+        };
         match layout::Document::parse(bytes, media_type) {
             Ok(layout::Document::Index(children)) => {
                 for c in children {
@@ -316,6 +326,14 @@ impl DocWanted {
             }
             Err(_) => {} // reported when the image graph is resolved
         }
+    }
+
+    /// A manifest or index whose media type is known only from its content (a storage
+    /// tree's tag): read as a document, typed when it arrives.
+    fn add_root(&mut self, d: &Digest) {
+        self.want
+            .entry(d.clone())
+            .or_insert((SNIFF_MEDIA_TYPE.to_string(), 0));
     }
 
     fn is_manifest(&self, d: &Digest) -> Option<&str> {

@@ -52,25 +52,7 @@ pub(super) fn read_head(dir: &Path) -> Result<PackageHead> {
         let what = format!("{TREE}/repositories/{repo}/_manifests/tags/{tag}");
         let path = blob_file(&tree, &digest);
         let bytes = read_file_limited(&path, layout::MAX_DOCUMENT_BYTES, &what)?;
-        let doc: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::package(format!("{what}: manifest {digest} is not JSON: {e}")))?;
-        let media_type = match doc["mediaType"].as_str() {
-            Some(m) => m.to_string(),
-            None if doc["manifests"].is_array() => layout::OCI_INDEX.to_string(),
-            None => layout::OCI_MANIFEST.to_string(),
-        };
-        let mut annotations = BTreeMap::new();
-        annotations.insert(
-            layout::REF_NAME_ANNOTATION.to_string(),
-            format!("localhost/{repo}:{tag}"),
-        );
-        manifests.push(Descriptor {
-            media_type,
-            digest,
-            size: bytes.len() as u64,
-            annotations: Some(annotations),
-            platform: None,
-        });
+        manifests.push(descriptor(&repo, &tag, digest, &bytes));
     }
     if manifests.is_empty() {
         return Err(Error::package(format!(
@@ -92,6 +74,43 @@ pub(super) fn read_head(dir: &Path) -> Result<PackageHead> {
         charts: Vec::new(),
         warnings: Vec::new(),
     })
+}
+
+/// The index entry of one tag: type and size from the manifest's bytes.
+fn descriptor(repo: &str, tag: &str, digest: Digest, manifest: &[u8]) -> Descriptor {
+    let mut annotations = BTreeMap::new();
+    annotations.insert(
+        layout::REF_NAME_ANNOTATION.to_string(),
+        format!("localhost/{repo}:{tag}"),
+    );
+    Descriptor {
+        media_type: layout::sniff_media_type(manifest),
+        digest,
+        size: manifest.len() as u64,
+        annotations: Some(annotations),
+        platform: None,
+    }
+}
+
+/// The index of a storage tree read from an archive: its tags (`links`) and the manifests
+/// read by then (`docs`). A tag whose manifest is missing gets an empty one: its image then
+/// fails, naming the missing blob, when its graph is resolved.
+pub(super) fn index_of(
+    links: &BTreeMap<(String, String), Digest>,
+    docs: &HashMap<Digest, bytes::Bytes>,
+) -> Index {
+    let manifests = links
+        .iter()
+        .map(|((repo, tag), d)| {
+            let bytes = docs.get(d).map(|b| b.as_ref()).unwrap_or_default();
+            descriptor(repo, tag, d.clone(), bytes)
+        })
+        .collect();
+    Index {
+        schema_version: 2,
+        media_type: None,
+        manifests,
+    }
 }
 
 /// Collects `(repository, tag) → digest` under `dir`, the `repositories/` tree.
