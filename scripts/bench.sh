@@ -241,3 +241,6 @@ cat "$work/report.md"
 # resources for 20 clusters with 5 ms per API call. Printed; copied into docs/benchmarks.md.
 echo "platform scenarios:" >&2
 cargo bench --quiet --bench platform 2>/dev/null
+
+# Sync of a packed core package (storage tree + nested plugins) and its DR fan-out.
+scripts/bench-sync.sh $([ $quick = 1 ] && echo --quick)
