@@ -559,4 +559,37 @@ fn dr_fan_out_reads_the_package_once_for_two_registries() {
         "read {} of a {size}-byte package",
         read(&dr)
     );
+
+    // a standby that does not answer is left out (exit 6); the primary still gets everything
+    let lonely = Registry::start(RegistryOpts::default());
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (h, pkg_path) = (lonely.host(), pkg.to_str().unwrap());
+    let run = sync(&[
+        "--only-sync-image",
+        "--package",
+        pkg_path,
+        "--registry",
+        &h,
+        "--plain",
+        "--username",
+        "nobody",
+        "--password",
+        "unused-pass",
+        "--standby-registry",
+        &dead,
+        "--standby-no-auth",
+        "--standby-plain",
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.all().contains("DR standby left out of this run"),
+        "{}",
+        run.all()
+    );
+    for image in CORE_IMAGES {
+        assert!(
+            lonely.skopeo_raw(image).is_some(),
+            "{image} not in the primary"
+        );
+    }
 }
