@@ -593,3 +593,32 @@ fn dr_fan_out_reads_the_package_once_for_two_registries() {
         );
     }
 }
+
+#[test]
+fn pack_puts_upgrade_sh_into_core_packages() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("c");
+    let run = ferry(&[
+        "dev",
+        "corpus",
+        src.to_str().unwrap(),
+        "--images",
+        "1",
+        "--scale",
+        "0.01",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let tgz = dir.path().join("core.tgz");
+    pack(&src.join("layout"), &src, &tgz);
+    let out = std::process::Command::new("tar")
+        .arg("tvzf")
+        .arg(&tgz)
+        .output()
+        .unwrap();
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with(" upgrade.sh"))
+        .unwrap_or_else(|| panic!("no upgrade.sh in {listing}"));
+    assert!(line.starts_with("-rwxr-xr-x"), "{line}");
+}

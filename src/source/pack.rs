@@ -44,7 +44,7 @@ pub fn pack(
     level: u32,
 ) -> Result<PackSummary> {
     let meta_text = std::fs::read(metadata).map_err(io("reading --metadata"))?;
-    PackageMeta::parse(&meta_text)?;
+    let is_core = PackageMeta::parse(&meta_text)?.spec.kind == "core";
     let index_text =
         std::fs::read(from.join("index.json")).map_err(io("reading index.json of --from"))?;
     let index = Index::parse(&index_text, "index.json")?;
@@ -94,6 +94,11 @@ pub fn pack(
         meta_text.len() as u64,
         meta_text.as_slice(),
     )?;
+    if is_core {
+        // the wrapper operators run, as `bash upgrade.sh ...` (see docs/package-format.md)
+        let script = include_str!("../../scripts/upgrade.sh").as_bytes();
+        append_mode(&mut tar, "upgrade.sh", script.len() as u64, script, 0o755)?;
+    }
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
     append(
         &mut tar,
@@ -188,9 +193,19 @@ fn append<W: Write>(
     size: u64,
     data: impl Read,
 ) -> Result<()> {
+    append_mode(tar, path, size, data, 0o644)
+}
+
+fn append_mode<W: Write>(
+    tar: &mut tar::Builder<W>,
+    path: &str,
+    size: u64,
+    data: impl Read,
+    mode: u32,
+) -> Result<()> {
     let mut h = tar::Header::new_gnu();
     h.set_size(size);
-    h.set_mode(0o644);
+    h.set_mode(mode);
     h.set_mtime(0);
     h.set_uid(0);
     h.set_gid(0);
