@@ -156,6 +156,14 @@ pub enum DevCommand {
         #[arg(long)]
         plugin: Vec<PathBuf>,
     },
+    /// Write the latency corpus: many small blobs, a few large (layout + package.yaml).
+    SmallBlobs {
+        out: PathBuf,
+        #[arg(long, default_value_t = 2000)]
+        blobs: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write the benchmark corpus (layout + package.yaml).
     Corpus {
         out: PathBuf,
@@ -289,6 +297,10 @@ fn dev(what: DevCommand) -> Result<i32, Error> {
             seed,
         } => {
             let bytes = crate::devtools::corpus(&out, images, scale, seed)?;
+            println!("{}", bytes);
+        }
+        DevCommand::SmallBlobs { out, blobs, seed } => {
+            let bytes = crate::devtools::small_blob_corpus(&out, blobs, seed)?;
             println!("{}", bytes);
         }
     }

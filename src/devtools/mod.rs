@@ -317,6 +317,50 @@ pub fn corpus(out: &Path, images: usize, scale: f64, seed: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// The latency corpus: many small blobs and a few large ones (what makes a distant link
+/// latency-bound): `blobs` layers in images of 10 layers, half of them 20-100 kB, most of the
+/// rest 100-200 kB, and one in two hundred 4-8 MB.
+pub fn small_blob_corpus(out: &Path, blobs: usize, seed: u64) -> Result<u64> {
+    let mut w = LayoutWriter::create(&out.join("layout"))?;
+    let mut rng = Rng::new(seed);
+    let mut total = 0u64;
+    let mut layers = Vec::new();
+    for i in 0..blobs {
+        let r = rng.next_u64();
+        let size = if i % 200 == 199 {
+            4_000_000 + (r % 4_000_000) as usize
+        } else if i % 2 == 0 {
+            20_000 + (r % 80_000) as usize
+        } else {
+            100_000 + (r % 100_000) as usize
+        };
+        let l = w.layer(
+            seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            size,
+            false,
+        )?;
+        total += l.size;
+        layers.push(l);
+        if layers.len() == 10 || i + 1 == blobs {
+            let n = i / 10;
+            let name = format!("small-{n:04}");
+            let m = w.image(&name, "amd64", &layers, false)?;
+            w.tag(&m, &format!("{SRC}/bench/small{}/{name}:v1", n % 8));
+            layers.clear();
+        }
+    }
+    w.finish()?;
+    write_metadata(
+        &out.join("package.yaml"),
+        "bench-small",
+        "1.0.0",
+        "plugin",
+        &["linux/amd64"],
+        &format!("{SRC}/bench/small0/small-0000:v1"),
+    )?;
+    Ok(total)
+}
+
 /// A small core package directory (what `tar xzf` of a core package gives): two core images in
 /// `images/`, the given plugin packages under `plugins/`, a Deployment in `manifests/` that
 /// uses one of the images, `upgrade.sh` (the wrapper around `ferry sync`) and

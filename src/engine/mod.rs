@@ -57,7 +57,8 @@ use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, Source
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
-    /// Blobs in flight at once (also bounds concurrent HEAD/mount requests ×4).
+    /// Large blobs in flight at once; small blobs (by bytes) and small requests (HEAD, mount,
+    /// manifests) up to 8 times as many.
     pub concurrency: usize,
     /// Blobs up to this size go in one request; larger ones in chunks of this size.
     pub chunk_size: usize,
@@ -283,10 +284,16 @@ impl Engine {
         report
     }
 
+    /// Small requests (HEAD, mount, manifest, configs from memory) in flight at once: on a
+    /// distant link each costs a round trip, not bandwidth, so they go 8 per blob stream.
+    fn small_requests(&self) -> usize {
+        self.opts.concurrency.max(1) * 16
+    }
+
     /// Asks one destination which images and blobs it already has, and plans the rest.
     async fn survey(&self, d: &Destination, images: &[Image]) -> DestRun {
         let reg = &d.registry;
-        let width = self.opts.concurrency * 4;
+        let width = self.small_requests();
         let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
             reg.manifest_digest(&img.repo, &img.reference)
                 .await
@@ -515,7 +522,7 @@ impl Engine {
                     (di, repo, digest, r)
                 }),
         )
-        .buffer_unordered(self.opts.concurrency * 4)
+        .buffer_unordered(self.small_requests())
         .collect()
         .await
     }
@@ -563,7 +570,7 @@ impl Engine {
                 outcome
             },
         ))
-        .buffer_unordered(self.opts.concurrency)
+        .buffer_unordered(self.small_requests())
         .collect()
         .await;
         if !streamed.is_empty() {
@@ -611,7 +618,7 @@ impl Engine {
                 }
                 (i, Ok(()))
             }))
-            .buffer_unordered(self.opts.concurrency)
+            .buffer_unordered(self.small_requests())
             .collect()
             .await;
         for (i, r) in results {

@@ -124,6 +124,55 @@ struct BlobStart {
 
 pub type Outcome = (Digest, Target, Result<()>);
 
+/// How many blobs may be in flight at once: by bytes and by count, so that small blobs do not
+/// wait behind large ones (on a distant link each costs round trips, not bytes). A blob
+/// weighs what it holds in memory at most (its size, up to two chunks); the byte budget is
+/// `concurrency` large blobs, as before, and up to `8 x concurrency` blobs go at once.
+struct InFlight {
+    count: Arc<Semaphore>,
+    bytes: Arc<Semaphore>,
+    chunk_kib: u32,
+    budget_kib: u32,
+}
+
+impl InFlight {
+    fn new(concurrency: usize, chunk: usize) -> Self {
+        let concurrency = concurrency.max(1);
+        let chunk_kib = (chunk / 1024).max(1) as u32;
+        let budget_kib = chunk_kib.saturating_mul(2 * concurrency as u32);
+        InFlight {
+            count: Arc::new(Semaphore::new(concurrency * 16)),
+            bytes: Arc::new(Semaphore::new(budget_kib as usize)),
+            chunk_kib,
+            budget_kib,
+        }
+    }
+
+    async fn admit(
+        &self,
+        size: u64,
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        tokio::sync::OwnedSemaphorePermit,
+    ) {
+        let kib = (size.div_ceil(1024).min(u64::from(2 * self.chunk_kib)) as u32)
+            .clamp(1, self.budget_kib);
+        let bytes = self
+            .bytes
+            .clone()
+            .acquire_many_owned(kib)
+            .await
+            .expect("semaphore never closed");
+        let count = self
+            .count
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore never closed");
+        (bytes, count)
+    }
+}
+
 /// Streams every job's blob out of `pkg` to its targets. Returns one outcome per
 /// (blob, target); never fails as a whole.
 pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -> Vec<Outcome> {
@@ -139,7 +188,7 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         pkg.stream_blobs(&wanted, &mut sink)
     });
 
-    let slots = Arc::new(Semaphore::new(ctx.concurrency.max(1)));
+    let budget = InFlight::new(ctx.concurrency, ctx.chunk_size);
     let mut tasks = JoinSet::new();
     let mut started = Vec::new();
     let mut outcomes_early: Vec<Outcome> = Vec::new();
@@ -153,11 +202,7 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
             }
             continue;
         }
-        let permit = slots
-            .clone()
-            .acquire_owned()
-            .await
-            .expect("semaphore never closed");
+        let permit = budget.admit(job.size).await;
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let out = blob_task(&ctx, &job, start.rx).await;

@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# A distant DR site: the registry in its own network namespace behind a 1 Gbit/s veth (tbf),
+# reached through a proxy that delays each direction by 20 ms (40 ms RTT; no netem here).
+# Corpus: ~2,000 small blobs (half under 100 kB) and a few large ones. Compares ferry with
+# skopeo (extracted layout, 4 at a time) and with the floors: the wire (bytes / 125 MB/s) and
+# one raw TCP stream through the same proxy and link.
+#   scripts/bench-latency.sh [--quick]      (scripts/bench.sh runs it too)
+# Writes its table between the bench-latency markers of docs/benchmarks.md (full run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 curl:curl \
+  /usr/bin/time:time ip:iproute2 tc:iproute2
+
+quick=0
+[ "${1:-}" = "--quick" ] && quick=1
+if [ $quick = 1 ]; then blobs=400; else blobs=2000; fi
+delay_ms=${DELAY_MS:-20}
+out=${BENCH_OUT:-}
+[ -z "$out" ] && [ $quick = 0 ] && out=docs/benchmarks.md
+
+cargo build --release --quiet
+ferry=$PWD/target/release/ferry
+work=$(mktemp -d /tmp/ferry-bench-lat.XXXXXX)
+ns=ferrylat$$ dev=fl$$
+results=$work/results.tsv
+: >"$results"
+cleanup() {
+  set +e
+  for p in "$work"/*/pid "$work"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null
+  ip link del "$dev" 2>/dev/null
+  ip netns del "$ns" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+measure() { # measure SCENARIO TOOL -- CMD...
+  local scenario=$1 tool=$2; shift 3
+  local b0 b1
+  b0=$(cat "/sys/class/net/$dev/statistics/tx_bytes")
+  /usr/bin/time -f '%e %U %S %M' -o "$work/time" "$@" >"$work/last.out" 2>"$work/last.err" || {
+    echo "FAILED: $scenario $tool" >&2; tail -20 "$work/last.err" >&2; return 1; }
+  b1=$(cat "/sys/class/net/$dev/statistics/tx_bytes")
+  read -r wall user sys rss <"$work/time"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$scenario" "$tool" "$wall" \
+    "$(python3 -c "print(round($user+$sys,2))")" "$((rss / 1024))" "$((b1 - b0))" >>"$results"
+  echo "  $scenario / $tool: ${wall}s" >&2
+}
+
+echo "== corpus: $blobs small blobs" >&2
+"$ferry" dev small-blobs "$work/small" --blobs "$blobs" >/dev/null
+"$ferry" pack --from "$work/small/layout" --metadata "$work/small/package.yaml" -o "$work/small.tgz" >/dev/null
+bytes=$(du -sb "$work/small/layout/blobs" | cut -f1)
+nblobs=$(ls "$work/small/layout/blobs/sha256" | wc -l)
+
+# the link: namespace behind a veth shaped to 1 Gbit/s; registry side 10.251.<x>.2
+ip netns add "$ns"
+ip link add "$dev" type veth peer name "${dev}p"
+ip link set "${dev}p" netns "$ns"
+x=$((RANDOM % 200 + 1))
+ip addr add "10.251.$x.1/30" dev "$dev"; ip link set "$dev" up
+ip netns exec "$ns" ip addr add "10.251.$x.2/30" dev "${dev}p"
+ip netns exec "$ns" ip link set "${dev}p" up
+ip netns exec "$ns" ip link set lo up
+tc qdisc add dev "$dev" root tbf rate 1gbit burst 512kb latency 100ms
+remote=10.251.$x.2
+
+n=0
+far_registry() { # a fresh registry across the link, behind the delay proxy; sets $h
+  n=$((n + 1)); local d=$work/reg$n port
+  mkdir -p "$d/data"
+  port=$(free_port)
+  printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n' "$d" "$remote" >"$d/config.yml"
+  ip netns exec "$ns" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
+  echo $! >"$d/pid"
+  for _ in $(seq 100); do curl -sf "http://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
+  python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" &
+  echo $! >"$work/proxy$n.pid"
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  h=127.0.0.1:$port
+}
+
+echo "== floors" >&2
+port=$(free_port)
+ip netns exec "$ns" python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5001)); s.listen(1); c,_=s.accept()
+while c.recv(1<<20): pass
+c.sendall(b"k"); c.close()' "$remote" &
+python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5001" "$delay_ms" &
+echo $! >"$work/rawproxy.pid"
+sleep 0.5
+measure floor "raw TCP through proxy + link (one stream)" -- python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1]))); b=b"x"*(1<<20); n=int(sys.argv[2])
+for _ in range(n>>20): s.sendall(b)
+s.shutdown(socket.SHUT_WR); s.recv(1)' "$port" "$bytes"
+
+echo "== push over the distant link" >&2
+far_registry
+measure far ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$h" --plain --quiet
+far_registry
+cat >"$work/skopeo_all.sh" <<'SK'
+#!/bin/bash
+python3 -c 'import json,sys; [print(m["annotations"]["org.opencontainers.image.ref.name"]) for m in json.load(open(sys.argv[1]+"/index.json"))["manifests"]]' "$1" |
+  xargs -P4 -I{} sh -c 'r="{}"; skopeo copy --quiet --all --dest-tls-verify=false "oci:$0:$r" "docker://$1/${r#*/}"' "$1" "$2"
+SK
+chmod +x "$work/skopeo_all.sh"
+measure far "skopeo x4 (extracted layout)" -- "$work/skopeo_all.sh" "$work/small/layout" "$h"
+
+python3 - "$results" "$bytes" "$nblobs" "$delay_ms" "$quick" >"$work/report.md" <<'PY'
+import sys, datetime, os
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+size, nblobs, delay, quick = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+wire = size / 125e6
+get = lambda t: next(r for r in rows if r[1].startswith(t))
+ferry = float(get("ferry")[2])
+print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; {nblobs} blobs, {size/1e6:.0f} MB;"
+      f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s{' (quick)' if quick else ''}. Wire floor {wire:.2f} s."
+      f" Command: `scripts/bench-latency.sh{' --quick' if quick else ''}`\n")
+print("| scenario | tool | wall s | CPU s | peak RSS MB | bytes on the link MB | note |")
+print("|---|---|---:|---:|---:|---:|---|")
+for sc, tool, wall, cpu, rss, b in rows:
+    w = float(wall)
+    note = f"{w/wire:.2f}x the wire floor"
+    if tool.startswith("skopeo"):
+        note += f"; ferry is {w/ferry:.2f}x faster"
+    print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
+PY
+if [ -n "$out" ]; then
+  python3 - "$out" "$work/report.md" <<'PY'
+import sys
+path, rep = sys.argv[1], open(sys.argv[2]).read()
+doc = open(path).read()
+b, e = "<!-- bench-latency:begin -->", "<!-- bench-latency:end -->"
+if b not in doc:
+    doc += f"\n## A distant link: 40 ms RTT, many small blobs (`scripts/bench-latency.sh`)\n\n{b}\n{e}\n"
+head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
+open(path, "w").write(head + b + "\n" + rep + e + tail)
+PY
+  echo "results written to $out" >&2
+fi
+cat "$work/report.md"
