@@ -244,3 +244,6 @@ cargo bench --quiet --bench platform 2>/dev/null
 
 # Sync of a packed core package (storage tree + nested plugins) and its DR fan-out.
 scripts/bench-sync.sh $([ $quick = 1 ] && echo --quick)
+
+# A distant link (40 ms RTT, 1 Gbit/s) and many small blobs.
+scripts/bench-latency.sh $([ $quick = 1 ] && echo --quick)
