@@ -45,6 +45,7 @@ pub struct Run<'a> {
 impl Run<'_> {
     /// Runs to the end (or to an interrupt) and returns the finished report (totals, exit code).
     pub async fn execute(self, started: Instant) -> RunReport {
+        let stop = self.engine.stop.clone();
         let mut report = RunReport {
             ok: false,
             exit_code: 0,
@@ -76,7 +77,7 @@ impl Run<'_> {
             }
         }
         if !live.is_empty() {
-            tokio::spawn(watch_signals());
+            tokio::spawn(watch_signals(stop.clone()));
             let progress = Progress::start(
                 live.iter().map(|r| r.counters.clone()).collect(),
                 self.quiet,
@@ -120,7 +121,7 @@ impl Run<'_> {
         report.totals.retries = sum(|c| c.retries.load(Relaxed));
         report.totals.requests = sum(|c| c.requests.load(Relaxed));
         report.finish();
-        if report.exit_code == 130 && crate::engine::stop_signal() == Some(15) {
+        if report.exit_code == 130 && stop.signal() == Some(15) {
             report.exit_code = 143;
         }
         report
@@ -129,7 +130,7 @@ impl Run<'_> {
 
 /// First SIGINT/SIGTERM: stop starting uploads, finish those in flight, print the summary.
 /// Second: exit at once.
-pub async fn watch_signals() {
+pub async fn watch_signals(stop: crate::engine::Stop) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut int), Ok(mut term)) = (
         signal(SignalKind::interrupt()),
@@ -142,11 +143,11 @@ pub async fn watch_signals() {
             _ = int.recv() => 2,
             _ = term.recv() => 15,
         };
-        if crate::engine::stopping() {
+        if stop.requested() {
             eprintln!("second signal: exiting now");
             std::process::exit(128 + sig);
         }
-        crate::engine::request_stop(sig);
+        stop.request(sig);
         eprintln!(
             "stopping: no new uploads; finishing those in flight (signal again to quit at once)"
         );

@@ -45,6 +45,7 @@ impl TransferFlags {
             state_dir: self.state_dir.clone().or_else(StateStore::default_dir),
             passes: 3,
             stall: self.timeout(),
+            stop: Default::default(),
         }
     }
 

@@ -11,21 +11,36 @@ pub mod stream;
 
 use std::sync::atomic::{AtomicI32, Ordering};
 
-/// The signal that asked us to stop (0: none). On a first SIGINT/SIGTERM the engine starts no
-/// new upload, lets those in flight finish, pushes the manifests of complete images, and
-/// returns so that the summary can be printed.
-static STOP: AtomicI32 = AtomicI32::new(0);
+use tokio_util::sync::CancellationToken;
 
-pub fn request_stop(signal: i32) {
-    STOP.store(signal, Ordering::SeqCst);
+/// Asks a run to stop. On a first SIGINT/SIGTERM the engine starts no new upload (blobs
+/// waiting for room are let go at once), lets those in flight finish, pushes the manifests of
+/// complete images, and returns so that the summary can be printed. Which signal it was is
+/// kept for the exit code (130 or 143). One per run, handed down; no process-wide state.
+#[derive(Clone, Debug, Default)]
+pub struct Stop {
+    token: CancellationToken,
+    signal: Arc<AtomicI32>,
 }
 
-pub fn stop_signal() -> Option<i32> {
-    Some(STOP.load(Ordering::SeqCst)).filter(|s| *s != 0)
-}
+impl Stop {
+    pub fn request(&self, signal: i32) {
+        self.signal.store(signal, Ordering::SeqCst);
+        self.token.cancel();
+    }
 
-pub fn stopping() -> bool {
-    stop_signal().is_some()
+    pub fn signal(&self) -> Option<i32> {
+        Some(self.signal.load(Ordering::SeqCst)).filter(|s| *s != 0)
+    }
+
+    pub fn requested(&self) -> bool {
+        self.token.is_cancelled()
+    }
+
+    /// Completes when a stop is requested.
+    pub async fn requested_wait(&self) {
+        self.token.cancelled().await
+    }
 }
 
 pub(crate) fn interrupted() -> Error {
@@ -68,6 +83,7 @@ pub struct EngineOptions {
     pub state_dir: Option<PathBuf>,
     /// Streaming passes over a package for blobs that failed transiently.
     pub passes: u32,
+    pub stop: Stop,
     /// With several destinations, how long one may take no data before it is dropped from a
     /// blob (so a hung standby does not hold the primary back).
     pub stall: std::time::Duration,
@@ -82,6 +98,7 @@ impl Default for EngineOptions {
             dry_run: false,
             state_dir: None,
             passes: 3,
+            stop: Stop::default(),
             stall: std::time::Duration::from_secs(120),
         }
     }
@@ -139,6 +156,7 @@ impl Engine {
             chunk_size: opts.chunk_size,
             concurrency: opts.concurrency,
             stall: opts.stall,
+            stop: opts.stop.clone(),
             health: registries.iter().map(|_| Default::default()).collect(),
         });
         let dests = registries
@@ -158,7 +176,7 @@ impl Engine {
     pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
         let line = progress.package(&pkg.label());
         let mut report = PackageReport::new(pkg.label());
-        if stopping() {
+        if self.opts.stop.requested() {
             return failed_package(report, &line, interrupted());
         }
         line.step("reading package");
@@ -441,7 +459,7 @@ impl Engine {
         }
 
         for pass in 0..self.opts.passes.max(1) {
-            let last = pass + 1 == self.opts.passes.max(1) || stopping();
+            let last = pass + 1 == self.opts.passes.max(1) || self.opts.stop.requested();
             // Mounts (from repositories that hold the blob) first: cheap, and a declined
             // mount becomes an upload in this same pass.
             for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {

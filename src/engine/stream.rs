@@ -55,6 +55,7 @@ pub struct StreamCtx {
     /// dropped from that blob (the registry timeout).
     pub stall: Duration,
     pub health: Vec<Health>,
+    pub stop: super::Stop,
 }
 
 /// Blobs that failed on one destination, in a row, in this run.
@@ -195,14 +196,18 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     while let Some(start) = start_rx.recv().await {
         let job = by_digest[&start.digest].clone();
         started.push(job.digest.clone());
-        if super::stopping() {
+        // Waiting for room ends when a stop is asked for: that blob is not started.
+        let permit = tokio::select! {
+            p = budget.admit(job.size), if !ctx.stop.requested() => Some(p),
+            _ = ctx.stop.requested_wait() => None,
+        };
+        let Some(permit) = permit else {
             // Dropping the receiver tells the reader to skip this blob.
             for t in &job.targets {
                 outcomes_early.push((job.digest.clone(), t.clone(), Err(super::interrupted())));
             }
             continue;
-        }
-        let permit = budget.admit(job.size).await;
+        };
         let ctx = ctx.clone();
         tasks.spawn(async move {
             let out = blob_task(&ctx, &job, start.rx).await;
