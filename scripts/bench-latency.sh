@@ -138,16 +138,6 @@ for sc, tool, wall, cpu, rss, b in rows:
     print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
 PY
 if [ -n "$out" ]; then
-  python3 - "$out" "$work/report.md" <<'PY'
-import sys
-path, rep = sys.argv[1], open(sys.argv[2]).read()
-doc = open(path).read()
-b, e = "<!-- bench-latency:begin -->", "<!-- bench-latency:end -->"
-if b not in doc:
-    doc += f"\n## A distant link: 40 ms RTT, many small blobs (`scripts/bench-latency.sh`)\n\n{b}\n{e}\n"
-head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
-open(path, "w").write(head + b + "\n" + rep + e + tail)
-PY
-  echo "results written to $out" >&2
+  write_block "$out" bench-latency 'A distant link: 40 ms RTT, many small blobs (`scripts/bench-latency.sh`)' "$work/report.md"
 fi
 cat "$work/report.md"

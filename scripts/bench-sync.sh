@@ -130,16 +130,6 @@ for sc, tool, wall, cpu, rss, b in rows:
     print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
 PY
 if [ -n "$out" ]; then
-  python3 - "$out" "$work/report.md" <<'PY'
-import sys
-path, rep = sys.argv[1], open(sys.argv[2]).read()
-doc = open(path).read()
-b, e = "<!-- bench-sync:begin -->", "<!-- bench-sync:end -->"
-if b not in doc:
-    doc += f"\n## Sync of a core package (`scripts/bench-sync.sh`)\n\n{b}\n{e}\n"
-head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
-open(path, "w").write(head + b + "\n" + rep + e + tail)
-PY
-  echo "results written to $out" >&2
+  write_block "$out" bench-sync 'Sync of a core package (`scripts/bench-sync.sh`)' "$work/report.md"
 fi
 cat "$work/report.md"

@@ -225,15 +225,7 @@ for sc, tool, wall, cpu, rss, b in rows:
 PY
 
 if [ -n "$out" ]; then
-  python3 - "$out" "$work/report.md" <<'PY'
-import sys
-path, rep = sys.argv[1], open(sys.argv[2]).read()
-doc = open(path).read()
-b, e = "<!-- bench:begin -->", "<!-- bench:end -->"
-head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
-open(path, "w").write(head + b + "\n" + rep + e + tail)
-PY
-  echo "results written to $out" >&2
+  write_block "$out" bench "Latest results" "$work/report.md"
 fi
 cat "$work/report.md"
 

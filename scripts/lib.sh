@@ -54,3 +54,19 @@ stop_registry() {
   [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true
   rm -f "$dir/pid"
 }
+
+# write_block FILE NAME TITLE REPORT: puts REPORT's text between the `<!-- NAME:begin -->` and
+# `<!-- NAME:end -->` markers of FILE (appended under "## TITLE" when the markers are missing).
+write_block() {
+  python3 - "$@" <<'PY'
+import sys
+path, name, title, rep = sys.argv[1], sys.argv[2], sys.argv[3], open(sys.argv[4]).read()
+doc = open(path).read()
+b, e = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+if b not in doc:
+    doc += f"\n## {title}\n\n{b}\n{e}\n"
+head, rest = doc.split(b, 1); tail = rest.split(e, 1)[1]
+open(path, "w").write(head + b + "\n" + rep + e + tail)
+PY
+  echo "results written to $1" >&2
+}

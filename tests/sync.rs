@@ -331,6 +331,23 @@ fn preflight_prints_summary_and_checks_and_exits_by_the_result() {
     assert!(!p.log().iter().any(|l| !l.starts_with("GET ")));
 }
 
+/// Packs a directory the way operators receive core packages: GNU tar, gzip.
+fn tar_czf(dir: &Path, out: &Path) {
+    let run = std::process::Command::new("tar")
+        .arg("czf")
+        .arg(out)
+        .arg("-C")
+        .arg(dir)
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 fn copy_tree(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for e in std::fs::read_dir(from).unwrap() {
@@ -396,19 +413,7 @@ fn a_registry_storage_tree_is_read_from_disk_like_an_oci_layout() {
 
     // the same tree inside a packed .tgz, nothing extracted
     let tgz = dir.path().join("core-storage.tgz");
-    let out = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&tree_pkg)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tar_czf(&tree_pkg, &tgz);
     let third = Registry::start(RegistryOpts::default());
     let host3 = third.host();
     let mut args = vec!["--only-sync-image", "--skip-check-artifacts", "--package"];
@@ -432,19 +437,7 @@ fn a_packed_core_package_syncs_without_extraction_plugins_streamed_from_inside()
     let pkg = core(dir.path());
     // packed the way operators receive it, by GNU tar (plugins/*.tgz nested inside)
     let tgz = dir.path().join("core-v4.2.0.tgz");
-    let out = std::process::Command::new("tar")
-        .arg("czf")
-        .arg(&tgz)
-        .arg("-C")
-        .arg(&pkg)
-        .arg(".")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tar_czf(&pkg, &tgz);
     std::fs::remove_dir_all(&pkg).unwrap();
 
     let reg = Registry::start(RegistryOpts::default());
