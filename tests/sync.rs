@@ -71,18 +71,7 @@ fn registry_from_product_base_rebuilt_from_the_vip_with_the_secrets_credentials(
         run.stderr
     );
     assert!(!run.all().contains(PASSWORD) && !run.all().contains(TOKEN));
-    let report = run.json();
-    assert!(
-        report["checksums_verified"].as_u64().unwrap() > 5,
-        "{report}"
-    );
-    for image in CORE_IMAGES {
-        assert!(reg.skopeo_raw(image).is_some(), "{image} not synced");
-    }
-    // the plugin's images went up too
-    for (reference, manifest) in package_images(&fixture("oam-application")) {
-        assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest);
-    }
+    assert_core_and_plugin_synced(&run, &reg);
     // the Deployment was applied server-side, its image pointed at the registry
     let out = p.kubectl(
         "global",
@@ -331,6 +320,26 @@ fn preflight_prints_summary_and_checks_and_exits_by_the_result() {
     assert!(!p.log().iter().any(|l| !l.starts_with("GET ")));
 }
 
+/// The run verified the checksums, and every core and plugin image is in `reg` (skopeo).
+fn assert_core_and_plugin_synced(run: &Run, reg: &Registry) {
+    let report = run.json();
+    assert!(
+        report["checksums_verified"].as_u64().unwrap() > 5,
+        "{report}"
+    );
+    for image in CORE_IMAGES {
+        assert!(reg.skopeo_raw(image).is_some(), "{image} not synced");
+    }
+    for (reference, manifest) in package_images(&fixture("oam-application")) {
+        let got = reg.skopeo_raw(&path_of(&reference));
+        assert_eq!(
+            got.as_deref(),
+            Some(&manifest[..]),
+            "plugin image {reference}"
+        );
+    }
+}
+
 /// Packs a directory the way operators receive core packages: GNU tar, gzip.
 fn tar_czf(dir: &Path, out: &Path) {
     let run = std::process::Command::new("tar")
@@ -455,22 +464,7 @@ fn a_packed_core_package_syncs_without_extraction_plugins_streamed_from_inside()
     args.extend(plain);
     let run = sync(&args);
     assert_eq!(run.code, 0, "{}", run.all());
-    let report = run.json();
-    assert!(
-        report["checksums_verified"].as_u64().unwrap() > 5,
-        "{report}"
-    );
-    for image in CORE_IMAGES {
-        assert!(reg.skopeo_raw(image).is_some(), "{image} not synced");
-    }
-    for (reference, manifest) in package_images(&fixture("oam-application")) {
-        let got = reg.skopeo_raw(&path_of(&reference));
-        assert_eq!(
-            got.as_deref(),
-            Some(&manifest[..]),
-            "plugin image {reference}"
-        );
-    }
+    assert_core_and_plugin_synced(&run, &reg);
     assert!(!dir.path().join("core").exists(), "nothing was extracted");
 
     // a damaged file inside the archive is found by checksums.sha256, before any upload
