@@ -239,3 +239,7 @@ scripts/bench-sync.sh $([ $quick = 1 ] && echo --quick)
 
 # A distant link (40 ms RTT, 1 Gbit/s) and many small blobs.
 scripts/bench-latency.sh $([ $quick = 1 ] && echo --quick)
+
+# The streaming ceiling: ferry alone, into a registry that discards the bytes.
+echo "ceiling (discard registry):" >&2
+cargo bench --quiet --bench ceiling 2>/dev/null

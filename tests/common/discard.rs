@@ -1,0 +1,166 @@
+//! A registry that throws the bytes away, for the streaming-ceiling benchmark
+//! (benches/ceiling.rs): it answers the OCI distribution calls ferry makes like Distribution
+//! does (HEAD 404, POST 202 with a Location, PATCH 202 with Range, PUT 201, manifest PUT 201)
+//! but neither stores nor hashes blob bytes, so that neither a registry's disk nor its hashing
+//! bounds what is measured: ferry's own reading, verifying and sending.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Response};
+use sha2::{Digest as _, Sha256};
+
+#[derive(Default)]
+pub struct Counts {
+    pub body_bytes: AtomicU64,
+    pub requests: AtomicU64,
+}
+
+pub struct Discard {
+    pub port: u16,
+    pub counts: Arc<Counts>,
+}
+
+impl Discard {
+    pub fn start() -> Discard {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let counts = Arc::new(Counts::default());
+        let uploads: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let c = counts.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let (c, uploads) = (c.clone(), uploads.clone());
+                    tokio::spawn(async move {
+                        let svc = hyper::service::service_fn(move |req| {
+                            handle(req, c.clone(), uploads.clone())
+                        });
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                            .await;
+                    });
+                }
+            });
+        });
+        Discard { port, counts }
+    }
+
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+type Resp = Response<Empty<Bytes>>;
+
+fn answer(code: u16, headers: &[(&str, String)]) -> Resp {
+    let mut r = Response::builder()
+        .status(code)
+        .header("Docker-Distribution-Api-Version", "registry/2.0")
+        .header("Content-Length", "0");
+    for (k, v) in headers {
+        r = r.header(*k, v);
+    }
+    r.body(Empty::new()).unwrap()
+}
+
+async fn handle(
+    req: Request<hyper::body::Incoming>,
+    counts: Arc<Counts>,
+    uploads: Arc<Mutex<HashMap<String, u64>>>,
+) -> Result<Resp, Infallible> {
+    counts.requests.fetch_add(1, Ordering::Relaxed);
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    // Drain the body, counting it; a manifest (small) is hashed for its digest header.
+    let manifest = path.contains("/manifests/");
+    let mut hasher = Sha256::new();
+    let mut body = req.into_body();
+    let mut n = 0u64;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(data) = frame.data_ref() {
+            n += data.len() as u64;
+            if manifest {
+                hasher.update(data);
+            }
+        }
+    }
+    counts.body_bytes.fetch_add(n, Ordering::Relaxed);
+    let Some(rest) = path.strip_prefix("/v2/") else {
+        return Ok(answer(404, &[]));
+    };
+    if rest.is_empty() {
+        return Ok(answer(200, &[]));
+    }
+    let r = if let Some((name, id)) = rest.split_once("/blobs/uploads/") {
+        match method.as_str() {
+            "POST" => {
+                let id = format!("u{}", counts.requests.load(Ordering::Relaxed));
+                uploads.lock().unwrap().insert(id.clone(), 0);
+                answer(
+                    202,
+                    &[
+                        ("Location", format!("/v2/{name}/blobs/uploads/{id}")),
+                        ("Range", "0-0".into()),
+                        ("Docker-Upload-UUID", id),
+                    ],
+                )
+            }
+            "PATCH" => {
+                let mut u = uploads.lock().unwrap();
+                let held = u.entry(id.to_string()).or_default();
+                *held += n;
+                answer(
+                    202,
+                    &[
+                        ("Location", format!("/v2/{name}/blobs/uploads/{id}")),
+                        ("Range", format!("0-{}", held.saturating_sub(1))),
+                    ],
+                )
+            }
+            "PUT" => {
+                uploads.lock().unwrap().remove(id);
+                let digest = query
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("digest="))
+                    .unwrap_or("")
+                    .replace("%3A", ":");
+                answer(
+                    201,
+                    &[
+                        ("Location", format!("/v2/{name}/blobs/{digest}")),
+                        ("Docker-Content-Digest", digest),
+                    ],
+                )
+            }
+            "GET" => {
+                let held = uploads.lock().unwrap().get(id).copied().unwrap_or(0);
+                answer(204, &[("Range", format!("0-{}", held.saturating_sub(1)))])
+            }
+            _ => answer(204, &[]),
+        }
+    } else if manifest && method == "PUT" {
+        let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+        answer(201, &[("Docker-Content-Digest", digest)])
+    } else {
+        // HEAD of blobs and manifests: nothing is ever there.
+        answer(404, &[])
+    };
+    Ok(r)
+}
