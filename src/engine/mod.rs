@@ -8,6 +8,7 @@
 
 mod state;
 pub mod stream;
+mod verifier;
 
 use std::sync::atomic::{AtomicI32, Ordering};
 

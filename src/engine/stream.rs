@@ -21,11 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::state::StateStore;
+use super::verifier::Verifier;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::sink::{Registry, UploadSession};
@@ -112,7 +112,7 @@ impl StreamCtx {
 }
 
 #[derive(Clone)]
-enum Msg {
+pub(super) enum Msg {
     Chunk(Bytes),
     Done,
     Fail(Error),
@@ -183,10 +183,13 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
     let chunk = ctx.chunk_size;
     let reader = tokio::task::spawn_blocking(move || {
+        let verifier = Verifier::start();
         let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| {
-            read_blob(d, size, wanted[d], chunk, r, &start_tx)
+            read_blob(d, size, wanted[d], chunk, r, &start_tx, &verifier)
         };
-        pkg.stream_blobs(&wanted, &mut sink)
+        let r = pkg.stream_blobs(&wanted, &mut sink);
+        verifier.finish();
+        r
     });
 
     let budget = InFlight::new(ctx.concurrency, ctx.chunk_size);
@@ -244,7 +247,8 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     outcomes
 }
 
-/// Runs on the reader thread: reads one blob entry in chunks, hashing as it goes.
+/// Runs on the reader thread: reads one blob entry in chunks and hands each to the uploads
+/// and to the verifier (which sends the verdict after the last chunk).
 fn read_blob(
     digest: &Digest,
     size: u64,
@@ -252,6 +256,7 @@ fn read_blob(
     chunk: usize,
     r: &mut dyn Read,
     starts: &mpsc::Sender<BlobStart>,
+    verifier: &Verifier,
 ) -> Result<()> {
     let (tx, rx) = mpsc::channel(1);
     starts
@@ -266,9 +271,8 @@ fn read_blob(
         ))));
         return Ok(());
     }
-    let mut hasher = Sha256::new();
+    verifier.begin(digest, size, tx.clone());
     let mut total = 0u64;
-    let mut listening = true;
     while total < size {
         let want = chunk.min((size - total) as usize);
         let mut buf = BytesMut::zeroed(want);
@@ -279,6 +283,7 @@ fn read_blob(
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    verifier.abandon();
                     let err = Error::package(format!(
                         "reading blob {digest} failed after {} bytes ({e}); the .tgz may be truncated or corrupt",
                         total + filled as u64
@@ -292,31 +297,17 @@ fn read_blob(
             break;
         }
         buf.truncate(filled);
-        hasher.update(&buf);
+        let bytes = buf.freeze();
+        verifier.chunk(bytes.clone());
         total += filled as u64;
-        if listening && tx.blocking_send(Msg::Chunk(buf.freeze())).is_err() {
+        if tx.blocking_send(Msg::Chunk(bytes)).is_err() {
             // Every target already failed: stop reading this blob.
-            listening = false;
-            break;
+            verifier.abandon();
+            return Ok(());
         }
     }
-    let verdict = if total != size {
-        Msg::Fail(Error::integrity(format!(
-            "blob {digest}: truncated: expected {size} bytes, read {total}"
-        )))
-    } else {
-        let actual = Digest::from_hasher(hasher);
-        if &actual != digest {
-            Msg::Fail(Error::integrity(format!(
-                "blob {digest}: digest mismatch: expected {digest}, actual {actual}"
-            )))
-        } else {
-            Msg::Done
-        }
-    };
-    if listening {
-        let _ = tx.blocking_send(verdict);
-    }
+    // Every chunk is queued for the uploads before the verdict can be.
+    verifier.end(total);
     Ok(())
 }
 

@@ -1,0 +1,113 @@
+//! The check of every blob's SHA-256 and size, on a thread of its own: the package reader
+//! hands each chunk to it (a shared `Bytes`, no copy) as it hands it to the uploads, so that
+//! inflating and hashing run on two cores instead of one. The verdict (`Done` when digest and
+//! size match, else `Fail`) goes to the blob's channel after every chunk of it, and an upload
+//! is committed only on `Done`, as before.
+
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::thread::JoinHandle;
+
+use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::mpsc;
+
+use super::stream::Msg;
+use crate::digest::Digest;
+use crate::error::Error;
+
+/// Chunks the reader may be ahead of the hashing (each up to a chunk in size, shared).
+const QUEUE: usize = 2;
+
+enum Work {
+    Begin {
+        digest: Digest,
+        size: u64,
+        verdict_to: mpsc::Sender<Msg>,
+    },
+    Chunk(Bytes),
+    /// The reader is done with the blob: `total` bytes were handed over.
+    End { total: u64 },
+    /// The reader gave up on the blob (read error, or no upload listens): no verdict.
+    Abandon,
+}
+
+pub(super) struct Verifier {
+    tx: SyncSender<Work>,
+    thread: JoinHandle<()>,
+}
+
+impl Verifier {
+    pub fn start() -> Verifier {
+        let (tx, rx) = sync_channel(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("ferry-verify".into())
+            .spawn(move || run(rx))
+            .expect("a thread can be started");
+        Verifier { tx, thread }
+    }
+
+    pub fn begin(&self, digest: &Digest, size: u64, verdict_to: mpsc::Sender<Msg>) {
+        let _ = self.tx.send(Work::Begin {
+            digest: digest.clone(),
+            size,
+            verdict_to,
+        });
+    }
+
+    pub fn chunk(&self, bytes: Bytes) {
+        let _ = self.tx.send(Work::Chunk(bytes));
+    }
+
+    pub fn end(&self, total: u64) {
+        let _ = self.tx.send(Work::End { total });
+    }
+
+    pub fn abandon(&self) {
+        let _ = self.tx.send(Work::Abandon);
+    }
+
+    pub fn finish(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+fn run(rx: Receiver<Work>) {
+    let mut current: Option<(Digest, u64, mpsc::Sender<Msg>, Sha256)> = None;
+    for work in rx {
+        match work {
+            Work::Begin {
+                digest,
+                size,
+                verdict_to,
+            } => current = Some((digest, size, verdict_to, Sha256::new())),
+            Work::Chunk(b) => {
+                if let Some((_, _, _, h)) = current.as_mut() {
+                    h.update(&b);
+                }
+            }
+            Work::End { total } => {
+                if let Some((digest, size, to, h)) = current.take() {
+                    let _ = to.blocking_send(verdict(&digest, size, total, h));
+                }
+            }
+            Work::Abandon => current = None,
+        }
+    }
+}
+
+fn verdict(digest: &Digest, size: u64, total: u64, hasher: Sha256) -> Msg {
+    if total != size {
+        return Msg::Fail(Error::integrity(format!(
+            "blob {digest}: truncated: expected {size} bytes, read {total}"
+        )));
+    }
+    let actual = Digest::from_hasher(hasher);
+    if &actual != digest {
+        Msg::Fail(Error::integrity(format!(
+            "blob {digest}: digest mismatch: expected {digest}, actual {actual}"
+        )))
+    } else {
+        Msg::Done
+    }
+}
