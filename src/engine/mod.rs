@@ -6,6 +6,7 @@
 //! Several destinations (a DR primary and standby) are fed from one read of the package:
 //! a blob both need is decompressed and hashed once and sent to both.
 
+mod buffers;
 mod state;
 pub mod stream;
 mod verifier;

@@ -24,6 +24,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
+use super::buffers::Pool;
 use super::state::StateStore;
 use super::verifier::Verifier;
 use crate::digest::Digest;
@@ -183,12 +184,16 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
     let chunk = ctx.chunk_size;
     let reader = tokio::task::spawn_blocking(move || {
-        let verifier = Verifier::start();
-        let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| {
-            read_blob(d, size, wanted[d], chunk, r, &start_tx, &verifier)
+        let reader = ReaderSide {
+            chunk,
+            starts: start_tx,
+            verifier: Verifier::start(),
+            buffers: Pool::new(chunk),
         };
+        let mut sink =
+            |d: &Digest, size: u64, r: &mut dyn Read| read_blob(d, size, wanted[d], r, &reader);
         let r = pkg.stream_blobs(&wanted, &mut sink);
-        verifier.finish();
+        reader.verifier.finish();
         r
     });
 
@@ -247,17 +252,30 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     outcomes
 }
 
+/// What the reader thread works with: where blobs start, the verifier, the chunk buffers.
+struct ReaderSide {
+    chunk: usize,
+    starts: mpsc::Sender<BlobStart>,
+    verifier: Verifier,
+    buffers: Arc<Pool>,
+}
+
 /// Runs on the reader thread: reads one blob entry in chunks and hands each to the uploads
 /// and to the verifier (which sends the verdict after the last chunk).
 fn read_blob(
     digest: &Digest,
     size: u64,
     expected: u64,
-    chunk: usize,
     r: &mut dyn Read,
-    starts: &mpsc::Sender<BlobStart>,
-    verifier: &Verifier,
+    reader: &ReaderSide,
 ) -> Result<()> {
+    let ReaderSide {
+        chunk,
+        starts,
+        verifier,
+        buffers,
+    } = reader;
+    let chunk = *chunk;
     let (tx, rx) = mpsc::channel(1);
     starts
         .blocking_send(BlobStart {
@@ -275,10 +293,11 @@ fn read_blob(
     let mut total = 0u64;
     while total < size {
         let want = chunk.min((size - total) as usize);
-        let mut buf = BytesMut::zeroed(want);
+        let mut filling = buffers.take(want);
+        let buf = &mut filling.buf;
         let mut filled = 0;
         while filled < want {
-            match r.read(&mut buf[filled..]) {
+            match r.read(&mut buf[filled..want]) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -296,8 +315,7 @@ fn read_blob(
         if filled == 0 {
             break;
         }
-        buf.truncate(filled);
-        let bytes = buf.freeze();
+        let bytes = filling.freeze(filled);
         verifier.chunk(bytes.clone());
         total += filled as u64;
         if tx.blocking_send(Msg::Chunk(bytes)).is_err() {

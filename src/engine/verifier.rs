@@ -26,7 +26,9 @@ enum Work {
     },
     Chunk(Bytes),
     /// The reader is done with the blob: `total` bytes were handed over.
-    End { total: u64 },
+    End {
+        total: u64,
+    },
     /// The reader gave up on the blob (read error, or no upload listens): no verdict.
     Abandon,
 }
