@@ -427,3 +427,38 @@ fn gc_deletes_exactly_the_plan_writes_a_backup_that_restores_and_skips_what_chan
         again.stdout
     );
 }
+
+#[test]
+fn a_cluster_that_cannot_be_read_is_named_and_the_others_are_still_cleaned() {
+    let p = platform();
+    let run = ferry_on(
+        &p,
+        &[
+            "gc",
+            "--dry-run",
+            "--clusters",
+            "global,ghost",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 7, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("cluster ghost could not be read, nothing is deleted there"),
+        "{}",
+        run.stderr
+    );
+    let report = run.json();
+    let planned: Vec<String> = report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        planned.contains(&"topolvm-operator.v2.1.0".to_string()),
+        "{planned:?}"
+    );
+    assert!(planned.contains(&"old-plugin".to_string()), "{planned:?}");
+}
