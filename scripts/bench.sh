@@ -172,7 +172,7 @@ echo "link_floor_s $(python3 -c "print(round($corpus_bytes/125e6,2))")" >>"$work
 echo "== 6. DR fan-out: two registries, each behind its own 1 Gbit/s link" >&2
 ns_registry 1; h1=$h; r1=$regdir
 ns_registry 2; h2=$h; r2=$regdir
-measure dr "ferry fan-out (--standby-registry)" veth_tx_both -- "$ferry" push "$tgz" --dest-repo "$h1" --standby-registry "$h2" --plain --quiet
+measure dr "ferry fan-out (--standby-registry)" veth_tx_both -- "$ferry" push "$tgz" --dest-repo "$h1" --standby-registry "$h2" --standby-plain --plain --quiet
 stop_registry "$r1"; stop_registry "$r2"
 ns_registry 1; h1=$h; r1=$regdir
 ns_registry 2; h2=$h; r2=$regdir
