@@ -11,13 +11,13 @@ use bytes::Bytes;
 /// Idle buffers kept; more are freed (memory stays flat: a few chunks).
 const KEEP: usize = 4;
 
-pub(super) struct Pool {
+pub struct Pool {
     chunk: usize,
     idle: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Pool {
-    pub fn new(chunk: usize) -> Arc<Pool> {
+    pub(super) fn new(chunk: usize) -> Arc<Pool> {
         Arc::new(Pool {
             chunk,
             idle: Mutex::new(Vec::new()),
@@ -25,7 +25,7 @@ impl Pool {
     }
 
     /// A buffer of `len` bytes to read into: pooled when `len` is a full chunk.
-    pub fn take(self: &Arc<Self>, len: usize) -> Filling {
+    pub(super) fn take(self: &Arc<Self>, len: usize) -> Filling {
         let buf = if len == self.chunk {
             self.idle.lock().expect("not poisoned").pop()
         } else {

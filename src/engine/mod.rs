@@ -159,6 +159,8 @@ impl Engine {
             concurrency: opts.concurrency,
             stall: opts.stall,
             stop: opts.stop.clone(),
+            in_flight: stream::InFlight::new(opts.concurrency, opts.chunk_size),
+            buffers: buffers::Pool::new(opts.chunk_size),
             health: registries.iter().map(|_| Default::default()).collect(),
         });
         let dests = registries

@@ -57,6 +57,11 @@ pub struct StreamCtx {
     pub stall: Duration,
     pub health: Vec<Health>,
     pub stop: super::Stop,
+    /// Shared by every pass of every package of the run, so that memory stays bounded
+    /// however many packages go at once.
+    pub in_flight: InFlight,
+    /// Full-size chunk buffers, reused across passes and packages.
+    pub buffers: Arc<Pool>,
 }
 
 /// Blobs that failed on one destination, in a row, in this run.
@@ -130,7 +135,7 @@ pub type Outcome = (Digest, Target, Result<()>);
 /// wait behind large ones (on a distant link each costs round trips, not bytes). A blob
 /// weighs what it holds in memory at most (its size, up to two chunks); the byte budget is
 /// `concurrency` large blobs, as before, and up to `8 x concurrency` blobs go at once.
-struct InFlight {
+pub struct InFlight {
     count: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
     chunk_kib: u32,
@@ -138,7 +143,7 @@ struct InFlight {
 }
 
 impl InFlight {
-    fn new(concurrency: usize, chunk: usize) -> Self {
+    pub fn new(concurrency: usize, chunk: usize) -> Self {
         let concurrency = concurrency.max(1);
         let chunk_kib = (chunk / 1024).max(1) as u32;
         let budget_kib = chunk_kib.saturating_mul(2 * concurrency as u32);
@@ -183,12 +188,13 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         jobs.into_iter().map(|j| (j.digest.clone(), j)).collect();
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
     let chunk = ctx.chunk_size;
+    let buffers = ctx.buffers.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let reader = ReaderSide {
             chunk,
             starts: start_tx,
             verifier: Verifier::start(),
-            buffers: Pool::new(chunk),
+            buffers: buffers.clone(),
         };
         let mut sink =
             |d: &Digest, size: u64, r: &mut dyn Read| read_blob(d, size, wanted[d], r, &reader);
@@ -197,7 +203,6 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         r
     });
 
-    let budget = InFlight::new(ctx.concurrency, ctx.chunk_size);
     let mut tasks = JoinSet::new();
     let mut started = Vec::new();
     let mut outcomes_early: Vec<Outcome> = Vec::new();
@@ -206,7 +211,7 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         started.push(job.digest.clone());
         // Waiting for room ends when a stop is asked for: that blob is not started.
         let permit = tokio::select! {
-            p = budget.admit(job.size), if !ctx.stop.requested() => Some(p),
+            p = ctx.in_flight.admit(job.size), if !ctx.stop.requested() => Some(p),
             _ = ctx.stop.requested_wait() => None,
         };
         let Some(permit) = permit else {
