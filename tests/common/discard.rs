@@ -29,34 +29,19 @@ pub struct Discard {
 impl Discard {
     pub fn start() -> Discard {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let counts = Arc::new(Counts::default());
         let uploads: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let c = counts.clone();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-                loop {
-                    let Ok((stream, _)) = listener.accept().await else {
-                        continue;
-                    };
-                    let (c, uploads) = (c.clone(), uploads.clone());
-                    tokio::spawn(async move {
-                        let svc = hyper::service::service_fn(move |req| {
-                            handle(req, c.clone(), uploads.clone())
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                            .await;
-                    });
-                }
-            });
+        super::serve_in_background(listener, 1, move |stream| {
+            let (c, uploads) = (c.clone(), uploads.clone());
+            async move {
+                let svc =
+                    hyper::service::service_fn(move |req| handle(req, c.clone(), uploads.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            }
         });
         Discard { port, counts }
     }
