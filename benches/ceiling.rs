@@ -45,17 +45,12 @@ fn main() {
     println!("|---|---:|---:|---:|---:|");
     for level in ["1", "0"] {
         let tgz = dir.path().join(format!("corpus-{level}.tgz"));
-        let run = ferry(&[
-            "pack",
-            "--from",
-            src.join("layout").to_str().unwrap(),
-            "--metadata",
-            src.join("package.yaml").to_str().unwrap(),
-            "-o",
-            tgz.to_str().unwrap(),
-            "--compression-level",
-            level,
-        ]);
+        let run = pack_with(
+            &src.join("layout"),
+            &src,
+            &tgz,
+            &["--compression-level", level],
+        );
         assert_eq!(run.code, 0, "{}", run.all());
         let sink = Discard::start();
         let cpu0 = cpu_children();

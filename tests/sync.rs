@@ -30,6 +30,15 @@ fn sync(args: &[&str]) -> Run {
     ferry(&v)
 }
 
+/// A plain-HTTP primary registry that needs no login (credentials given, as upgrade.sh wants).
+const PLAIN_PRIMARY: [&str; 5] = [
+    "--username",
+    "nobody",
+    "--password",
+    "unused-pass",
+    "--plain",
+];
+
 const CORE_IMAGES: [&str; 2] = [
     "acp/cluster-version-operator:v4.2.0",
     "3rdparty/etcd:v3.5.21",
@@ -377,13 +386,7 @@ fn a_registry_storage_tree_is_read_from_disk_like_an_oci_layout() {
     let first = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let pkg = core(dir.path());
-    let plain = [
-        "--username",
-        "nobody",
-        "--password",
-        "unused-pass",
-        "--plain",
-    ];
+    let plain = PLAIN_PRIMARY;
     let host = first.host();
     let mut args = vec!["--only-sync-image", "--package", pkg.to_str().unwrap()];
     args.extend(["--registry", &host]);
@@ -452,13 +455,7 @@ fn a_packed_core_package_syncs_without_extraction_plugins_streamed_from_inside()
     let reg = Registry::start(RegistryOpts::default());
     let host = reg.host();
     let base = ["--package", tgz.to_str().unwrap(), "--registry", &host];
-    let plain = [
-        "--username",
-        "nobody",
-        "--password",
-        "unused-pass",
-        "--plain",
-    ];
+    let plain = PLAIN_PRIMARY;
     let mut args = vec!["--only-sync-image", "--output", "json"];
     args.extend(base);
     args.extend(plain);

@@ -412,16 +412,18 @@ pub fn write_package_yaml(dir: &Path, name: &str) {
 
 /// Packs a layout with ferry itself.
 pub fn pack(layout: &Path, meta_dir: &Path, out: &Path) {
-    let run = ferry(&[
-        "pack",
-        "--from",
-        layout.to_str().unwrap(),
-        "--metadata",
-        meta_dir.join("package.yaml").to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-    ]);
+    let run = pack_with(layout, meta_dir, out, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
+}
+
+/// `ferry pack` of a layout with `meta_dir/package.yaml` and extra flags; the run.
+pub fn pack_with(layout: &Path, meta_dir: &Path, out: &Path, extra: &[&str]) -> Run {
+    let mut args = vec!["pack", "--from", layout.to_str().unwrap(), "--metadata"];
+    let meta = meta_dir.join("package.yaml");
+    args.push(meta.to_str().unwrap());
+    args.extend(["-o", out.to_str().unwrap()]);
+    args.extend_from_slice(extra);
+    ferry(&args)
 }
 
 /// A directory package `acp/big:v1` with one 3.5 MB layer (several chunks at 1 MiB) and one
