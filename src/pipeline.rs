@@ -2,22 +2,22 @@
 //! its images. Today one step exists, [`Publisher`]: the package's platform resources, written
 //! only when every image of the package is in the registry.
 //!
-//! Contract: a step reads the [`PackageReport`] the engine produced (its images' states and
-//! the package metadata) and adds to it; it never reaches into the engine, the sink or the
-//! source.
+//! Contract: a step reads the [`PackageOutcome`] the engine produced (its images' states per
+//! destination and the package metadata). The chart step adds its artifacts to it as images;
+//! the publishing step returns a [`Publication`]. The report is built from both at the end.
+//! No step reaches into the engine, the sink or the source.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use futures::StreamExt;
 
-use crate::engine::{Engine, EngineOptions};
+use crate::engine::{Engine, EngineOptions, ImageOutcome, ImageState, PackageOutcome};
 use crate::error::Error;
-use crate::platform::artifacts::{self, ArtifactSpec};
+use crate::platform::artifacts::{self, ArtifactSpec, Publication};
 use crate::platform::Platform;
 use crate::report::progress::Progress;
-use crate::report::{ErrorReport, RunReport, Totals};
-use crate::report::{ImageStatus, PackageReport, ResourceReport};
+use crate::report::{ErrorReport, PackageReport, RunReport, Totals};
 use crate::sink::Registry;
 use crate::source::Package;
 use crate::source::SourceRef;
@@ -102,10 +102,11 @@ impl Run<'_> {
                     if let Some(repo) = chart_repo {
                         push_charts(pkg, &mut outcome, live_ref, repo, dry_run || skip_push).await;
                     }
+                    let mut publications = Vec::new();
                     for publisher in publishers {
-                        publisher.publish(&mut outcome).await;
+                        publications.push(publisher.publish(&outcome).await);
                     }
-                    outcome
+                    PackageReport::build(&outcome, &publications)
                 })
                 .buffered(self.packages_at_once.max(1))
                 .collect()
@@ -160,33 +161,25 @@ pub async fn watch_signals(stop: crate::engine::Stop) {
 /// gets no chart either. With `check_only` (dry run, `--skip-push`) nothing is written.
 async fn push_charts(
     pkg: &Package,
-    report: &mut PackageReport,
+    outcome: &mut PackageOutcome,
     registries: &[Arc<Registry>],
     repo_prefix: &str,
     check_only: bool,
 ) {
-    if report.kind != "chart" || report.error.is_some() {
+    if outcome.kind() != "chart" || outcome.error.is_some() || !outcome.all_images_in() {
         return;
     }
-    if report
-        .images
-        .iter()
-        .any(|i| i.status == ImageStatus::Failed)
-    {
-        return;
-    }
-    let mut charts = report.charts.clone();
+    let mut charts = outcome.charts.clone();
     if charts.is_empty() {
         let reader = pkg.clone();
         match tokio::task::spawn_blocking(move || reader.list_charts()).await {
             Ok(Ok(found)) => charts = found,
             Ok(Err(e)) => {
-                report.error = Some((&e).into());
+                outcome.error = Some(e);
                 return;
             }
             Err(e) => {
-                report.error =
-                    Some((&Error::internal(format!("chart reader crashed: {e}"))).into());
+                outcome.error = Some(Error::internal(format!("chart reader crashed: {e}")));
                 return;
             }
         }
@@ -204,28 +197,36 @@ async fn push_charts(
         let chart = match built {
             Ok(c) => c,
             Err(e) => {
-                report.error = Some((&e).into());
+                outcome.error = Some(e);
                 return;
             }
         };
         let repo = format!("{}/{}", repo_prefix.trim_matches('/'), chart.name);
         let tag = chart.version.replace('+', "_");
         for registry in registries {
-            let r = push_chart(registry, &repo, &tag, &chart, check_only).await;
-            let (status, error) = match r {
-                Ok(s) => (s, None),
-                Err(e) => (
-                    ImageStatus::Failed,
-                    Some((&e.context(format!("package {}: chart {file}", report.file))).into()),
-                ),
+            let state = match push_chart(registry, &repo, &tag, &chart, check_only).await {
+                Ok(state) => state,
+                Err(e) => {
+                    ImageState::Failed(e.context(format!("package {}: chart {file}", outcome.file)))
+                }
             };
-            report.images.push(crate::report::ImageReport {
+            let image = ImageOutcome {
                 source: file.clone(),
-                destination: format!("{}/{repo}:{tag}", registry.label()),
+                repo: Some(repo.clone()),
+                reference: tag.clone(),
                 digest: chart.manifest.0.to_string(),
-                status,
-                error,
-            });
+                state,
+            };
+            let label = registry.label();
+            match outcome.destinations.iter_mut().find(|d| d.label == label) {
+                Some(d) => d.images.push(image),
+                None => {
+                    outcome.error = Some(Error::internal(format!(
+                        "chart step: registry {label} is not a destination of this run"
+                    )));
+                    return;
+                }
+            }
         }
     }
 }
@@ -236,12 +237,12 @@ async fn push_chart(
     tag: &str,
     chart: &crate::source::chart::HelmArtifact,
     check_only: bool,
-) -> Result<ImageStatus, Error> {
+) -> Result<ImageState, Error> {
     if registry.manifest_digest(repo, tag).await?.as_deref() == Some(chart.manifest.0.as_str()) {
-        return Ok(ImageStatus::Present);
+        return Ok(ImageState::Present);
     }
     if check_only {
-        return Ok(ImageStatus::Planned);
+        return Ok(ImageState::Planned);
     }
     for (digest, bytes) in [&chart.config, &chart.layer] {
         if !registry.blob_exists(repo, digest).await? {
@@ -256,7 +257,7 @@ async fn push_chart(
             chart.manifest.1.clone(),
         )
         .await?;
-    Ok(ImageStatus::Pushed)
+    Ok(ImageState::Pushed)
 }
 
 /// Writes the Marketplace resources of pushed packages.
@@ -275,68 +276,65 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Adds the package's resources (or why none were written) to `report`.
-    pub async fn publish(&self, report: &mut PackageReport) {
-        // only this side's registry matters: a failed standby image does not hold back the
-        // primary's resources, nor the other way round
-        let label = if self.registry_prefix.is_empty() {
-            format!("{}/", self.registry_host)
+    /// `host[:port][/prefix]` of this side's registry, as the engine labels destinations.
+    fn registry_label(&self) -> String {
+        if self.registry_prefix.is_empty() {
+            self.registry_host.clone()
         } else {
-            format!("{}/{}/", self.registry_host, self.registry_prefix)
+            format!("{}/{}", self.registry_host, self.registry_prefix)
+        }
+    }
+
+    /// Writes the package's resources on this side, or says why none were written. Only this
+    /// side's registry matters: a failed standby image does not hold back the primary's
+    /// resources, nor the other way round.
+    pub async fn publish(&self, outcome: &PackageOutcome) -> Publication {
+        let mut publication = Publication {
+            platform: self.platform.host(),
+            ..Default::default()
         };
-        let missing = report
-            .images
+        let label = self.registry_label();
+        let images = outcome
+            .destination(&label)
+            .map_or(&[][..], |d| &d.images[..]);
+        let any_images = outcome.destinations.iter().any(|d| !d.images.is_empty());
+        if any_images && images.is_empty() {
+            publication.skipped = Some(format!("no image of the package reached registry {label}"));
+            return publication;
+        }
+        let missing = images
             .iter()
-            .filter(|i| i.destination.starts_with(&label))
-            .filter(|i| i.status == ImageStatus::Failed || i.error.is_some())
+            .filter(|i| matches!(i.state, ImageState::Failed(_)))
             .count();
-        let reached = report
-            .images
-            .iter()
-            .filter(|i| i.destination.starts_with(&label))
-            .count();
-        if !report.images.is_empty() && reached == 0 {
-            report.resources_skipped = Some(format!(
-                "no image of the package reached registry {}",
-                label.trim_end_matches('/')
+        if missing > 0 {
+            publication.skipped = Some(format!(
+                "{missing} image(s) of the package are not in registry {label}"
             ));
-            return;
+            return publication;
         }
-        if report.error.is_some() || missing > 0 {
-            let why = if missing > 0 {
-                format!(
-                    "{missing} image(s) of the package are not in registry {}",
-                    label.trim_end_matches('/')
-                )
-            } else {
-                "the package failed before its images were pushed".to_string()
-            };
-            report.resources_skipped = Some(match report.resources_skipped.take() {
-                Some(before) => format!("{before}; {why}"),
-                None => why,
-            });
-            return;
+        if outcome.error.is_some() {
+            publication.skipped = Some("the package failed before its images were pushed".into());
+            return publication;
         }
-        let Some(meta) = report.meta.clone() else {
-            return;
+        let Some(meta) = &outcome.meta else {
+            return publication;
         };
-        let chart_ref = report
-            .images
+        let chart_ref = images
             .iter()
             .filter(|i| i.source.starts_with("charts/"))
-            .find_map(|i| i.destination.strip_prefix(&label).map(str::to_string));
-        let spec = match self.spec(&meta, chart_ref.as_deref()) {
+            .find_map(|i| Some(format!("{}:{}", i.repo.as_ref()?, i.reference)));
+        let spec = match self.spec(meta, chart_ref.as_deref()) {
             Ok(s) => s,
             Err(e) => {
-                report.error = Some((&e).into());
-                return;
+                publication.error = Some(e);
+                return publication;
             }
         };
         let clusters = match meta.spec.kind.as_str() {
             "bundle" => self.clusters.clone(),
             other => {
                 if self.clusters_given && self.clusters != ["global"] {
-                    report.warnings.push(format!(
+                    publication.warnings.push(format!(
                         "--clusters is ignored for {} packages: their resources go to cluster \
                          global, and the platform distributes them",
                         if other == "plugin" {
@@ -364,14 +362,10 @@ impl Publisher {
                 }
             }
         });
-        let host = self.platform.host();
         for outcomes in futures::future::join_all(writes).await {
-            report.resources.extend(outcomes.iter().map(|o| {
-                let mut r = ResourceReport::from(o);
-                r.platform = host.clone();
-                r
-            }));
+            publication.resources.extend(outcomes);
         }
+        publication
     }
 
     /// `chart`: for chart packages, the pushed chart's `repo:tag` in this registry, which the
@@ -419,23 +413,21 @@ impl Publisher {
 
 /// `--skip-push`: the engine ran as a dry run; an image it would push is missing from the
 /// registry, which makes the package fail (its resources would point at nothing).
-pub fn require_present(report: &mut PackageReport) {
-    for i in &mut report.images {
-        if i.status == ImageStatus::Planned {
-            i.status = ImageStatus::Failed;
-            i.error = Some(
-                (&Error::new(
+pub fn require_present(outcome: &mut PackageOutcome) {
+    for d in &mut outcome.destinations {
+        for i in &mut d.images {
+            if matches!(i.state, ImageState::Planned) {
+                i.state = ImageState::Failed(Error::new(
                     crate::error::ErrorKind::Registry,
                     format!(
                         "image {} is not in the registry: --skip-push writes resources only for \
                          packages whose images are all present; push without --skip-push first",
-                        i.destination
+                        i.destination(&d.label)
                     ),
-                ))
-                    .into(),
-            );
+                ));
+            }
         }
+        d.plan = None;
+        d.blobs = Default::default();
     }
-    report.plan.clear();
-    report.blobs = Default::default();
 }

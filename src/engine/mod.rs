@@ -7,50 +7,18 @@
 //! a blob both need is decompressed and hashed once and sent to both.
 
 mod buffers;
+pub mod outcome;
 mod state;
+mod stop;
 pub mod stream;
 mod verifier;
 
-use std::sync::atomic::{AtomicI32, Ordering};
-
-use tokio_util::sync::CancellationToken;
-
-/// Asks a run to stop. On a first SIGINT/SIGTERM the engine starts no new upload (blobs
-/// waiting for room are let go at once), lets those in flight finish, pushes the manifests of
-/// complete images, and returns so that the summary can be printed. Which signal it was is
-/// kept for the exit code (130 or 143). One per run, handed down; no process-wide state.
-#[derive(Clone, Debug, Default)]
-pub struct Stop {
-    token: CancellationToken,
-    signal: Arc<AtomicI32>,
-}
-
-impl Stop {
-    pub fn request(&self, signal: i32) {
-        self.signal.store(signal, Ordering::SeqCst);
-        self.token.cancel();
-    }
-
-    pub fn signal(&self) -> Option<i32> {
-        Some(self.signal.load(Ordering::SeqCst)).filter(|s| *s != 0)
-    }
-
-    pub fn requested(&self) -> bool {
-        self.token.is_cancelled()
-    }
-
-    /// Completes when a stop is requested.
-    pub async fn requested_wait(&self) {
-        self.token.cancelled().await
-    }
-}
-
-pub(crate) fn interrupted() -> Error {
-    Error::new(
-        crate::error::ErrorKind::Interrupted,
-        "interrupted before this was sent; run the same command again to continue",
-    )
-}
+pub use outcome::{
+    BlobCounts, DestinationOutcome, ImageOutcome, ImageState, Observer, PackageObserver,
+    PackageOutcome, PlanSummary,
+};
+pub(crate) use stop::interrupted;
+pub use stop::Stop;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -65,10 +33,6 @@ use stream::{StreamCtx, StreamJob, Target};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::plan::{self, ImageNeeds, Plan};
-use crate::report::progress::{PackageLine, Progress};
-use crate::report::{
-    BlobCounts, ErrorReport, ImageReport, ImageStatus, PackageReport, PlanSummary,
-};
 use crate::sink::Registry;
 use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, SourceRef};
 
@@ -127,14 +91,6 @@ enum Placed {
     Uploaded,
 }
 
-#[derive(Debug, Clone)]
-enum ImageState {
-    Todo,
-    Present,
-    Pushed,
-    Failed(Error),
-}
-
 /// Per destination: what each blob became, and each image's state.
 struct DestRun {
     blobs: HashMap<(String, Digest), std::result::Result<Placed, Error>>,
@@ -177,38 +133,35 @@ impl Engine {
         }
     }
 
-    pub async fn push_package(&self, pkg: &Package, progress: &Progress) -> PackageReport {
-        let line = progress.package(&pkg.label());
-        let mut report = PackageReport::new(pkg.label());
+    /// Pushes one package to every destination of the engine. Never fails as a whole: what
+    /// went wrong is in the outcome (the package's error, or an image's state).
+    pub async fn push_package(&self, pkg: &Package, observer: &dyn Observer) -> PackageOutcome {
+        let line = observer.package(&pkg.label());
+        let mut outcome = PackageOutcome::new(pkg.label());
         if self.opts.stop.requested() {
-            return failed_package(report, &line, interrupted());
+            return failed_package(outcome, line.as_ref(), interrupted());
         }
         line.step("reading package");
         let reader = pkg.clone();
         let head = match tokio::task::spawn_blocking(move || reader.read_head()).await {
             Ok(Ok(h)) => h,
-            Ok(Err(e)) => return failed_package(report, &line, e),
+            Ok(Err(e)) => return failed_package(outcome, line.as_ref(), e),
             Err(e) => {
-                return failed_package(
-                    report,
-                    &line,
-                    Error::internal(format!("reader crashed: {e}")),
-                )
+                let e = Error::internal(format!("reader crashed: {e}"));
+                return failed_package(outcome, line.as_ref(), e);
             }
         };
-        report.name = head.meta.metadata.name.clone();
-        report.version = head.meta.metadata.version.clone();
-        report.kind = head.meta.spec.kind.clone();
-        report.meta = Some(head.meta.clone());
-        report.charts = head.charts.clone();
-        report.warnings = head.warnings.clone();
+        outcome.meta = Some(head.meta.clone());
+        outcome.charts = head.charts.clone();
+        outcome.warnings = head.warnings.clone();
         for w in &head.warnings {
             tracing::warn!("{}: {w}", pkg.label());
         }
 
         let (images, broken) = resolve_images(&head);
         if let Err(e) = consistent_sizes(&images) {
-            return failed_package(report, &line, e.context(format!("package {}", pkg.label())));
+            let e = e.context(format!("package {}", pkg.label()));
+            return failed_package(outcome, line.as_ref(), e);
         }
         for img in &images {
             for b in img
@@ -222,21 +175,7 @@ impl Engine {
                     img.source, b.digest, b.media_type
                 );
                 tracing::warn!("{}: {w}", pkg.label());
-                report.warnings.push(w);
-            }
-        }
-        for (source, digest, e) in &broken {
-            for d in &self.dests {
-                report.images.push(ImageReport {
-                    source: source.clone(),
-                    destination: format!("{}/?", d.registry.label()),
-                    digest: digest.clone(),
-                    status: ImageStatus::Failed,
-                    error: Some(ErrorReport::from(
-                        &e.clone()
-                            .context(format!("package {}: image {source}", pkg.label())),
-                    )),
-                });
+                outcome.warnings.push(w);
             }
         }
 
@@ -244,34 +183,25 @@ impl Engine {
         let mut runs = Vec::new();
         for d in &self.dests {
             let run = self.survey(d, &images).await;
-            progress.add_total(run.plan.bytes_to_send());
+            observer.planned_bytes(run.plan.bytes_to_send());
             runs.push(run);
         }
 
         if self.opts.dry_run {
-            for (di, run) in runs.iter().enumerate() {
-                report.plan.push(self.summarize(di, run, &images));
-                self.report_images(&mut report, di, run, &images, pkg);
-                report.blobs.uploaded += run.plan.uploads.len() as u64;
-                report.blobs.bytes += run.plan.bytes_to_send();
-                report.blobs.mounted += run.plan.mounts.len() as u64
-                    + run
-                        .plan
-                        .uploads
-                        .iter()
-                        .map(|u| u.then_mount.len() as u64)
-                        .sum::<u64>();
-                report.blobs.present += run.plan.present as u64;
-                report.blobs.nondistributable += run.plan.nondistributable.len() as u64;
+            for (d, run) in self.dests.iter().zip(&runs) {
+                let mut dest = self.destination_outcome(d, run, &images, &broken, pkg);
+                dest.plan = Some(summarize(d, run, &images));
+                dest.blobs = planned_counts(&run.plan);
+                outcome.destinations.push(dest);
             }
             line.done("planned (dry run)");
-            return report;
+            return outcome;
         }
 
         let uploads: usize = runs.iter().map(|r| r.plan.uploads.len()).sum();
         let bytes: u64 = runs.iter().map(|r| r.plan.bytes_to_send()).sum();
         if uploads > 0 {
-            line.set(&format!(
+            line.note(&format!(
                 "sending {uploads} blobs ({})",
                 crate::report::human_bytes(bytes)
             ));
@@ -281,7 +211,7 @@ impl Engine {
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
             for state in runs.iter_mut().flat_map(|r| r.images.iter_mut()) {
-                if matches!(state, ImageState::Todo) {
+                if matches!(state, ImageState::Planned) {
                     *state = ImageState::Failed(e.clone().context("manifest not pushed"));
                 }
             }
@@ -290,20 +220,26 @@ impl Engine {
         line.step("pushing manifests");
         for (di, run) in runs.iter_mut().enumerate() {
             self.push_manifests(di, run, &images).await;
-            self.count(di, run, &images, &mut report.blobs).await;
-            self.report_images(&mut report, di, run, &images, pkg);
+            let d = &self.dests[di];
+            let mut dest = self.destination_outcome(d, run, &images, &broken, pkg);
+            dest.blobs = self.placed_counts(d, run, &images).await;
+            outcome.destinations.push(dest);
         }
-        let failed = report
-            .images
+        let images: Vec<&ImageOutcome> = outcome
+            .destinations
             .iter()
-            .filter(|i| i.status == ImageStatus::Failed)
+            .flat_map(|d| &d.images)
+            .collect();
+        let failed = images
+            .iter()
+            .filter(|i| matches!(i.state, ImageState::Failed(_)))
             .count();
         line.done(&if failed == 0 {
-            format!("done ({} images)", report.images.len())
+            format!("done ({} images)", images.len())
         } else {
             format!("{failed} images FAILED")
         });
-        report
+        outcome
     }
 
     /// Small requests (HEAD, mount, manifest, configs from memory) in flight at once: on a
@@ -327,7 +263,7 @@ impl Engine {
 
         let mut run = DestRun {
             blobs: HashMap::new(),
-            images: vec![ImageState::Todo; images.len()],
+            images: vec![ImageState::Planned; images.len()],
             plan: Plan::default(),
         };
         let mut pairs: HashSet<(String, Digest)> = HashSet::new();
@@ -374,7 +310,7 @@ impl Engine {
         let needs: Vec<ImageNeeds> = images
             .iter()
             .zip(&run.images)
-            .filter(|(_, s)| matches!(s, ImageState::Todo))
+            .filter(|(_, s)| matches!(s, ImageState::Planned))
             .map(|(img, _)| ImageNeeds {
                 repo: &img.repo,
                 blobs: &img.graph.blobs,
@@ -405,30 +341,6 @@ impl Engine {
         plan.mounts.retain(|m| !failed(&m.repo, &m.digest));
         run.plan = plan;
         run
-    }
-
-    fn summarize(&self, di: usize, run: &DestRun, images: &[Image]) -> PlanSummary {
-        let present = run
-            .images
-            .iter()
-            .filter(|s| matches!(s, ImageState::Present))
-            .count() as u64;
-        PlanSummary {
-            destination: self.dests[di].registry.host.clone(),
-            images_to_push: images.len() as u64 - present,
-            images_present: present,
-            blobs_to_upload: run.plan.uploads.len() as u64,
-            bytes_to_upload: run.plan.bytes_to_send(),
-            blobs_to_mount: run.plan.mounts.len() as u64
-                + run
-                    .plan
-                    .uploads
-                    .iter()
-                    .map(|u| u.then_mount.len() as u64)
-                    .sum::<u64>(),
-            blobs_present: run.plan.present as u64,
-            nondistributable: run.plan.nondistributable.len() as u64,
-        }
     }
 
     /// Mounts, then uploads (from memory or streamed), then mounts of freshly uploaded blobs;
@@ -615,7 +527,7 @@ impl Engine {
         let ready: Vec<(usize, Shared<()>)> = images
             .iter()
             .enumerate()
-            .filter(|(i, _)| matches!(run.images[*i], ImageState::Todo))
+            .filter(|(i, _)| matches!(run.images[*i], ImageState::Planned))
             .map(|(i, img)| (i, blobs_ready(img, &run.blobs, allow)))
             .collect();
         let results: Vec<(usize, Shared<()>)> =
@@ -651,12 +563,14 @@ impl Engine {
         }
     }
 
-    async fn count(&self, di: usize, run: &DestRun, images: &[Image], counts: &mut BlobCounts) {
+    /// What this run placed in one destination (and remembers it for later packages).
+    async fn placed_counts(&self, d: &Destination, run: &DestRun, images: &[Image]) -> BlobCounts {
         let sizes: HashMap<&Digest, u64> = images
             .iter()
             .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
             .collect();
-        let mut known = self.dests[di].known.lock().await;
+        let mut counts = BlobCounts::default();
+        let mut known = d.known.lock().await;
         for ((repo, digest), r) in &run.blobs {
             match r {
                 Ok(p) => {
@@ -673,45 +587,89 @@ impl Engine {
                 Err(_) => counts.failed += 1,
             }
         }
-        counts.nondistributable += run.plan.nondistributable.len() as u64;
+        counts.nondistributable = run.plan.nondistributable.len() as u64;
+        counts
     }
 
-    fn report_images(
+    /// The images of one destination: the unresolvable ones first, then the package's order.
+    fn destination_outcome(
         &self,
-        report: &mut PackageReport,
-        di: usize,
+        d: &Destination,
         run: &DestRun,
         images: &[Image],
+        broken: &[(String, String, Error)],
         pkg: &Package,
-    ) {
-        let host = &self.dests[di].registry.label();
-        for (i, img) in images.iter().enumerate() {
-            let sep = if img.reference.starts_with("sha256:") {
-                "@"
-            } else {
-                ":"
-            };
-            let (status, error) = match &run.images[i] {
-                ImageState::Todo => (ImageStatus::Planned, None),
-                ImageState::Pushed => (ImageStatus::Pushed, None),
-                ImageState::Present => (ImageStatus::Present, None),
-                ImageState::Failed(e) => (
-                    ImageStatus::Failed,
-                    Some(ErrorReport::from(&e.clone().context(format!(
-                        "package {}: image {}",
-                        pkg.label(),
-                        img.source
-                    )))),
-                ),
-            };
-            report.images.push(ImageReport {
+    ) -> DestinationOutcome {
+        let in_package = |source: &str, e: &Error| {
+            e.clone()
+                .context(format!("package {}: image {source}", pkg.label()))
+        };
+        let unresolved = broken.iter().map(|(source, digest, e)| ImageOutcome {
+            source: source.clone(),
+            repo: None,
+            reference: String::new(),
+            digest: digest.clone(),
+            state: ImageState::Failed(in_package(source, e)),
+        });
+        let resolved = images
+            .iter()
+            .zip(&run.images)
+            .map(|(img, state)| ImageOutcome {
                 source: img.source.clone(),
-                destination: format!("{host}/{}{sep}{}", img.repo, img.reference),
+                repo: Some(img.repo.clone()),
+                reference: img.reference.clone(),
                 digest: img.graph.root.digest.to_string(),
-                status,
-                error,
+                state: match state {
+                    ImageState::Failed(e) => ImageState::Failed(in_package(&img.source, e)),
+                    other => other.clone(),
+                },
             });
+        DestinationOutcome {
+            label: d.registry.label(),
+            images: unresolved.chain(resolved).collect(),
+            blobs: BlobCounts::default(),
+            plan: None,
         }
+    }
+}
+
+/// A dry run's counts: what the plan would do.
+fn planned_counts(plan: &Plan) -> BlobCounts {
+    BlobCounts {
+        uploaded: plan.uploads.len() as u64,
+        bytes: plan.bytes_to_send(),
+        mounted: plan_mounts(plan),
+        present: plan.present as u64,
+        nondistributable: plan.nondistributable.len() as u64,
+        failed: 0,
+    }
+}
+
+/// Mounts from repositories that hold the blob, and of blobs once uploaded.
+fn plan_mounts(plan: &Plan) -> u64 {
+    plan.mounts.len() as u64
+        + plan
+            .uploads
+            .iter()
+            .map(|u| u.then_mount.len() as u64)
+            .sum::<u64>()
+}
+
+fn summarize(d: &Destination, run: &DestRun, images: &[Image]) -> PlanSummary {
+    let present = run
+        .images
+        .iter()
+        .filter(|s| matches!(s, ImageState::Present))
+        .count() as u64;
+    PlanSummary {
+        destination: d.registry.host.clone(),
+        images_to_push: images.len() as u64 - present,
+        images_present: present,
+        blobs_to_upload: run.plan.uploads.len() as u64,
+        bytes_to_upload: run.plan.bytes_to_send(),
+        blobs_to_mount: plan_mounts(&run.plan),
+        blobs_present: run.plan.present as u64,
+        nondistributable: run.plan.nondistributable.len() as u64,
     }
 }
 
@@ -768,10 +726,14 @@ fn consistent_sizes(images: &[Image]) -> Result<()> {
     Ok(())
 }
 
-fn failed_package(mut report: PackageReport, line: &PackageLine, e: Error) -> PackageReport {
+fn failed_package(
+    mut outcome: PackageOutcome,
+    line: &dyn PackageObserver,
+    e: Error,
+) -> PackageOutcome {
     line.done(&format!("FAILED: {}", e.message));
-    report.error = Some(ErrorReport::from(&e));
-    report
+    outcome.error = Some(e);
+    outcome
 }
 
 /// Resolves every entry of index.json. Broken ones come back as (source, digest, error).

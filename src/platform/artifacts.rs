@@ -61,6 +61,20 @@ pub struct ResourceOutcome {
     pub error: Option<Error>,
 }
 
+/// What the publishing step did for one package on one platform side (primary or DR
+/// standby): the resources written per cluster, or why none were.
+#[derive(Debug, Clone, Default)]
+pub struct Publication {
+    /// The platform (host[:port]) the clusters belong to.
+    pub platform: String,
+    pub resources: Vec<ResourceOutcome>,
+    /// Why no resources were written (images missing from this side's registry, ...).
+    pub skipped: Option<String>,
+    pub warnings: Vec<String>,
+    /// The resources could not even be described (package.yaml lacks what they need).
+    pub error: Option<Error>,
+}
+
 /// A valid Kubernetes object name (RFC 1123 subdomain) made from free text: lower case,
 /// anything else than `[a-z0-9.-]` becomes `-`, trimmed to alphanumerics at both ends.
 pub fn object_name(raw: &str) -> String {

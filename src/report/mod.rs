@@ -6,8 +6,9 @@ pub mod progress;
 
 use serde::Serialize;
 
+use crate::engine::{ImageState, PackageOutcome};
 use crate::error::{Error, ErrorKind};
-use crate::platform::artifacts::Action;
+use crate::platform::artifacts::{Action, Publication};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
@@ -46,42 +47,7 @@ pub struct ImageReport {
     pub error: Option<ErrorReport>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct BlobCounts {
-    pub uploaded: u64,
-    /// Already in the destination repository (HEAD said so).
-    pub present: u64,
-    pub mounted: u64,
-    pub failed: u64,
-    /// Foreign / non-distributable layers left out.
-    pub nondistributable: u64,
-    /// Blob bytes uploaded (or, in a dry run, to upload).
-    pub bytes: u64,
-}
-
-impl BlobCounts {
-    pub fn add(&mut self, o: &BlobCounts) {
-        self.uploaded += o.uploaded;
-        self.present += o.present;
-        self.mounted += o.mounted;
-        self.failed += o.failed;
-        self.nondistributable += o.nondistributable;
-        self.bytes += o.bytes;
-    }
-}
-
-/// A dry run's plan for one package and destination.
-#[derive(Debug, Clone, Serialize)]
-pub struct PlanSummary {
-    pub destination: String,
-    pub images_to_push: u64,
-    pub images_present: u64,
-    pub blobs_to_upload: u64,
-    pub bytes_to_upload: u64,
-    pub blobs_to_mount: u64,
-    pub blobs_present: u64,
-    pub nondistributable: u64,
-}
+pub use crate::engine::{BlobCounts, PlanSummary};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PackageReport {
@@ -104,12 +70,6 @@ pub struct PackageReport {
     /// Why no resources were written although a platform was given (images missing, ...).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resources_skipped: Option<String>,
-    /// package.yaml, for the steps after the push (not printed: name/version/type are).
-    #[serde(skip)]
-    pub meta: Option<crate::source::PackageMeta>,
-    /// Chart archives in the package (`charts/*.tgz`), for the chart step.
-    #[serde(skip)]
-    pub charts: Vec<String>,
 }
 
 /// One platform resource of a package on one cluster.
@@ -140,22 +100,59 @@ impl From<&crate::platform::artifacts::ResourceOutcome> for ResourceReport {
 }
 
 impl PackageReport {
-    pub fn new(file: String) -> Self {
-        PackageReport {
-            file,
-            name: String::new(),
-            version: String::new(),
-            kind: String::new(),
+    /// The report of one package: the engine's outcome (with what the chart step added) and
+    /// what each platform side's publishing step did.
+    pub fn build(outcome: &PackageOutcome, publications: &[Publication]) -> Self {
+        let meta = outcome.meta.as_ref();
+        let mut report = PackageReport {
+            file: outcome.file.clone(),
+            name: meta.map(|m| m.metadata.name.clone()).unwrap_or_default(),
+            version: meta.map(|m| m.metadata.version.clone()).unwrap_or_default(),
+            kind: outcome.kind().to_string(),
             images: Vec::new(),
             blobs: BlobCounts::default(),
             plan: Vec::new(),
-            warnings: Vec::new(),
-            error: None,
+            warnings: outcome.warnings.clone(),
+            error: outcome.error.as_ref().map(ErrorReport::from),
             resources: Vec::new(),
             resources_skipped: None,
-            meta: None,
-            charts: Vec::new(),
+        };
+        for d in &outcome.destinations {
+            report.blobs.add(&d.blobs);
+            report.plan.extend(d.plan.clone());
+            report.images.extend(d.images.iter().map(|i| {
+                let (status, error) = match &i.state {
+                    ImageState::Planned => (ImageStatus::Planned, None),
+                    ImageState::Present => (ImageStatus::Present, None),
+                    ImageState::Pushed => (ImageStatus::Pushed, None),
+                    ImageState::Failed(e) => (ImageStatus::Failed, Some(ErrorReport::from(e))),
+                };
+                ImageReport {
+                    source: i.source.clone(),
+                    destination: i.destination(&d.label),
+                    digest: i.digest.clone(),
+                    status,
+                    error,
+                }
+            }));
         }
+        let mut skipped = Vec::new();
+        for p in publications {
+            report.warnings.extend(p.warnings.iter().cloned());
+            if report.error.is_none() {
+                report.error = p.error.as_ref().map(ErrorReport::from);
+            }
+            skipped.extend(p.skipped.clone());
+            report.resources.extend(p.resources.iter().map(|o| {
+                let mut r = ResourceReport::from(o);
+                r.platform = p.platform.clone();
+                r
+            }));
+        }
+        if !skipped.is_empty() {
+            report.resources_skipped = Some(skipped.join("; "));
+        }
+        report
     }
 
     pub fn errors(&self) -> impl Iterator<Item = &ErrorReport> {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+use crate::engine::{Observer, PackageObserver};
 use crate::sink::Counters;
 
 pub struct Progress {
@@ -87,35 +88,6 @@ impl Progress {
         }
     }
 
-    /// More bytes are planned (after a package's plan is known).
-    pub fn add_total(&self, bytes: u64) {
-        self.total.fetch_add(bytes, Ordering::Relaxed);
-    }
-
-    pub fn sent(&self) -> u64 {
-        sent(&self.counters)
-    }
-
-    /// A line for one package; returns a handle to update it.
-    pub fn package(&self, label: &str) -> PackageLine {
-        if let Ok(mut c) = self.current.lock() {
-            *c = label.to_string();
-        }
-        let bar = self.bars.as_ref().map(|(mp, _)| {
-            let b = mp.add(ProgressBar::new_spinner());
-            b.set_style(
-                ProgressStyle::with_template("  {spinner} {msg}").expect("static template"),
-            );
-            b.enable_steady_tick(Duration::from_millis(150));
-            b
-        });
-        PackageLine {
-            label: label.to_string(),
-            bar,
-            quiet: self.quiet,
-        }
-    }
-
     pub fn finish(self) {
         if let Some(t) = &self.ticker {
             t.abort();
@@ -127,15 +99,40 @@ impl Progress {
     }
 }
 
-pub struct PackageLine {
+impl Observer for Progress {
+    /// A line for one package; returns a handle to update it.
+    fn package(&self, label: &str) -> Box<dyn PackageObserver> {
+        if let Ok(mut c) = self.current.lock() {
+            *c = label.to_string();
+        }
+        let bar = self.bars.as_ref().map(|(mp, _)| {
+            let b = mp.add(ProgressBar::new_spinner());
+            b.set_style(
+                ProgressStyle::with_template("  {spinner} {msg}").expect("static template"),
+            );
+            b.enable_steady_tick(Duration::from_millis(150));
+            b
+        });
+        Box::new(PackageLine {
+            label: label.to_string(),
+            bar,
+            quiet: self.quiet,
+        })
+    }
+
+    fn planned_bytes(&self, bytes: u64) {
+        self.total.fetch_add(bytes, Ordering::Relaxed);
+    }
+}
+
+struct PackageLine {
     label: String,
     bar: Option<ProgressBar>,
     quiet: bool,
 }
 
-impl PackageLine {
-    /// A step worth a log line when not on a terminal.
-    pub fn set(&self, status: &str) {
+impl PackageObserver for PackageLine {
+    fn note(&self, status: &str) {
         match &self.bar {
             Some(b) => b.set_message(format!("{}: {status}", self.label)),
             None if !self.quiet => tracing::info!("{}: {status}", self.label),
@@ -143,15 +140,14 @@ impl PackageLine {
         }
     }
 
-    /// A minor step: shown on the terminal line, logged only with --debug.
-    pub fn step(&self, status: &str) {
+    fn step(&self, status: &str) {
         match &self.bar {
             Some(b) => b.set_message(format!("{}: {status}", self.label)),
             None => tracing::debug!("{}: {status}", self.label),
         }
     }
 
-    pub fn done(&self, status: &str) {
+    fn done(&self, status: &str) {
         match &self.bar {
             Some(b) => b.finish_with_message(format!("{}: {status}", self.label)),
             None if !self.quiet => tracing::info!("{}: {status}", self.label),
