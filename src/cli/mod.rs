@@ -1,6 +1,7 @@
 //! The command line. Flags keep the spelling of `violet push` and `upgrade.sh` where those
 //! tools have them (`--dest-repo`, `--username`, `--password`, `--no-auth`, `--plain`, ...).
 
+mod destination;
 mod gc;
 mod list;
 mod platform_flags;

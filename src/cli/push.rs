@@ -1,21 +1,20 @@
 //! `ferry push`: every image of every package into the destination registry.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 
+use super::destination::{CredentialFlags, Role, Side, Trust};
 use super::platform_flags::PlatformFlags;
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{Publisher, Run};
-use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
 use crate::report::estimate_line;
-use crate::sink::{auth, Credentials, Registry, RegistryOptions, Secret};
+use crate::sink::Secret;
 use crate::source;
 
 #[derive(Args, Debug)]
@@ -154,58 +153,6 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
     Ok((v * mult) as u64)
 }
 
-/// Where one destination's credentials come from.
-#[derive(Clone, Copy)]
-struct CredentialFlags<'a> {
-    no_auth: bool,
-    username: Option<&'a String>,
-    password: Option<&'a String>,
-    password_stdin: bool,
-    /// Flag names, for messages.
-    prefix: &'a str,
-}
-
-fn credentials(f: CredentialFlags<'_>, host: &str) -> Result<Option<Credentials>, Error> {
-    if f.no_auth {
-        return Ok(None);
-    }
-    let password = if f.password_stdin {
-        let mut line = String::new();
-        std::io::stdin()
-            .lock()
-            .read_line(&mut line)
-            .map_err(|e| Error::new(ErrorKind::Internal, format!("--password-stdin: {e}")))?;
-        Some(line.trim_end_matches(['\r', '\n']).to_string())
-    } else {
-        f.password.cloned()
-    };
-    let p = f.prefix;
-    match (f.username, password) {
-        (Some(u), Some(pw)) => Ok(Some(Credentials {
-            username: u.clone(),
-            password: Secret::new(pw),
-        })),
-        (Some(_), None) => Err(Error::new(
-            ErrorKind::Auth,
-            format!("--{p}username needs --{p}password (or its environment variable)"),
-        )),
-        (None, Some(_)) => Err(Error::new(
-            ErrorKind::Auth,
-            format!("a password was given without --{p}username"),
-        )),
-        (None, None) => Ok(auth::from_auth_files(host)),
-    }
-}
-
-/// One side's registry flags (primary: `--dest-repo`, `--username`...; DR standby:
-/// `--standby-registry`, `--standby-username`...).
-struct Side<'a> {
-    dest_repo: Option<&'a String>,
-    creds: CredentialFlags<'a>,
-    /// The flag naming the registry, for messages.
-    dest_flag: &'a str,
-}
-
 fn standby_platform_options(
     args: &PushArgs,
     timeout: std::time::Duration,
@@ -246,135 +193,6 @@ fn standby_platform_options(
     }))
 }
 
-/// The registry the images go to, and why that one.
-struct Destination {
-    host: String,
-    prefix: String,
-    plain: bool,
-    credentials: Option<Credentials>,
-    credential_source: CredentialSource,
-    why: String,
-}
-
-fn registries_label(d: &Destination) -> String {
-    if d.prefix.is_empty() {
-        d.host.clone()
-    } else {
-        format!("{}/{}", d.host, d.prefix)
-    }
-}
-
-/// `--dest-repo` (with its credentials), else the platform's registry from `ProductBase`
-/// `base` in cluster `global` with the platform's own credentials for it.
-async fn resolve_destination(
-    side: Side<'_>,
-    plain_flag: bool,
-    platform: Option<&Platform>,
-) -> Result<Destination, Error> {
-    let c = side.creds;
-    let flags_given = c.username.is_some() || c.password.is_some() || c.password_stdin;
-    if let Some(dest) = side.dest_repo {
-        if platform.is_some() && !flags_given && !c.no_auth {
-            let p = c.prefix;
-            return Err(Error::new(
-                ErrorKind::Usage,
-                format!(
-                    "{} with --{p}platform-address needs the registry's credentials \
-                     (--{p}username with --{p}password) or --{p}no-auth",
-                    side.dest_flag
-                ),
-            ));
-        }
-        let (host, plain, prefix) = split_host(dest, plain_flag)?;
-        let credentials = credentials(c, &host)?;
-        let credential_source = match (&credentials, flags_given) {
-            (None, _) => CredentialSource::None,
-            (Some(_), true) => CredentialSource::Flags,
-            (Some(_), false) => CredentialSource::AuthFile,
-        };
-        return Ok(Destination {
-            host,
-            prefix,
-            plain,
-            credentials,
-            credential_source,
-            why: format!("from {}", side.dest_flag),
-        });
-    }
-    let Some(platform) = platform else {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            format!(
-                "give {} or a platform to find the registry on",
-                side.dest_flag
-            ),
-        ));
-    };
-    let global = platform.cluster("global")?;
-    let product = platform_registry::product_registry(&global).await?;
-    let address = product.address.clone().ok_or_else(|| {
-        Error::new(
-            ErrorKind::Platform,
-            "cluster global: ProductBase base has no spec.registry.address; give the registry \
-             with --dest-repo",
-        )
-    })?;
-    let (host, plain, prefix) = split_host(&address, plain_flag)?;
-    let (credentials, credential_source) = if c.no_auth {
-        (None, CredentialSource::None)
-    } else if flags_given {
-        (credentials(c, &host)?, CredentialSource::Flags)
-    } else if let Some(c) = product.credentials.clone() {
-        (Some(c), CredentialSource::ProductBase)
-    } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
-        (Some(c), CredentialSource::Secret)
-    } else {
-        (None, CredentialSource::None)
-    };
-    Ok(Destination {
-        host,
-        prefix,
-        plain,
-        credentials,
-        credential_source,
-        why: format!(
-            "from ProductBase base in cluster global of {}{}",
-            platform.host(),
-            if product.external {
-                ", an external registry"
-            } else {
-                ""
-            }
-        ),
-    })
-}
-
-/// `host[:port]`, or `http://host` (plain HTTP) / `https://host`.
-/// `host[:port][/prefix]`, or with `http://` (plain HTTP) / `https://` in front. IPv6 hosts
-/// are bracketed (`[fd00::20]:11443`). Credentials in the address (`user:pass@host`) are
-/// refused: they would be echoed in errors, logs and reports, where the flags' values never are.
-pub(crate) fn split_host(s: &str, plain: bool) -> Result<(String, bool, String), Error> {
-    let (rest, plain) = match s.trim().trim_end_matches('/') {
-        h if h.starts_with("http://") => (h.trim_start_matches("http://"), true),
-        h => (h.trim_start_matches("https://"), plain),
-    };
-    let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-    if host.contains('@') {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            "the registry address must not carry credentials (user:password@host): give them \
-             with --username and --password-stdin (or FERRY_PASSWORD) instead",
-        ));
-    }
-    if host.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            format!("registry address {s:?} has no host"),
-        ));
-    }
-    Ok((host.to_string(), plain, prefix.to_string()))
-}
-
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
@@ -402,7 +220,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         )),
         None => None,
     };
-    let primary = Side {
+    let mut sides = vec![Side {
+        role: Role::Primary,
         dest_repo: args.dest_repo.as_ref(),
         creds: CredentialFlags {
             no_auth: args.no_auth,
@@ -411,15 +230,17 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             password_stdin: args.password_stdin,
             prefix: "",
         },
+        trust: Trust {
+            plain: args.plain,
+            insecure: args.insecure,
+            ca_file: args.ca_file.clone(),
+        },
         dest_flag: "--dest-repo",
-    };
-    let mut dests = vec![rt.block_on(resolve_destination(
-        primary,
-        args.plain,
-        platform.as_deref(),
-    ))?];
+        platform,
+    }];
     if args.standby_registry.is_some() || standby_platform.is_some() {
-        let standby = Side {
+        sides.push(Side {
+            role: Role::Standby,
             dest_repo: args.standby_registry.as_ref(),
             creds: CredentialFlags {
                 no_auth: args.standby_no_auth,
@@ -428,76 +249,39 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 password_stdin: false,
                 prefix: "standby-",
             },
+            trust: Trust {
+                plain: args.standby_plain,
+                insecure: args.standby_insecure,
+                ca_file: args
+                    .standby_ca_file
+                    .clone()
+                    .or_else(|| args.ca_file.clone()),
+            },
             dest_flag: "--standby-registry",
-        };
-        dests.push(
-            rt.block_on(resolve_destination(
-                standby,
-                args.standby_plain,
-                standby_platform.as_deref(),
-            ))
-            .map_err(|e| e.context("DR standby"))?,
-        );
+            platform: standby_platform,
+        });
     }
-    for (i, d) in dests.iter().enumerate() {
-        let insecure = if i == 0 {
-            args.insecure
-        } else {
-            args.standby_insecure
-        };
-        let transport = if d.plain {
-            "plain HTTP"
-        } else if insecure {
-            "TLS, certificate NOT verified"
-        } else {
-            "TLS"
-        };
-        if platform.is_some() || standby_platform.is_some() || dests.len() > 1 {
-            eprintln!(
-                "{}registry {} ({}); {transport}; credentials {}",
-                if i == 0 { "" } else { "standby " },
-                registries_label(d),
-                d.why,
-                d.credential_source
-            );
+    let dests = sides
+        .into_iter()
+        .map(|side| rt.block_on(side.resolve()))
+        .collect::<Result<Vec<_>, Error>>()?;
+    if dests.len() > 1 || dests.iter().any(|d| d.platform.is_some()) {
+        for d in &dests {
+            eprintln!("{}", d.describe());
         }
     }
-    let mut registries = Vec::new();
-    for (i, d) in dests.iter().enumerate() {
-        let ca_file = if i == 0 {
-            args.ca_file.clone()
-        } else {
-            args.standby_ca_file
-                .clone()
-                .or_else(|| args.ca_file.clone())
-        };
-        registries.push(Arc::new(Registry::new(RegistryOptions {
-            host: d.host.clone(),
-            prefix: d.prefix.clone(),
-            plain_http: d.plain,
-            insecure: if i == 0 {
-                args.insecure
-            } else {
-                args.standby_insecure
-            },
-            ca_file,
-            extra_roots: Vec::new(),
-            credentials: d.credentials.clone(),
-            credential_origin: Some(d.credential_source.to_string()),
-            retry: retry.clone(),
-            timeout,
-        })?));
-    }
+    let registries = dests
+        .iter()
+        .map(|d| d.registry(&retry, timeout))
+        .collect::<Result<Vec<_>, Error>>()?;
     // Each side's resources are written once its own images are in.
-    let sides = [platform.clone(), standby_platform.clone()];
     let publishers: Vec<Publisher> = if args.skip_crs {
         Vec::new()
     } else {
-        sides
+        dests
             .iter()
-            .zip(&dests)
-            .filter_map(|(p, d)| {
-                p.as_ref().map(|p| Publisher {
+            .filter_map(|d| {
+                d.platform.as_ref().map(|p| Publisher {
                     platform: p.clone(),
                     registry_host: d.host.clone(),
                     registry_prefix: d.prefix.clone(),

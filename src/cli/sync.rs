@@ -14,6 +14,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
+use super::destination::{Destination, Role, Trust};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind, Result};
@@ -22,7 +23,7 @@ use crate::platform::kubeconfig::{self, Kubeconfig};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::{apply, preflight};
 use crate::report::{ErrorReport, ResourceReport, RunReport};
-use crate::sink::{Credentials, Registry, RegistryOptions, Secret};
+use crate::sink::{Credentials, Registry, Secret};
 use crate::source::core::CorePackage;
 
 #[derive(Args, Debug)]
@@ -174,47 +175,46 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         .map(|k| k.cluster_ca.clone())
         .unwrap_or_default();
     // the same address rules as push (`host[:port][/prefix]`, scheme, no credentials)
-    let registry_options = |address: String, credentials, credential_origin, standby: bool| {
-        let (plain, insecure) = if standby {
-            (args.standby_plain, args.standby_insecure)
-        } else {
-            (args.plain, args.insecure)
-        };
-        let (host, plain_http, prefix) =
-            super::push::split_host(&address, plain).unwrap_or((address, plain, String::new()));
-        RegistryOptions {
-            host,
-            prefix,
-            plain_http,
-            insecure,
-            ca_file: args.ca_file.clone(),
-            extra_roots: if args.ca_file.is_some() {
-                Vec::new()
-            } else {
-                extra_roots.clone()
+    let destination = |role: Role,
+                       address: &str,
+                       credentials: Option<Credentials>,
+                       origin: String|
+     -> Result<Arc<Registry>> {
+        let trust = match role {
+            Role::Primary => Trust {
+                plain: args.plain,
+                insecure: args.insecure,
+                ca_file: args.ca_file.clone(),
             },
-            credentials,
-            credential_origin,
-            retry: retry.clone(),
-            timeout,
+            Role::Standby => Trust {
+                plain: args.standby_plain,
+                insecure: args.standby_insecure,
+                ca_file: args.ca_file.clone(),
+            },
+        };
+        let mut d = Destination::from_address(role, address, trust)?;
+        if args.ca_file.is_none() {
+            d.extra_roots = extra_roots.clone();
         }
+        d.credentials = credentials;
+        d.credential_origin = origin;
+        d.registry(&retry, timeout)
     };
 
     if let (Some(dest), false) = (&dest, args.skip_sync_image || report.decision.skip_sync) {
-        let mut registries = vec![Arc::new(Registry::new(registry_options(
-            dest.0.clone(),
+        let mut registries = vec![destination(
+            Role::Primary,
+            &dest.0,
             dest.1.clone(),
-            Some(report.decision.credentials.clone()),
-            false,
-        ))?)];
+            report.decision.credentials.clone(),
+        )?];
         if let Some(standby) = &args.standby_registry {
-            let creds = standby_credentials(&args)?;
-            registries.push(Arc::new(Registry::new(registry_options(
-                standby.clone(),
-                creds,
-                Some("from --standby-username/--standby-password".into()),
-                true,
-            ))?));
+            registries.push(destination(
+                Role::Standby,
+                standby,
+                standby_credentials(&args)?,
+                "from --standby-username/--standby-password".into(),
+            )?);
         }
         let packages = core.packages();
         let run = crate::pipeline::Run {
@@ -244,13 +244,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
     if apply_manifests {
         let kube = kube.as_ref().expect("loaded when there are manifests");
         let registry = dest.as_ref().map(|d| d.0.clone());
+        let origin = report.decision.credentials.clone();
         match rt.block_on(manifests(
             &args,
             &core,
             kube,
             registry.as_deref(),
             dest.as_ref(),
-            &|a, c, o| registry_options(a, c, o, false),
+            &|a, c| destination(Role::Primary, a, c, origin.clone()),
         )) {
             Ok(outcomes) => {
                 report.manifests = outcomes.iter().map(ResourceReport::from).collect();
@@ -332,13 +333,14 @@ fn standby_credentials(args: &SyncArgs) -> Result<Option<Credentials>> {
     }
 }
 
-type Destination = (String, Option<Credentials>);
+/// The registry address chosen, and its credentials.
+type Chosen = (String, Option<Credentials>);
+
+/// A client for the chosen registry (address, credentials), trusted as for the sync.
+type Connect<'a> = dyn Fn(&str, Option<Credentials>) -> Result<Arc<Registry>> + 'a;
 
 /// Which registry, why, and with which credentials (the order upgrade.sh follows).
-async fn decide(
-    args: &SyncArgs,
-    kube: Option<&Kubeconfig>,
-) -> Result<(Decision, Option<Destination>)> {
+async fn decide(args: &SyncArgs, kube: Option<&Kubeconfig>) -> Result<(Decision, Option<Chosen>)> {
     let flag_creds = match (&args.username, &args.password) {
         (Some(u), Some(p)) => Some(Credentials {
             username: u.clone(),
@@ -413,8 +415,8 @@ async fn manifests(
     core: &CorePackage,
     kube: &Kubeconfig,
     registry: Option<&str>,
-    dest: Option<&Destination>,
-    registry_options: &dyn Fn(String, Option<Credentials>, Option<String>) -> RegistryOptions,
+    dest: Option<&Chosen>,
+    connect: &Connect<'_>,
 ) -> Result<Vec<ResourceOutcome>> {
     let mut objects = Vec::new();
     let mut refs = Vec::new();
@@ -428,7 +430,7 @@ async fn manifests(
     }
     if args.skip_sync_image {
         if let Some(dest) = dest {
-            let reg = Registry::new(registry_options(dest.0.clone(), dest.1.clone(), None))?;
+            let reg = connect(&dest.0, dest.1.clone())?;
             reg.check().await?;
             let mut missing = Vec::new();
             for r in &refs {

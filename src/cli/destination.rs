@@ -1,0 +1,299 @@
+//! Destinations as data: every registry a run writes to (the primary, and in DR setups the
+//! standby), resolved once from the flags and, where they say so, from the platform. After
+//! this point the primary and the standby are the same code: one value each, carrying its
+//! registry address, trust, credentials (and where they came from) and the platform whose
+//! Marketplace gets the resources.
+//!
+//! Not here: the wire (the sink) or what goes where (the engine).
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::platform::registry::{self as platform_registry, CredentialSource};
+use crate::platform::Platform;
+use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
+
+/// Which side of a DR pair a destination is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    Standby,
+}
+
+/// One registry the run writes to.
+pub struct Destination {
+    pub role: Role,
+    /// `host[:port]`.
+    pub host: String,
+    /// Repository prefix (`--dest-repo host/prefix`), empty for none.
+    pub prefix: String,
+    pub plain: bool,
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    /// More CA certificates (DER), e.g. the cluster CA of the node's kubeconfig.
+    pub extra_roots: Vec<Vec<u8>>,
+    pub credentials: Option<Credentials>,
+    /// Where the credentials came from, for the line printed before the run and for errors.
+    pub credential_origin: String,
+    /// Why this registry (which flag, or which platform resource named it).
+    pub why: String,
+    /// The platform whose Marketplace gets this side's resources, if any.
+    pub platform: Option<Arc<Platform>>,
+}
+
+impl Destination {
+    /// A registry given by address (`host[:port][/prefix]`, optional scheme), as the flags of
+    /// push and sync spell it.
+    pub fn from_address(role: Role, address: &str, trust: Trust) -> Result<Self, Error> {
+        let (host, plain, prefix) = split_host(address, trust.plain)?;
+        Ok(Destination {
+            role,
+            host,
+            prefix,
+            plain,
+            insecure: trust.insecure,
+            ca_file: trust.ca_file,
+            extra_roots: Vec::new(),
+            credentials: None,
+            credential_origin: CredentialSource::None.to_string(),
+            why: String::new(),
+            platform: None,
+        })
+    }
+
+    /// `host[:port][/prefix]`, as the engine and the reports name the destination.
+    pub fn label(&self) -> String {
+        if self.prefix.is_empty() {
+            self.host.clone()
+        } else {
+            format!("{}/{}", self.host, self.prefix)
+        }
+    }
+
+    /// The one line told before anything is sent: which registry, why, how it is reached,
+    /// where the credentials come from (never the secret).
+    pub fn describe(&self) -> String {
+        let transport = if self.plain {
+            "plain HTTP"
+        } else if self.insecure {
+            "TLS, certificate NOT verified"
+        } else {
+            "TLS"
+        };
+        format!(
+            "{}registry {} ({}); {transport}; credentials {}",
+            match self.role {
+                Role::Primary => "",
+                Role::Standby => "standby ",
+            },
+            self.label(),
+            self.why,
+            self.credential_origin
+        )
+    }
+
+    pub fn registry(&self, retry: &RetryPolicy, timeout: Duration) -> Result<Arc<Registry>, Error> {
+        let registry = Registry::new(RegistryOptions {
+            host: self.host.clone(),
+            prefix: self.prefix.clone(),
+            plain_http: self.plain,
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+            extra_roots: self.extra_roots.clone(),
+            credentials: self.credentials.clone(),
+            credential_origin: Some(self.credential_origin.clone()),
+            retry: retry.clone(),
+            timeout,
+        });
+        match self.role {
+            Role::Primary => registry.map(Arc::new),
+            Role::Standby => registry.map(Arc::new).map_err(|e| e.context("DR standby")),
+        }
+    }
+}
+
+/// How a registry is reached and trusted (`--plain`, `--insecure`, `--ca-file` and their
+/// `--standby-` twins).
+#[derive(Clone, Debug, Default)]
+pub struct Trust {
+    pub plain: bool,
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+/// Where one destination's credentials come from.
+#[derive(Clone, Copy)]
+pub struct CredentialFlags<'a> {
+    pub no_auth: bool,
+    pub username: Option<&'a String>,
+    pub password: Option<&'a String>,
+    pub password_stdin: bool,
+    /// Flag names, for messages (`""` or `"standby-"`).
+    pub prefix: &'a str,
+}
+
+impl CredentialFlags<'_> {
+    fn given(&self) -> bool {
+        self.username.is_some() || self.password.is_some() || self.password_stdin
+    }
+
+    /// The credentials the flags give; with none, those of a docker/podman login file for
+    /// `host`, if any.
+    pub fn resolve(&self, host: &str) -> Result<Option<Credentials>, Error> {
+        if self.no_auth {
+            return Ok(None);
+        }
+        let password = if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .lock()
+                .read_line(&mut line)
+                .map_err(|e| Error::new(ErrorKind::Internal, format!("--password-stdin: {e}")))?;
+            Some(line.trim_end_matches(['\r', '\n']).to_string())
+        } else {
+            self.password.cloned()
+        };
+        let p = self.prefix;
+        match (self.username, password) {
+            (Some(u), Some(pw)) => Ok(Some(Credentials {
+                username: u.clone(),
+                password: Secret::new(pw),
+            })),
+            (Some(_), None) => Err(Error::new(
+                ErrorKind::Auth,
+                format!("--{p}username needs --{p}password (or its environment variable)"),
+            )),
+            (None, Some(_)) => Err(Error::new(
+                ErrorKind::Auth,
+                format!("a password was given without --{p}username"),
+            )),
+            (None, None) => Ok(auth::from_auth_files(host)),
+        }
+    }
+}
+
+/// One side's flags (primary: `--dest-repo`, `--username`...; DR standby:
+/// `--standby-registry`, `--standby-username`...) and its platform, if one was given.
+pub struct Side<'a> {
+    pub role: Role,
+    pub dest_repo: Option<&'a String>,
+    pub creds: CredentialFlags<'a>,
+    pub trust: Trust,
+    /// The flag naming the registry, for messages.
+    pub dest_flag: &'a str,
+    pub platform: Option<Arc<Platform>>,
+}
+
+impl Side<'_> {
+    /// The registry given by the flags, else the platform's registry from `ProductBase` `base`
+    /// in cluster `global` with the platform's own credentials for it.
+    pub async fn resolve(self) -> Result<Destination, Error> {
+        let r = self.resolve_inner().await;
+        match self.role {
+            Role::Primary => r,
+            Role::Standby => r.map_err(|e| e.context("DR standby")),
+        }
+    }
+
+    async fn resolve_inner(&self) -> Result<Destination, Error> {
+        let c = self.creds;
+        let p = c.prefix;
+        if let Some(address) = self.dest_repo {
+            if self.platform.is_some() && !c.given() && !c.no_auth {
+                return Err(Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "{} with --{p}platform-address needs the registry's credentials \
+                         (--{p}username with --{p}password) or --{p}no-auth",
+                        self.dest_flag
+                    ),
+                ));
+            }
+            let mut d = Destination::from_address(self.role, address, self.trust.clone())?;
+            d.credentials = c.resolve(&d.host)?;
+            d.credential_origin = match (&d.credentials, c.given()) {
+                (None, _) => CredentialSource::None,
+                (Some(_), true) => CredentialSource::Flags,
+                (Some(_), false) => CredentialSource::AuthFile,
+            }
+            .to_string();
+            d.why = format!("from {}", self.dest_flag);
+            d.platform = self.platform.clone();
+            return Ok(d);
+        }
+        let Some(platform) = &self.platform else {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "give {} or a platform to find the registry on",
+                    self.dest_flag
+                ),
+            ));
+        };
+        let global = platform.cluster("global")?;
+        let product = platform_registry::product_registry(&global).await?;
+        let address = product.address.clone().ok_or_else(|| {
+            Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "cluster global: ProductBase base has no spec.registry.address; give the \
+                     registry with {}",
+                    self.dest_flag
+                ),
+            )
+        })?;
+        let mut d = Destination::from_address(self.role, &address, self.trust.clone())?;
+        let (credentials, source) = if c.no_auth {
+            (None, CredentialSource::None)
+        } else if c.given() {
+            (c.resolve(&d.host)?, CredentialSource::Flags)
+        } else if let Some(c) = product.credentials.clone() {
+            (Some(c), CredentialSource::ProductBase)
+        } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
+            (Some(c), CredentialSource::Secret)
+        } else {
+            (None, CredentialSource::None)
+        };
+        d.credentials = credentials;
+        d.credential_origin = source.to_string();
+        d.why = format!(
+            "from ProductBase base in cluster global of {}{}",
+            platform.host(),
+            if product.external {
+                ", an external registry"
+            } else {
+                ""
+            }
+        );
+        d.platform = Some(platform.clone());
+        Ok(d)
+    }
+}
+
+/// `host[:port][/prefix]`, or with `http://` (plain HTTP) / `https://` in front. IPv6 hosts
+/// are bracketed (`[fd00::20]:11443`). Credentials in the address (`user:pass@host`) are
+/// refused: they would be echoed in errors, logs and reports, where the flags' values never are.
+pub(crate) fn split_host(s: &str, plain: bool) -> Result<(String, bool, String), Error> {
+    let (rest, plain) = match s.trim().trim_end_matches('/') {
+        h if h.starts_with("http://") => (h.trim_start_matches("http://"), true),
+        h => (h.trim_start_matches("https://"), plain),
+    };
+    let (host, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if host.contains('@') {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "the registry address must not carry credentials (user:password@host): give them \
+             with --username and --password-stdin (or FERRY_PASSWORD) instead",
+        ));
+    }
+    if host.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("registry address {s:?} has no host"),
+        ));
+    }
+    Ok((host.to_string(), plain, prefix.to_string()))
+}
