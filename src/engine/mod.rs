@@ -33,7 +33,7 @@ use stream::{StreamCtx, StreamJob, Target};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::plan::{self, ImageNeeds, Plan};
-use crate::sink::Registry;
+use crate::sink::{MountOutcome, Registry};
 use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, SourceRef};
 
 #[derive(Debug, Clone)]
@@ -380,10 +380,10 @@ impl Engine {
             // mount becomes an upload in this same pass.
             for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
                 match r {
-                    Ok(true) => {
+                    Ok(MountOutcome::Mounted) => {
                         runs[di].blobs.insert((repo, digest), Ok(Placed::Mounted));
                     }
-                    Ok(false) => todo.push((digest, Target { dest: di, repo })),
+                    Ok(MountOutcome::Declined) => todo.push((digest, Target { dest: di, repo })),
                     Err(e) => {
                         runs[di].blobs.insert((repo, digest), Err(e));
                     }
@@ -428,8 +428,8 @@ impl Engine {
                 // Mounts still queued after the last pass get their one try.
                 for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
                     let v = match r {
-                        Ok(true) => Ok(Placed::Mounted),
-                        Ok(false) => Err(Error::new(
+                        Ok(MountOutcome::Mounted) => Ok(Placed::Mounted),
+                        Ok(MountOutcome::Declined) => Err(Error::new(
                             crate::error::ErrorKind::Registry,
                             format!(
                                 "registry {} declined to mount blob {digest} into {repo}",
@@ -447,7 +447,7 @@ impl Engine {
     async fn mount_all(
         &self,
         mounts: Vec<(usize, String, String, Digest)>,
-    ) -> Vec<(usize, String, Digest, Shared<bool>)> {
+    ) -> Vec<(usize, String, Digest, Shared<MountOutcome>)> {
         fstream::iter(
             mounts
                 .into_iter()

@@ -29,7 +29,7 @@ use super::state::StateStore;
 use super::verifier::Verifier;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::sink::{Registry, UploadSession};
+use crate::sink::{Registry, UploadError, UploadSession};
 use crate::source::Package;
 
 /// Where one blob must go: a destination registry (index) and repository.
@@ -55,7 +55,7 @@ pub struct StreamCtx {
     /// With several destinations: the longest a destination may take no chunk before it is
     /// dropped from that blob (the registry timeout).
     pub stall: Duration,
-    pub health: Vec<Health>,
+    pub health: Vec<Arc<Health>>,
     pub stop: super::Stop,
     /// Shared by every pass of every package of the run, so that memory stays bounded
     /// however many packages go at once.
@@ -69,6 +69,20 @@ pub struct StreamCtx {
 pub struct Health {
     failures_in_a_row: AtomicU32,
     given_up: AtomicBool,
+    /// The registry refused a chunked upload: whole blobs in one request from then on.
+    chunks_refused: AtomicBool,
+}
+
+impl Health {
+    fn takes_chunks(&self) -> bool {
+        !self.chunks_refused.load(Ordering::SeqCst)
+    }
+
+    fn refuse_chunks(&self, registry: &Registry, e: &Error) {
+        if !self.chunks_refused.swap(true, Ordering::SeqCst) {
+            tracing::debug!(registry = %registry.host, error = %e.message, "registry refuses chunked uploads (PATCH with Content-Range); falling back to one streamed request per blob");
+        }
+    }
 }
 
 /// Consecutive failed blobs after which a fan-out stops feeding a destination.
@@ -358,6 +372,7 @@ async fn fan_out(
         let registry = &ctx.registries[t.dest];
         let r = upload_target(
             registry,
+            &ctx.health[t.dest],
             &ctx.state,
             ctx.chunk_size,
             &t.repo,
@@ -376,8 +391,10 @@ async fn fan_out(
         let (repo, digest, size) = (t.repo.clone(), job.digest.clone(), job.size);
         let (state, chunk) = (ctx.state.clone(), ctx.chunk_size);
         let target = t.clone();
+        let health = ctx.health[t.dest].clone();
         let task = uploads.spawn(async move {
-            let r = upload_target(&registry, &state, chunk, &repo, &digest, size, trx).await;
+            let r =
+                upload_target(&registry, &health, &state, chunk, &repo, &digest, size, trx).await;
             (digest, target, r)
         });
         senders.push(Some((tx, task, t)));
@@ -438,8 +455,10 @@ async fn fan_out(
 
 /// Sends one blob to one repository: in one request when small, else in chunks that can
 /// resume from the registry's committed offset.
+#[allow(clippy::too_many_arguments)] // one blob, one target: all of it is needed here
 async fn upload_target(
     registry: &Registry,
+    health: &Health,
     state: &StateStore,
     chunk: usize,
     repo: &str,
@@ -465,7 +484,7 @@ async fn upload_target(
         return registry.upload_whole(repo, digest, bytes).await;
     }
 
-    if !registry.supports_chunks() {
+    if !health.takes_chunks() {
         return stream_whole(registry, repo, digest, None, rx).await;
     }
     let lease = state.lease(&registry.host, repo, digest);
@@ -491,17 +510,22 @@ async fn upload_target(
                         )));
                     }
                     let piece = b.slice((session.offset - pos) as usize..);
-                    if let Err(e) = send_chunk(registry, repo, digest, &mut session, piece).await {
-                        if pos == 0 && !registry.supports_chunks() {
+                    match send_chunk(registry, repo, digest, &mut session, piece).await {
+                        Ok(()) => {}
+                        Err(UploadError::ChunksRefused(e)) if pos == 0 => {
+                            health.refuse_chunks(registry, &e);
                             let _ = registry.cancel(repo, &session).await;
                             lease.remove();
                             return stream_whole(registry, repo, digest, Some(b), rx).await;
                         }
-                        if !e.retryable {
-                            let _ = registry.cancel(repo, &session).await;
-                            lease.remove();
+                        Err(e) => {
+                            let e = Error::from(e);
+                            if !e.retryable {
+                                let _ = registry.cancel(repo, &session).await;
+                                lease.remove();
+                            }
+                            return Err(e);
                         }
-                        return Err(e);
                     }
                     lease.save(&session);
                 }
@@ -534,7 +558,7 @@ async fn send_chunk(
     digest: &Digest,
     session: &mut UploadSession,
     mut piece: Bytes,
-) -> Result<()> {
+) -> std::result::Result<(), UploadError> {
     let policy = registry.retry_policy();
     let mut attempt = 0;
     loop {
@@ -544,7 +568,7 @@ async fn send_chunk(
             .await
         {
             Ok(()) => return Ok(()),
-            Err(e) if e.retryable && attempt + 1 < policy.attempts => e,
+            Err(UploadError::Failed(e)) if e.retryable && attempt + 1 < policy.attempts => e,
             Err(e) => return Err(e),
         };
         tracing::debug!(%digest, repo, error = %err, "chunk failed; asking the registry where the upload stands");
@@ -558,7 +582,7 @@ async fn send_chunk(
                     return Ok(());
                 }
             }
-            _ => return Err(err),
+            _ => return Err(err.into()),
         }
     }
 }

@@ -3,6 +3,37 @@
 //! `PUT ?digest=` only after the caller's check said the bytes are right.
 use super::*;
 
+/// What a cross-repository mount came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountOutcome {
+    Mounted,
+    /// The registry (or our token's scope) would not mount: upload instead.
+    Declined,
+}
+
+/// Why a chunk did not go up.
+#[derive(Debug)]
+pub enum UploadError {
+    /// The registry does not take chunked uploads (`PATCH` with `Content-Range`): send whole
+    /// blobs in one request instead.
+    ChunksRefused(Error),
+    Failed(Error),
+}
+
+impl From<Error> for UploadError {
+    fn from(e: Error) -> Self {
+        UploadError::Failed(e)
+    }
+}
+
+impl From<UploadError> for Error {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::ChunksRefused(e) | UploadError::Failed(e) => e,
+        }
+    }
+}
+
 impl Registry {
     pub async fn blob_exists(&self, repo: &str, digest: &Digest) -> Result<bool> {
         Ok(self.head_blob(repo, digest).await?.is_some())
@@ -45,9 +76,9 @@ impl Registry {
         }
     }
 
-    /// Cross-repository mount. `Ok(false)` when the registry declined (it then opened an
-    /// upload session, which we cancel: the caller uploads instead).
-    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> Result<bool> {
+    /// Cross-repository mount. [`MountOutcome::Declined`] when the registry would not (it
+    /// then opened an upload session, which we cancel: the caller uploads instead).
+    pub async fn mount(&self, repo: &str, from: &str, digest: &Digest) -> Result<MountOutcome> {
         let what = format!("mounting blob {digest} from {from} into {repo}");
         let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
         url.query_pairs_mut()
@@ -61,14 +92,14 @@ impl Registry {
                     && *self.scheme.lock().await == Some(Scheme::Bearer) =>
             {
                 tracing::debug!(registry = %self.host, %digest, from, repo, "mount refused by the token's scope; uploading instead");
-                return Ok(false);
+                return Ok(MountOutcome::Declined);
             }
             r => r?,
         };
         match resp.status() {
-            StatusCode::CREATED => Ok(true),
+            StatusCode::CREATED => Ok(MountOutcome::Mounted),
             // not allowed to read `from` (a robot account scoped to one project): upload
-            StatusCode::FORBIDDEN => Ok(false),
+            StatusCode::FORBIDDEN => Ok(MountOutcome::Declined),
             StatusCode::ACCEPTED => {
                 if let Ok(loc) = self.location(&resp, &what) {
                     let _ = self
@@ -81,7 +112,7 @@ impl Registry {
                         )
                         .await;
                 }
-                Ok(false)
+                Ok(MountOutcome::Declined)
             }
             s => Err(self.status_error(s, &what, resp).await),
         }
@@ -141,13 +172,15 @@ impl Registry {
 
     /// Sends `chunk` at the session's offset (`PATCH` with `Content-Range`). Not retried here:
     /// after a failure the caller asks [`Registry::upload_status`] where the session stands.
+    /// A registry that refuses the first chunk of a session in a way that means "no chunks
+    /// here" answers [`UploadError::ChunksRefused`]: the caller sends whole blobs instead.
     pub async fn upload_chunk(
         &self,
         repo: &str,
         digest: &Digest,
         session: &mut UploadSession,
         chunk: Bytes,
-    ) -> Result<()> {
+    ) -> std::result::Result<(), UploadError> {
         let what = format!(
             "uploading blob {digest} to {repo} (offset {})",
             session.offset
@@ -177,28 +210,30 @@ impl Registry {
                 session.offset += len;
                 Ok(())
             }
-            s if session.offset == 0 && CHUNK_REFUSALS.contains(&s) => {
-                if self.chunked.swap(false, Ordering::SeqCst) {
-                    tracing::debug!(registry = %self.host, status = s.as_u16(), "registry refuses chunked uploads (PATCH with Content-Range); falling back to one streamed request per blob");
-                }
-                Err(self.status_error(s, &what, resp).await)
-            }
+            s if session.offset == 0 && CHUNK_REFUSALS.contains(&s) => Err(
+                UploadError::ChunksRefused(self.status_error(s, &what, resp).await),
+            ),
             // 416: our offset and the registry's disagree; the caller asks where it stands
             // and continues from there.
             s if s.is_server_error()
                 || s == StatusCode::TOO_MANY_REQUESTS
                 || s == StatusCode::RANGE_NOT_SATISFIABLE =>
             {
-                Err(self.status_error(s, &what, resp).await.retryable(true))
+                Err(self
+                    .status_error(s, &what, resp)
+                    .await
+                    .retryable(true)
+                    .into())
             }
             StatusCode::UNAUTHORIZED => {
                 self.authorize(repo, true).await?;
                 Err(self
                     .status_error(StatusCode::UNAUTHORIZED, &what, resp)
                     .await
-                    .retryable(true))
+                    .retryable(true)
+                    .into())
             }
-            s => Err(self.status_error(s, &what, resp).await),
+            s => Err(self.status_error(s, &what, resp).await.into()),
         }
     }
 
@@ -253,11 +288,6 @@ impl Registry {
                 _ = tokio::time::sleep(allowed - quiet) => {}
             }
         }
-    }
-
-    /// Whether the registry accepts chunked uploads (until it refused one).
-    pub fn supports_chunks(&self) -> bool {
-        self.chunked.load(Ordering::SeqCst)
     }
 
     /// Sends a whole blob as one streamed `PATCH` (no `Content-Range`), for registries that

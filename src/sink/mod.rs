@@ -16,7 +16,7 @@ mod transport;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +33,7 @@ use futures::StreamExt;
 use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
 pub use auth::{Credentials, Scheme, Secret};
+pub use blobs::{MountOutcome, UploadError};
 pub use retry::RetryPolicy;
 
 #[derive(Clone, Debug)]
@@ -89,9 +90,6 @@ pub struct Registry {
     token_refused: Mutex<Option<Error>>,
     retry: RetryPolicy,
     pub counters: Arc<Counters>,
-    /// Cleared the first time the registry refuses a `Content-Range` PATCH: from then on
-    /// large blobs are streamed in one request (not resumable inside the blob).
-    chunked: AtomicBool,
 }
 
 /// An open upload session: where to send the next bytes.
@@ -203,7 +201,6 @@ impl Registry {
             token_refused: Mutex::new(None),
             retry: opts.retry,
             counters: Arc::new(Counters::default()),
-            chunked: AtomicBool::new(true),
         })
     }
 
