@@ -11,11 +11,11 @@
 
 pub mod cli;
 pub mod devtools;
-pub mod digest;
 pub mod engine;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod oci;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;

@@ -246,7 +246,10 @@ async fn push_chart(
     }
     for (digest, bytes) in [&chart.config, &chart.layer] {
         if !registry.blob_exists(repo, digest).await? {
-            registry.upload_whole(repo, digest, bytes.clone()).await?;
+            let verified = crate::oci::verify(digest, bytes.len() as u64, bytes)?;
+            registry
+                .upload_whole(repo, &verified, bytes.clone())
+                .await?;
         }
     }
     registry

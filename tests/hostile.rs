@@ -383,7 +383,7 @@ fn manifest_of(pkg: &Path, digest: &str) -> serde_json::Value {
 /// Writes `m` as a blob and points index.json entry `i` at it.
 fn replace_manifest(pkg: &Path, i: usize, m: &serde_json::Value) {
     let bytes = serde_json::to_vec(m).unwrap();
-    let digest = ferry::digest::Digest::of(&bytes);
+    let digest = ferry::oci::Digest::of(&bytes);
     std::fs::write(pkg.join("images/blobs/sha256").join(digest.hex()), &bytes).unwrap();
     let mut index = read_json(&pkg.join("images/index.json"));
     index["manifests"][i]["digest"] = serde_json::json!(digest.to_string());
@@ -496,7 +496,7 @@ fn a_blob_the_registry_holds_with_another_size_is_refused() {
 
 #[test]
 fn manifests_and_configs_beyond_the_total_limit_are_refused() {
-    use ferry::source::layout::OCI_MANIFEST;
+    use ferry::oci::media::OCI_MANIFEST;
     const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
     let dir = tempfile::tempdir().unwrap();
     let pkg = dir.path().join("fat");

@@ -94,7 +94,7 @@ fn copy_fixture(dir: &Path, name: &str) -> PathBuf {
 }
 
 fn sha256_file(p: &Path) {
-    let digest = ferry::digest::Digest::of(&std::fs::read(p).unwrap());
+    let digest = ferry::oci::Digest::of(&std::fs::read(p).unwrap());
     std::fs::write(
         format!("{}.sha256", p.display()),
         format!(

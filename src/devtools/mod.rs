@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::source::layout::{self, Descriptor};
+use crate::oci::Descriptor;
+use crate::oci::Digest;
 
 const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 const OCI_LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -112,9 +112,9 @@ impl LayoutWriter {
             &serde_json::to_vec(&config).expect("json"),
         )?;
         let media = if docker {
-            layout::DOCKER_MANIFEST
+            crate::oci::media::DOCKER_MANIFEST
         } else {
-            layout::OCI_MANIFEST
+            crate::oci::media::OCI_MANIFEST
         };
         let manifest = serde_json::json!({
             "schemaVersion": 2, "mediaType": media, "config": config, "layers": layers,
@@ -126,9 +126,9 @@ impl LayoutWriter {
 
     pub fn index(&mut self, manifests: &[Descriptor], docker: bool) -> Result<Descriptor> {
         let media = if docker {
-            layout::DOCKER_LIST
+            crate::oci::media::DOCKER_LIST
         } else {
-            layout::OCI_INDEX
+            crate::oci::media::OCI_INDEX
         };
         let index =
             serde_json::json!({"schemaVersion": 2, "mediaType": media, "manifests": manifests});
@@ -146,14 +146,14 @@ impl LayoutWriter {
         let mut d = desc.clone();
         d.platform = None;
         d.annotations = Some(BTreeMap::from([(
-            layout::REF_NAME_ANNOTATION.to_string(),
+            crate::oci::media::REF_NAME_ANNOTATION.to_string(),
             reference.to_string(),
         )]));
         self.entries.push(d);
     }
 
     pub fn finish(self) -> Result<()> {
-        let index = serde_json::json!({"schemaVersion": 2, "mediaType": layout::OCI_INDEX, "manifests": self.entries});
+        let index = serde_json::json!({"schemaVersion": 2, "mediaType": crate::oci::media::OCI_INDEX, "manifests": self.entries});
         std::fs::write(
             self.dir.join("index.json"),
             serde_json::to_vec_pretty(&index).expect("json"),
@@ -416,7 +416,7 @@ pub fn core_package(out: &Path, version: &str, plugins: &[PathBuf]) -> Result<()
         let bytes = std::fs::read(out.join(&rel)).map_err(io)?;
         sums.push_str(&format!(
             "{}  {rel}\n",
-            crate::digest::Digest::of(&bytes).hex()
+            crate::oci::Digest::of(&bytes).hex()
         ));
     }
     std::fs::write(out.join("checksums.sha256"), sums).map_err(io)?;

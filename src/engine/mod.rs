@@ -30,11 +30,11 @@ use tokio::sync::Mutex;
 pub use state::StateStore;
 use stream::{StreamCtx, StreamJob, Target};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Plan};
 use crate::sink::{MountOutcome, Registry};
-use crate::source::{layout, Descriptor, ImageGraph, Package, PackageHead, SourceRef};
+use crate::source::{ImageGraph, Package, PackageHead, SourceRef};
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -168,7 +168,7 @@ impl Engine {
                 .graph
                 .blobs
                 .iter()
-                .filter(|b| !layout::is_known_blob_type(&b.media_type))
+                .filter(|b| !crate::oci::media::is_known_blob_type(&b.media_type))
             {
                 let w = format!(
                     "image {}: blob {} has unknown media type {:?}; pushed as-is",
@@ -479,22 +479,14 @@ impl Engine {
         }
         let mut outcomes: Vec<stream::Outcome> = fstream::iter(from_memory.into_iter().map(
             |(digest, target, bytes)| async move {
-                let size = sizes[&digest];
-                let desc = Descriptor {
-                    media_type: String::new(),
-                    digest: digest.clone(),
-                    size,
-                    annotations: None,
-                    platform: None,
-                };
-                let r = match layout::check_blob(&desc, &bytes) {
-                    Ok(()) if self.stream.given_up(target.dest) => {
+                let r = match crate::oci::verify(&digest, sizes[&digest], &bytes) {
+                    Ok(_) if self.stream.given_up(target.dest) => {
                         Err(self.stream.left_out(target.dest))
                     }
-                    Ok(()) => {
+                    Ok(verified) => {
                         self.dests[target.dest]
                             .registry
-                            .upload_whole(&target.repo, &digest, bytes)
+                            .upload_whole(&target.repo, &verified, bytes)
                             .await
                     }
                     Err(e) => Err(e),
@@ -747,7 +739,7 @@ fn resolve_images(head: &PackageHead) -> (Vec<Image>, Vec<(String, String, Error
                 Error::package(format!(
                     "index.json entry {} has no {} annotation",
                     desc.digest,
-                    layout::REF_NAME_ANNOTATION
+                    crate::oci::media::REF_NAME_ANNOTATION
                 ))
             })?;
             let sref = SourceRef::parse(name)?;

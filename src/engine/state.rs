@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
+use crate::oci::Digest;
 use crate::sink::UploadSession;
 
 #[derive(Debug, Clone)]

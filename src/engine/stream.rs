@@ -27,8 +27,8 @@ use tokio::task::JoinSet;
 use super::buffers::Pool;
 use super::state::StateStore;
 use super::verifier::Verifier;
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::{Digest, Verified};
 use crate::sink::{Registry, UploadError, UploadSession};
 use crate::source::Package;
 
@@ -134,7 +134,8 @@ impl StreamCtx {
 #[derive(Clone)]
 pub(super) enum Msg {
     Chunk(Bytes),
-    Done,
+    /// Every chunk was sent, and the verifier's proof that they were the right bytes.
+    Done(Verified),
     Fail(Error),
 }
 
@@ -469,19 +470,19 @@ async fn upload_target(
     let ended = || Error::internal(format!("blob {digest}: the package reader stopped early"));
     if size <= chunk as u64 {
         let mut parts = Vec::new();
-        loop {
+        let verified = loop {
             match rx.recv().await.ok_or_else(ended)? {
                 Msg::Chunk(b) => parts.push(b),
-                Msg::Done => break,
+                Msg::Done(v) => break v,
                 Msg::Fail(e) => return Err(e),
             }
-        }
+        };
         let bytes = if parts.len() == 1 {
             parts.pop().expect("one part")
         } else {
             concat(parts)
         };
-        return registry.upload_whole(repo, digest, bytes).await;
+        return registry.upload_whole(repo, &verified, bytes).await;
     }
 
     if !health.takes_chunks() {
@@ -531,9 +532,9 @@ async fn upload_target(
                 }
                 pos = end;
             }
-            Msg::Done => {
+            Msg::Done(verified) => {
                 let r = registry
-                    .finish_upload(repo, digest, &session, Bytes::new())
+                    .finish_upload(repo, &verified, &session, Bytes::new())
                     .await;
                 if r.as_ref().is_err_and(|e| !e.retryable) {
                     let _ = registry.cancel(repo, &session).await;
@@ -598,7 +599,7 @@ async fn stream_whole(
     rx: mpsc::Receiver<Msg>,
 ) -> Result<()> {
     let mut session = registry.begin_upload(repo, digest).await?;
-    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<()>>();
+    let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<Verified>>();
     let counters = registry.counters.clone();
     let body = futures::stream::unfold(
         (first, rx, Some(verdict_tx)),
@@ -609,13 +610,14 @@ async fn stream_whole(
                     Some(b) => Some(Msg::Chunk(b)),
                     None => rx.recv().await,
                 };
-                let fail = |verdict: &mut Option<tokio::sync::oneshot::Sender<Result<()>>>,
-                            e: Error| {
-                    if let Some(t) = verdict.take() {
-                        let _ = t.send(Err(e));
-                    }
-                    std::io::Error::other("blob failed verification")
-                };
+                let fail =
+                    |verdict: &mut Option<tokio::sync::oneshot::Sender<Result<Verified>>>,
+                     e: Error| {
+                        if let Some(t) = verdict.take() {
+                            let _ = t.send(Err(e));
+                        }
+                        std::io::Error::other("blob failed verification")
+                    };
                 match next {
                     Some(Msg::Chunk(b)) => {
                         counters
@@ -623,9 +625,9 @@ async fn stream_whole(
                             .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                         Some((Ok(b), (None, rx, verdict)))
                     }
-                    Some(Msg::Done) => {
+                    Some(Msg::Done(v)) => {
                         if let Some(t) = verdict.take() {
-                            let _ = t.send(Ok(()));
+                            let _ = t.send(Ok(v));
                         }
                         None
                     }
@@ -647,9 +649,9 @@ async fn stream_whole(
     let outcome = match (sent, verdict) {
         (_, Some(Err(e))) => Err(e),
         (Err(e), _) => Err(e),
-        (Ok(()), Some(Ok(()))) => {
+        (Ok(()), Some(Ok(verified))) => {
             return registry
-                .finish_upload(repo, digest, &session, Bytes::new())
+                .finish_upload(repo, &verified, &session, Bytes::new())
                 .await
         }
         (Ok(()), None) => Err(Error::internal(format!(

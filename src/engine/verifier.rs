@@ -1,19 +1,17 @@
 //! The check of every blob's SHA-256 and size, on a thread of its own: the package reader
 //! hands each chunk to it (a shared `Bytes`, no copy) as it hands it to the uploads, so that
-//! inflating and hashing run on two cores instead of one. The verdict (`Done` when digest and
-//! size match, else `Fail`) goes to the blob's channel after every chunk of it, and an upload
+//! inflating and hashing run on two cores instead of one. The verdict (`Done` with the
+//! [`Verified`](crate::oci::Verified) proof when digest and size match, else `Fail`) goes to the blob's channel after every chunk of it, and an upload
 //! is committed only on `Done`, as before.
 
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use sha2::{Digest as _, Sha256};
 use tokio::sync::mpsc;
 
 use super::stream::Msg;
-use crate::digest::Digest;
-use crate::error::Error;
+use crate::oci::{Check, Digest};
 
 /// Chunks the reader may be ahead of the hashing (each up to a chunk in size, shared).
 const QUEUE: usize = 2;
@@ -75,22 +73,22 @@ impl Verifier {
 }
 
 fn run(rx: Receiver<Work>) {
-    let mut current: Option<(Digest, u64, mpsc::Sender<Msg>, Sha256)> = None;
+    let mut current: Option<(Check, mpsc::Sender<Msg>)> = None;
     for work in rx {
         match work {
             Work::Begin {
                 digest,
                 size,
                 verdict_to,
-            } => current = Some((digest, size, verdict_to, Sha256::new())),
+            } => current = Some((Check::new(&digest, size), verdict_to)),
             Work::Chunk(b) => {
-                if let Some((_, _, _, h)) = current.as_mut() {
-                    h.update(&b);
+                if let Some((check, _)) = current.as_mut() {
+                    check.update(&b);
                 }
             }
             Work::End { total } => {
-                if let Some((digest, size, to, h)) = current.take() {
-                    let _ = to.blocking_send(verdict(&digest, size, total, h));
+                if let Some((check, to)) = current.take() {
+                    let _ = to.blocking_send(verdict(check, total));
                 }
             }
             Work::Abandon => current = None,
@@ -98,18 +96,15 @@ fn run(rx: Receiver<Work>) {
     }
 }
 
-fn verdict(digest: &Digest, size: u64, total: u64, hasher: Sha256) -> Msg {
-    if total != size {
-        return Msg::Fail(Error::integrity(format!(
-            "blob {digest}: truncated: expected {size} bytes, read {total}"
-        )));
-    }
-    let actual = Digest::from_hasher(hasher);
-    if &actual != digest {
-        Msg::Fail(Error::integrity(format!(
-            "blob {digest}: digest mismatch: expected {digest}, actual {actual}"
-        )))
-    } else {
-        Msg::Done
+/// `total`: what the reader counted; the check counted what it was handed, and both must agree
+/// (a chunk lost between the two would otherwise go unseen).
+fn verdict(check: Check, total: u64) -> Msg {
+    let digest = check.expected().clone();
+    match check.finish() {
+        Ok(v) if v.size() == total => Msg::Done(v),
+        Ok(_) => Msg::Fail(crate::error::Error::internal(format!(
+            "blob {digest}: the reader read {total} bytes but handed over a different number"
+        ))),
+        Err(e) => Msg::Fail(e),
     }
 }

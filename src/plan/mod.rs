@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
-use crate::digest::Digest;
+use crate::oci::Digest;
 use crate::source::Descriptor;
 
 /// The blobs (configs and layers) one image needs in one destination repository.

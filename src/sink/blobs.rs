@@ -353,15 +353,16 @@ impl Registry {
         }
     }
 
-    /// Commits an upload session: `PUT ?digest=` with the final bytes (possibly none). The
-    /// registry checks the digest again; we have already checked it while streaming.
+    /// Commits an upload session: `PUT ?digest=` with the final bytes (possibly none). Only
+    /// [`Verified`] bytes can be committed; the registry checks the digest again.
     pub async fn finish_upload(
         &self,
         repo: &str,
-        digest: &Digest,
+        verified: &Verified,
         session: &UploadSession,
         tail: Bytes,
     ) -> Result<()> {
+        let digest = verified.digest();
         let what = format!("committing blob {digest} in {repo}");
         let mut url = Url::parse(&session.location)
             .map_err(|e| Error::internal(format!("upload location: {e}")))?;
@@ -391,11 +392,11 @@ impl Registry {
         }
     }
 
-    /// Uploads a whole, already verified blob held in memory: POST then PUT. A session left
-    /// behind by a failed PUT is cancelled.
-    pub async fn upload_whole(&self, repo: &str, digest: &Digest, bytes: Bytes) -> Result<()> {
-        let session = self.begin_upload(repo, digest).await?;
-        let r = self.finish_upload(repo, digest, &session, bytes).await;
+    /// Uploads a whole, verified blob held in memory: POST then PUT. A session left behind
+    /// by a failed PUT is cancelled.
+    pub async fn upload_whole(&self, repo: &str, verified: &Verified, bytes: Bytes) -> Result<()> {
+        let session = self.begin_upload(repo, verified.digest()).await?;
+        let r = self.finish_upload(repo, verified, &session, bytes).await;
         if r.is_err() {
             let _ = self.cancel(repo, &session).await;
         }

@@ -32,7 +32,7 @@ impl Registry {
         let what = format!("pushing manifest {repo}:{reference}");
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let content_type = if media_type.is_empty() {
-            crate::source::layout::sniff_media_type(&bytes)
+            crate::oci::media::sniff_media_type(&bytes)
         } else {
             media_type.to_string()
         };

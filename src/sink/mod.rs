@@ -30,8 +30,8 @@ use url::Url;
 
 use futures::StreamExt;
 
-use crate::digest::Digest;
 use crate::error::{Error, ErrorKind, Result};
+use crate::oci::{Digest, Verified};
 pub use auth::{Credentials, Scheme, Secret};
 pub use blobs::{MountOutcome, UploadError};
 pub use retry::RetryPolicy;
@@ -380,7 +380,7 @@ fn strip_queries(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::layout::{sniff_media_type, DOCKER_MANIFEST, OCI_INDEX};
+    use crate::oci::media::{sniff_media_type, DOCKER_MANIFEST, OCI_INDEX};
 
     #[test]
     fn registry_errors_are_readable() {

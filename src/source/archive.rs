@@ -13,8 +13,8 @@ use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
 use super::tar_guard::{Counting, GuardedTar};
 use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
 use super::{storage, ArchiveBytes};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Digest;
 
 /// Unknown small entries held while looking for manifests in a package that is not in
 /// canonical order; past this, further passes over the archive are made instead.

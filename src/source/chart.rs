@@ -8,13 +8,13 @@ use std::io::Read;
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Digest;
 
 pub const MAX_CHART_BYTES: u64 = 64 << 20;
 pub const HELM_CONFIG: &str = "application/vnd.cncf.helm.config.v1+json";
 pub const HELM_CHART: &str = "application/vnd.cncf.helm.chart.content.v1.tar+gzip";
-const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+use crate::oci::media::OCI_MANIFEST;
 
 pub struct HelmArtifact {
     pub name: String,

@@ -1,76 +1,21 @@
 //! The OCI image layout inside a package: `index.json`, manifests, image indexes, descriptors.
 //! Only what the pipeline needs is parsed; manifest bytes are always kept exactly as read.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::{Digest, Verified};
 
 /// index.json, manifests, image indexes and configs larger than this are refused.
 pub const MAX_DOCUMENT_BYTES: u64 = 4 << 20;
 /// Image indexes nested deeper than this are refused (a cycle is refused at any depth).
 pub const MAX_INDEX_DEPTH: usize = 8;
 
-pub const REF_NAME_ANNOTATION: &str = "org.opencontainers.image.ref.name";
-
-pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-
-/// The media type a manifest says it has; for an OCI manifest or index that leaves
-/// `mediaType` out (allowed), the one its shape gives.
-pub fn sniff_media_type(bytes: &[u8]) -> String {
-    let doc: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
-    match doc["mediaType"].as_str() {
-        Some(m) => m.to_string(),
-        None if doc["manifests"].is_array() => OCI_INDEX.to_string(),
-        None => OCI_MANIFEST.to_string(),
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Descriptor {
-    #[serde(rename = "mediaType", default)]
-    pub media_type: String,
-    pub digest: Digest,
-    pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub annotations: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub platform: Option<serde_json::Value>,
-}
-
-impl Descriptor {
-    pub fn ref_name(&self) -> Option<&str> {
-        self.annotations
-            .as_ref()?
-            .get(REF_NAME_ANNOTATION)
-            .map(|s| s.as_str())
-    }
-
-    /// Foreign / non-distributable layers are, by convention, not copied between registries.
-    pub fn is_nondistributable(&self) -> bool {
-        self.media_type.contains("foreign") || self.media_type.contains("nondistributable")
-    }
-}
-
-/// Config and layer media types we know; others are pushed as they are, with a warning.
-pub fn is_known_blob_type(media_type: &str) -> bool {
-    media_type.starts_with("application/vnd.oci.image.layer.")
-        || media_type.starts_with("application/vnd.docker.image.rootfs.")
-        || [
-            "application/vnd.oci.image.config.v1+json",
-            "application/vnd.docker.container.image.v1+json",
-            "application/vnd.oci.empty.v1+json",
-            "application/vnd.cncf.helm.config.v1+json",
-            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
-        ]
-        .contains(&media_type)
-}
+use crate::oci::media::is_index_type;
+pub use crate::oci::Descriptor;
 
 /// `index.json` at the top of the layout (and any image index).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,10 +53,6 @@ struct RawDoc {
     manifests: Option<Vec<Descriptor>>,
     config: Option<Descriptor>,
     layers: Option<Vec<Descriptor>>,
-}
-
-pub fn is_index_type(media_type: &str) -> bool {
-    media_type == OCI_INDEX || media_type == DOCKER_LIST
 }
 
 impl Document {
@@ -218,23 +159,8 @@ impl ImageGraph {
 }
 
 /// Checks in-memory bytes against their descriptor.
-pub fn check_blob(desc: &Descriptor, bytes: &[u8]) -> Result<()> {
-    if bytes.len() as u64 != desc.size {
-        return Err(Error::integrity(format!(
-            "blob {}: size mismatch: descriptor says {} bytes, package has {}",
-            desc.digest,
-            desc.size,
-            bytes.len()
-        )));
-    }
-    let actual = Digest::of(bytes);
-    if actual != desc.digest {
-        return Err(Error::integrity(format!(
-            "blob {}: digest mismatch: expected {}, actual {actual}",
-            desc.digest, desc.digest
-        )));
-    }
-    Ok(())
+pub fn check_blob(desc: &Descriptor, bytes: &[u8]) -> Result<Verified> {
+    crate::oci::verify(&desc.digest, desc.size, bytes)
 }
 
 /// `host[:port]/path/name:tag` (or `@sha256:...`) split into its parts.
@@ -303,6 +229,7 @@ pub fn valid_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::oci::media::{OCI_INDEX, OCI_MANIFEST};
 
     #[test]
     fn hostile_references_are_refused() {

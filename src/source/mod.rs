@@ -30,8 +30,8 @@ use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Digest;
 pub use layout::{Descriptor, ImageGraph, Index, SourceRef};
 pub use metadata::PackageMeta;
 
@@ -304,7 +304,7 @@ impl DocWanted {
     fn add_document(&mut self, media_type: &str, bytes: &[u8]) {
         let sniffed;
         let media_type = if media_type == SNIFF_MEDIA_TYPE {
-            sniffed = layout::sniff_media_type(bytes);
+            sniffed = crate::oci::media::sniff_media_type(bytes);
             sniffed.as_str()
         } else {
             media_type

@@ -14,8 +14,8 @@ use sha2::{Digest as _, Sha256};
 use super::layout::{ImageGraph, Index, MAX_DOCUMENT_BYTES};
 use super::metadata::PackageMeta;
 use super::{blob_path, collect_docs, read_limited};
-use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, Result};
+use crate::oci::{CheckingReader, Digest};
 
 #[derive(Debug)]
 pub struct PackSummary {
@@ -117,13 +117,8 @@ pub fn pack(
         let b = &docs[d];
         // manifests, indexes and configs are checked like layers: a package must never carry
         // a blob whose name is not its digest
-        let got = Digest::of(b);
-        if &got != d {
-            return Err(Error::integrity(format!(
-                "blob {d} in {}: digest mismatch: the file's content is {got}; the layout is damaged",
-                from.display()
-            )));
-        }
+        crate::oci::verify(d, b.len() as u64, b)
+            .map_err(|e| e.context(format!("layout {} is damaged", from.display())))?;
         bytes += b.len() as u64;
         append(&mut tar, &blob_path(d), b.len() as u64, &b[..])?;
     }
@@ -138,14 +133,11 @@ pub fn pack(
                 "layer {d}: size mismatch: manifest says {size}, file has {actual}"
             )));
         }
-        let mut verifying = HashingReader::new(f);
+        let mut verifying = CheckingReader::new(f, d, *size);
         append(&mut tar, &blob_path(d), *size, &mut verifying)?;
-        let got = Digest::from_hasher(verifying.hasher);
-        if &got != d {
+        if let Err(e) = verifying.finish() {
             let _ = std::fs::remove_file(&tmp);
-            return Err(Error::integrity(format!(
-                "layer {d}: digest mismatch: expected {d}, actual {got}"
-            )));
+            return Err(e.context(format!("layout {}", from.display())));
         }
         bytes += size;
     }

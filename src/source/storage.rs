@@ -18,8 +18,8 @@ use super::layout::{self, Descriptor, Index};
 use super::{
     collect_docs, metadata, read_file_limited, stream_files, BlobSink, PackageHead, PackageMeta,
 };
-use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::oci::Digest;
 
 /// Where the tree sits inside a package directory.
 pub const TREE: &str = "registry/docker/registry/v2";
@@ -80,11 +80,11 @@ pub(super) fn read_head(dir: &Path) -> Result<PackageHead> {
 fn descriptor(repo: &str, tag: &str, digest: Digest, manifest: &[u8]) -> Descriptor {
     let mut annotations = BTreeMap::new();
     annotations.insert(
-        layout::REF_NAME_ANNOTATION.to_string(),
+        crate::oci::media::REF_NAME_ANNOTATION.to_string(),
         format!("localhost/{repo}:{tag}"),
     );
     Descriptor {
-        media_type: layout::sniff_media_type(manifest),
+        media_type: crate::oci::media::sniff_media_type(manifest),
         digest,
         size: manifest.len() as u64,
         annotations: Some(annotations),

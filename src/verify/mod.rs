@@ -15,8 +15,8 @@ use pgp::types::KeyDetails;
 use serde::Serialize;
 use sha2::Digest as _;
 
-use crate::digest::HashingReader;
 use crate::error::{Error, Result};
+use crate::oci::HashingReader;
 
 mod key_policy;
 
