@@ -34,7 +34,7 @@ use crate::error::{Error, Result};
 use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Plan};
 use crate::sink::{MountOutcome, Registry};
-use crate::source::{ImageGraph, Package, PackageHead, SourceRef};
+use crate::source::{BrokenImage, Image, Package, PackageHead};
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -74,14 +74,6 @@ struct Destination {
     registry: Arc<Registry>,
     /// Blobs this run has placed (or found) in this registry: digest → a repository holding it.
     known: Mutex<HashMap<Digest, String>>,
-}
-
-/// One image of a package, with where it goes (same path and tag on every destination).
-struct Image {
-    source: String,
-    repo: String,
-    reference: String,
-    graph: ImageGraph,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -158,7 +150,7 @@ impl Engine {
             tracing::warn!("{}: {w}", pkg.label());
         }
 
-        let (images, broken) = resolve_images(&head);
+        let (images, broken) = head.resolve_images();
         if let Err(e) = consistent_sizes(&images) {
             let e = e.context(format!("package {}", pkg.label()));
             return failed_package(outcome, line.as_ref(), e);
@@ -589,19 +581,19 @@ impl Engine {
         d: &Destination,
         run: &DestRun,
         images: &[Image],
-        broken: &[(String, String, Error)],
+        broken: &[BrokenImage],
         pkg: &Package,
     ) -> DestinationOutcome {
         let in_package = |source: &str, e: &Error| {
             e.clone()
                 .context(format!("package {}: image {source}", pkg.label()))
         };
-        let unresolved = broken.iter().map(|(source, digest, e)| ImageOutcome {
-            source: source.clone(),
+        let unresolved = broken.iter().map(|b| ImageOutcome {
+            source: b.source.clone(),
             repo: None,
             reference: String::new(),
-            digest: digest.clone(),
-            state: ImageState::Failed(in_package(source, e)),
+            digest: b.digest.to_string(),
+            state: ImageState::Failed(in_package(&b.source, &b.error)),
         });
         let resolved = images
             .iter()
@@ -726,35 +718,4 @@ fn failed_package(
     line.done(&format!("FAILED: {}", e.message));
     outcome.error = Some(e);
     outcome
-}
-
-/// Resolves every entry of index.json. Broken ones come back as (source, digest, error).
-fn resolve_images(head: &PackageHead) -> (Vec<Image>, Vec<(String, String, Error)>) {
-    let mut ok = Vec::new();
-    let mut broken = Vec::new();
-    for desc in &head.images {
-        let source = desc.ref_name().unwrap_or("").to_string();
-        let r = (|| -> Result<Image> {
-            let name = desc.ref_name().ok_or_else(|| {
-                Error::package(format!(
-                    "index.json entry {} has no {} annotation",
-                    desc.digest,
-                    crate::oci::media::REF_NAME_ANNOTATION
-                ))
-            })?;
-            let sref = SourceRef::parse(name)?;
-            let graph = ImageGraph::resolve(desc, &head.docs)?;
-            Ok(Image {
-                source: name.to_string(),
-                repo: sref.repository,
-                reference: sref.reference,
-                graph,
-            })
-        })();
-        match r {
-            Ok(img) => ok.push(img),
-            Err(e) => broken.push((source, desc.digest.to_string(), e)),
-        }
-    }
-    (ok, broken)
 }

@@ -362,3 +362,60 @@ fn entry_name<R: Read>(entry: &tar::Entry<R>) -> Result<String> {
         .collect::<Vec<_>>()
         .join("/"))
 }
+
+/// A `.tgz` package: its own file, or an entry of another package's archive.
+#[derive(Debug)]
+pub struct TgzSource {
+    /// The file name, compared with package.yaml's name and version.
+    label: String,
+    bytes: Box<dyn ArchiveBytes>,
+}
+
+impl TgzSource {
+    pub fn new(label: String, bytes: Box<dyn ArchiveBytes>) -> Self {
+        TgzSource { label, bytes }
+    }
+
+    /// A `.tgz` file, opened on first use and held open from then on (see `pinned`).
+    pub fn file(path: &std::path::Path) -> Self {
+        let label = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        TgzSource::new(label, Box::new(super::pinned::LazyPinned::new(path)))
+    }
+}
+
+impl super::Source for TgzSource {
+    fn read_head(&self) -> Result<PackageHead> {
+        let mut head = read_head(self.bytes.as_ref())?;
+        if let Some(w) = super::metadata::file_name_warning(&self.label, &head.meta) {
+            head.warnings.push(w);
+        }
+        Ok(head)
+    }
+
+    fn stream_blobs(
+        &self,
+        wanted: &HashMap<Digest, u64>,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<HashSet<Digest>> {
+        stream_blobs(self.bytes.as_ref(), wanted, sink)
+    }
+
+    fn list_charts(&self) -> Result<Vec<String>> {
+        list_charts(self.bytes.as_ref())
+    }
+
+    fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
+        read_chart(self.bytes.as_ref(), name, super::chart::MAX_CHART_BYTES)
+    }
+
+    fn check_unchanged(&self) -> Result<()> {
+        self.bytes.check_unchanged()
+    }
+
+    fn archive(&self) -> Option<&dyn ArchiveBytes> {
+        Some(self.bytes.as_ref())
+    }
+}

@@ -164,7 +164,7 @@ impl CorePackage {
             }
             Ok(())
         };
-        super::archive::for_each_file(outer.bytes()?, &mut visit)
+        super::archive::for_each_file(outer.archive()?, &mut visit)
             .map_err(|e| e.context(format!("core package {}", path.display())))?;
         let meta = meta.ok_or_else(|| {
             Error::package(format!(

@@ -1,22 +1,35 @@
 //! Package sources: where bytes enter ferry.
 //!
-//! A package is a `.tgz` (read as a stream: one sequential pass, never extracted to disk) or a
-//! directory with the same layout. A source offers two operations:
+//! Every kind of package is a [`Source`]: a `.tgz` ([`archive::TgzSource`], read as a stream:
+//! one sequential pass, never extracted to disk; the file itself, or an entry of another
+//! package's archive, see [`nested`]), an extracted package directory ([`dir::DirSource`]), or
+//! a directory whose images are a registry storage tree ([`storage::StorageSource`]).
+//! [`Package`] is one of them with its name, and adds the package's name to every error.
 //!
-//! * [`Package::read_head`]: package.yaml, index.json and every manifest, image index and
-//!   (small) config, held in memory. For a package in canonical order this reads only the
-//!   first entries of the archive; no layer is decompressed.
-//! * [`Package::stream_blobs`]: hands the bytes of the wanted blobs, one at a time, to a
-//!   callback, in archive order. The callback verifies and forwards them.
+//! Contract of a source:
+//!
+//! * `read_head`: package.yaml, index.json and every manifest, image index and (small)
+//!   config, held in memory. For a package in canonical order this reads only the first
+//!   entries of the archive; no layer is decompressed. [`PackageHead::resolve_images`] then
+//!   names each image (`ref.name`) and resolves its graph.
+//! * `stream_blobs`: hands the bytes of the wanted blobs, one at a time, to a callback, in
+//!   the source's own order. The callback verifies and forwards them; the source does not
+//!   check digests (it hands over exactly the bytes stored under each digest).
+//! * `list_charts` / `read_chart`: the chart archives under `charts/`.
+//! * `check_unchanged`: whether the bytes may have changed since first read (a `.tgz` is
+//!   pinned: opened once, see [`pinned`]).
+//!
+//! Not here: what a registry has, planning, verification, uploads.
 
-mod archive;
+pub mod archive;
 pub mod chart;
 pub mod core;
+pub mod dir;
 pub mod layout;
 pub mod metadata;
-mod nested;
+pub mod nested;
 pub mod pack;
-mod pinned;
+pub mod pinned;
 pub mod storage;
 mod tar_guard;
 
@@ -26,7 +39,7 @@ pub use pinned::{PinnedFile, PositionedReader};
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -49,24 +62,94 @@ pub struct PackageHead {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Form {
-    Tgz,
-    Dir,
-    /// A directory whose images are a registry storage tree (`registry/`), see [`storage`].
-    Storage,
+/// One image of a package, named by its `ref.name`: where it goes (the same repository and
+/// tag on every destination) and everything it is made of.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The name in the package (`ref.name`).
+    pub source: String,
+    pub repo: String,
+    /// Tag, or digest for an image pinned by digest.
+    pub reference: String,
+    pub graph: ImageGraph,
 }
 
-/// One package on disk.
+/// An entry of index.json that cannot be pushed (no or a bad name, a broken graph).
+#[derive(Debug, Clone)]
+pub struct BrokenImage {
+    /// Its name, or empty when it has none.
+    pub source: String,
+    pub digest: Digest,
+    pub error: Error,
+}
+
+impl PackageHead {
+    /// Names and resolves every entry of index.json.
+    pub fn resolve_images(&self) -> (Vec<Image>, Vec<BrokenImage>) {
+        let mut ok = Vec::new();
+        let mut broken = Vec::new();
+        for desc in &self.images {
+            match self.resolve_image(desc) {
+                Ok(img) => ok.push(img),
+                Err(error) => broken.push(BrokenImage {
+                    source: desc.ref_name().unwrap_or("").to_string(),
+                    digest: desc.digest.clone(),
+                    error,
+                }),
+            }
+        }
+        (ok, broken)
+    }
+
+    fn resolve_image(&self, desc: &Descriptor) -> Result<Image> {
+        let name = desc.ref_name().ok_or_else(|| {
+            Error::package(format!(
+                "index.json entry {} has no {} annotation",
+                desc.digest,
+                crate::oci::media::REF_NAME_ANNOTATION
+            ))
+        })?;
+        let sref = SourceRef::parse(name)?;
+        Ok(Image {
+            source: name.to_string(),
+            repo: sref.repository,
+            reference: sref.reference,
+            graph: ImageGraph::resolve(desc, &self.docs)?,
+        })
+    }
+}
+
+/// What every kind of package offers (see the module documentation for the contract).
+pub trait Source: Send + Sync + std::fmt::Debug {
+    fn read_head(&self) -> Result<PackageHead>;
+    /// Streams the wanted blobs (digest → expected size) to `sink`. Returns the digests that
+    /// were not found. A blob whose size in the package differs from the expected one is still
+    /// handed over: the sink reports the mismatch for that blob.
+    fn stream_blobs(
+        &self,
+        wanted: &HashMap<Digest, u64>,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<HashSet<Digest>>;
+    /// Every chart archive of the package (`charts/*.tgz`).
+    fn list_charts(&self) -> Result<Vec<String>>;
+    /// The bytes of a chart archive (`charts/<file>.tgz`).
+    fn read_chart(&self, name: &str) -> Result<Vec<u8>>;
+    /// Fails when the bytes may have changed since they were first read.
+    fn check_unchanged(&self) -> Result<()> {
+        Ok(())
+    }
+    /// The archive, for sources that are one (`verify` reads it whole; a nested package
+    /// reads its entry from it).
+    fn archive(&self) -> Option<&dyn ArchiveBytes> {
+        None
+    }
+}
+
+/// One package: a [`Source`] and the path it was named by.
 #[derive(Debug, Clone)]
 pub struct Package {
     pub path: PathBuf,
-    form: Form,
-    /// A `.tgz` is opened once, on first use, and every later read (verification, head,
-    /// passes, charts) goes through that open file: see [`pinned`].
-    file: Arc<OnceLock<PinnedFile>>,
-    /// Set for a `.tgz` that is an entry of another package's archive: see [`nested`].
-    within: Option<Arc<NestedEntry>>,
+    source: Arc<dyn Source>,
 }
 
 /// Bytes read from package files (archives, layout and storage-tree files) in this process:
@@ -106,126 +189,79 @@ impl Package {
     pub fn open(path: &Path) -> Result<Self> {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::package(format!("{}: cannot open: {e}", path.display())))?;
-        let form = if !meta.is_dir() {
-            Form::Tgz
+        let source: Arc<dyn Source> = if !meta.is_dir() {
+            Arc::new(archive::TgzSource::file(path))
         } else if !path.join("images/index.json").exists() && storage::is_storage_package(path) {
-            Form::Storage
+            Arc::new(storage::StorageSource::new(path))
         } else {
-            Form::Dir
+            Arc::new(dir::DirSource::new(path))
         };
         Ok(Package {
             path: path.to_path_buf(),
-            form,
-            file: Arc::default(),
-            within: None,
+            source,
         })
     }
 
     /// The package stored as `entry` (e.g. `plugins/x.tgz`) in `outer`'s archive.
     pub fn nested(outer: &Package, entry: &str) -> Package {
+        let path = outer.path.join(entry);
+        let bytes = NestedEntry {
+            outer: outer.clone(),
+            entry: entry.to_string(),
+        };
         Package {
-            path: outer.path.join(entry),
-            form: Form::Tgz,
-            file: Arc::default(),
-            within: Some(Arc::new(NestedEntry {
-                outer: outer.clone(),
-                entry: entry.to_string(),
-            })),
+            source: Arc::new(archive::TgzSource::new(label_of(&path), Box::new(bytes))),
+            path,
         }
     }
 
-    /// Where the bytes of a `.tgz` package come from.
-    pub fn bytes(&self) -> Result<&dyn ArchiveBytes> {
-        match &self.within {
-            Some(n) => Ok(n.as_ref()),
-            None => Ok(self.pinned()?),
-        }
-    }
-
-    /// The package file, opened on first use and held open from then on.
-    pub fn pinned(&self) -> Result<&PinnedFile> {
-        if let Some(f) = self.file.get() {
-            return Ok(f);
-        }
-        let opened = PinnedFile::open(&self.path)?;
-        Ok(self.file.get_or_init(|| opened))
+    /// The package's archive (a `.tgz`, on disk or inside another archive).
+    pub fn archive(&self) -> Result<&dyn ArchiveBytes> {
+        self.source
+            .archive()
+            .ok_or_else(|| Error::package(format!("{}: a directory, not an archive", self.label())))
     }
 
     /// Fails when the `.tgz` changed since it was first opened (a directory: never).
     pub fn check_unchanged(&self) -> Result<()> {
-        let r = match (&self.within, self.form, self.file.get()) {
-            (Some(n), _, _) => n.check_unchanged(),
-            (None, Form::Tgz, Some(f)) => f.check_unchanged(),
-            _ => Ok(()),
-        };
-        r.map_err(|e| e.context(format!("package {}", self.label())))
+        self.in_context(self.source.check_unchanged())
     }
 
     /// File name (or directory name), for messages.
     pub fn label(&self) -> String {
-        self.path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| self.path.display().to_string())
+        label_of(&self.path)
     }
 
     pub fn read_head(&self) -> Result<PackageHead> {
-        let mut head = match self.form {
-            Form::Tgz => self.bytes().and_then(archive::read_head),
-            Form::Dir => read_dir_head(&self.path),
-            Form::Storage => storage::read_head(&self.path),
-        }
-        .map_err(|e| e.context(format!("package {}", self.label())))?;
-        if self.form == Form::Tgz {
-            if let Some(w) = metadata::file_name_warning(&self.label(), &head.meta) {
-                head.warnings.push(w);
-            }
-        }
-        Ok(head)
+        self.in_context(self.source.read_head())
     }
 
-    /// Every chart archive of the package (`charts/*.tgz`), wherever it sits in the archive.
     pub fn list_charts(&self) -> Result<Vec<String>> {
-        match self.form {
-            Form::Tgz => self.bytes().and_then(archive::list_charts),
-            Form::Dir | Form::Storage => Ok(list_charts(&self.path.join("charts"))),
-        }
-        .map_err(|e| e.context(format!("package {}", self.label())))
+        self.in_context(self.source.list_charts())
     }
 
-    /// The bytes of a chart archive (`charts/<file>.tgz`).
     pub fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
-        match self.form {
-            Form::Tgz => self
-                .bytes()
-                .and_then(|r| archive::read_chart(r, name, chart::MAX_CHART_BYTES)),
-            Form::Dir | Form::Storage => {
-                let f = std::fs::File::open(self.path.join(name))
-                    .map_err(|e| Error::package(format!("{name}: {e}")))?;
-                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                read_limited(f, size, chart::MAX_CHART_BYTES, name)
-            }
-        }
-        .map_err(|e| e.context(format!("package {}", self.label())))
+        self.in_context(self.source.read_chart(name))
     }
 
-    /// Streams the wanted blobs (digest → expected size) to `sink`. Returns the digests that
-    /// were not found in the package. A blob whose size in the package differs from the
-    /// expected one is still handed over: the sink reports the mismatch for that blob.
+    /// See [`Source::stream_blobs`].
     pub fn stream_blobs(
         &self,
         wanted: &HashMap<Digest, u64>,
         sink: &mut BlobSink<'_>,
     ) -> Result<HashSet<Digest>> {
-        match self.form {
-            Form::Tgz => self
-                .bytes()
-                .and_then(|r| archive::stream_blobs(r, wanted, sink)),
-            Form::Dir => stream_dir_blobs(&self.path, wanted, sink),
-            Form::Storage => storage::stream_blobs(&self.path, wanted, sink),
-        }
-        .map_err(|e| e.context(format!("package {}", self.label())))
+        self.in_context(self.source.stream_blobs(wanted, sink))
     }
+
+    fn in_context<T>(&self, r: Result<T>) -> Result<T> {
+        r.map_err(|e| e.context(format!("package {}", self.label())))
+    }
+}
+
+fn label_of(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 /// Expands the command line's paths: a `.tgz`, a package directory (has package.yaml), or a
@@ -262,7 +298,7 @@ pub fn blob_path(digest: &Digest) -> String {
 }
 
 /// Reads a file no larger than `limit`, with a clear error otherwise.
-fn read_limited(mut r: impl Read, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_limited(mut r: impl Read, size: u64, limit: u64, what: &str) -> Result<Vec<u8>> {
     if size > limit {
         return Err(Error::package(format!(
             "{what} is {size} bytes, over the {limit}-byte limit for metadata"
@@ -349,7 +385,7 @@ impl DocWanted {
 }
 
 /// A regular file (never through a symlink) of at most `limit` bytes.
-fn read_file_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+pub(crate) fn read_file_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     let meta = std::fs::symlink_metadata(path)
         .map_err(|e| Error::package(format!("{what}: cannot read: {e}")))?;
     if !meta.is_file() {
@@ -357,26 +393,6 @@ fn read_file_limited(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
     }
     let f = std::fs::File::open(path).map_err(|e| Error::package(format!("{what}: {e}")))?;
     read_limited(Counted(f), meta.len(), limit, what)
-}
-
-fn read_dir_head(root: &Path) -> Result<PackageHead> {
-    let file = |rel: &str, limit: u64| read_file_limited(&root.join(rel), limit, rel);
-    let meta = PackageMeta::parse(&file("package.yaml", metadata::MAX_METADATA_BYTES)?)?;
-    let index = Index::parse(
-        &file("images/index.json", layout::MAX_DOCUMENT_BYTES)?,
-        "images/index.json",
-    )?;
-    let docs = collect_docs(&index, |d| {
-        file(&blob_path(d), layout::MAX_DOCUMENT_BYTES).ok()
-    })?;
-    let charts = list_charts(&root.join("charts"));
-    Ok(PackageHead {
-        meta,
-        images: index.manifests,
-        docs,
-        charts,
-        warnings: Vec::new(),
-    })
 }
 
 /// Manifests, indexes and configs of one package held in memory, in total. Real packages
@@ -429,30 +445,9 @@ pub(crate) fn collect_docs(
     }
 }
 
-fn list_charts(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.filter_map(|e| e.ok())
-                .map(|e| format!("charts/{}", e.file_name().to_string_lossy()))
-                .filter(|n| n.ends_with(".tgz"))
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-fn stream_dir_blobs(
-    root: &Path,
-    wanted: &HashMap<Digest, u64>,
-    sink: &mut BlobSink<'_>,
-) -> Result<HashSet<Digest>> {
-    stream_files(wanted, sink, |d| root.join(blob_path(d)))
-}
-
 /// Streams each wanted blob from its own file (`path_of`), in digest order; the ones with no
 /// regular file are returned as missing.
-fn stream_files(
+pub(crate) fn stream_files(
     wanted: &HashMap<Digest, u64>,
     sink: &mut BlobSink<'_>,
     path_of: impl Fn(&Digest) -> PathBuf,

@@ -44,7 +44,7 @@ impl ArchiveBytes for NestedEntry {
                     }
                 };
                 let r = outer
-                    .bytes()
+                    .archive()
                     .and_then(|src| archive::with_entry(src, &entry, &mut send));
                 if let Err(e) = r {
                     let _ = tx.send(Err(std::io::Error::other(e.message)));

@@ -100,3 +100,42 @@ impl super::ArchiveBytes for PinnedFile {
         PinnedFile::check_unchanged(self)
     }
 }
+
+/// A package file opened on first use (verification, or the head) and held open from then on:
+/// every later read goes through that one descriptor.
+#[derive(Debug)]
+pub struct LazyPinned {
+    path: std::path::PathBuf,
+    file: std::sync::OnceLock<PinnedFile>,
+}
+
+impl LazyPinned {
+    pub fn new(path: &Path) -> Self {
+        LazyPinned {
+            path: path.to_path_buf(),
+            file: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn pinned(&self) -> Result<&PinnedFile> {
+        if let Some(f) = self.file.get() {
+            return Ok(f);
+        }
+        let opened = PinnedFile::open(&self.path)?;
+        Ok(self.file.get_or_init(|| opened))
+    }
+}
+
+impl super::ArchiveBytes for LazyPinned {
+    fn open(&self) -> Result<Box<dyn Read + Send>> {
+        self.pinned()?.open()
+    }
+
+    /// Never opened: nothing was read, so nothing can have changed under us.
+    fn check_unchanged(&self) -> Result<()> {
+        match self.file.get() {
+            Some(f) => f.check_unchanged(),
+            None => Ok(()),
+        }
+    }
+}

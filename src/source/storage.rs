@@ -162,3 +162,39 @@ pub(super) fn stream_blobs(
     let tree = dir.join(TREE);
     stream_files(wanted, sink, |d| blob_file(&tree, d))
 }
+
+/// A package directory whose images are a registry storage tree (`registry/docker/...`).
+#[derive(Debug)]
+pub struct StorageSource {
+    root: PathBuf,
+}
+
+impl StorageSource {
+    pub fn new(root: &Path) -> Self {
+        StorageSource {
+            root: root.to_path_buf(),
+        }
+    }
+}
+
+impl super::Source for StorageSource {
+    fn read_head(&self) -> Result<PackageHead> {
+        read_head(&self.root)
+    }
+
+    fn stream_blobs(
+        &self,
+        wanted: &HashMap<Digest, u64>,
+        sink: &mut BlobSink<'_>,
+    ) -> Result<HashSet<Digest>> {
+        stream_blobs(&self.root, wanted, sink)
+    }
+
+    fn list_charts(&self) -> Result<Vec<String>> {
+        Ok(super::dir::list_charts(&self.root))
+    }
+
+    fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
+        super::dir::read_chart(&self.root, name)
+    }
+}

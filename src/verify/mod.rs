@@ -134,8 +134,8 @@ pub fn verify_pinned(pkg: &crate::source::Package, keyring: Option<&Keyring>) ->
         return Verdict::NoFile;
     }
     let open = || {
-        pkg.pinned()
-            .and_then(|f| f.reader())
+        pkg.archive()
+            .and_then(|a| a.open())
             .map_err(|e| std::io::Error::other(e.message))
     };
     verify_contents(&pkg.path, open, keyring)
