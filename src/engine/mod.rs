@@ -32,7 +32,7 @@ use stream::{StreamCtx, StreamJob, Target};
 
 use crate::error::{Error, Result};
 use crate::oci::Digest;
-use crate::plan::{self, ImageNeeds, Plan};
+use crate::plan::{self, ImageNeeds, Mount, Plan};
 use crate::sink::{MountOutcome, Registry};
 use crate::source::{BrokenImage, Image, Package, PackageHead};
 
@@ -351,7 +351,7 @@ impl Engine {
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
         let mut todo: Vec<(Digest, Target)> = Vec::new();
-        let mut mounts: Vec<(usize, String, String, Digest)> = Vec::new();
+        let mut mounts: Vec<(usize, Mount)> = Vec::new();
         for (di, run) in runs.iter().enumerate() {
             for u in &run.plan.uploads {
                 let t = Target {
@@ -362,7 +362,7 @@ impl Engine {
                 todo.push((u.digest.clone(), t));
             }
             for m in &run.plan.mounts {
-                mounts.push((di, m.repo.clone(), m.from.clone(), m.digest.clone()));
+                mounts.push((di, m.clone()));
             }
         }
 
@@ -370,7 +370,9 @@ impl Engine {
             let last = pass + 1 == self.opts.passes.max(1) || self.opts.stop.requested();
             // Mounts (from repositories that hold the blob) first: cheap, and a declined
             // mount becomes an upload in this same pass.
-            for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+            for (di, Mount { repo, digest, .. }, r) in
+                self.mount_all(std::mem::take(&mut mounts)).await
+            {
                 match r {
                     Ok(MountOutcome::Mounted) => {
                         runs[di].blobs.insert((repo, digest), Ok(Placed::Mounted));
@@ -396,7 +398,9 @@ impl Engine {
                             .remove(&(target.clone(), digest.clone()))
                             .unwrap_or_default()
                         {
-                            mounts.push((target.dest, repo, target.repo.clone(), digest.clone()));
+                            let from = target.repo.clone();
+                            let digest = digest.clone();
+                            mounts.push((target.dest, Mount { digest, repo, from }));
                         }
                     }
                     Err(e) if e.retryable && !last => {
@@ -418,7 +422,9 @@ impl Engine {
             }
             if last {
                 // Mounts still queued after the last pass get their one try.
-                for (di, repo, digest, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+                for (di, Mount { repo, digest, .. }, r) in
+                    self.mount_all(std::mem::take(&mut mounts)).await
+                {
                     let v = match r {
                         Ok(MountOutcome::Mounted) => Ok(Placed::Mounted),
                         Ok(MountOutcome::Declined) => Err(Error::new(
@@ -436,18 +442,18 @@ impl Engine {
         }
     }
 
+    /// Mounts, per destination index; each comes back with its outcome.
     async fn mount_all(
         &self,
-        mounts: Vec<(usize, String, String, Digest)>,
-    ) -> Vec<(usize, String, Digest, Shared<MountOutcome>)> {
-        fstream::iter(
-            mounts
-                .into_iter()
-                .map(|(di, repo, from, digest)| async move {
-                    let r = self.dests[di].registry.mount(&repo, &from, &digest).await;
-                    (di, repo, digest, r)
-                }),
-        )
+        mounts: Vec<(usize, Mount)>,
+    ) -> Vec<(usize, Mount, Shared<MountOutcome>)> {
+        fstream::iter(mounts.into_iter().map(|(di, m)| async move {
+            let r = self.dests[di]
+                .registry
+                .mount(&m.repo, &m.from, &m.digest)
+                .await;
+            (di, m, r)
+        }))
         .buffer_unordered(self.small_requests())
         .collect()
         .await
