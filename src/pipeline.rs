@@ -18,7 +18,7 @@ use crate::platform::artifacts::{self, ArtifactSpec, Publication};
 use crate::platform::Platform;
 use crate::report::progress::Progress;
 use crate::report::{ErrorReport, PackageReport, RunReport, Totals};
-use crate::sink::Registry;
+use crate::sink::{Registry, RegistryApi};
 use crate::source::Package;
 use crate::source::SourceRef;
 
@@ -84,7 +84,8 @@ impl Run<'_> {
             );
             let mut opts = self.engine;
             opts.dry_run = opts.dry_run || self.skip_push;
-            let engine = Engine::new(opts, live.clone());
+            let apis = live.iter().map(|r| r.clone() as Arc<dyn RegistryApi>);
+            let engine = Engine::new(opts, apis.collect());
             // Several packages at once through the one engine: a directory of many small
             // packages is otherwise bound by per-package round trips, not by the link. The
             // report keeps the packages' order.

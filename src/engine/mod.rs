@@ -33,7 +33,7 @@ use stream::{StreamCtx, StreamJob, Target};
 use crate::error::{Error, Result};
 use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Mount, Plan};
-use crate::sink::{MountOutcome, Registry};
+use crate::sink::{MountOutcome, RegistryApi};
 use crate::source::{BrokenImage, Image, Package, PackageHead};
 
 #[derive(Debug, Clone)]
@@ -71,7 +71,7 @@ impl Default for EngineOptions {
 }
 
 struct Destination {
-    registry: Arc<Registry>,
+    registry: Arc<dyn RegistryApi>,
     /// Blobs this run has placed (or found) in this registry: digest → a repository holding it.
     known: Mutex<HashMap<Digest, String>>,
 }
@@ -99,7 +99,7 @@ pub struct Engine {
 type Shared<T> = std::result::Result<T, Error>;
 
 impl Engine {
-    pub fn new(opts: EngineOptions, registries: Vec<Arc<Registry>>) -> Self {
+    pub fn new(opts: EngineOptions, registries: Vec<Arc<dyn RegistryApi>>) -> Self {
         let stream = Arc::new(StreamCtx {
             registries: registries.clone(),
             state: StateStore::new(opts.state_dir.clone()),
@@ -431,7 +431,7 @@ impl Engine {
                             crate::error::ErrorKind::Registry,
                             format!(
                                 "registry {} declined to mount blob {digest} into {repo}",
-                                self.dests[di].registry.host
+                                self.dests[di].registry.host()
                             ),
                         )),
                         Err(e) => Err(e),
@@ -652,7 +652,7 @@ fn summarize(d: &Destination, run: &DestRun, images: &[Image]) -> PlanSummary {
         .filter(|s| matches!(s, ImageState::Present))
         .count() as u64;
     PlanSummary {
-        destination: d.registry.host.clone(),
+        destination: d.registry.host().to_string(),
         images_to_push: images.len() as u64 - present,
         images_present: present,
         blobs_to_upload: run.plan.uploads.len() as u64,

@@ -29,7 +29,7 @@ use super::state::StateStore;
 use super::verifier::Verifier;
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Verified};
-use crate::sink::{Registry, UploadError, UploadSession};
+use crate::sink::{RegistryApi, UploadError, UploadSession};
 use crate::source::Package;
 
 /// Where one blob must go: a destination registry (index) and repository.
@@ -47,7 +47,7 @@ pub struct StreamJob {
 }
 
 pub struct StreamCtx {
-    pub registries: Vec<Arc<Registry>>,
+    pub registries: Vec<Arc<dyn RegistryApi>>,
     pub state: StateStore,
     /// Blobs up to this size are sent in one request; larger ones in chunks of this size.
     pub chunk_size: usize,
@@ -78,9 +78,9 @@ impl Health {
         !self.chunks_refused.load(Ordering::SeqCst)
     }
 
-    fn refuse_chunks(&self, registry: &Registry, e: &Error) {
+    fn refuse_chunks(&self, registry: &dyn RegistryApi, e: &Error) {
         if !self.chunks_refused.swap(true, Ordering::SeqCst) {
-            tracing::debug!(registry = %registry.host, error = %e.message, "registry refuses chunked uploads (PATCH with Content-Range); falling back to one streamed request per blob");
+            tracing::debug!(registry = %registry.host(), error = %e.message, "registry refuses chunked uploads (PATCH with Content-Range); falling back to one streamed request per blob");
         }
     }
 }
@@ -113,7 +113,7 @@ impl StreamCtx {
                 && !h.given_up.swap(true, Ordering::SeqCst)
             {
                 tracing::warn!(
-                    registry = %self.registries[dest].host,
+                    registry = %self.registries[dest].host(),
                     "{GIVE_UP_AFTER} blobs in a row failed on this registry: it is no longer fed in this run, so the other destinations can finish"
                 );
             }
@@ -125,7 +125,7 @@ impl StreamCtx {
             crate::error::ErrorKind::Registry,
             format!(
                 "registry {}: left out for the rest of this run after {GIVE_UP_AFTER} failed blobs in a row (see the errors above); run again once it is healthy",
-                self.registries[dest].host
+                self.registries[dest].host()
             ),
         )
     }
@@ -372,7 +372,7 @@ async fn fan_out(
         // One destination: no fan-out hop, one chunk less held in memory.
         let registry = &ctx.registries[t.dest];
         let r = upload_target(
-            registry,
+            registry.as_ref(),
             &ctx.health[t.dest],
             &ctx.state,
             ctx.chunk_size,
@@ -394,8 +394,17 @@ async fn fan_out(
         let target = t.clone();
         let health = ctx.health[t.dest].clone();
         let task = uploads.spawn(async move {
-            let r =
-                upload_target(&registry, &health, &state, chunk, &repo, &digest, size, trx).await;
+            let r = upload_target(
+                registry.as_ref(),
+                &health,
+                &state,
+                chunk,
+                &repo,
+                &digest,
+                size,
+                trx,
+            )
+            .await;
             (digest, target, r)
         });
         senders.push(Some((tx, task, t)));
@@ -422,7 +431,7 @@ async fn fan_out(
                 Some(Err(_elapsed)) => {
                     let (_, task, t) = slot.take().expect("live sender");
                     task.abort();
-                    let host = &ctx.registries[t.dest].host;
+                    let host = ctx.registries[t.dest].host();
                     out.push((
                         job.digest.clone(),
                         t.clone(),
@@ -458,7 +467,7 @@ async fn fan_out(
 /// resume from the registry's committed offset.
 #[allow(clippy::too_many_arguments)] // one blob, one target: all of it is needed here
 async fn upload_target(
-    registry: &Registry,
+    registry: &dyn RegistryApi,
     health: &Health,
     state: &StateStore,
     chunk: usize,
@@ -488,7 +497,7 @@ async fn upload_target(
     if !health.takes_chunks() {
         return stream_whole(registry, repo, digest, None, rx).await;
     }
-    let lease = state.lease(&registry.host, repo, digest);
+    let lease = state.lease(registry.host(), repo, digest);
     let mut session = match lease.load() {
         Some(saved) => match registry.upload_status(repo, &saved).await {
             Ok(Some(s)) if s.offset <= size => {
@@ -554,7 +563,7 @@ async fn upload_target(
 /// PATCHes one chunk; after a transient failure asks the registry how much of it arrived
 /// and sends only the rest.
 async fn send_chunk(
-    registry: &Registry,
+    registry: &dyn RegistryApi,
     repo: &str,
     digest: &Digest,
     session: &mut UploadSession,
@@ -592,7 +601,7 @@ async fn send_chunk(
 /// ends in an error if the reader reports a mismatch, aborting the request; only a verified
 /// blob is committed.
 async fn stream_whole(
-    registry: &Registry,
+    registry: &dyn RegistryApi,
     repo: &str,
     digest: &Digest,
     first: Option<Bytes>,
@@ -600,7 +609,7 @@ async fn stream_whole(
 ) -> Result<()> {
     let mut session = registry.begin_upload(repo, digest).await?;
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<Verified>>();
-    let counters = registry.counters.clone();
+    let counters = registry.counters().clone();
     let body = futures::stream::unfold(
         (first, rx, Some(verdict_tx)),
         move |(first, mut rx, mut verdict)| {
@@ -643,7 +652,7 @@ async fn stream_whole(
         },
     );
     let sent = registry
-        .upload_stream(repo, digest, &mut session, reqwest::Body::wrap_stream(body))
+        .upload_stream(repo, digest, &mut session, futures::StreamExt::boxed(body))
         .await;
     let verdict = verdict_rx.await.ok();
     let outcome = match (sent, verdict) {

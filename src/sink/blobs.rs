@@ -392,17 +392,6 @@ impl Registry {
         }
     }
 
-    /// Uploads a whole, verified blob held in memory: POST then PUT. A session left behind
-    /// by a failed PUT is cancelled.
-    pub async fn upload_whole(&self, repo: &str, verified: &Verified, bytes: Bytes) -> Result<()> {
-        let session = self.begin_upload(repo, verified.digest()).await?;
-        let r = self.finish_upload(repo, verified, &session, bytes).await;
-        if r.is_err() {
-            let _ = self.cancel(repo, &session).await;
-        }
-        r
-    }
-
     /// Cancels an upload session (best effort; registries may refuse).
     pub async fn cancel(&self, repo: &str, session: &UploadSession) -> Result<()> {
         let url = Url::parse(&session.location)

@@ -7,6 +7,7 @@
 //! name the registry, repository, object and HTTP status. Blobs are in `blobs.rs`, manifests
 //! in `manifests.rs`; this file holds the registry's set-up, its checks and shared helpers.
 
+mod api;
 pub mod auth;
 mod blobs;
 mod manifests;
@@ -32,6 +33,7 @@ use futures::StreamExt;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::oci::{Digest, Verified};
+pub use api::{BodyStream, RegistryApi};
 pub use auth::{Credentials, Scheme, Secret};
 pub use blobs::{MountOutcome, UploadError};
 pub use retry::RetryPolicy;

@@ -1,0 +1,228 @@
+//! The engine in-process, through its public API, against the fake registry behind
+//! `RegistryApi` (tests/common/fake_registry.rs): its rules checked without a server.
+//! Real registries are the other test files' business.
+
+mod common;
+#[path = "common/fake_registry.rs"]
+mod fake_registry;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fake_registry::{Behaviour, Event, FakeRegistry};
+use ferry::devtools::LayoutWriter;
+use ferry::engine::{Engine, EngineOptions, ImageState, Observer, PackageObserver, PackageOutcome};
+use ferry::oci::Digest;
+use ferry::sink::RegistryApi;
+use ferry::source::Package;
+
+struct Quiet;
+
+impl Observer for Quiet {
+    fn package(&self, _label: &str) -> Box<dyn PackageObserver> {
+        Box::new(Quiet)
+    }
+    fn planned_bytes(&self, _bytes: u64) {}
+}
+
+impl PackageObserver for Quiet {
+    fn step(&self, _status: &str) {}
+    fn note(&self, _status: &str) {}
+    fn done(&self, _status: &str) {}
+}
+
+/// A directory package: `acp/a:v1` (a two-arch index) and `acp/b:v1`, sharing a 300 kB layer
+/// (several chunks at the 64 KiB used here), each with small layers of its own.
+fn package(dir: &Path) -> (PathBuf, Digest) {
+    let pkg = dir.join("pkg");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    let shared = w.layer(1, 300_000, false).unwrap();
+    let amd = w.layer(2, 5_000, false).unwrap();
+    let arm = w.layer(3, 5_000, false).unwrap();
+    let m1 = w
+        .image("a", "amd64", &[shared.clone(), amd], false)
+        .unwrap();
+    let m2 = w
+        .image("a", "arm64", &[shared.clone(), arm], false)
+        .unwrap();
+    let index = w.index(&[m1, m2], false).unwrap();
+    w.tag(&index, "registry.alauda.cn:60080/acp/a:v1");
+    let own = w.layer(4, 70_000, false).unwrap();
+    let b = w
+        .image("b", "amd64", &[shared.clone(), own], false)
+        .unwrap();
+    w.tag(&b, "registry.alauda.cn:60080/acp/b:v1");
+    w.finish().unwrap();
+    common::write_package_yaml(&pkg, "pkg");
+    (pkg, shared.digest)
+}
+
+fn push(pkg: &Path, registry: &Arc<FakeRegistry>) -> PackageOutcome {
+    let opts = EngineOptions {
+        chunk_size: 64 << 10,
+        state_dir: None,
+        ..Default::default()
+    };
+    let api: Arc<dyn RegistryApi> = registry.clone();
+    let engine = Engine::new(opts, vec![api]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let package = Package::open(pkg).unwrap();
+    rt.block_on(engine.push_package(&package, &Quiet))
+}
+
+fn states(outcome: &PackageOutcome) -> Vec<(String, String)> {
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    outcome.destinations[0]
+        .images
+        .iter()
+        .map(|i| {
+            let state = match &i.state {
+                ImageState::Failed(e) => format!("failed: {}", e.message),
+                other => format!("{other:?}").to_lowercase(),
+            };
+            (i.source.clone(), state)
+        })
+        .collect()
+}
+
+/// Every manifest in the log comes after every blob and child manifest it names, in its own
+/// repository.
+fn assert_manifests_after_their_parts(registry: &FakeRegistry) {
+    let store = registry.store.lock().unwrap();
+    for (i, event) in store.log.iter().enumerate() {
+        let Event::Manifest { repo, reference } = event else {
+            continue;
+        };
+        let bytes = &store.manifests[&(repo.clone(), reference.clone())];
+        let doc: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        let parts = doc["layers"]
+            .as_array()
+            .into_iter()
+            .chain(doc["manifests"].as_array())
+            .flatten()
+            .chain(doc.get("config"));
+        for part in parts {
+            let digest = Digest::parse(part["digest"].as_str().unwrap()).unwrap();
+            let before = store.log[..i].iter().any(|e| match e {
+                Event::Blob { repo: r, digest: d } => r == repo && *d == digest,
+                Event::Manifest { repo: r, reference } => r == repo && reference == digest.as_str(),
+            });
+            assert!(
+                before,
+                "manifest {repo}:{reference} went up before {digest}"
+            );
+        }
+    }
+}
+
+#[test]
+fn manifests_go_up_only_after_their_parts_and_a_second_push_finds_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, shared) = package(dir.path());
+    let registry = FakeRegistry::new(Behaviour::default());
+
+    let outcome = push(&pkg, &registry);
+    let pushed = vec![
+        (
+            "registry.alauda.cn:60080/acp/a:v1".to_string(),
+            "pushed".to_string(),
+        ),
+        (
+            "registry.alauda.cn:60080/acp/b:v1".to_string(),
+            "pushed".to_string(),
+        ),
+    ];
+    assert_eq!(states(&outcome), pushed);
+    assert_manifests_after_their_parts(&registry);
+    {
+        let store = registry.store.lock().unwrap();
+        // the shared layer went up once, in chunks, and was mounted into the other repository
+        let uploads_of_shared = store
+            .log
+            .iter()
+            .filter(|e| matches!(e, Event::Blob { digest, .. } if *digest == shared))
+            .count();
+        assert_eq!(uploads_of_shared, 2, "{:?}", store.log);
+        assert_eq!(store.mounts, 1);
+        assert!(
+            store.chunks >= 5,
+            "300 kB in 64 KiB chunks: {}",
+            store.chunks
+        );
+        assert!(store.manifests.contains_key(&("acp/a".into(), "v1".into())));
+    }
+    let blobs = outcome.destinations[0].blobs.clone();
+    assert_eq!((blobs.mounted, blobs.failed), (1, 0));
+
+    let log_len = registry.store.lock().unwrap().log.len();
+    let again = push(&pkg, &registry);
+    let present: Vec<_> = pushed
+        .iter()
+        .map(|(s, _)| (s.clone(), "present".to_string()))
+        .collect();
+    assert_eq!(states(&again), present);
+    assert_eq!(registry.store.lock().unwrap().log.len(), log_len);
+}
+
+#[test]
+fn declined_mounts_and_refused_chunks_fall_back_to_whole_uploads() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, shared) = package(dir.path());
+    let registry = FakeRegistry::new(Behaviour {
+        refuse_chunks: true,
+        decline_mounts: true,
+    });
+
+    let outcome = push(&pkg, &registry);
+    assert!(
+        states(&outcome).iter().all(|(_, s)| s == "pushed"),
+        "{:?}",
+        states(&outcome)
+    );
+    assert_manifests_after_their_parts(&registry);
+    let store = registry.store.lock().unwrap();
+    assert_eq!(store.mounts, 0);
+    assert_eq!(store.chunks, 0, "no chunk is taken by this registry");
+    for repo in ["acp/a", "acp/b"] {
+        let bytes = &store.blobs[&(repo.to_string(), shared.clone())];
+        assert_eq!(Digest::of(bytes), shared);
+    }
+}
+
+#[test]
+fn a_corrupt_layer_is_never_committed_and_only_its_images_fail() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    // b's own layer: same size, other bytes
+    let layout = pkg.join("images");
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let b = index["manifests"][1]["digest"].as_str().unwrap();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(b)).unwrap()).unwrap();
+    let own = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut bytes = std::fs::read(blob(&own)).unwrap();
+    bytes[1000] ^= 0xff;
+    std::fs::write(blob(&own), bytes).unwrap();
+
+    let registry = FakeRegistry::new(Behaviour::default());
+    let outcome = push(&pkg, &registry);
+    let states = states(&outcome);
+    assert_eq!(states[0].1, "pushed");
+    assert!(states[1].1.contains("digest mismatch"), "{states:?}");
+    let store = registry.store.lock().unwrap();
+    let own = Digest::parse(&own).unwrap();
+    assert!(
+        !store.blobs.keys().any(|(_, d)| *d == own),
+        "the corrupt blob was committed"
+    );
+    assert!(!store.manifests.contains_key(&("acp/b".into(), "v1".into())));
+}
