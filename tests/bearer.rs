@@ -59,13 +59,15 @@ fn token_server(key: SigningKey, cert_der: Vec<u8>, issued: Arc<Mutex<Vec<String
                 .map(|x| x.1)
                 .unwrap_or("")
                 .to_string();
-            let scope = url::form_urlencoded::parse(query.as_bytes())
-                .find(|(k, _)| k == "scope")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
+            // every scope asked for is granted (a mount asks for two: push on the target,
+            // pull on the source)
             let mut access = Vec::new();
-            if let [kind, name, actions] = scope.split(':').collect::<Vec<_>>()[..] {
-                access.push(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+            for (_, scope) in
+                url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "scope")
+            {
+                if let [kind, name, actions] = scope.split(':').collect::<Vec<_>>()[..] {
+                    access.push(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
+                }
             }
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -154,6 +156,10 @@ fn bearer_token_registries_work_and_tokens_never_leak() {
     ]);
     let log = std::fs::read_to_string(reg.dir.path().join("registry.log")).unwrap_or_default();
     assert_eq!(run.code, 0, "{}\nregistry log:\n{log}", run.all());
+    // blobs shared between repositories were mounted, with tokens scoped to both sides
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let mounted = report["totals"]["blobs"]["mounted"].as_u64().unwrap();
+    assert!(mounted > 0, "{}", run.stdout);
     let tokens = issued.lock().unwrap().clone();
     assert!(!tokens.is_empty(), "no token was requested");
     for t in &tokens {

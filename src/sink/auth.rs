@@ -1,7 +1,7 @@
 //! Credentials and how they reach a registry: HTTP basic, or bearer tokens obtained through
-//! the `WWW-Authenticate` challenge. Tokens are fetched by `oci-client` (we wrap it rather
-//! than re-implement the token dance); the upload path itself uses our own reqwest calls
-//! because oci-client holds whole blobs in memory and cannot resume an upload session.
+//! the `WWW-Authenticate` challenge (the Docker token protocol: `GET <realm>?service=..&scope=..`
+//! with basic credentials, answered by `{"token": ..}`). The exchange itself is in
+//! `transport.rs`, over the registry's own HTTP client and TLS settings.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -56,14 +56,76 @@ impl Credentials {
 pub enum Scheme {
     None,
     Basic,
-    Bearer,
+    Bearer(Challenge),
+}
+
+/// Where a bearer registry's tokens come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Challenge {
+    pub realm: String,
+    pub service: Option<String>,
 }
 
 pub fn scheme_of(www_authenticate: Option<&str>) -> Scheme {
-    match www_authenticate.map(|s| s.trim_start().to_ascii_lowercase()) {
-        Some(s) if s.starts_with("bearer") => Scheme::Bearer,
-        Some(s) if s.starts_with("basic") => Scheme::Basic,
+    let Some(header) = www_authenticate.map(str::trim_start) else {
+        return Scheme::None;
+    };
+    let (name, params) = header.split_once(' ').unwrap_or((header, ""));
+    match name.to_ascii_lowercase().as_str() {
+        "bearer" => {
+            let params = challenge_params(params);
+            match params.get("realm") {
+                Some(realm) => Scheme::Bearer(Challenge {
+                    realm: realm.clone(),
+                    service: params.get("service").cloned(),
+                }),
+                // a bearer challenge without a realm cannot be answered; basic may still work
+                None => Scheme::Basic,
+            }
+        }
+        "basic" => Scheme::Basic,
         _ => Scheme::None,
+    }
+}
+
+/// `key="value", key2=value2`: the parameters of a challenge (quoted values may hold commas,
+/// as scopes do).
+fn challenge_params(s: &str) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let mut rest = s.trim();
+    while let Some((key, after)) = rest.split_once('=') {
+        let key = key
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
+        let after = after.trim_start();
+        let (value, next) = match after.strip_prefix('"') {
+            Some(quoted) => {
+                let end = quoted.find('"').unwrap_or(quoted.len());
+                (&quoted[..end], quoted.get(end + 1..).unwrap_or(""))
+            }
+            None => {
+                let end = after.find(',').unwrap_or(after.len());
+                (after[..end].trim(), &after[end..])
+            }
+        };
+        out.insert(key, value.to_string());
+        rest = next.trim_start().trim_start_matches(',');
+    }
+    out
+}
+
+/// The answer of a token server (Distribution says `token`, OAuth2-style ones `access_token`).
+#[derive(Deserialize)]
+pub(super) struct TokenAnswer {
+    token: Option<String>,
+    access_token: Option<String>,
+}
+
+impl TokenAnswer {
+    pub fn into_token(self) -> Option<String> {
+        self.token.or(self.access_token).filter(|t| !t.is_empty())
     }
 }
 
@@ -146,11 +208,40 @@ mod tests {
 
     #[test]
     fn schemes() {
-        assert_eq!(scheme_of(Some("Bearer realm=\"x\"")), Scheme::Bearer);
+        assert_eq!(
+            scheme_of(Some("Bearer realm=\"x\"")),
+            Scheme::Bearer(Challenge {
+                realm: "x".into(),
+                service: None
+            })
+        );
         assert_eq!(
             scheme_of(Some("Basic realm=\"basic-realm\"")),
             Scheme::Basic
         );
         assert_eq!(scheme_of(None), Scheme::None);
+    }
+}
+
+#[cfg(test)]
+mod challenge_tests {
+    use super::*;
+
+    #[test]
+    fn challenges_are_parsed() {
+        let h = r#"Bearer realm="https://auth.example/token",service="harbor-registry",scope="repository:a/b:pull,push""#;
+        assert_eq!(
+            scheme_of(Some(h)),
+            Scheme::Bearer(Challenge {
+                realm: "https://auth.example/token".into(),
+                service: Some("harbor-registry".into()),
+            })
+        );
+        assert_eq!(scheme_of(Some("Basic realm=\"x\"")), Scheme::Basic);
+        assert_eq!(scheme_of(Some("bearer service=x")), Scheme::Basic);
+        assert_eq!(scheme_of(None), Scheme::None);
+        let p = challenge_params(r#"realm=http://t/token, service="s""#);
+        assert_eq!(p["realm"], "http://t/token");
+        assert_eq!(p["service"], "s");
     }
 }

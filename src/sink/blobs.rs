@@ -1,6 +1,7 @@
 //! Blobs: presence (HEAD), cross-repository mounts, and uploads — whole in one request,
 //! streamed, or in chunks that resume from the registry's committed offset — committed with
 //! `PUT ?digest=` only after the caller's check said the bytes are right.
+use super::transport::{transient, Access};
 use super::*;
 
 /// What a cross-repository mount came to.
@@ -84,13 +85,19 @@ impl Registry {
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", &self.full_repo(from));
-        let resp = match self.send(Method::POST, url, None, repo, &what).await {
-            // Our bearer tokens are scoped to one repository (oci-client asks for one scope),
-            // so a token server may refuse pulling from `from`: upload instead.
-            Err(e)
-                if e.kind == ErrorKind::Auth
-                    && *self.scheme.lock().await == Some(Scheme::Bearer) =>
-            {
+        let access = Access {
+            repo,
+            pull_from: Some(from),
+        };
+        let sent = self
+            .send_full(Method::POST, url, None, None, access, &what)
+            .await;
+        let bearer = matches!(*self.scheme.lock().await, Some(Scheme::Bearer(_)));
+        let resp = match sent {
+            // The token asks for pull on `from` too, but a token server grants only what the
+            // account may do and drops the rest silently: the registry then says 401. The
+            // blob is uploaded instead.
+            Err(e) if e.kind == ErrorKind::Auth && bearer => {
                 tracing::debug!(registry = %self.host, %digest, from, repo, "mount refused by the token's scope; uploading instead");
                 return Ok(MountOutcome::Declined);
             }
@@ -189,19 +196,14 @@ impl Registry {
         let url = Url::parse(&session.location)
             .map_err(|e| Error::internal(format!("upload location: {e}")))?;
         let auth = self.authorize(repo, false).await?;
-        let mut rb = self
-            .upload_http
-            .patch(url)
+        let rb = self
+            .request(&self.upload_http, Method::PATCH, url, auth.as_deref())?
             .header(CONTENT_TYPE, "application/octet-stream")
             .header(CONTENT_LENGTH, len)
             .header(
                 "Content-Range",
                 format!("{}-{}", session.offset, session.offset + len - 1),
             );
-        if let Some(a) = auth {
-            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(&a)?);
-        }
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self.send_upload(rb, chunk, repo).await?;
         self.counters.bytes_sent.fetch_add(len, Ordering::Relaxed);
         match resp.status() {
@@ -215,16 +217,11 @@ impl Registry {
             ),
             // 416: our offset and the registry's disagree; the caller asks where it stands
             // and continues from there.
-            s if s.is_server_error()
-                || s == StatusCode::TOO_MANY_REQUESTS
-                || s == StatusCode::RANGE_NOT_SATISFIABLE =>
-            {
-                Err(self
-                    .status_error(s, &what, resp)
-                    .await
-                    .retryable(true)
-                    .into())
-            }
+            s if transient(s) || s == StatusCode::RANGE_NOT_SATISFIABLE => Err(self
+                .status_error(s, &what, resp)
+                .await
+                .retryable(true)
+                .into()),
             StatusCode::UNAUTHORIZED => {
                 self.authorize(repo, true).await?;
                 Err(self
@@ -303,25 +300,21 @@ impl Registry {
         let what = format!("uploading blob {digest} to {repo} (one request)");
         let url = Url::parse(&session.location)
             .map_err(|e| Error::internal(format!("upload location: {e}")))?;
-        let mut rb = self
-            .http
-            .patch(url)
+        let auth = self.authorize(repo, false).await?;
+        let rb = self
+            .request(&self.http, Method::PATCH, url, auth.as_deref())?
             .header(CONTENT_TYPE, "application/octet-stream")
             .body(body);
-        if let Some(a) = self.authorize(repo, false).await? {
-            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(&a)?);
-        }
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
         let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
                 session.location = self.location(&resp, &what)?;
                 Ok(())
             }
-            s => {
-                let retry = s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS;
-                Err(self.status_error(s, &what, resp).await.retryable(retry))
-            }
+            s => Err(self
+                .status_error(s, &what, resp)
+                .await
+                .retryable(transient(s))),
         }
     }
 

@@ -1,5 +1,6 @@
 //! Manifests: which digest a tag points at (HEAD), and putting one, children before the
 //! index that lists them (the engine's order).
+use super::transport::Access;
 use super::*;
 
 impl Registry {
@@ -8,7 +9,14 @@ impl Registry {
         let what = format!("checking manifest {repo}:{reference}");
         let url = self.url(&format!("v2/{repo}/manifests/{reference}"));
         let resp = self
-            .send_accept(Method::HEAD, url, MANIFEST_ACCEPT, repo, &what)
+            .send_full(
+                Method::HEAD,
+                url,
+                None,
+                Some(MANIFEST_ACCEPT),
+                Access::push(repo),
+                &what,
+            )
             .await?;
         match resp.status() {
             StatusCode::OK => Ok(resp

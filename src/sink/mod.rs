@@ -34,7 +34,7 @@ use futures::StreamExt;
 use crate::error::{Error, ErrorKind, Result};
 use crate::oci::{Digest, Verified};
 pub use api::{BodyStream, RegistryApi};
-pub use auth::{Credentials, Scheme, Secret};
+pub use auth::{Challenge, Credentials, Scheme, Secret};
 pub use blobs::{MountOutcome, UploadError};
 pub use retry::RetryPolicy;
 
@@ -82,7 +82,6 @@ pub struct Registry {
     upload_http: reqwest::Client,
     /// --timeout: the longest time without a byte moving.
     idle_timeout: Duration,
-    oci: oci_client::Client,
     plain_http: bool,
     credentials: Option<Credentials>,
     credential_origin: Option<String>,
@@ -161,32 +160,12 @@ impl Registry {
             builder = builder.use_preconfigured_tls(tls::client_config(&trusted)?);
             upload_builder = upload_builder.use_preconfigured_tls(tls::client_config(&trusted)?);
         }
-        let oci_certs: Vec<oci_client::client::Certificate> = trusted
-            .iter()
-            .map(|der| oci_client::client::Certificate {
-                encoding: oci_client::client::CertificateEncoding::Der,
-                data: der.clone(),
-            })
-            .collect();
         let http = builder
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
         let upload_http = upload_builder
             .build()
             .map_err(|e| Error::internal(format!("HTTP client: {e}")))?;
-        let oci = oci_client::Client::new(oci_client::client::ClientConfig {
-            protocol: if opts.plain_http {
-                oci_client::client::ClientProtocol::Http
-            } else {
-                oci_client::client::ClientProtocol::Https
-            },
-            accept_invalid_certificates: opts.insecure,
-            extra_root_certificates: oci_certs,
-            // a token server that never answers must not hang every request to the registry
-            read_timeout: Some(opts.timeout),
-            connect_timeout: Some(Duration::from_secs(15)),
-            ..Default::default()
-        });
         Ok(Registry {
             host: opts.host,
             prefix: opts.prefix.trim_matches('/').to_string(),
@@ -194,7 +173,6 @@ impl Registry {
             http,
             upload_http,
             idle_timeout: opts.timeout,
-            oci,
             plain_http: opts.plain_http,
             credentials: opts.credentials,
             credential_origin: opts.credential_origin,
@@ -257,7 +235,7 @@ impl Registry {
             }
             // Bearer registries: ask for one token now, so that a wrong password fails once,
             // before any work, with exit 5 (and is then remembered, not retried).
-            Scheme::Bearer => match self.authorize("ferry-credential-check", true).await {
+            Scheme::Bearer(_) => match self.authorize("ferry-credential-check", true).await {
                 Err(e) if e.kind == ErrorKind::Auth => Err(e),
                 _ => Ok(()),
             },

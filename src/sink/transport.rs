@@ -4,91 +4,160 @@
 //! and what was being done.
 use super::*;
 
+/// What a request needs access to: push (and pull) on its repository and, for a
+/// cross-repository mount, pull on the source repository. Bearer tokens are asked for exactly
+/// these scopes (so a mount's token covers both sides) and kept per scope set.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Access<'a> {
+    pub repo: &'a str,
+    pub pull_from: Option<&'a str>,
+}
+
+impl<'a> Access<'a> {
+    pub fn push(repo: &'a str) -> Self {
+        Access {
+            repo,
+            pull_from: None,
+        }
+    }
+}
+
 impl Registry {
-    /// Adds `Authorization` for `repo` according to the registry's scheme.
+    /// The `Authorization` value for `repo` according to the registry's scheme.
     pub(super) async fn authorize(&self, repo: &str, refresh: bool) -> Result<Option<String>> {
+        self.authorize_for(Access::push(repo), refresh).await
+    }
+
+    pub(super) async fn authorize_for(
+        &self,
+        access: Access<'_>,
+        refresh: bool,
+    ) -> Result<Option<String>> {
         let scheme = self.scheme.lock().await.clone().unwrap_or(Scheme::None);
         let Some(creds) = &self.credentials else {
             return Ok(None);
         };
-        match scheme {
-            Scheme::None => Ok(None),
-            Scheme::Basic => Ok(Some(creds.basic_header())),
-            Scheme::Bearer => {
-                if let Some(e) = self.token_refused.lock().await.clone() {
-                    // credentials the token server refused once are not tried again: every
-                    // try could count towards an account lockout
-                    return Err(e);
-                }
-                if !refresh {
-                    if let Some(t) = self.tokens.lock().await.get(repo) {
-                        return Ok(Some(format!("Bearer {t}")));
-                    }
-                }
-                // no lock is held while the token server is asked
-                let reference = oci_client::Reference::with_tag(
-                    self.host.clone(),
-                    self.full_repo(repo),
-                    "latest".into(),
-                );
-                let auth = oci_client::secrets::RegistryAuth::Basic(
-                    creds.username.clone(),
-                    creds.password.expose().to_string(),
-                );
-                let token = match self
-                    .oci
-                    .auth(&reference, &auth, oci_client::RegistryOperation::Push)
-                    .await
-                {
-                    Ok(t) => t,
-                    Err(e) => {
-                        // The error text of a failed token request is the token server's body;
-                        // it cannot contain our password, but keep it short.
-                        let text: String = e.to_string().chars().take(200).collect();
-                        let lower = text.to_lowercase();
-                        // oci-client says "Authentication failure" for a 401/403 of the token
-                        // server; anything else (no answer, 5xx) is worth another try
-                        // (a 403 can be about the scope, not the credentials: not remembered)
-                        let refused = lower.contains("authentication failure")
-                            || lower.contains("401")
-                            || lower.contains("unauthorized");
-                        let err = Error::new(
-                            if refused {
-                                ErrorKind::Auth
-                            } else {
-                                ErrorKind::Unreachable
-                            },
-                            format!(
-                                "registry {}: getting a push token for {repo} failed: {text}{}",
-                                self.host,
-                                if refused {
-                                    format!(
-                                        " (user {:?}, credentials {}): check them",
-                                        creds.username,
-                                        self.credential_origin
-                                            .as_deref()
-                                            .unwrap_or("from the command line")
-                                    )
-                                } else {
-                                    String::new()
-                                }
-                            ),
-                        );
-                        if refused {
-                            *self.token_refused.lock().await = Some(err.clone());
-                        }
-                        return Err(err.retryable(!refused));
-                    }
-                };
-                match token {
-                    Some(t) => {
-                        self.tokens.lock().await.insert(repo.to_string(), t.clone());
-                        Ok(Some(format!("Bearer {t}")))
-                    }
-                    None => Ok(Some(creds.basic_header())),
-                }
+        let challenge = match scheme {
+            Scheme::None => return Ok(None),
+            Scheme::Basic => return Ok(Some(creds.basic_header())),
+            Scheme::Bearer(c) => c,
+        };
+        if let Some(e) = self.token_refused.lock().await.clone() {
+            // credentials the token server refused once are not tried again: every try could
+            // count towards an account lockout
+            return Err(e);
+        }
+        let mut scopes = vec![format!(
+            "repository:{}:pull,push",
+            self.full_repo(access.repo)
+        )];
+        if let Some(from) = access.pull_from {
+            scopes.push(format!("repository:{}:pull", self.full_repo(from)));
+        }
+        let key = scopes.join(" ");
+        if !refresh {
+            if let Some(t) = self.tokens.lock().await.get(&key) {
+                return Ok(Some(format!("Bearer {t}")));
             }
         }
+        // no lock is held while the token server is asked
+        let token = self
+            .fetch_token(&challenge, &scopes, creds, access.repo)
+            .await?;
+        self.tokens.lock().await.insert(key, token.clone());
+        Ok(Some(format!("Bearer {token}")))
+    }
+
+    /// The Docker token protocol: `GET <realm>?service=..&scope=..` with basic credentials.
+    async fn fetch_token(
+        &self,
+        challenge: &Challenge,
+        scopes: &[String],
+        creds: &Credentials,
+        repo: &str,
+    ) -> Result<String> {
+        let failed = |kind: ErrorKind, detail: String| {
+            let refused = kind == ErrorKind::Auth;
+            Error::new(
+                kind,
+                format!(
+                    "registry {}: getting a push token for {repo} from {} failed: {detail}{}",
+                    self.host,
+                    strip_queries(&challenge.realm),
+                    if refused {
+                        format!(
+                            " (user {:?}, credentials {}): check them",
+                            creds.username,
+                            self.credential_origin
+                                .as_deref()
+                                .unwrap_or("from the command line")
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+            .retryable(!refused)
+        };
+        let mut url = Url::parse(&challenge.realm)
+            .map_err(|e| failed(ErrorKind::Registry, format!("bad realm: {e}")))?;
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = &challenge.service {
+                query.append_pair("service", service);
+            }
+            for scope in scopes {
+                query.append_pair("scope", scope);
+            }
+        }
+        let basic = creds.basic_header();
+        let resp = self
+            .request(&self.http, Method::GET, url, Some(&basic))?
+            .send()
+            .await
+            .map_err(|e| self.transport_error(e, repo))?;
+        let status = resp.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let err = failed(ErrorKind::Auth, format!("HTTP {}", status.as_u16()));
+            *self.token_refused.lock().await = Some(err.clone());
+            return Err(err);
+        }
+        if !status.is_success() {
+            return Err(failed(
+                ErrorKind::Unreachable,
+                format!("HTTP {}", status.as_u16()),
+            ));
+        }
+        // a token answer is small; a hostile server must not fill our memory
+        let mut body = Vec::new();
+        let mut resp = resp;
+        while let Ok(Some(chunk)) = resp.chunk().await {
+            body.extend_from_slice(&chunk);
+            if body.len() > MAX_TOKEN_ANSWER {
+                return Err(failed(ErrorKind::Registry, "answer too large".into()));
+            }
+        }
+        serde_json::from_slice::<auth::TokenAnswer>(&body)
+            .ok()
+            .and_then(auth::TokenAnswer::into_token)
+            .ok_or_else(|| failed(ErrorKind::Registry, "the answer holds no token".into()))
+    }
+
+    /// The start of every request to the registry: counted, and authorized when `auth` is
+    /// given (the header is marked sensitive, so it never shows in debug output).
+    pub(super) fn request(
+        &self,
+        client: &reqwest::Client,
+        method: Method,
+        url: Url,
+        auth: Option<&str>,
+    ) -> Result<reqwest::RequestBuilder> {
+        self.counters.requests.fetch_add(1, Ordering::Relaxed);
+        let rb = client.request(method, url);
+        Ok(match auth {
+            Some(a) => rb.header(reqwest::header::AUTHORIZATION, sensitive(a)?),
+            None => rb,
+        })
     }
 
     /// One request, no retry. Connection-level failures become errors here.
@@ -101,13 +170,9 @@ impl Registry {
         accept: Option<&str>,
         repo: &str,
     ) -> Result<reqwest::Response> {
-        self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let mut rb = self.http.request(method.clone(), url);
+        let mut rb = self.request(&self.http, method.clone(), url, auth)?;
         if let Some(a) = accept {
             rb = rb.header(ACCEPT, a);
-        }
-        if let Some(a) = auth {
-            rb = rb.header(reqwest::header::AUTHORIZATION, sensitive(a)?);
         }
         if let Some(b) = body {
             rb = rb
@@ -183,34 +248,25 @@ impl Registry {
         repo: &str,
         what: &str,
     ) -> Result<reqwest::Response> {
-        self.send_full(method, url, body, None, repo, what).await
-    }
-
-    pub(super) async fn send_accept(
-        &self,
-        method: Method,
-        url: Url,
-        accept: &str,
-        repo: &str,
-        what: &str,
-    ) -> Result<reqwest::Response> {
-        self.send_full(method, url, None, Some(accept), repo, what)
+        self.send_full(method, url, body, None, Access::push(repo), what)
             .await
     }
 
+    /// [`Registry::send`] with an `Accept` header and the access the request needs.
     pub(super) async fn send_full(
         &self,
         method: Method,
         url: Url,
         body: Option<Body>,
         accept: Option<&str>,
-        repo: &str,
+        access: Access<'_>,
         what: &str,
     ) -> Result<reqwest::Response> {
+        let repo = access.repo;
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
-            let auth = self.authorize(repo, false).await?;
+            let auth = self.authorize_for(access, false).await?;
             let result = self
                 .send_once(
                     method.clone(),
@@ -225,7 +281,7 @@ impl Registry {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED => {
                     if !refreshed && self.credentials.is_some() {
                         refreshed = true;
-                        self.authorize(repo, true).await?;
+                        self.authorize_for(access, true).await?;
                         continue;
                     }
                     let _ = resp.bytes().await;
@@ -235,10 +291,7 @@ impl Registry {
                         Error::new(ErrorKind::Auth, format!("registry {}: {what}: authentication required (HTTP 401): give --username/--password", self.host))
                     });
                 }
-                Ok(resp)
-                    if resp.status() == StatusCode::TOO_MANY_REQUESTS
-                        || resp.status().is_server_error() =>
-                {
+                Ok(resp) if transient(resp.status()) => {
                     let ra = retry::parse_retry_after(resp.headers().get("retry-after"));
                     let e = self
                         .status_error(resp.status(), what, resp)
@@ -291,4 +344,12 @@ impl Registry {
             ),
         )
     }
+}
+
+/// Statuses that say "try again later": the registry is overloaded or failing for now.
+/// Token answers are a few kB (a JWT with a certificate chain at most).
+const MAX_TOKEN_ANSWER: usize = 1 << 20;
+
+pub(super) fn transient(status: StatusCode) -> bool {
+    status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
 }
