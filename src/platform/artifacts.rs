@@ -28,7 +28,7 @@ pub struct ArtifactSpec {
     /// Package type: bundle, plugin, chart.
     pub kind: String,
     pub version: String,
-    /// Destination registry host[:port].
+    /// Destination registry `host[:port]`.
     pub registry: String,
     /// Main artifact's repository path, without host and tag.
     pub repository: String,
@@ -65,7 +65,7 @@ pub struct ResourceOutcome {
 /// standby): the resources written per cluster, or why none were.
 #[derive(Debug, Clone, Default)]
 pub struct Publication {
-    /// The platform (host[:port]) the clusters belong to.
+    /// The platform (`host[:port]`) the clusters belong to.
     pub platform: String,
     pub resources: Vec<ResourceOutcome>,
     /// Why no resources were written (images missing from this side's registry, ...).

@@ -141,7 +141,7 @@ impl Platform {
         Ok(c)
     }
 
-    /// For messages: the platform's host[:port].
+    /// For messages: the platform's `host[:port]`.
     pub fn host(&self) -> String {
         host_of(&self.address)
     }

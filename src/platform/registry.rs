@@ -14,7 +14,7 @@ use crate::sink::{Credentials, Secret};
 /// What `ProductBase` `base` says about the registry.
 #[derive(Debug, Clone)]
 pub struct ProductRegistry {
-    /// `spec.registry.address` (host[:port]), if set.
+    /// `spec.registry.address` (`host[:port]`), if set.
     pub address: Option<String>,
     /// `spec.registry.external`: the platform uses a registry it does not run.
     pub external: bool,

@@ -78,7 +78,7 @@ pub struct ResourceReport {
     pub kind: String,
     pub name: String,
     pub cluster: String,
-    /// The platform (host[:port]) the cluster belongs to (primary or DR standby).
+    /// The platform (`host[:port]`) the cluster belongs to (primary or DR standby).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub platform: String,
     pub action: crate::platform::artifacts::Action,
