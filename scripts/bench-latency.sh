@@ -3,14 +3,16 @@
 # reached through a proxy that delays each direction by 20 ms (40 ms RTT; no netem here).
 # Corpus: ~2,000 small blobs (half under 100 kB) and a few large ones. Compares ferry with
 # skopeo (extracted layout, 4 at a time) and with the floors: the wire (bytes / 125 MB/s) and
-# one raw TCP stream through the same proxy and link.
+# one raw TCP stream through the same proxy and link. Then the same over TLS, where Go
+# registries offer HTTP/2: ferry's default (HTTP/1.1) against FERRY_HTTP2=1, on this corpus and
+# on one of large blobs.
 #   scripts/bench-latency.sh [--quick]      (scripts/bench.sh runs it too)
 # Writes its table between the bench-latency markers of docs/benchmarks.md (full run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
 install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 curl:curl \
-  /usr/bin/time:time ip:iproute2 tc:iproute2
+  /usr/bin/time:time ip:iproute2 tc:iproute2 openssl:openssl
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
@@ -68,24 +70,33 @@ tc qdisc add dev "$dev" root tbf rate 1gbit burst 512kb latency 100ms
 remote=10.251.$x.2
 
 n=0
-far_registry() { # a fresh registry across the link, behind the delay proxy; sets $h
+far_registry() { # [tls] a fresh registry across the link, behind the delay proxy; sets $h
   # the previous one (and its proxy) goes first: the new one takes the same address
   for p in "$work"/reg*/pid "$work"/proxy*.pid; do
     [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null && rm -f "$p"
   done
-  for _ in $(seq 100); do curl -sf "http://$remote:5000/v2/" >/dev/null || break; sleep 0.1; done
-  n=$((n + 1)); local d=$work/reg$n port
+  for _ in $(seq 100); do curl -skf "$scheme://$remote:5000/v2/" >/dev/null || break; sleep 0.1; done
+  scheme=http
+  n=$((n + 1)); local d=$work/reg$n port tls=""
   mkdir -p "$d/data"
   port=$(free_port)
-  printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n' "$d" "$remote" >"$d/config.yml"
+  if [ "${1:-}" = tls ]; then
+    scheme=https
+    tls=$(printf '  tls:\n    certificate: %s\n    key: %s\n' "$work/cert.pem" "$work/key.pem")
+  fi
+  printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n%s\n' "$d" "$remote" "$tls" >"$d/config.yml"
   ip netns exec "$ns" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
   echo $! >"$d/pid"
-  for _ in $(seq 100); do curl -sf "http://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -skf "$scheme://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
   python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" &
   echo $! >"$work/proxy$n.pid"
-  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
+  for _ in $(seq 100); do curl -skf "$scheme://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
   h=127.0.0.1:$port
 }
+scheme=http
+# the registry's certificate, for the proxy's address (the client sees 127.0.0.1)
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
+  -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
 
 echo "== floors" >&2
 port=$(free_port)
@@ -115,22 +126,39 @@ SK
 chmod +x "$work/skopeo_all.sh"
 measure far "skopeo x4 (extracted layout)" -- "$work/skopeo_all.sh" "$work/small/layout" "$h"
 
-python3 - "$results" "$bytes" "$nblobs" "$delay_ms" "$quick" >"$work/report.md" <<'PY'
+echo "== over TLS: HTTP/1.1 (default) against HTTP/2" >&2
+"$ferry" dev corpus "$work/large" --images 8 --scale 0.5 >/dev/null
+"$ferry" pack --from "$work/large/layout" --metadata "$work/large/package.yaml" -o "$work/large.tgz" >/dev/null
+for corpus in small large; do
+  far_registry tls
+  measure "far, TLS, $corpus" "ferry (HTTP/1.1)" -- "$ferry" push "$work/$corpus.tgz" --dest-repo "$h" --ca-file "$work/cert.pem" --quiet
+  far_registry tls
+  measure "far, TLS, $corpus" "ferry FERRY_HTTP2=1" -- env FERRY_HTTP2=1 "$ferry" push "$work/$corpus.tgz" --dest-repo "$h" --ca-file "$work/cert.pem" --quiet
+done
+
+large=$(du -sb "$work/large/layout/blobs" | cut -f1)
+python3 - "$results" "$bytes" "$nblobs" "$delay_ms" "$quick" "$large" >"$work/report.md" <<'PY'
 import sys, datetime, os
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 size, nblobs, delay, quick = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5] == "1"
+large = int(sys.argv[6])
 wire = size / 125e6
 get = lambda t: next(r for r in rows if r[1].startswith(t))
 ferry = float(get("ferry")[2])
 print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; {nblobs} blobs, {size/1e6:.0f} MB;"
-      f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s{' (quick)' if quick else ''}. Wire floor {wire:.2f} s."
+      f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s{' (quick)' if quick else ''}. Wire floor {wire:.2f} s"
+      f" (large-blob corpus: {large/1e6:.0f} MB, {large/125e6:.2f} s)."
       f" Command: `scripts/bench-latency.sh{' --quick' if quick else ''}`\n")
 print("| scenario | tool | wall s | CPU s | peak RSS MB | bytes on the link MB | note |")
 print("|---|---|---:|---:|---:|---:|---|")
 near = float(get("ferry, no delay")[2])
+h1 = {sc: float(w) for sc, tool, w, *_ in rows if tool == "ferry (HTTP/1.1)"}
 for sc, tool, wall, cpu, rss, b in rows:
     w = float(wall)
-    note = f"{w/wire:.2f}x the wire floor"
+    floor = (large if sc.endswith("large") else size) / 125e6
+    note = f"{w/floor:.2f}x the wire floor"
+    if tool.endswith("HTTP2=1"):
+        note += f"; HTTP/1.1 is {w/h1[sc]:.2f}x faster"
     if tool == "ferry":
         note += f"; {w/near:.2f}x the same push without the delay"
     if tool.startswith("skopeo"):
