@@ -144,7 +144,7 @@ size, nblobs, delay, quick = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sy
 large = int(sys.argv[6])
 wire = size / 125e6
 get = lambda t: next(r for r in rows if r[1].startswith(t))
-ferry = float(get("ferry")[2])
+ferry = float(next(r for r in rows if r[1] == "ferry")[2])
 print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; {nblobs} blobs, {size/1e6:.0f} MB;"
       f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s{' (quick)' if quick else ''}. Wire floor {wire:.2f} s"
       f" (large-blob corpus: {large/1e6:.0f} MB, {large/125e6:.2f} s)."
