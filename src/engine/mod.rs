@@ -172,11 +172,12 @@ impl Engine {
         }
 
         line.step("checking what the registry has");
-        let mut runs = Vec::new();
-        for d in &self.dests {
-            let run = self.survey(d, &images).await;
+        // every destination at once: a DR standby at a distant site costs its round trips in
+        // parallel with the primary's, not after them
+        let surveys = self.dests.iter().map(|d| self.survey(d, &images));
+        let mut runs = futures::future::join_all(surveys).await;
+        for run in &runs {
             observer.planned_bytes(run.plan.bytes_to_send());
-            runs.push(run);
         }
 
         if self.opts.dry_run {
