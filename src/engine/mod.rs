@@ -7,10 +7,13 @@
 //! a blob both need is decompressed and hashed once and sent to both.
 
 mod buffers;
+mod manifests;
 pub mod outcome;
 mod state;
 mod stop;
 pub mod stream;
+mod survey;
+mod tally;
 mod verifier;
 
 pub use outcome::{
@@ -20,7 +23,7 @@ pub use outcome::{
 pub(crate) use stop::interrupted;
 pub use stop::Stop;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -32,9 +35,10 @@ use stream::{StreamCtx, StreamJob, Target};
 
 use crate::error::{Error, Result};
 use crate::oci::Digest;
-use crate::plan::{self, ImageNeeds, Mount, Plan};
+use crate::plan::{Mount, Plan};
 use crate::sink::{MountOutcome, RegistryApi};
-use crate::source::{BrokenImage, Image, Package, PackageHead};
+use crate::source::{Image, Package, PackageHead};
+use tally::{planned_counts, summarize};
 
 #[derive(Debug, Clone)]
 pub struct EngineOptions {
@@ -241,101 +245,6 @@ impl Engine {
         self.opts.concurrency.max(1) * 16
     }
 
-    /// Asks one destination which images and blobs it already has, and plans the rest.
-    async fn survey(&self, d: &Destination, images: &[Image]) -> DestRun {
-        let reg = &d.registry;
-        let width = self.small_requests();
-        let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
-            reg.manifest_digest(&img.repo, &img.reference)
-                .await
-                .map(|got| got.as_deref() == Some(img.graph.root.digest.as_str()))
-        }))
-        .buffered(width)
-        .collect()
-        .await;
-
-        let mut run = DestRun {
-            blobs: HashMap::new(),
-            images: vec![ImageState::Planned; images.len()],
-            plan: Plan::default(),
-        };
-        let mut pairs: HashSet<(String, Digest)> = HashSet::new();
-        let sizes: HashMap<&Digest, u64> = images
-            .iter()
-            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
-            .collect();
-        for (i, (img, present)) in images.iter().zip(tags).enumerate() {
-            match present {
-                Ok(true) => run.images[i] = ImageState::Present,
-                Ok(false) => pairs.extend(
-                    img.graph
-                        .blobs
-                        .iter()
-                        .map(|b| (img.repo.clone(), b.digest.clone())),
-                ),
-                Err(e) => run.images[i] = ImageState::Failed(e),
-            }
-        }
-        let heads: Vec<((String, Digest), Shared<bool>)> =
-            fstream::iter(pairs.into_iter().map(|(repo, digest)| {
-                let size = sizes.get(&digest).copied().unwrap_or(0);
-                async move {
-                    let r = reg.blob_present(&repo, &digest, size).await;
-                    ((repo, digest), r)
-                }
-            }))
-            .buffer_unordered(width)
-            .collect()
-            .await;
-        let mut present = HashSet::new();
-        for (key, r) in heads {
-            match r {
-                Ok(true) => {
-                    run.blobs.insert(key.clone(), Ok(Placed::Present));
-                    present.insert(key);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    run.blobs.insert(key, Err(e));
-                }
-            }
-        }
-        let needs: Vec<ImageNeeds> = images
-            .iter()
-            .zip(&run.images)
-            .filter(|(_, s)| matches!(s, ImageState::Planned))
-            .map(|(img, _)| ImageNeeds {
-                repo: &img.repo,
-                blobs: &img.graph.blobs,
-            })
-            .collect();
-        let known = d.known.lock().await.clone();
-        let mut plan =
-            plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
-        // Blobs whose HEAD failed are not retried blindly: their images fail with that error.
-        // The other repositories that want the same blob still get it: when the upload target
-        // is the one that failed, the next repository in line becomes the upload target.
-        let failed = |repo: &str, digest: &Digest| {
-            run.blobs.contains_key(&(repo.to_string(), digest.clone()))
-        };
-        plan.uploads = std::mem::take(&mut plan.uploads)
-            .into_iter()
-            .filter_map(|mut u| {
-                u.then_mount.retain(|r| !failed(r, &u.digest));
-                if failed(&u.repo, &u.digest) {
-                    if u.then_mount.is_empty() {
-                        return None;
-                    }
-                    u.repo = u.then_mount.remove(0);
-                }
-                Some(u)
-            })
-            .collect();
-        plan.mounts.retain(|m| !failed(&m.repo, &m.digest));
-        run.plan = plan;
-        run
-    }
-
     /// Mounts, then uploads (from memory or streamed), then mounts of freshly uploaded blobs;
     /// a declined mount or a transient failure goes round again, up to `passes` times.
     async fn move_blobs(
@@ -511,181 +420,6 @@ impl Engine {
         }
         outcomes
     }
-
-    async fn push_manifests(&self, di: usize, run: &mut DestRun, images: &[Image]) {
-        let reg = &self.dests[di].registry;
-        let allow = self.opts.allow_nondistributable;
-        let ready: Vec<(usize, Shared<()>)> = images
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| matches!(run.images[*i], ImageState::Planned))
-            .map(|(i, img)| (i, blobs_ready(img, &run.blobs, allow)))
-            .collect();
-        let results: Vec<(usize, Shared<()>)> =
-            fstream::iter(ready.into_iter().map(|(i, ready)| async move {
-                let img = &images[i];
-                if let Err(e) = ready {
-                    return (i, Err(e.context("manifest not pushed")));
-                }
-                for (desc, bytes) in &img.graph.manifests {
-                    let is_root = desc.digest == img.graph.root.digest;
-                    let reference = if is_root {
-                        img.reference.as_str()
-                    } else {
-                        desc.digest.as_str()
-                    };
-                    if let Err(e) = reg
-                        .put_manifest(&img.repo, reference, &desc.media_type, bytes.clone())
-                        .await
-                    {
-                        return (i, Err(e));
-                    }
-                }
-                (i, Ok(()))
-            }))
-            .buffer_unordered(self.small_requests())
-            .collect()
-            .await;
-        for (i, r) in results {
-            run.images[i] = match r {
-                Ok(()) => ImageState::Pushed,
-                Err(e) => ImageState::Failed(e),
-            };
-        }
-    }
-
-    /// What this run placed in one destination (and remembers it for later packages).
-    async fn placed_counts(&self, d: &Destination, run: &DestRun, images: &[Image]) -> BlobCounts {
-        let sizes: HashMap<&Digest, u64> = images
-            .iter()
-            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
-            .collect();
-        let mut counts = BlobCounts::default();
-        let mut known = d.known.lock().await;
-        for ((repo, digest), r) in &run.blobs {
-            match r {
-                Ok(p) => {
-                    known.entry(digest.clone()).or_insert_with(|| repo.clone());
-                    match p {
-                        Placed::Present => counts.present += 1,
-                        Placed::Mounted => counts.mounted += 1,
-                        Placed::Uploaded => {
-                            counts.uploaded += 1;
-                            counts.bytes += sizes.get(digest).copied().unwrap_or(0);
-                        }
-                    }
-                }
-                Err(_) => counts.failed += 1,
-            }
-        }
-        counts.nondistributable = run.plan.nondistributable.len() as u64;
-        counts
-    }
-
-    /// The images of one destination: the unresolvable ones first, then the package's order.
-    fn destination_outcome(
-        &self,
-        d: &Destination,
-        run: &DestRun,
-        images: &[Image],
-        broken: &[BrokenImage],
-        pkg: &Package,
-    ) -> DestinationOutcome {
-        let in_package = |source: &str, e: &Error| {
-            e.clone()
-                .context(format!("package {}: image {source}", pkg.label()))
-        };
-        let unresolved = broken.iter().map(|b| ImageOutcome {
-            source: b.source.clone(),
-            repo: None,
-            reference: String::new(),
-            digest: b.digest.to_string(),
-            state: ImageState::Failed(in_package(&b.source, &b.error)),
-        });
-        let resolved = images
-            .iter()
-            .zip(&run.images)
-            .map(|(img, state)| ImageOutcome {
-                source: img.source.clone(),
-                repo: Some(img.repo.clone()),
-                reference: img.reference.clone(),
-                digest: img.graph.root.digest.to_string(),
-                state: match state {
-                    ImageState::Failed(e) => ImageState::Failed(in_package(&img.source, e)),
-                    other => other.clone(),
-                },
-            });
-        DestinationOutcome {
-            label: d.registry.label(),
-            images: unresolved.chain(resolved).collect(),
-            blobs: BlobCounts::default(),
-            plan: None,
-        }
-    }
-}
-
-/// A dry run's counts: what the plan would do.
-fn planned_counts(plan: &Plan) -> BlobCounts {
-    BlobCounts {
-        uploaded: plan.uploads.len() as u64,
-        bytes: plan.bytes_to_send(),
-        mounted: plan_mounts(plan),
-        present: plan.present as u64,
-        nondistributable: plan.nondistributable.len() as u64,
-        failed: 0,
-    }
-}
-
-/// Mounts from repositories that hold the blob, and of blobs once uploaded.
-fn plan_mounts(plan: &Plan) -> u64 {
-    plan.mounts.len() as u64
-        + plan
-            .uploads
-            .iter()
-            .map(|u| u.then_mount.len() as u64)
-            .sum::<u64>()
-}
-
-fn summarize(d: &Destination, run: &DestRun, images: &[Image]) -> PlanSummary {
-    let present = run
-        .images
-        .iter()
-        .filter(|s| matches!(s, ImageState::Present))
-        .count() as u64;
-    PlanSummary {
-        destination: d.registry.host().to_string(),
-        images_to_push: images.len() as u64 - present,
-        images_present: present,
-        blobs_to_upload: run.plan.uploads.len() as u64,
-        bytes_to_upload: run.plan.bytes_to_send(),
-        blobs_to_mount: plan_mounts(&run.plan),
-        blobs_present: run.plan.present as u64,
-        nondistributable: run.plan.nondistributable.len() as u64,
-    }
-}
-
-/// Every blob of the image is in its repository (or deliberately left out).
-fn blobs_ready(
-    img: &Image,
-    blobs: &HashMap<(String, Digest), Shared<Placed>>,
-    allow_nondist: bool,
-) -> Shared<()> {
-    for b in &img.graph.blobs {
-        if b.is_nondistributable() && !allow_nondist {
-            continue;
-        }
-        match blobs.get(&(img.repo.clone(), b.digest.clone())) {
-            Some(Ok(_)) => {}
-            Some(Err(e)) => return Err(e.clone()),
-            None => {
-                return Err(Error::internal(format!(
-                    "blob {} was never placed",
-                    b.digest
-                )))
-            }
-        }
-    }
-    Ok(())
 }
 
 /// One digest, one size: a package whose descriptors give a blob two sizes is refused, as
