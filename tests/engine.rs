@@ -58,13 +58,20 @@ fn package(dir: &Path) -> (PathBuf, Digest) {
 }
 
 fn push(pkg: &Path, registry: &Arc<FakeRegistry>) -> PackageOutcome {
+    push_to(pkg, &[registry])
+}
+
+fn push_to(pkg: &Path, registries: &[&Arc<FakeRegistry>]) -> PackageOutcome {
     let opts = EngineOptions {
         chunk_size: 64 << 10,
         state_dir: None,
         ..Default::default()
     };
-    let api: Arc<dyn RegistryApi> = registry.clone();
-    let engine = Engine::new(opts, vec![api]);
+    let apis = registries
+        .iter()
+        .map(|r| Arc::clone(*r) as Arc<dyn RegistryApi>)
+        .collect();
+    let engine = Engine::new(opts, apis);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let package = Package::open(pkg).unwrap();
     rt.block_on(engine.push_package(&package, &Quiet))
@@ -225,4 +232,40 @@ fn a_corrupt_layer_is_never_committed_and_only_its_images_fail() {
         "the corrupt blob was committed"
     );
     assert!(!store.manifests.contains_key(&("acp/b".into(), "v1".into())));
+}
+
+#[test]
+fn a_standby_that_refuses_chunks_does_not_change_how_the_primary_is_fed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, shared) = package(dir.path());
+    let primary = FakeRegistry::new(Behaviour::default());
+    let standby = FakeRegistry::new(Behaviour {
+        refuse_chunks: true,
+        decline_mounts: false,
+    });
+
+    let outcome = push_to(&pkg, &[&primary, &standby]);
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_eq!(outcome.destinations.len(), 2);
+    for d in &outcome.destinations {
+        for i in &d.images {
+            assert!(
+                matches!(i.state, ImageState::Pushed),
+                "{}: {:?}",
+                i.source,
+                i.state
+            );
+        }
+    }
+    for registry in [&primary, &standby] {
+        assert_manifests_after_their_parts(registry);
+        let store = registry.store.lock().unwrap();
+        assert_eq!(
+            Digest::of(&store.blobs[&("acp/a".to_string(), shared.clone())]),
+            shared
+        );
+    }
+    // the refusal is remembered for the standby only: the primary still gets chunks
+    assert!(primary.store.lock().unwrap().chunks >= 5);
+    assert_eq!(standby.store.lock().unwrap().chunks, 0);
 }

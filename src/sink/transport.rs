@@ -106,6 +106,8 @@ impl Registry {
             if let Some(service) = &challenge.service {
                 query.append_pair("service", service);
             }
+            // as docker sends it; some token servers log or check it
+            query.append_pair("account", &creds.username);
             for scope in scopes {
                 query.append_pair("scope", scope);
             }
