@@ -122,9 +122,13 @@ impl Registry {
                 format!("registry {:?} is not host[:port]: {e}", opts.host),
             )
         })?;
+        let http2 = tls::http2_wanted();
         let base_builder = || {
-            reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(15))
+            let b = reqwest::Client::builder();
+            // HTTP/1.1 also where reqwest builds the TLS itself (--insecure): see
+            // `tls::http2_wanted`
+            let b = if http2 { b } else { b.http1_only() };
+            b.connect_timeout(Duration::from_secs(15))
                 .pool_max_idle_per_host(32)
                 .tcp_nodelay(true)
                 .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))

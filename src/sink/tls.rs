@@ -118,6 +118,17 @@ fn hosts_toml_cas(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Whether to offer HTTP/2: only when `FERRY_HTTP2` is set. Registries written in Go
+/// (Distribution, Harbor's) speak HTTP/2 over TLS, and Go's HTTP/2 server lets a client have
+/// only 1 MiB unacknowledged per connection: every upload shares that one window, so a push
+/// is bound by 1 MiB per round trip (about 25 MB/s at 40 ms). Over HTTP/1.1 each upload has
+/// its own TCP connection and window. Measured through a 40 ms RTT (docs/benchmarks.md,
+/// bench-latency): 239 MB in large blobs 9.7 s over HTTP/2, 3.4-3.5 s over HTTP/1.1; 2,400
+/// small blobs 14.2-14.4 s against 9.0-9.4 s; no delay 1.08 s against 1.00 s.
+pub fn http2_wanted() -> bool {
+    std::env::var_os("FERRY_HTTP2").is_some()
+}
+
 /// A rustls client configuration: system roots plus `trusted` (also accepted by exact match).
 pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -143,14 +154,7 @@ pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
-    // HTTP/1.1 only, unless FERRY_HTTP2 is set. Registries written in Go (Distribution,
-    // Harbor's) speak HTTP/2 over TLS, and Go's HTTP/2 server lets a client have only 1 MiB
-    // unacknowledged per connection: every upload shares that one window, so a push is bound
-    // by 1 MiB per round trip (about 25 MB/s at 40 ms). Over HTTP/1.1 each upload has its own
-    // TCP connection and window. Measured through a 40 ms RTT (docs/benchmarks.md,
-    // bench-latency): 239 MB in large blobs 9.7 s over HTTP/2, 2.5 s over HTTP/1.1; 2,000
-    // small blobs 14.4 s against 11.7 s; no delay 1.08 s against 1.00 s.
-    config.alpn_protocols = if std::env::var_os("FERRY_HTTP2").is_some() {
+    config.alpn_protocols = if http2_wanted() {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
         vec![b"http/1.1".to_vec()]
