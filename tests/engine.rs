@@ -101,15 +101,7 @@ fn assert_manifests_after_their_parts(registry: &FakeRegistry) {
             continue;
         };
         let bytes = &store.manifests[&(repo.clone(), reference.clone())];
-        let doc: serde_json::Value = serde_json::from_slice(bytes).unwrap();
-        let parts = doc["layers"]
-            .as_array()
-            .into_iter()
-            .chain(doc["manifests"].as_array())
-            .flatten()
-            .chain(doc.get("config"));
-        for part in parts {
-            let digest = Digest::parse(part["digest"].as_str().unwrap()).unwrap();
+        for digest in fake_registry::references(bytes) {
             let before = store.log[..i].iter().any(|e| match e {
                 Event::Blob { repo: r, digest: d } => r == repo && *d == digest,
                 Event::Manifest { repo: r, reference } => r == repo && reference == digest.as_str(),

@@ -72,7 +72,7 @@ fn refused(message: String) -> Error {
 }
 
 /// The digests a manifest (or index) needs in its repository first.
-fn references(bytes: &[u8]) -> Vec<Digest> {
+pub fn references(bytes: &[u8]) -> Vec<Digest> {
     let doc: serde_json::Value = serde_json::from_slice(bytes).expect("manifest is JSON");
     let mut out = Vec::new();
     let listed = doc["manifests"]
