@@ -66,11 +66,7 @@ impl Destination {
 
     /// `host[:port][/prefix]`, as the engine and the reports name the destination.
     pub fn label(&self) -> String {
-        if self.prefix.is_empty() {
-            self.host.clone()
-        } else {
-            format!("{}/{}", self.host, self.prefix)
-        }
+        crate::sink::registry_label(&self.host, &self.prefix)
     }
 
     /// The one line told before anything is sent: which registry, why, how it is reached,

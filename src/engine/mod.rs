@@ -155,10 +155,13 @@ impl Engine {
         }
 
         let (images, broken) = head.resolve_images();
-        if let Err(e) = consistent_sizes(&images) {
-            let e = e.context(format!("package {}", pkg.label()));
-            return failed_package(outcome, line.as_ref(), e);
-        }
+        let sizes = match blob_sizes(&images) {
+            Ok(sizes) => sizes,
+            Err(e) => {
+                let e = e.context(format!("package {}", pkg.label()));
+                return failed_package(outcome, line.as_ref(), e);
+            }
+        };
         for img in &images {
             for b in img
                 .graph
@@ -178,7 +181,7 @@ impl Engine {
         line.step("checking what the registry has");
         // every destination at once: a DR standby at a distant site costs its round trips in
         // parallel with the primary's, not after them
-        let surveys = self.dests.iter().map(|d| self.survey(d, &images));
+        let surveys = self.dests.iter().map(|d| self.survey(d, &images, &sizes));
         let mut runs = futures::future::join_all(surveys).await;
         for run in &runs {
             observer.planned_bytes(run.plan.bytes_to_send());
@@ -203,7 +206,7 @@ impl Engine {
                 crate::report::human_bytes(bytes)
             ));
         }
-        self.move_blobs(pkg, &head, &images, &mut runs).await;
+        self.move_blobs(pkg, &head, &sizes, &mut runs).await;
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -219,7 +222,7 @@ impl Engine {
             self.push_manifests(di, run, &images).await;
             let d = &self.dests[di];
             let mut dest = self.destination_outcome(d, run, &images, &broken, pkg);
-            dest.blobs = self.placed_counts(d, run, &images).await;
+            dest.blobs = self.placed_counts(d, run, &sizes).await;
             outcome.destinations.push(dest);
         }
         let images: Vec<&ImageOutcome> = outcome
@@ -251,13 +254,9 @@ impl Engine {
         &self,
         pkg: &Package,
         head: &PackageHead,
-        images: &[Image],
+        sizes: &HashMap<Digest, u64>,
         runs: &mut [DestRun],
     ) {
-        let sizes: HashMap<Digest, u64> = images
-            .iter()
-            .flat_map(|i| i.graph.blobs.iter().map(|b| (b.digest.clone(), b.size)))
-            .collect();
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
         let mut todo: Vec<(Digest, Target)> = Vec::new();
@@ -297,7 +296,7 @@ impl Engine {
                 break;
             }
             let outcomes = self
-                .upload_all(pkg, head, &sizes, std::mem::take(&mut todo))
+                .upload_all(pkg, head, sizes, std::mem::take(&mut todo))
                 .await;
             for (digest, target, r) in outcomes {
                 let key = (target.repo.clone(), digest.clone());
@@ -422,9 +421,10 @@ impl Engine {
     }
 }
 
-/// One digest, one size: a package whose descriptors give a blob two sizes is refused, as
-/// one of them is a lie and which one would otherwise depend on the order of reading.
-fn consistent_sizes(images: &[Image]) -> Result<()> {
+/// Every blob's (and manifest's) size, by digest. One digest, one size: a package whose
+/// descriptors give a blob two sizes is refused, as one of them is a lie and which one would
+/// otherwise depend on the order of reading.
+fn blob_sizes(images: &[Image]) -> Result<HashMap<Digest, u64>> {
     let mut seen: HashMap<&Digest, (u64, &str)> = HashMap::new();
     for img in images {
         let descriptors = img
@@ -448,7 +448,10 @@ fn consistent_sizes(images: &[Image]) -> Result<()> {
             }
         }
     }
-    Ok(())
+    Ok(seen
+        .into_iter()
+        .map(|(d, (size, _))| (d.clone(), size))
+        .collect())
 }
 
 fn failed_package(

@@ -345,7 +345,7 @@ fn read_blob(
         }
     }
     // Every chunk is queued for the uploads before the verdict can be.
-    verifier.end(total);
+    verifier.end();
     Ok(())
 }
 

@@ -13,7 +13,12 @@ use crate::source::Image;
 
 impl Engine {
     /// Asks one destination which images and blobs it already has, and plans the rest.
-    pub(super) async fn survey(&self, d: &Destination, images: &[Image]) -> DestRun {
+    pub(super) async fn survey(
+        &self,
+        d: &Destination,
+        images: &[Image],
+        sizes: &HashMap<Digest, u64>,
+    ) -> DestRun {
         let reg = &d.registry;
         let width = self.small_requests();
         let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
@@ -31,10 +36,6 @@ impl Engine {
             plan: Plan::default(),
         };
         let mut pairs: HashSet<(String, Digest)> = HashSet::new();
-        let sizes: HashMap<&Digest, u64> = images
-            .iter()
-            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
-            .collect();
         for (i, (img, present)) in images.iter().zip(tags).enumerate() {
             match present {
                 Ok(true) => run.images[i] = ImageState::Present,

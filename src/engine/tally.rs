@@ -18,12 +18,8 @@ impl Engine {
         &self,
         d: &Destination,
         run: &DestRun,
-        images: &[Image],
+        sizes: &HashMap<Digest, u64>,
     ) -> BlobCounts {
-        let sizes: HashMap<&Digest, u64> = images
-            .iter()
-            .flat_map(|i| i.graph.blobs.iter().map(|b| (&b.digest, b.size)))
-            .collect();
         let mut counts = BlobCounts::default();
         let mut known = d.known.lock().await;
         for ((repo, digest), r) in &run.blobs {

@@ -23,10 +23,8 @@ enum Work {
         verdict_to: mpsc::Sender<Msg>,
     },
     Chunk(Bytes),
-    /// The reader is done with the blob: `total` bytes were handed over.
-    End {
-        total: u64,
-    },
+    /// The reader is done with the blob (a short blob is found short by the check).
+    End,
     /// The reader gave up on the blob (read error, or no upload listens): no verdict.
     Abandon,
 }
@@ -58,8 +56,8 @@ impl Verifier {
         let _ = self.tx.send(Work::Chunk(bytes));
     }
 
-    pub fn end(&self, total: u64) {
-        let _ = self.tx.send(Work::End { total });
+    pub fn end(&self) {
+        let _ = self.tx.send(Work::End);
     }
 
     pub fn abandon(&self) {
@@ -86,25 +84,16 @@ fn run(rx: Receiver<Work>) {
                     check.update(&b);
                 }
             }
-            Work::End { total } => {
+            Work::End => {
                 if let Some((check, to)) = current.take() {
-                    let _ = to.blocking_send(verdict(check, total));
+                    let verdict = match check.finish() {
+                        Ok(v) => Msg::Done(v),
+                        Err(e) => Msg::Fail(e),
+                    };
+                    let _ = to.blocking_send(verdict);
                 }
             }
             Work::Abandon => current = None,
         }
-    }
-}
-
-/// `total`: what the reader counted; the check counted what it was handed, and both must agree
-/// (a chunk lost between the two would otherwise go unseen).
-fn verdict(check: Check, total: u64) -> Msg {
-    let digest = check.expected().clone();
-    match check.finish() {
-        Ok(v) if v.size() == total => Msg::Done(v),
-        Ok(_) => Msg::Fail(crate::error::Error::internal(format!(
-            "blob {digest}: the reader read {total} bytes but handed over a different number"
-        ))),
-        Err(e) => Msg::Fail(e),
     }
 }

@@ -27,11 +27,7 @@ pub struct Publisher {
 impl Publisher {
     /// `host[:port][/prefix]` of this side's registry, as the engine labels destinations.
     fn registry_label(&self) -> String {
-        if self.registry_prefix.is_empty() {
-            self.registry_host.clone()
-        } else {
-            format!("{}/{}", self.registry_host, self.registry_prefix)
-        }
+        crate::sink::registry_label(&self.registry_host, &self.registry_prefix)
     }
 
     /// Writes the package's resources on this side, or says why none were written. Only this

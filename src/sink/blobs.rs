@@ -177,6 +177,19 @@ impl Registry {
         })
     }
 
+    /// A `PATCH` of blob bytes to an open upload session, authorized for `repo`.
+    async fn patch(
+        &self,
+        client: &reqwest::Client,
+        repo: &str,
+        session: &UploadSession,
+    ) -> Result<reqwest::RequestBuilder> {
+        let auth = self.authorize(repo, false).await?;
+        Ok(self
+            .request(client, Method::PATCH, session.url()?, auth.as_deref())?
+            .header(CONTENT_TYPE, "application/octet-stream"))
+    }
+
     /// Sends `chunk` at the session's offset (`PATCH` with `Content-Range`). Not retried here:
     /// after a failure the caller asks [`Registry::upload_status`] where the session stands.
     /// A registry that refuses the first chunk of a session in a way that means "no chunks
@@ -193,12 +206,9 @@ impl Registry {
             session.offset
         );
         let len = chunk.len() as u64;
-        let url = Url::parse(&session.location)
-            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
-        let auth = self.authorize(repo, false).await?;
         let rb = self
-            .request(&self.upload_http, Method::PATCH, url, auth.as_deref())?
-            .header(CONTENT_TYPE, "application/octet-stream")
+            .patch(&self.upload_http, repo, session)
+            .await?
             .header(CONTENT_LENGTH, len)
             .header(
                 "Content-Range",
@@ -298,13 +308,7 @@ impl Registry {
         body: reqwest::Body,
     ) -> Result<()> {
         let what = format!("uploading blob {digest} to {repo} (one request)");
-        let url = Url::parse(&session.location)
-            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
-        let auth = self.authorize(repo, false).await?;
-        let rb = self
-            .request(&self.http, Method::PATCH, url, auth.as_deref())?
-            .header(CONTENT_TYPE, "application/octet-stream")
-            .body(body);
+        let rb = self.patch(&self.http, repo, session).await?.body(body);
         let resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
         match resp.status() {
             StatusCode::ACCEPTED | StatusCode::NO_CONTENT | StatusCode::CREATED => {
@@ -326,8 +330,7 @@ impl Registry {
         session: &UploadSession,
     ) -> Result<Option<UploadSession>> {
         let what = format!("checking an upload session in {repo}");
-        let url = Url::parse(&session.location)
-            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let url = session.url()?;
         let resp = self.send(Method::GET, url, None, repo, &what).await?;
         match resp.status() {
             StatusCode::NO_CONTENT | StatusCode::OK => {
@@ -357,8 +360,7 @@ impl Registry {
     ) -> Result<()> {
         let digest = verified.digest();
         let what = format!("committing blob {digest} in {repo}");
-        let mut url = Url::parse(&session.location)
-            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let mut url = session.url()?;
         url.query_pairs_mut().append_pair("digest", digest.as_str());
         let body = Body {
             bytes: tail,
@@ -387,8 +389,7 @@ impl Registry {
 
     /// Cancels an upload session (best effort; registries may refuse).
     pub async fn cancel(&self, repo: &str, session: &UploadSession) -> Result<()> {
-        let url = Url::parse(&session.location)
-            .map_err(|e| Error::internal(format!("upload location: {e}")))?;
+        let url = session.url()?;
         let auth = self.authorize(repo, false).await?;
         let _ = self
             .send_once(Method::DELETE, url, auth.as_deref(), None, None, repo)

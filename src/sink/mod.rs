@@ -101,6 +101,13 @@ pub struct UploadSession {
     pub offset: u64,
 }
 
+impl UploadSession {
+    /// The session's location (absolute, on the registry's own origin: see `location`).
+    fn url(&self) -> Result<Url> {
+        Url::parse(&self.location).map_err(|e| Error::internal(format!("upload location: {e}")))
+    }
+}
+
 /// A request body that can be sent again on retry.
 #[derive(Clone)]
 struct Body {
@@ -289,11 +296,17 @@ impl Registry {
 
     /// `host[:port][/prefix]`, for reports.
     pub fn label(&self) -> String {
-        if self.prefix.is_empty() {
-            self.host.clone()
-        } else {
-            format!("{}/{}", self.host, self.prefix)
-        }
+        registry_label(&self.host, &self.prefix)
+    }
+}
+
+/// `host[:port][/prefix]`: how reports, the engine's outcomes and the publishing step name a
+/// destination registry.
+pub fn registry_label(host: &str, prefix: &str) -> String {
+    if prefix.is_empty() {
+        host.to_string()
+    } else {
+        format!("{host}/{prefix}")
     }
 }
 

@@ -131,13 +131,9 @@ impl Registry {
             ));
         }
         // a token answer is small; a hostile server must not fill our memory
-        let mut body = Vec::new();
-        let mut resp = resp;
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            body.extend_from_slice(&chunk);
-            if body.len() > MAX_TOKEN_ANSWER {
-                return Err(failed(ErrorKind::Registry, "answer too large".into()));
-            }
+        let (body, cut) = read_capped(resp, MAX_TOKEN_ANSWER).await;
+        if cut {
+            return Err(failed(ErrorKind::Registry, "answer too large".into()));
         }
         serde_json::from_slice::<auth::TokenAnswer>(&body)
             .ok()
@@ -321,17 +317,10 @@ impl Registry {
         &self,
         status: StatusCode,
         what: &str,
-        mut resp: reqwest::Response,
+        resp: reqwest::Response,
     ) -> Error {
-        // the registry's error document, read up to a cap: a hostile or broken server could
-        // otherwise send gigabytes into our memory
-        let mut body = Vec::new();
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            body.extend_from_slice(&chunk[..chunk.len().min(MAX_ERROR_BODY - body.len())]);
-            if body.len() >= MAX_ERROR_BODY {
-                break;
-            }
-        }
+        // the registry's error document, read up to a cap
+        let (body, _) = read_capped(resp, MAX_ERROR_BODY).await;
         let detail = registry_error_text(&body);
         let kind = match status {
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ErrorKind::Auth,
@@ -354,4 +343,18 @@ const MAX_TOKEN_ANSWER: usize = 1 << 20;
 
 pub(super) fn transient(status: StatusCode) -> bool {
     status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS
+}
+
+/// An answer's body, read up to `cap` bytes (a hostile or broken server could otherwise send
+/// gigabytes into our memory); `true` when there was more.
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            return (body, true);
+        }
+    }
+    (body, false)
 }
