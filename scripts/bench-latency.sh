@@ -22,7 +22,9 @@ out=${BENCH_OUT:-}
 [ -z "$out" ] && [ $quick = 0 ] && out=docs/benchmarks.md
 
 cargo build --release --quiet
+cargo build --release --quiet --example discard-registry
 ferry=$PWD/target/release/ferry
+discard=$PWD/target/release/examples/discard-registry
 work=$(mktemp -d /tmp/ferry-bench-lat.XXXXXX)
 ns=ferrylat$$ dev=fl$$
 results=$work/results.tsv
@@ -70,7 +72,7 @@ tc qdisc add dev "$dev" root tbf rate 1gbit burst 512kb latency 100ms
 remote=10.251.$x.2
 
 n=0
-far_registry() { # [tls] a fresh registry across the link, behind the delay proxy; sets $h
+far_registry() { # [tls|discard] a fresh registry across the link, behind the delay proxy; sets $h
   # the previous one (and its proxy) goes first: the new one takes the same address
   for p in "$work"/reg*/pid "$work"/proxy*.pid; do
     [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null && rm -f "$p"
@@ -85,7 +87,11 @@ far_registry() { # [tls] a fresh registry across the link, behind the delay prox
     tls=$(printf '  tls:\n    certificate: %s\n    key: %s\n' "$work/cert.pem" "$work/key.pem")
   fi
   printf 'version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: %s/data\nhttp:\n  addr: %s:5000\n%s\n' "$d" "$remote" "$tls" >"$d/config.yml"
-  ip netns exec "$ns" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
+  if [ "${1:-}" = discard ]; then
+    ip netns exec "$ns" "$discard" "$remote:5000" >"$d/registry.log" 2>&1 &
+  else
+    ip netns exec "$ns" docker-registry serve "$d/config.yml" >"$d/registry.log" 2>&1 &
+  fi
   echo $! >"$d/pid"
   for _ in $(seq 100); do curl -skf "$scheme://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
   python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" &
@@ -117,6 +123,11 @@ measure near "ferry, no delay (registry-bound floor)" -- "$ferry" push "$work/sm
 echo "== push over the distant link" >&2
 far_registry
 measure far ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$h" --plain --quiet
+echo "== ferry alone over the same link: a registry that stores nothing (examples/discard-registry.rs)" >&2
+far_registry discard
+measure "near, discard registry" ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$remote:5000" --plain --quiet
+far_registry discard
+measure "far, discard registry" ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$h" --plain --quiet
 far_registry
 cat >"$work/skopeo_all.sh" <<'SK'
 #!/bin/bash
@@ -159,8 +170,10 @@ for sc, tool, wall, cpu, rss, b in rows:
     note = f"{w/floor:.2f}x the wire floor"
     if tool.endswith("HTTP2=1"):
         note += f"; HTTP/1.1 is {w/h1[sc]:.2f}x faster"
-    if tool == "ferry":
-        note += f"; {w/near:.2f}x the same push without the delay"
+    if tool == "ferry" and sc.startswith("far"):
+        # against the same registry with no delay: "far" ↔ "near", "far, X" ↔ "near, X"
+        ref = near if sc == "far" else float(next(r for r in rows if r[0] == "near" + sc[3:])[2])
+        note += f"; {w/ref:.2f}x the same push without the delay"
     if tool.startswith("skopeo"):
         note += f"; ferry is {w/ferry:.2f}x faster"
     print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")

@@ -1,7 +1,6 @@
 //! Shared by the fuzz target (fuzz/) and the regression test that replays what it found
 //! (tests/fuzz_regressions.rs): read a package the way `push` does, minus the network.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use crate::source::{ImageGraph, Package};
@@ -23,7 +22,7 @@ pub fn exercise_reference(bytes: &[u8]) {
 pub fn exercise(path: &Path) {
     let Ok(pkg) = Package::open(path) else { return };
     let Ok(head) = pkg.read_head() else { return };
-    let mut wanted = HashMap::new();
+    let mut wanted = crate::source::Wanted::new();
     for d in &head.images {
         // the reference parser sees every name a package carries
         if let Some(name) = d.ref_name() {

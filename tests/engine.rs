@@ -170,6 +170,7 @@ fn declined_mounts_and_refused_chunks_fall_back_to_whole_uploads() {
     let registry = FakeRegistry::new(Behaviour {
         refuse_chunks: true,
         decline_mounts: true,
+        ..Default::default()
     });
 
     let outcome = push(&pkg, &registry);
@@ -233,7 +234,7 @@ fn a_standby_that_refuses_chunks_does_not_change_how_the_primary_is_fed() {
     let primary = FakeRegistry::new(Behaviour::default());
     let standby = FakeRegistry::new(Behaviour {
         refuse_chunks: true,
-        decline_mounts: false,
+        ..Default::default()
     });
 
     let outcome = push_to(&pkg, &[&primary, &standby]);
@@ -260,4 +261,80 @@ fn a_standby_that_refuses_chunks_does_not_change_how_the_primary_is_fed() {
     // the refusal is remembered for the standby only: the primary still gets chunks
     assert!(primary.store.lock().unwrap().chunks >= 5);
     assert_eq!(standby.store.lock().unwrap().chunks, 0);
+}
+
+/// On a distant link the blob HEADs of a large package take many round trips: the first
+/// uploads go while later HEADs are still out, and what the registry already holds is still
+/// never sent again.
+#[test]
+fn uploads_start_while_the_survey_is_still_asking_and_skip_what_is_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("many");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    let mut held = Vec::new();
+    for i in 0..40u64 {
+        let layers: Vec<_> = (0..4)
+            .map(|j| w.layer(100 + i * 4 + j, 1_000, false).unwrap())
+            .collect();
+        if i % 10 == 9 {
+            held.push((format!("acp/img{i}"), layers[0].clone()));
+        }
+        let m = w
+            .image(&format!("img{i}"), "amd64", &layers, false)
+            .unwrap();
+        w.tag(&m, &format!("registry.alauda.cn:60080/acp/img{i}:v1"));
+    }
+    w.finish().unwrap();
+    common::write_package_yaml(&pkg, "many");
+
+    // 200 blobs, 32 HEADs in flight (--concurrency 1), each answered after 50 ms: about
+    // 7 round trips of survey
+    let registry = FakeRegistry::new(Behaviour {
+        head_delay: Some(std::time::Duration::from_millis(50)),
+        ..Default::default()
+    });
+    for (repo, layer) in &held {
+        let bytes =
+            std::fs::read(pkg.join("images/blobs/sha256").join(layer.digest.hex())).unwrap();
+        let mut store = registry.store.lock().unwrap();
+        store
+            .blobs
+            .insert((repo.clone(), layer.digest.clone()), bytes.into());
+        store.log.push(Event::Blob {
+            repo: repo.clone(),
+            digest: layer.digest.clone(),
+        });
+    }
+    let before = held.len();
+    let opts = EngineOptions {
+        concurrency: 1,
+        ..Default::default()
+    };
+    let engine = Engine::new(opts, vec![registry.clone() as Arc<dyn RegistryApi>]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let package = Package::open(&pkg).unwrap();
+    let outcome = rt.block_on(engine.push_package(&package, &Quiet));
+
+    assert!(states(&outcome).iter().all(|(_, s)| s == "pushed"));
+    assert_eq!(outcome.destinations[0].blobs.present, held.len() as u64);
+    assert_manifests_after_their_parts(&registry);
+    let store = registry.store.lock().unwrap();
+    for (repo, layer) in &held {
+        let sent = store.log[before..].iter().any(|e| {
+            matches!(e, Event::Blob { repo: r, digest } if r == repo && *digest == layer.digest)
+        });
+        assert!(
+            !sent,
+            "{repo} already held {} and it was sent again",
+            layer.digest
+        );
+    }
+    let first = store
+        .heads_before_first_upload
+        .expect("something was uploaded");
+    assert!(
+        first < store.heads_answered / 2,
+        "the first upload waited for {first} of {} HEADs",
+        store.heads_answered
+    );
 }

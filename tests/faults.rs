@@ -366,12 +366,12 @@ fn a_hung_standby_is_given_up_after_three_failed_blobs_and_the_primary_finishes(
     let back = tempfile::tempdir().unwrap();
     primary.skopeo_copy_back("acp/many:v1", back.path());
     assert!(standby.skopeo_raw("acp/many:v1").is_none());
-    // ...and the standby was tried for at most the blobs in flight when it was given up (16
-    // small blobs at --concurrency 1, 6 attempts each), not for all 61 blobs in every one of
-    // the 3 passes.
+    // ...and the standby was tried for at most the blobs in flight when it was given up (32
+    // small blobs at --concurrency 1, 6 attempts each, and a few more), not for all 61 blobs
+    // in every one of the 3 passes (1,098).
     let held = proxy.stats.faults.load(std::sync::atomic::Ordering::SeqCst);
     assert!(
-        (1..=20 * 6).contains(&held),
+        (1..=40 * 6).contains(&held),
         "{held} uploads sent to the hung standby"
     );
 }

@@ -11,7 +11,7 @@ use crate::sink::RetryPolicy;
 #[derive(Args, Debug, Clone)]
 pub struct TransferFlags {
     /// Large blobs in flight at once (per package); small blobs and small requests go up to
-    /// 8 times as many, within the same memory (see the README, "Bounds").
+    /// 32 times as many, within the same memory (see the README, "Bounds").
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub concurrency: u16,
     /// Print the plan (what would be sent, how long it would take) and change nothing.

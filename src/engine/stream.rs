@@ -25,12 +25,13 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinSet;
 
 use super::buffers::Pool;
+use super::gate::Gate;
 use super::state::StateStore;
 use super::verifier::Verifier;
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Verified};
 use crate::sink::{RegistryApi, UploadError, UploadSession};
-use crate::source::Package;
+use crate::source::{Package, Wanted};
 
 /// Where one blob must go: a destination registry (index) and repository.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -149,7 +150,8 @@ pub type Outcome = (Digest, Target, Result<()>);
 /// How many blobs may be in flight at once: by bytes and by count, so that small blobs do not
 /// wait behind large ones (on a distant link each costs round trips, not bytes). A blob
 /// weighs what it holds in memory at most (its size, up to two chunks); the byte budget is
-/// `concurrency` large blobs, as before, and up to `8 x concurrency` blobs go at once.
+/// `concurrency` large blobs, as before, and up to [`super::SMALL_PER_LARGE`] x `concurrency`
+/// blobs go at once.
 pub struct InFlight {
     count: Arc<Semaphore>,
     bytes: Arc<Semaphore>,
@@ -163,7 +165,7 @@ impl InFlight {
         let chunk_kib = (chunk / 1024).max(1) as u32;
         let budget_kib = chunk_kib.saturating_mul(2 * concurrency as u32);
         InFlight {
-            count: Arc::new(Semaphore::new(concurrency * 16)),
+            count: Arc::new(Semaphore::new(concurrency * super::SMALL_PER_LARGE)),
             bytes: Arc::new(Semaphore::new(budget_kib as usize)),
             chunk_kib,
             budget_kib,
@@ -197,8 +199,17 @@ impl InFlight {
 
 /// Streams every job's blob out of `pkg` to its targets. Returns one outcome per
 /// (blob, target); never fails as a whole.
-pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -> Vec<Outcome> {
-    let wanted: HashMap<Digest, u64> = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
+///
+/// With a `gate`, the jobs' own targets are not used: each blob, once the reader reaches it,
+/// waits for its targets at the gate (the surveys decide them meanwhile); a blob with none is
+/// skipped.
+pub async fn run_pass(
+    ctx: Arc<StreamCtx>,
+    pkg: Package,
+    jobs: Vec<StreamJob>,
+    gate: Option<&Gate>,
+) -> Vec<Outcome> {
+    let wanted: Wanted = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
     let by_digest: HashMap<Digest, StreamJob> =
         jobs.into_iter().map(|j| (j.digest.clone(), j)).collect();
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
@@ -222,8 +233,15 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
     let mut started = Vec::new();
     let mut outcomes_early: Vec<Outcome> = Vec::new();
     while let Some(start) = start_rx.recv().await {
-        let job = by_digest[&start.digest].clone();
+        let mut job = by_digest[&start.digest].clone();
         started.push(job.digest.clone());
+        if let Some(gate) = gate {
+            job.targets = gate.targets(&job.digest).await;
+            if job.targets.is_empty() {
+                // nowhere to go: dropping the receiver tells the reader to skip this blob
+                continue;
+            }
+        }
         // Waiting for room ends when a stop is asked for: that blob is not started.
         let permit = tokio::select! {
             p = ctx.in_flight.admit(job.size), if !ctx.stop.requested() => Some(p),
@@ -258,6 +276,10 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
         Err(e) => Some(Error::internal(format!("package reader crashed: {e}"))),
     };
     for job in unreached {
+        let targets = match gate {
+            Some(gate) => gate.targets(&job.digest).await,
+            None => job.targets.clone(),
+        };
         let err = why.clone().unwrap_or_else(|| {
             Error::integrity(format!(
                 "blob {} is missing from the package (images/blobs/sha256/{})",
@@ -265,8 +287,8 @@ pub async fn run_pass(ctx: Arc<StreamCtx>, pkg: Package, jobs: Vec<StreamJob>) -
                 job.digest.hex()
             ))
         });
-        for t in &job.targets {
-            outcomes.push((job.digest.clone(), t.clone(), Err(err.clone())));
+        for t in targets {
+            outcomes.push((job.digest.clone(), t, Err(err.clone())));
         }
     }
     outcomes

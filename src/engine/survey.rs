@@ -1,77 +1,114 @@
 //! Asking a destination what it already has (tag and blob HEADs, many in flight) and planning
 //! the rest with `plan`. Blobs whose HEAD failed fail their images with that error, while
 //! the other repositories wanting the same blob still get it.
+//!
+//! Two steps: the tags first (a handful of requests), then the blobs of the images still
+//! missing. The blob HEADs go out in image order and each blob is planned as soon as its own
+//! HEADs are in, and told to the [`Gate`], so the streaming pass can start with the first
+//! blobs while the HEADs of the later ones are on the wire.
 
 use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self as fstream, StreamExt};
 
-use super::{DestRun, Destination, Engine, ImageState, Placed, Shared};
+use super::gate::Gate;
+use super::stream::Target;
+use super::{DestRun, Engine, ImageState, Placed, Shared};
 use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Plan};
-use crate::source::Image;
+use crate::source::{Descriptor, Image};
 
 impl Engine {
-    /// Asks one destination which images and blobs it already has, and plans the rest.
-    pub(super) async fn survey(
-        &self,
-        d: &Destination,
-        images: &[Image],
-        sizes: &HashMap<Digest, u64>,
-    ) -> DestRun {
-        let reg = &d.registry;
-        let width = self.small_requests();
+    /// Asks destination `di` which images it already has (tag HEADs).
+    pub(super) async fn survey_tags(&self, di: usize, images: &[Image]) -> DestRun {
+        let reg = &self.dests[di].registry;
         let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
             reg.manifest_digest(&img.repo, &img.reference)
                 .await
                 .map(|got| got.as_deref() == Some(img.graph.root.digest.as_str()))
         }))
-        .buffered(width)
+        .buffered(self.small_requests())
         .collect()
         .await;
-
-        let mut run = DestRun {
+        let images = tags
+            .into_iter()
+            .map(|present| match present {
+                Ok(true) => ImageState::Present,
+                Ok(false) => ImageState::Planned,
+                Err(e) => ImageState::Failed(e),
+            })
+            .collect();
+        DestRun {
             blobs: HashMap::new(),
-            images: vec![ImageState::Planned; images.len()],
+            images,
             plan: Plan::default(),
-        };
-        let mut pairs: HashSet<(String, Digest)> = HashSet::new();
-        for (i, (img, present)) in images.iter().zip(tags).enumerate() {
-            match present {
-                Ok(true) => run.images[i] = ImageState::Present,
-                Ok(false) => pairs.extend(
-                    img.graph
-                        .blobs
-                        .iter()
-                        .map(|b| (img.repo.clone(), b.digest.clone())),
-                ),
-                Err(e) => run.images[i] = ImageState::Failed(e),
-            }
         }
-        let heads: Vec<((String, Digest), Shared<bool>)> =
-            fstream::iter(pairs.into_iter().map(|(repo, digest)| {
-                let size = sizes.get(&digest).copied().unwrap_or(0);
-                async move {
-                    let r = reg.blob_present(&repo, &digest, size).await;
-                    ((repo, digest), r)
-                }
-            }))
-            .buffer_unordered(width)
-            .collect()
-            .await;
+    }
+
+    /// Asks destination `di` which blobs of its missing images it has and plans the rest into
+    /// `run.plan`, telling `gate` (if any) each blob's upload targets as soon as they are
+    /// known.
+    pub(super) async fn survey_blobs(
+        &self,
+        di: usize,
+        run: &mut DestRun,
+        images: &[Image],
+        sizes: &HashMap<Digest, u64>,
+        gate: Option<&Gate>,
+    ) {
+        let reg = &self.dests[di].registry;
+        let wanted = wanted_by_digest(images, &run.images);
+        let known = self.dests[di].known.lock().await.clone();
+        let allow_nondist = self.opts.allow_nondistributable;
+        let pairs = wanted
+            .iter()
+            .flat_map(|(digest, repos)| repos.iter().map(move |(repo, _)| (repo, digest)));
+        let mut heads = fstream::iter(pairs.map(|(repo, digest)| {
+            let size = sizes.get(digest).copied().unwrap_or(0);
+            async move { reg.blob_present(repo, digest, size).await }
+        }))
+        .buffered(self.small_requests());
+
+        // `buffered` answers in order: each digest's HEADs arrive together.
         let mut present = HashSet::new();
-        for (key, r) in heads {
-            match r {
-                Ok(true) => {
-                    run.blobs.insert(key.clone(), Ok(Placed::Present));
-                    present.insert(key);
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    run.blobs.insert(key, Err(e));
+        for (digest, repos) in &wanted {
+            let mut here = HashSet::new();
+            for (repo, _) in repos {
+                let key = (repo.to_string(), digest.clone());
+                match heads.next().await.expect("one answer per HEAD") {
+                    Ok(true) => {
+                        run.blobs.insert(key.clone(), Ok(Placed::Present));
+                        here.insert(key);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        run.blobs.insert(key, Err(e));
+                    }
                 }
             }
+            if let Some(gate) = gate {
+                let needs: Vec<ImageNeeds> = repos
+                    .iter()
+                    .map(|(repo, b)| ImageNeeds {
+                        repo,
+                        blobs: std::slice::from_ref(*b),
+                    })
+                    .collect();
+                let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
+                let one = without_failed(one, &run.blobs);
+                let targets = one.uploads.into_iter().map(|u| Target {
+                    dest: di,
+                    repo: u.repo,
+                });
+                gate.decide(digest, di, targets);
+            }
+            present.extend(here);
         }
+        drop(heads);
+        if let Some(gate) = gate {
+            gate.close(di);
+        }
+
         let needs: Vec<ImageNeeds> = images
             .iter()
             .zip(&run.images)
@@ -81,30 +118,59 @@ impl Engine {
                 blobs: &img.graph.blobs,
             })
             .collect();
-        let known = d.known.lock().await.clone();
-        let mut plan =
-            plan::plan_destination(&needs, &present, &known, self.opts.allow_nondistributable);
-        // Blobs whose HEAD failed are not retried blindly: their images fail with that error.
-        // The other repositories that want the same blob still get it: when the upload target
-        // is the one that failed, the next repository in line becomes the upload target.
-        let failed = |repo: &str, digest: &Digest| {
-            run.blobs.contains_key(&(repo.to_string(), digest.clone()))
-        };
-        plan.uploads = std::mem::take(&mut plan.uploads)
-            .into_iter()
-            .filter_map(|mut u| {
-                u.then_mount.retain(|r| !failed(r, &u.digest));
-                if failed(&u.repo, &u.digest) {
-                    if u.then_mount.is_empty() {
-                        return None;
-                    }
-                    u.repo = u.then_mount.remove(0);
-                }
-                Some(u)
-            })
-            .collect();
-        plan.mounts.retain(|m| !failed(&m.repo, &m.digest));
-        run.plan = plan;
-        run
+        let plan = plan::plan_destination(&needs, &present, &known, allow_nondist);
+        run.plan = without_failed(plan, &run.blobs);
     }
+}
+
+/// Every blob of the images still `Planned`, in first-seen order, with the repositories (in
+/// image order, each once) that want it.
+fn wanted_by_digest<'a>(
+    images: &'a [Image],
+    states: &[ImageState],
+) -> Vec<(Digest, Vec<(&'a str, &'a Descriptor)>)> {
+    let mut order: Vec<(Digest, Vec<(&str, &Descriptor)>)> = Vec::new();
+    let mut at: HashMap<&Digest, usize> = HashMap::new();
+    let mut seen: HashSet<(&str, &Digest)> = HashSet::new();
+    for (img, _) in images
+        .iter()
+        .zip(states)
+        .filter(|(_, s)| matches!(s, ImageState::Planned))
+    {
+        for b in &img.graph.blobs {
+            if !seen.insert((img.repo.as_str(), &b.digest)) {
+                continue;
+            }
+            let i = *at.entry(&b.digest).or_insert_with(|| {
+                order.push((b.digest.clone(), Vec::new()));
+                order.len() - 1
+            });
+            order[i].1.push((img.repo.as_str(), b));
+        }
+    }
+    order
+}
+
+/// Blobs whose HEAD failed are not retried blindly: their images fail with that error. The
+/// other repositories that want the same blob still get it: when the upload target is the one
+/// that failed, the next repository in line becomes the upload target.
+fn without_failed(mut plan: Plan, blobs: &HashMap<(String, Digest), Shared<Placed>>) -> Plan {
+    let failed = |repo: &str, digest: &Digest| {
+        matches!(blobs.get(&(repo.to_string(), digest.clone())), Some(Err(_)))
+    };
+    plan.uploads = std::mem::take(&mut plan.uploads)
+        .into_iter()
+        .filter_map(|mut u| {
+            u.then_mount.retain(|r| !failed(r, &u.digest));
+            if failed(&u.repo, &u.digest) {
+                if u.then_mount.is_empty() {
+                    return None;
+                }
+                u.repo = u.then_mount.remove(0);
+            }
+            Some(u)
+        })
+        .collect();
+    plan.mounts.retain(|m| !failed(&m.repo, &m.digest));
+    plan
 }

@@ -11,6 +11,7 @@ use flate2::read::MultiGzDecoder;
 use super::layout::{Index, MAX_DOCUMENT_BYTES};
 use super::metadata::{PackageMeta, MAX_METADATA_BYTES};
 use super::tar_guard::{Counting, GuardedTar};
+use super::Wanted;
 use super::{read_limited, BlobSink, DocBudget, DocWanted, PackageHead};
 use super::{storage, ArchiveBytes};
 use crate::error::{Error, Result};
@@ -287,7 +288,7 @@ fn adopt_held(
 
 pub(super) fn stream_blobs(
     file: &dyn ArchiveBytes,
-    wanted: &HashMap<Digest, u64>,
+    wanted: &Wanted,
     sink: &mut BlobSink<'_>,
 ) -> Result<HashSet<Digest>> {
     let mut remaining: HashSet<Digest> = wanted.keys().cloned().collect();
@@ -395,11 +396,7 @@ impl super::Source for TgzSource {
         Ok(head)
     }
 
-    fn stream_blobs(
-        &self,
-        wanted: &HashMap<Digest, u64>,
-        sink: &mut BlobSink<'_>,
-    ) -> Result<HashSet<Digest>> {
+    fn stream_blobs(&self, wanted: &Wanted, sink: &mut BlobSink<'_>) -> Result<HashSet<Digest>> {
         stream_blobs(self.bytes.as_ref(), wanted, sink)
     }
 

@@ -2,10 +2,11 @@
 //! `images/index.json`, `images/blobs/sha256/<hex>`, `charts/*.tgz`), read file by file.
 //! Files are opened without following symbolic links where it matters (documents, blobs).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use super::layout::{self, Index};
+use super::Wanted;
 use super::{
     blob_path, chart, collect_docs, metadata, read_file_limited, read_limited, stream_files,
     BlobSink, PackageHead, PackageMeta, Source,
@@ -47,11 +48,7 @@ impl Source for DirSource {
         })
     }
 
-    fn stream_blobs(
-        &self,
-        wanted: &HashMap<Digest, u64>,
-        sink: &mut BlobSink<'_>,
-    ) -> Result<HashSet<Digest>> {
+    fn stream_blobs(&self, wanted: &Wanted, sink: &mut BlobSink<'_>) -> Result<HashSet<Digest>> {
         stream_files(wanted, sink, |d| self.root.join(blob_path(d)))
     }
 

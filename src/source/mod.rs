@@ -119,17 +119,19 @@ impl PackageHead {
     }
 }
 
+/// The blobs wanted from a package (digest → expected size), in the order a source that can
+/// read them in any order (a directory, a storage tree) hands them out: the order the engine
+/// asks the registry about them, so the stream meets blobs whose fate is already known. An
+/// archive goes in its own order.
+pub type Wanted = indexmap::IndexMap<Digest, u64>;
+
 /// What every kind of package offers (see the module documentation for the contract).
 pub trait Source: Send + Sync + std::fmt::Debug {
     fn read_head(&self) -> Result<PackageHead>;
     /// Streams the wanted blobs (digest → expected size) to `sink`. Returns the digests that
     /// were not found. A blob whose size in the package differs from the expected one is still
     /// handed over: the sink reports the mismatch for that blob.
-    fn stream_blobs(
-        &self,
-        wanted: &HashMap<Digest, u64>,
-        sink: &mut BlobSink<'_>,
-    ) -> Result<HashSet<Digest>>;
+    fn stream_blobs(&self, wanted: &Wanted, sink: &mut BlobSink<'_>) -> Result<HashSet<Digest>>;
     /// Every chart archive of the package (`charts/*.tgz`).
     fn list_charts(&self) -> Result<Vec<String>>;
     /// The bytes of a chart archive (`charts/<file>.tgz`).
@@ -247,7 +249,7 @@ impl Package {
     /// See [`Source::stream_blobs`].
     pub fn stream_blobs(
         &self,
-        wanted: &HashMap<Digest, u64>,
+        wanted: &Wanted,
         sink: &mut BlobSink<'_>,
     ) -> Result<HashSet<Digest>> {
         self.in_context(self.source.stream_blobs(wanted, sink))
@@ -448,14 +450,12 @@ pub(crate) fn collect_docs(
 /// Streams each wanted blob from its own file (`path_of`), in digest order; the ones with no
 /// regular file are returned as missing.
 pub(crate) fn stream_files(
-    wanted: &HashMap<Digest, u64>,
+    wanted: &Wanted,
     sink: &mut BlobSink<'_>,
     path_of: impl Fn(&Digest) -> PathBuf,
 ) -> Result<HashSet<Digest>> {
     let mut missing = HashSet::new();
-    let mut order: Vec<&Digest> = wanted.keys().collect();
-    order.sort();
-    for d in order {
+    for d in wanted.keys() {
         let p = path_of(d);
         match std::fs::symlink_metadata(&p) {
             Ok(m) if m.is_file() => {

@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use super::layout::{self, Descriptor, Index};
+use super::Wanted;
 use super::{
     collect_docs, metadata, read_file_limited, stream_files, BlobSink, PackageHead, PackageMeta,
 };
@@ -156,7 +157,7 @@ fn find_tags(
 
 pub(super) fn stream_blobs(
     dir: &Path,
-    wanted: &HashMap<Digest, u64>,
+    wanted: &Wanted,
     sink: &mut BlobSink<'_>,
 ) -> Result<HashSet<Digest>> {
     let tree = dir.join(TREE);
@@ -182,11 +183,7 @@ impl super::Source for StorageSource {
         read_head(&self.root)
     }
 
-    fn stream_blobs(
-        &self,
-        wanted: &HashMap<Digest, u64>,
-        sink: &mut BlobSink<'_>,
-    ) -> Result<HashSet<Digest>> {
+    fn stream_blobs(&self, wanted: &Wanted, sink: &mut BlobSink<'_>) -> Result<HashSet<Digest>> {
         stream_blobs(&self.root, wanted, sink)
     }
 

@@ -28,12 +28,16 @@ pub struct Discard {
 
 impl Discard {
     pub fn start() -> Discard {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        Discard::start_on(std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+    }
+
+    /// Serves on `listener` (examples/discard-registry.rs binds it across a shaped link).
+    pub fn start_on(listener: std::net::TcpListener) -> Discard {
         let port = listener.local_addr().unwrap().port();
         let counts = Arc::new(Counts::default());
         let uploads: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
         let c = counts.clone();
-        super::serve_in_background(listener, 1, move |stream| {
+        super::serve::serve_in_background(listener, 2, move |stream| {
             let (c, uploads) = (c.clone(), uploads.clone());
             async move {
                 let svc =

@@ -22,6 +22,8 @@ pub struct Behaviour {
     pub refuse_chunks: bool,
     /// Decline every cross-repository mount.
     pub decline_mounts: bool,
+    /// Answer every blob HEAD only after this long, as a distant registry does.
+    pub head_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +40,9 @@ pub struct Store {
     pub log: Vec<Event>,
     pub chunks: u64,
     pub mounts: u64,
+    /// Blob HEADs answered so far, and how many had been when the first upload was committed.
+    pub heads_answered: u64,
+    pub heads_before_first_upload: Option<u64>,
     sessions: HashMap<String, Vec<u8>>,
     next_session: u64,
 }
@@ -127,12 +132,18 @@ impl RegistryApi for FakeRegistry {
         digest: &'a Digest,
         size: u64,
     ) -> BoxFuture<'a, Result<bool>> {
-        let store = self.store.lock().unwrap();
-        let r = match store.blobs.get(&(repo.to_string(), digest.clone())) {
-            Some(b) if b.len() as u64 != size => Err(Error::integrity("size differs")),
-            found => Ok(found.is_some()),
-        };
-        Box::pin(async move { r })
+        let delay = self.behaviour.head_delay;
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let mut store = self.store.lock().unwrap();
+            store.heads_answered += 1;
+            match store.blobs.get(&(repo.to_string(), digest.clone())) {
+                Some(b) if b.len() as u64 != size => Err(Error::integrity("size differs")),
+                found => Ok(found.is_some()),
+            }
+        })
     }
 
     fn mount<'a>(
@@ -262,6 +273,9 @@ impl RegistryApi for FakeRegistry {
             store
                 .blobs
                 .insert((repo.to_string(), digest.clone()), Bytes::from(data));
+            if store.heads_before_first_upload.is_none() {
+                store.heads_before_first_upload = Some(store.heads_answered);
+            }
             store.log.push(Event::Blob {
                 repo: repo.to_string(),
                 digest,

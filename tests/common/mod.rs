@@ -6,6 +6,8 @@
 pub mod discard;
 pub mod platform;
 pub mod proxy;
+pub mod serve;
+pub use serve::serve_in_background;
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -438,33 +440,4 @@ pub fn big_package(dir: &Path) -> PathBuf {
     w.finish().unwrap();
     write_package_yaml(&pkg, "big");
     pkg
-}
-
-/// Serves every connection of `listener` with `on_connection`, on a runtime of its own
-/// thread (`workers` threads): the test servers' accept loop.
-pub fn serve_in_background<F, Fut>(
-    listener: std::net::TcpListener,
-    workers: usize,
-    on_connection: F,
-) where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    listener.set_nonblocking(true).unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(workers)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                tokio::spawn(on_connection(stream));
-            }
-        });
-    });
 }
