@@ -36,6 +36,6 @@ pub fn exercise(path: &Path) {
     }
     let _ = pkg.stream_blobs(&wanted, &mut |_, _, r| {
         let _ = std::io::copy(r, &mut std::io::sink());
-        Ok(())
+        Ok(crate::source::Flow::More)
     });
 }

@@ -522,3 +522,43 @@ fn dest_repo_with_a_path_puts_every_image_under_that_prefix() {
     assert_eq!(again.code, 0, "{}", again.all());
     assert_eq!(again.json()["totals"]["bytes_sent"], 0);
 }
+
+/// A package whose blobs the registry already holds under other tags (the same images
+/// re-tagged, or a push interrupted before its manifests): nothing is sent, the new tags land,
+/// and the package is not read to its end once every blob is known to be there.
+#[test]
+fn blobs_already_there_under_other_tags_are_neither_sent_nor_read_through() {
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let mut tgzs = Vec::new();
+    for tag in ["v1", "v2"] {
+        let pkg = dir.path().join(tag);
+        let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+        let layers: Vec<_> = (0..10)
+            .map(|i| w.layer(500 + i, 1_000_000, false).unwrap())
+            .collect();
+        let m = w.image("retag", "amd64", &layers, false).unwrap();
+        w.tag(&m, &format!("registry.alauda.cn:60080/acp/retag:{tag}"));
+        w.finish().unwrap();
+        write_package_yaml(&pkg, "retag");
+        let tgz = dir.path().join(format!("{tag}.tgz"));
+        pack(&pkg.join("images"), &pkg, &tgz);
+        tgzs.push(tgz);
+    }
+    let (run, first) = push_json(&reg, &[tgzs[0].to_str().unwrap()], &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(first["totals"]["blobs"]["uploaded"], 11);
+
+    let (run, second) = push_json(&reg, &[tgzs[1].to_str().unwrap()], &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(second["totals"]["images_pushed"], 1);
+    assert_eq!(second["totals"]["blobs"]["uploaded"], 0);
+    assert_eq!(second["totals"]["blobs"]["present"], 11);
+    let size = std::fs::metadata(&tgzs[1]).unwrap().len();
+    let read = second["totals"]["package_bytes_read"].as_u64().unwrap();
+    assert!(
+        read < size / 2,
+        "read {read} bytes of a {size}-byte package whose blobs were all there"
+    );
+    assert!(reg.skopeo_raw("acp/retag:v2").is_some());
+}

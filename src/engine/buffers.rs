@@ -1,40 +1,60 @@
-//! Reused chunk buffers for large blobs. A fresh 8 MiB buffer per chunk is a fresh mapping
-//! (glibc serves it with mmap, see `main.rs`): thousands of page faults and a munmap per
-//! chunk, plus zeroing it. Full-size chunks instead come from a small pool and go back to it
-//! when the last `Bytes` pointing at them (uploads, verifier) is dropped. Smaller reads are
-//! allocated as before: they come from the heap, without new mappings.
+//! Reused read buffers for blob data. A fresh buffer of 1 MiB or more is a fresh mapping
+//! (glibc serves it with mmap, see `main.rs`): a page fault per 4 KiB on first touch, zeroing,
+//! and an munmap when freed — about a tenth of a level-0 push's CPU in `perf` when only full
+//! chunks were reused. So every buffer from 1 MiB up comes from a pool, its size rounded up to
+//! a whole MiB (a blob never holds more than 1 MiB beyond its size), and goes back to it when
+//! the last `Bytes` pointing into it (uploads, verifier) is dropped. Smaller reads come from
+//! the heap, which serves them without new mappings.
 
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-/// Idle buffers kept; more are freed (memory stays flat: a few chunks).
-const KEEP: usize = 4;
+/// Below this, buffers come from the heap (glibc's mmap threshold, set in `main.rs`).
+const GRAIN: usize = 1 << 20;
+/// Idle buffers kept, in chunks' worth of bytes; past it the oldest idle one is freed, so
+/// memory stays flat (a few chunks) while the sizes in use are the ones kept.
+const KEEP_CHUNKS: usize = 8;
 
 pub struct Pool {
-    chunk: usize,
+    keep_bytes: usize,
     idle: Mutex<Vec<Vec<u8>>>,
 }
 
 impl Pool {
     pub(super) fn new(chunk: usize) -> Arc<Pool> {
         Arc::new(Pool {
-            chunk,
+            keep_bytes: chunk.max(GRAIN) * KEEP_CHUNKS,
             idle: Mutex::new(Vec::new()),
         })
     }
 
-    /// A buffer of `len` bytes to read into: pooled when `len` is a full chunk.
+    /// A buffer of at least `len` bytes to read into (its first `len` are for the data).
     pub(super) fn take(self: &Arc<Self>, len: usize) -> Filling {
-        let buf = if len == self.chunk {
-            self.idle.lock().expect("not poisoned").pop()
-        } else {
-            None
+        if len < GRAIN {
+            return Filling {
+                buf: vec![0u8; len],
+                pool: None,
+            };
+        }
+        let size = len.next_multiple_of(GRAIN);
+        let reused = {
+            let mut idle = self.idle.lock().expect("not poisoned");
+            let at = idle.iter().rposition(|b| b.len() == size);
+            at.map(|i| idle.remove(i))
         };
-        let buf = buf.unwrap_or_else(|| vec![0u8; len]);
         Filling {
-            buf,
-            pool: (len == self.chunk).then(|| self.clone()),
+            buf: reused.unwrap_or_else(|| vec![0u8; size]),
+            pool: Some(self.clone()),
+        }
+    }
+
+    fn give_back(&self, buf: Vec<u8>) {
+        let mut idle = self.idle.lock().expect("not poisoned");
+        idle.push(buf);
+        let mut held: usize = idle.iter().map(Vec::len).sum();
+        while held > self.keep_bytes {
+            held -= idle.remove(0).len();
         }
     }
 }
@@ -77,9 +97,6 @@ impl AsRef<[u8]> for Pooled {
 
 impl Drop for Pooled {
     fn drop(&mut self) {
-        let mut idle = self.pool.idle.lock().expect("not poisoned");
-        if idle.len() < KEEP {
-            idle.push(std::mem::take(&mut self.buf));
-        }
+        self.pool.give_back(std::mem::take(&mut self.buf));
     }
 }

@@ -5,20 +5,30 @@
 //! waits here only for that blob's decision.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::watch;
 
 use super::stream::Target;
 use crate::oci::Digest;
+use crate::source::Flow;
 
 pub struct Gate {
     /// The digests in the order the surveys decide them (image order).
     order: Vec<Digest>,
     slots: HashMap<Digest, Slot>,
+    /// Blobs the reader may still have to send: not reached yet, and not decided to go
+    /// nowhere. At zero the rest of the package need not be read.
+    open: AtomicUsize,
+    /// Blobs not decided yet; `all_decided` turns true at zero.
+    undecided: AtomicUsize,
+    all_decided: watch::Sender<bool>,
 }
 
 struct Slot {
+    /// Reached by the reader, or decided to go nowhere.
+    closed: AtomicBool,
     /// Per destination: has it decided this blob yet; and the targets so far.
     pending: Mutex<(Vec<bool>, Vec<Target>)>,
     decided: watch::Sender<Option<Vec<Target>>>,
@@ -28,18 +38,26 @@ impl Gate {
     /// A gate for `digests` (in the order the surveys go), each decided once by every one of
     /// `dests` destinations.
     pub fn new(order: Vec<Digest>, dests: usize) -> Gate {
-        let slots = order
+        let slots: HashMap<Digest, Slot> = order
             .iter()
             .cloned()
             .map(|d| {
                 let slot = Slot {
+                    closed: AtomicBool::new(false),
                     pending: Mutex::new((vec![false; dests], Vec::new())),
                     decided: watch::channel(None).0,
                 };
                 (d, slot)
             })
             .collect();
-        Gate { order, slots }
+        let n = slots.len();
+        Gate {
+            order,
+            slots,
+            open: AtomicUsize::new(n),
+            undecided: AtomicUsize::new(n),
+            all_decided: watch::channel(n == 0).0,
+        }
     }
 
     /// In the order the surveys decide them: the order to read them in, where a source can.
@@ -60,12 +78,47 @@ impl Gate {
         }
         so_far.extend(targets);
         if said.iter().all(|s| *s) {
+            if so_far.is_empty() {
+                self.close(slot);
+            }
             slot.decided.send_replace(Some(std::mem::take(so_far)));
+            if self.undecided.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.all_decided.send_replace(true);
+            }
+        }
+    }
+
+    /// Once every blob is decided (the surveys are done).
+    pub async fn settled(&self) {
+        let mut rx = self.all_decided.subscribe();
+        // the sender lives as long as the gate
+        let _ = rx.wait_for(|done| *done).await;
+    }
+
+    fn close(&self, slot: &Slot) {
+        if !slot.closed.swap(true, Ordering::SeqCst) {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The reader met `digest` (it sends it, or skips it).
+    pub fn reached(&self, digest: &Digest) {
+        if let Some(slot) = self.slots.get(digest) {
+            self.close(slot);
+        }
+    }
+
+    /// Whether the reader must go on: some blob not reached yet may still have to go.
+    pub fn flow(&self) -> Flow {
+        if self.open.load(Ordering::SeqCst) == 0 {
+            Flow::Enough
+        } else {
+            Flow::More
         }
     }
 
     /// Destination `dest` is done: whatever it did not decide, it wants nowhere.
-    pub fn close(&self, dest: usize) {
+    pub fn finish(&self, dest: usize) {
         for digest in self.slots.keys() {
             self.decide(digest, dest, None);
         }

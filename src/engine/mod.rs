@@ -372,7 +372,7 @@ impl Engine {
             .filter(|d| !ship.head.docs.contains_key(*d) && seen.insert(*d))
             .cloned()
             .collect();
-        let gate = Gate::new(streamable, self.dests.len());
+        let gate = Arc::new(Gate::new(streamable, self.dests.len()));
         let surveys = async {
             let blobs = runs
                 .iter_mut()
@@ -415,7 +415,12 @@ impl Engine {
                 targets: Vec::new(), // from the gate
             })
             .collect();
-        let streamed = stream::run_pass(self.stream.clone(), ship.pkg.clone(), jobs, Some(&gate));
+        let streamed = stream::run_pass(
+            self.stream.clone(),
+            ship.pkg.clone(),
+            jobs,
+            Some(gate.clone()),
+        );
         let (mut outcomes, streamed) = futures::future::join(surveys, streamed).await;
         outcomes.extend(streamed);
         outcomes

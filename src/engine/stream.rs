@@ -31,7 +31,7 @@ use super::verifier::Verifier;
 use crate::error::{Error, Result};
 use crate::oci::{Digest, Verified};
 use crate::sink::{RegistryApi, UploadError, UploadSession};
-use crate::source::{Package, Wanted};
+use crate::source::{Flow, Package, Wanted};
 
 /// Where one blob must go: a destination registry (index) and repository.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -143,6 +143,8 @@ pub(super) enum Msg {
 struct BlobStart {
     digest: Digest,
     rx: mpsc::Receiver<Msg>,
+    /// Where it goes, when decided as the reader met it (see [`Gate`]).
+    targets: Option<Vec<Target>>,
 }
 
 pub type Outcome = (Digest, Target, Result<()>);
@@ -200,14 +202,14 @@ impl InFlight {
 /// Streams every job's blob out of `pkg` to its targets. Returns one outcome per
 /// (blob, target); never fails as a whole.
 ///
-/// With a `gate`, the jobs' own targets are not used: each blob, once the reader reaches it,
-/// waits for its targets at the gate (the surveys decide them meanwhile); a blob with none is
-/// skipped.
+/// With a `gate`, the jobs' own targets are not used: the reader, meeting a blob, waits for
+/// its targets at the gate (the surveys decide them meanwhile); a blob with none is skipped,
+/// and once nothing further can be wanted the reading stops.
 pub async fn run_pass(
     ctx: Arc<StreamCtx>,
     pkg: Package,
     jobs: Vec<StreamJob>,
-    gate: Option<&Gate>,
+    gate: Option<Arc<Gate>>,
 ) -> Vec<Outcome> {
     let wanted: Wanted = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
     let by_digest: HashMap<Digest, StreamJob> =
@@ -215,6 +217,7 @@ pub async fn run_pass(
     let (start_tx, mut start_rx) = mpsc::channel::<BlobStart>(1);
     let chunk = ctx.chunk_size;
     let buffers = ctx.buffers.clone();
+    let reader_gate = gate.clone();
     let reader = tokio::task::spawn_blocking(move || {
         let reader = ReaderSide {
             chunk,
@@ -222,8 +225,24 @@ pub async fn run_pass(
             verifier: Verifier::start(),
             buffers: buffers.clone(),
         };
-        let mut sink =
-            |d: &Digest, size: u64, r: &mut dyn Read| read_blob(d, size, wanted[d], r, &reader);
+        let mut sink = |d: &Digest, size: u64, r: &mut dyn Read| {
+            let Some(gate) = &reader_gate else {
+                read_blob(d, size, wanted[d], r, &reader, None)?;
+                return Ok(Flow::More);
+            };
+            // the reader thread waits here for this blob's own HEADs only
+            let targets = futures::executor::block_on(gate.targets(d));
+            gate.reached(d);
+            if targets.is_empty() {
+                // Skipping means reading through it (a tar entry in a gzip stream): before
+                // that, let the surveys finish; the rest may well be there too (a resumed
+                // push), and then nothing more is read at all.
+                futures::executor::block_on(gate.settled());
+            } else {
+                read_blob(d, size, wanted[d], r, &reader, Some(targets))?;
+            }
+            Ok(gate.flow())
+        };
         let r = pkg.stream_blobs(&wanted, &mut sink);
         reader.verifier.finish();
         r
@@ -235,12 +254,8 @@ pub async fn run_pass(
     while let Some(start) = start_rx.recv().await {
         let mut job = by_digest[&start.digest].clone();
         started.push(job.digest.clone());
-        if let Some(gate) = gate {
-            job.targets = gate.targets(&job.digest).await;
-            if job.targets.is_empty() {
-                // nowhere to go: dropping the receiver tells the reader to skip this blob
-                continue;
-            }
+        if let Some(targets) = start.targets {
+            job.targets = targets;
         }
         // Waiting for room ends when a stop is asked for: that blob is not started.
         let permit = tokio::select! {
@@ -276,7 +291,7 @@ pub async fn run_pass(
         Err(e) => Some(Error::internal(format!("package reader crashed: {e}"))),
     };
     for job in unreached {
-        let targets = match gate {
+        let targets = match &gate {
             Some(gate) => gate.targets(&job.digest).await,
             None => job.targets.clone(),
         };
@@ -310,6 +325,7 @@ fn read_blob(
     expected: u64,
     r: &mut dyn Read,
     reader: &ReaderSide,
+    targets: Option<Vec<Target>>,
 ) -> Result<()> {
     let ReaderSide {
         chunk,
@@ -323,6 +339,7 @@ fn read_blob(
         .blocking_send(BlobStart {
             digest: digest.clone(),
             rx,
+            targets,
         })
         .map_err(|_| Error::internal("upload side stopped"))?;
     if size != expected {

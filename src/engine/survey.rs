@@ -106,7 +106,7 @@ impl Engine {
         }
         drop(heads);
         if let Some(gate) = gate {
-            gate.close(di);
+            gate.finish(di);
         }
 
         let needs: Vec<ImageNeeds> = images

@@ -184,8 +184,17 @@ pub trait ArchiveBytes: Send + Sync + std::fmt::Debug {
     fn check_unchanged(&self) -> Result<()>;
 }
 
-/// Called with (digest, size in the package, reader over exactly those bytes).
-pub type BlobSink<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<()> + 'a;
+/// Called with (digest, size in the package, reader over exactly those bytes); says whether
+/// more blobs are wanted.
+pub type BlobSink<'a> = dyn FnMut(&Digest, u64, &mut dyn Read) -> Result<Flow> + 'a;
+
+/// After a blob: go on, or stop reading the package (nothing further is wanted: the blobs
+/// not reached yet turned out to be in the registry already).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    More,
+    Enough,
+}
 
 impl Package {
     pub fn open(path: &Path) -> Result<Self> {
@@ -462,7 +471,9 @@ pub(crate) fn stream_files(
                 let f = std::fs::File::open(&p)
                     .map_err(|e| Error::package(format!("{}: {e}", p.display())))?;
                 let mut r = std::io::BufReader::with_capacity(1 << 20, Counted(f));
-                sink(d, m.len(), &mut r)?;
+                if sink(d, m.len(), &mut r)? == Flow::Enough {
+                    break;
+                }
             }
             _ => {
                 missing.insert(d.clone());

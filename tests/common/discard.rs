@@ -1,6 +1,7 @@
 //! A registry that throws the bytes away, for the streaming-ceiling benchmark
 //! (benches/ceiling.rs): it answers the OCI distribution calls ferry makes like Distribution
-//! does (HEAD 404, POST 202 with a Location, PATCH 202 with Range, PUT 201, manifest PUT 201)
+//! does (POST 202 with a Location, PATCH 202 with Range, PUT 201, manifest PUT 201; blob HEAD
+//! and cross-repository mounts from the digests and sizes it was given, 404 / 202 for others)
 //! but neither stores nor hashes blob bytes, so that neither a registry's disk nor its hashing
 //! bounds what is measured: ferry's own reading, verifying and sending.
 #![allow(dead_code)]
@@ -35,13 +36,13 @@ impl Discard {
     pub fn start_on(listener: std::net::TcpListener) -> Discard {
         let port = listener.local_addr().unwrap().port();
         let counts = Arc::new(Counts::default());
-        let uploads: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+        let state: Arc<Mutex<State>> = Arc::default();
         let c = counts.clone();
         super::serve::serve_in_background(listener, 2, move |stream| {
-            let (c, uploads) = (c.clone(), uploads.clone());
+            let (c, state) = (c.clone(), state.clone());
             async move {
                 let svc =
-                    hyper::service::service_fn(move |req| handle(req, c.clone(), uploads.clone()));
+                    hyper::service::service_fn(move |req| handle(req, c.clone(), state.clone()));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                     .await;
@@ -53,6 +54,14 @@ impl Discard {
     pub fn host(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
+}
+
+/// What the registry remembers: bytes received per open upload, and the blobs committed
+/// (repository, digest) → size. No bytes.
+#[derive(Default)]
+struct State {
+    uploads: HashMap<String, u64>,
+    blobs: HashMap<(String, String), u64>,
 }
 
 type Resp = Response<Empty<Bytes>>;
@@ -68,10 +77,21 @@ fn answer(code: u16, headers: &[(&str, String)]) -> Resp {
     r.body(Empty::new()).unwrap()
 }
 
+/// A blob HEAD's answer: its size and digest, no body.
+fn answer_sized(code: u16, size: u64, digest: &str) -> Resp {
+    Response::builder()
+        .status(code)
+        .header("Docker-Distribution-Api-Version", "registry/2.0")
+        .header("Content-Length", size.to_string())
+        .header("Docker-Content-Digest", digest)
+        .body(Empty::new())
+        .unwrap()
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
     counts: Arc<Counts>,
-    uploads: Arc<Mutex<HashMap<String, u64>>>,
+    state: Arc<Mutex<State>>,
 ) -> Result<Resp, Infallible> {
     counts.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().as_str().to_string();
@@ -100,8 +120,27 @@ async fn handle(
     let r = if let Some((name, id)) = rest.split_once("/blobs/uploads/") {
         match method.as_str() {
             "POST" => {
+                let mut st = state.lock().unwrap();
+                let param = |k: &str| {
+                    query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix(k))
+                        .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
+                };
+                if let (Some(digest), Some(from)) = (param("mount="), param("from=")) {
+                    if let Some(&size) = st.blobs.get(&(from, digest.clone())) {
+                        st.blobs.insert((name.to_string(), digest.clone()), size);
+                        return Ok(answer(
+                            201,
+                            &[
+                                ("Location", format!("/v2/{name}/blobs/{digest}")),
+                                ("Docker-Content-Digest", digest),
+                            ],
+                        ));
+                    }
+                }
                 let id = format!("u{}", counts.requests.load(Ordering::Relaxed));
-                uploads.lock().unwrap().insert(id.clone(), 0);
+                st.uploads.insert(id.clone(), 0);
                 answer(
                     202,
                     &[
@@ -112,8 +151,8 @@ async fn handle(
                 )
             }
             "PATCH" => {
-                let mut u = uploads.lock().unwrap();
-                let held = u.entry(id.to_string()).or_default();
+                let mut st = state.lock().unwrap();
+                let held = st.uploads.entry(id.to_string()).or_default();
                 *held += n;
                 answer(
                     202,
@@ -124,12 +163,14 @@ async fn handle(
                 )
             }
             "PUT" => {
-                uploads.lock().unwrap().remove(id);
+                let mut st = state.lock().unwrap();
+                let size = st.uploads.remove(id).unwrap_or(0) + n;
                 let digest = query
                     .split('&')
                     .find_map(|kv| kv.strip_prefix("digest="))
                     .unwrap_or("")
                     .replace("%3A", ":");
+                st.blobs.insert((name.to_string(), digest.clone()), size);
                 answer(
                     201,
                     &[
@@ -139,7 +180,7 @@ async fn handle(
                 )
             }
             "GET" => {
-                let held = uploads.lock().unwrap().get(id).copied().unwrap_or(0);
+                let held = state.lock().unwrap().uploads.get(id).copied().unwrap_or(0);
                 answer(204, &[("Range", format!("0-{}", held.saturating_sub(1)))])
             }
             _ => answer(204, &[]),
@@ -147,8 +188,18 @@ async fn handle(
     } else if manifest && method == "PUT" {
         let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
         answer(201, &[("Docker-Content-Digest", digest)])
+    } else if let Some((name, digest)) = rest.split_once("/blobs/") {
+        match state
+            .lock()
+            .unwrap()
+            .blobs
+            .get(&(name.to_string(), digest.to_string()))
+        {
+            Some(&size) => answer_sized(200, size, digest),
+            None => answer(404, &[]),
+        }
     } else {
-        // HEAD of blobs and manifests: nothing is ever there.
+        // HEAD of manifests: none is kept.
         answer(404, &[])
     };
     Ok(r)
