@@ -1,10 +1,11 @@
 //! Reused read buffers for blob data. A fresh buffer of 1 MiB or more is a fresh mapping
 //! (glibc serves it with mmap, see `main.rs`): a page fault per 4 KiB on first touch, zeroing,
 //! and an munmap when freed — about a tenth of a level-0 push's CPU in `perf` when only full
-//! chunks were reused. So every buffer from 1 MiB up comes from a pool, its size rounded up to
-//! a whole MiB (a blob never holds more than 1 MiB beyond its size), and goes back to it when
-//! the last `Bytes` pointing into it (uploads, verifier) is dropped. Smaller reads come from
-//! the heap, which serves them without new mappings.
+//! chunks were reused. So every buffer from 1 MiB up comes from a pool: the smallest idle one
+//! that fits with at most 1 MiB to spare, else a new one rounded up to a whole MiB; it goes
+//! back to the pool when the last `Bytes` pointing into it (uploads, verifier) is dropped. A
+//! blob so holds at most 2 MiB beyond its size. Smaller reads come from the heap, which
+//! serves them without new mappings.
 
 use std::sync::{Arc, Mutex};
 
@@ -12,9 +13,19 @@ use bytes::Bytes;
 
 /// Below this, buffers come from the heap (glibc's mmap threshold, set in `main.rs`).
 const GRAIN: usize = 1 << 20;
-/// Idle buffers kept, in chunks' worth of bytes; past it the oldest idle one is freed, so
-/// memory stays flat (a few chunks) while the sizes in use are the ones kept.
-const KEEP_CHUNKS: usize = 8;
+/// Idle buffers kept, in chunks' worth of bytes (as when only full chunks were pooled); past
+/// it the oldest idle one is freed, so memory stays flat while the sizes in use are kept.
+const KEEP_CHUNKS: usize = 4;
+
+/// The most memory the read buffers of a blob of `size` bytes can hold at once, counted in
+/// the in-flight budget (with the cap of two chunks the reader applies).
+pub(super) fn held_for(size: u64) -> u64 {
+    if size < GRAIN as u64 {
+        size
+    } else {
+        size.next_multiple_of(GRAIN as u64) + GRAIN as u64
+    }
+}
 
 pub struct Pool {
     keep_bytes: usize,
@@ -40,7 +51,10 @@ impl Pool {
         let size = len.next_multiple_of(GRAIN);
         let reused = {
             let mut idle = self.idle.lock().expect("not poisoned");
-            let at = idle.iter().rposition(|b| b.len() == size);
+            // the smallest idle buffer that fits, with at most 1 MiB to spare
+            let at = (0..idle.len())
+                .filter(|&i| (size..=size + GRAIN).contains(&idle[i].len()))
+                .min_by_key(|&i| idle[i].len());
             at.map(|i| idle.remove(i))
         };
         Filling {

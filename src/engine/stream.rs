@@ -151,7 +151,7 @@ pub type Outcome = (Digest, Target, Result<()>);
 
 /// How many blobs may be in flight at once: by bytes and by count, so that small blobs do not
 /// wait behind large ones (on a distant link each costs round trips, not bytes). A blob
-/// weighs what it holds in memory at most (its size, up to two chunks); the byte budget is
+/// weighs what its read buffers hold at most (`buffers::held_for`, up to two chunks); the byte budget is
 /// `concurrency` large blobs, as before, and up to [`super::SMALL_PER_LARGE`] x `concurrency`
 /// blobs go at once.
 pub struct InFlight {
@@ -181,7 +181,8 @@ impl InFlight {
         tokio::sync::OwnedSemaphorePermit,
         tokio::sync::OwnedSemaphorePermit,
     ) {
-        let kib = (size.div_ceil(1024).min(u64::from(2 * self.chunk_kib)) as u32)
+        let held = super::buffers::held_for(size);
+        let kib = (held.div_ceil(1024).min(u64::from(2 * self.chunk_kib)) as u32)
             .clamp(1, self.budget_kib);
         let bytes = self
             .bytes
