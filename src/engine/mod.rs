@@ -1,7 +1,8 @@
-//! The transfer engine: for each package, read its head, ask every destination what it
-//! already has, plan, then move the bytes — mounts first, small blobs from memory, large blobs
-//! in streaming passes over the package — and push manifests only once every blob of their
-//! image is in place (children before the index that lists them).
+//! The transfer engine: for each package, read its head, ask every destination which images
+//! it already has, then ask about the blobs of the others while the first streaming pass
+//! already sends them (each blob waits for its own answers only: `gate.rs`); then configs
+//! from memory, mounts, further passes for what failed transiently — and push manifests only
+//! once every blob of their image is in place (children before the index that lists them).
 //!
 //! Several destinations (a DR primary and standby) are fed from one read of the package:
 //! a blob both need is decompressed and hashed once and sent to both.
@@ -81,7 +82,7 @@ impl Default for EngineOptions {
 /// trip whatever its size; scripts/bench-latency.sh measured, for 2,400 blobs (270 MB) into a
 /// registry that stores nothing, 3.4 s with 16 (64 in flight), 2.7 s with 32 (1.25x the wire)
 /// and 2.8 s with 64 (and 117 MB of memory instead of 74). With HTTP/1.1 each is a connection.
-pub(crate) const SMALL_PER_LARGE: usize = 32;
+pub const SMALL_PER_LARGE: usize = 32;
 
 /// One package on its way: what the passes read from.
 #[derive(Clone, Copy)]
