@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 
 /// Chunks of the entry in flight between the outer reader and the inner one.
 const CHANNEL_CHUNKS: usize = 4;
-const CHUNK: usize = 1 << 20;
+/// Below glibc's mmap threshold (1 MiB, `main.rs`): each chunk comes from the heap, reused,
+/// instead of a fresh mapping faulted in page by page. With 1 MiB chunks, filled whole by
+/// the outer decoder, a sync's peak RSS was about 25 MB higher (docs/benchmarks.md).
+const CHUNK: usize = 256 << 10;
 
 #[derive(Debug)]
 pub struct NestedEntry {
