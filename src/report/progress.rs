@@ -49,8 +49,10 @@ impl Progress {
             let (bar, counters, total) = (bar.clone(), counters.clone(), total.clone());
             Some(tokio::spawn(async move {
                 loop {
-                    bar.set_length(total.load(Ordering::Relaxed));
-                    bar.set_position(sent(&counters));
+                    // uploads start while the surveys still run: the total may lag behind
+                    let s = sent(&counters);
+                    bar.set_length(total.load(Ordering::Relaxed).max(s));
+                    bar.set_position(s);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }))
@@ -71,7 +73,7 @@ impl Progress {
                     eprintln!(
                         "progress: {} of {} sent, {rate:.1} MB/s, {pkg}",
                         super::human_bytes(s),
-                        super::human_bytes(total.load(Ordering::Relaxed)),
+                        super::human_bytes(total.load(Ordering::Relaxed).max(s)),
                     );
                 }
             }))
