@@ -2,7 +2,8 @@
 # A distant DR site: the registry in its own network namespace behind a 1 Gbit/s veth (tbf),
 # reached through a proxy that delays each direction by 20 ms (40 ms RTT; no netem here).
 # Corpus: ~2,000 small blobs (half under 100 kB) and a few large ones. Compares ferry with
-# skopeo (extracted layout, 4 at a time) and with the floors: the wire (bytes / 125 MB/s) and
+# skopeo (extracted layout, 4 at a time), a DR push (local primary, the far registry as
+# standby), and with the floors: the wire (bytes / 125 MB/s) and
 # one raw TCP stream through the same proxy and link. Then the same over TLS, where Go
 # registries offer HTTP/2: ferry's default (HTTP/1.1) against FERRY_HTTP2=1, on this corpus and
 # on one of large blobs.
@@ -123,11 +124,25 @@ measure near "ferry, no delay (registry-bound floor)" -- "$ferry" push "$work/sm
 echo "== push over the distant link" >&2
 far_registry
 measure far ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$h" --plain --quiet
+echo "== DR: a local primary and the distant standby, fed from one read" >&2
+far_registry
+start_registry "$work/local" "$(free_port)" >&2
+primary=127.0.0.1:$(sed -n 's/.*addr: 127.0.0.1:\([0-9]*\).*/\1/p' "$work/local/config.yml")
+measure "far, DR" "ferry, local primary + far standby" -- "$ferry" push "$work/small.tgz" \
+  --dest-repo "$primary" --plain --standby-registry "$h" --standby-plain --quiet
 echo "== ferry alone over the same link: a registry that stores nothing (examples/discard-registry.rs)" >&2
 far_registry discard
 measure "near, discard registry" ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$remote:5000" --plain --quiet
 far_registry discard
 measure "far, discard registry" ferry -- "$ferry" push "$work/small.tgz" --dest-repo "$h" --plain --quiet
+far_registry discard
+lport=$(free_port)
+"$discard" "127.0.0.1:$lport" >"$work/local-discard.log" 2>&1 &
+echo $! >"$work/local-discard.pid"
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$lport/v2/" >/dev/null && break; sleep 0.1; done
+measure "far, DR, discard registries" "ferry, local primary + far standby" -- "$ferry" push \
+  "$work/small.tgz" --dest-repo "127.0.0.1:$lport" --plain --standby-registry "$h" \
+  --standby-plain --quiet
 far_registry
 cat >"$work/skopeo_all.sh" <<'SK'
 #!/bin/bash
@@ -155,6 +170,7 @@ size, nblobs, delay, quick = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sy
 large = int(sys.argv[6])
 wire = size / 125e6
 get = lambda t: next(r for r in rows if r[1].startswith(t))
+get_far_discard = lambda: next(r for r in rows if r[0] == "far, discard registry")
 ferry = float(next(r for r in rows if r[1] == "ferry")[2])
 print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; {nblobs} blobs, {size/1e6:.0f} MB;"
       f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s{' (quick)' if quick else ''}. Wire floor {wire:.2f} s"
@@ -174,6 +190,9 @@ for sc, tool, wall, cpu, rss, b in rows:
         # against the same registry with no delay: "far" ↔ "near", "far, X" ↔ "near, X"
         ref = near if sc == "far" else float(next(r for r in rows if r[0] == "near" + sc[3:])[2])
         note += f"; {w/ref:.2f}x the same push without the delay"
+    if tool.startswith("ferry, local primary"):
+        alone = ferry if sc == "far, DR" else float(get_far_discard()[2])
+        note += f"; {w/alone:.2f}x the far push alone"
     if tool.startswith("skopeo"):
         note += f"; ferry is {w/ferry:.2f}x faster"
     print(f"| {sc} | {tool} | {wall} | {cpu} | {rss} | {int(b)/1e6:.1f} | {note} |")
