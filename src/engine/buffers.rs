@@ -52,8 +52,9 @@ impl Pool {
         let reused = {
             let mut idle = self.idle.lock().expect("not poisoned");
             // the smallest idle buffer that fits, with at most 1 MiB to spare
+            let most = held_for(len as u64) as usize;
             let at = (0..idle.len())
-                .filter(|&i| (size..=size + GRAIN).contains(&idle[i].len()))
+                .filter(|&i| (size..=most).contains(&idle[i].len()))
                 .min_by_key(|&i| idle[i].len());
             at.map(|i| idle.remove(i))
         };

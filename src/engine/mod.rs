@@ -302,20 +302,10 @@ impl Engine {
             let last = pass + 1 == passes || self.opts.stop.requested();
             // Mounts (from repositories that hold the blob) first: cheap, and a declined
             // mount becomes an upload in this same pass.
-            for (di, Mount { repo, digest, .. }, r) in
-                self.mount_all(std::mem::take(&mut mounts)).await
-            {
-                match r {
-                    Ok(MountOutcome::Mounted) => {
-                        runs[di].blobs.insert((repo, digest), Ok(Placed::Mounted));
-                    }
-                    Ok(MountOutcome::Declined) => todo.push((digest, Target { dest: di, repo })),
-                    Err(e) => {
-                        runs[di].blobs.insert((repo, digest), Err(e));
-                    }
-                }
+            for (di, mount, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+                todo.extend(record_mount(runs, di, mount, r));
             }
-            if todo.is_empty() && mounts.is_empty() {
+            if todo.is_empty() {
                 break;
             }
             let outcomes = self.upload_all(ship, std::mem::take(&mut todo)).await;
@@ -332,20 +322,17 @@ impl Engine {
             }
         }
         // Mounts still queued after the last pass get their one try.
-        for (di, Mount { repo, digest, .. }, r) in self.mount_all(std::mem::take(&mut mounts)).await
-        {
-            let v = match r {
-                Ok(MountOutcome::Mounted) => Ok(Placed::Mounted),
-                Ok(MountOutcome::Declined) => Err(Error::new(
+        for (di, mount, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+            if let Some((digest, Target { dest, repo })) = record_mount(runs, di, mount, r) {
+                let e = Error::new(
                     crate::error::ErrorKind::Registry,
                     format!(
                         "registry {} declined to mount blob {digest} into {repo}",
-                        self.dests[di].registry.host()
+                        self.dests[dest].registry.host()
                     ),
-                )),
-                Err(e) => Err(e),
-            };
-            runs[di].blobs.insert((repo, digest), v);
+                );
+                runs[dest].blobs.insert((repo, digest), Err(e));
+            }
         }
     }
 
@@ -383,9 +370,10 @@ impl Engine {
             let (mut uploads, mut bytes) = (0, 0);
             let mut from_memory = Vec::new();
             for (di, run) in runs.iter().enumerate() {
-                observer.planned_bytes(run.plan.bytes_to_send());
+                let planned = run.plan.bytes_to_send();
+                observer.planned_bytes(planned);
                 uploads += run.plan.uploads.len();
-                bytes += run.plan.bytes_to_send();
+                bytes += planned;
                 from_memory.extend(
                     run.plan
                         .uploads
@@ -573,6 +561,23 @@ fn blob_sizes(images: &[Image]) -> Result<HashMap<Digest, u64>> {
         .into_iter()
         .map(|(d, (size, _))| (d.clone(), size))
         .collect())
+}
+
+/// Records a mount's outcome in its destination's run; a declined mount comes back, as the
+/// upload it has to become (or the error it is after the last pass).
+fn record_mount(
+    runs: &mut [DestRun],
+    di: usize,
+    Mount { repo, digest, .. }: Mount,
+    r: Shared<MountOutcome>,
+) -> Option<(Digest, Target)> {
+    let placed = match r {
+        Ok(MountOutcome::Mounted) => Ok(Placed::Mounted),
+        Ok(MountOutcome::Declined) => return Some((digest, Target { dest: di, repo })),
+        Err(e) => Err(e),
+    };
+    runs[di].blobs.insert((repo, digest), placed);
+    None
 }
 
 fn failed_package(

@@ -104,11 +104,13 @@ impl Engine {
             }
             present.extend(here);
         }
-        drop(heads);
         if let Some(gate) = gate {
             gate.finish(di);
         }
 
+        // The whole plan once more, from the same answers: the one the report and the later
+        // passes read, identical to the per-blob decisions above (the planner decides each
+        // digest on its own) and cheap next to a single round trip.
         let needs: Vec<ImageNeeds> = images
             .iter()
             .zip(&run.images)

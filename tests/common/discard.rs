@@ -77,6 +77,14 @@ fn answer(code: u16, headers: &[(&str, String)]) -> Resp {
     r.body(Empty::new()).unwrap()
 }
 
+/// The value of `key` in a query string, with the escapes ferry's clients use undone.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
+}
+
 /// A blob HEAD's answer: its size and digest, no body.
 fn answer_sized(code: u16, size: u64, digest: &str) -> Resp {
     Response::builder()
@@ -121,13 +129,8 @@ async fn handle(
         match method.as_str() {
             "POST" => {
                 let mut st = state.lock().unwrap();
-                let param = |k: &str| {
-                    query
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix(k))
-                        .map(|v| v.replace("%3A", ":").replace("%2F", "/"))
-                };
-                if let (Some(digest), Some(from)) = (param("mount="), param("from=")) {
+                let mount = (query_param(&query, "mount"), query_param(&query, "from"));
+                if let (Some(digest), Some(from)) = mount {
                     if let Some(&size) = st.blobs.get(&(from, digest.clone())) {
                         st.blobs.insert((name.to_string(), digest.clone()), size);
                         return Ok(answer(
@@ -165,11 +168,7 @@ async fn handle(
             "PUT" => {
                 let mut st = state.lock().unwrap();
                 let size = st.uploads.remove(id).unwrap_or(0) + n;
-                let digest = query
-                    .split('&')
-                    .find_map(|kv| kv.strip_prefix("digest="))
-                    .unwrap_or("")
-                    .replace("%3A", ":");
+                let digest = query_param(&query, "digest").unwrap_or_default();
                 st.blobs.insert((name.to_string(), digest.clone()), size);
                 answer(
                     201,
