@@ -6,11 +6,11 @@
 //!
 //! Not here: the wire (the sink) or what goes where (the engine).
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::platform_flags::StdinSecret;
 use crate::error::{Error, ErrorKind};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
@@ -62,6 +62,38 @@ impl Destination {
             why: String::new(),
             platform: None,
         })
+    }
+
+    /// A registry address a server gave (ProductBase `spec.registry.address`). The server
+    /// never chooses the scheme: an `http://` there would send the registry password in clear
+    /// without the user having said so, so it is refused unless `--plain` (`--standby-plain`)
+    /// was given; without a scheme, or with `https://`, it is TLS unless `--plain`.
+    pub fn from_server(
+        role: Role,
+        address: &str,
+        trust: Trust,
+        flag_prefix: &str,
+    ) -> Result<Self, Error> {
+        let a = address.trim();
+        if a.len() >= 7 && a[..7].eq_ignore_ascii_case("http://") && !trust.plain {
+            return Err(Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "ProductBase base names the registry as {a}: plain HTTP chosen by the server \
+                     is refused (the registry's credentials would travel in clear). If that \
+                     registry really speaks plain HTTP, say so with --{flag_prefix}plain; \
+                     otherwise give its TLS address with the registry flag"
+                ),
+            ));
+        }
+        let scheme_less = if a.len() >= 8 && a[..8].eq_ignore_ascii_case("https://") {
+            &a[8..]
+        } else if a.len() >= 7 && a[..7].eq_ignore_ascii_case("http://") {
+            &a[7..]
+        } else {
+            a
+        };
+        Self::from_address(role, scheme_less, trust)
     }
 
     /// `host[:port][/prefix]`, as the engine and the reports name the destination.
@@ -127,6 +159,8 @@ pub struct CredentialFlags<'a> {
     pub username: Option<&'a String>,
     pub password: Option<&'a String>,
     pub password_stdin: bool,
+    /// Standard input, which at most one secret flag of the run may read.
+    pub stdin: &'a StdinSecret,
     /// Flag names, for messages (`""` or `"standby-"`).
     pub prefix: &'a str,
 }
@@ -143,12 +177,7 @@ impl CredentialFlags<'_> {
             return Ok(None);
         }
         let password = if self.password_stdin {
-            let mut line = String::new();
-            std::io::stdin()
-                .lock()
-                .read_line(&mut line)
-                .map_err(|e| Error::new(ErrorKind::Internal, format!("--password-stdin: {e}")))?;
-            Some(line.trim_end_matches(['\r', '\n']).to_string())
+            Some(self.stdin.read(&format!("--{}password-stdin", self.prefix))?)
         } else {
             self.password.cloned()
         };
@@ -241,7 +270,7 @@ impl Side<'_> {
                 ),
             )
         })?;
-        let mut d = Destination::from_address(self.role, &address, self.trust.clone())?;
+        let mut d = Destination::from_server(self.role, &address, self.trust.clone(), p)?;
         let (credentials, source) = if c.no_auth {
             (None, CredentialSource::None)
         } else if c.given() {

@@ -66,8 +66,12 @@ pub(super) fn connect(
     timeout: u64,
     command: &str,
 ) -> Result<Platform> {
+    let stdin = super::platform_flags::StdinSecret::claimed_by(&[(
+        "--platform-password-stdin",
+        flags.platform_password_stdin,
+    )])?;
     let opts = flags
-        .options(Duration::from_secs(timeout))?
+        .options(Duration::from_secs(timeout), &stdin)?
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::Usage,

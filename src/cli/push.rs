@@ -7,14 +7,13 @@ use std::time::Instant;
 use clap::Args;
 
 use super::destination::{CredentialFlags, Role, Side, Trust};
-use super::platform_flags::PlatformFlags;
+use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{Publisher, Run};
 use crate::platform::Platform;
 use crate::report::estimate_line;
-use crate::sink::Secret;
 use crate::source;
 
 #[derive(Args, Debug)]
@@ -55,7 +54,7 @@ pub struct PushArgs {
     /// Prefer --password-stdin or FERRY_PASSWORD: argv is visible to other users.
     #[arg(long, env = "FERRY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Read the password from the first line of standard input.
+    /// Read the registry password from the first line of standard input.
     #[arg(long)]
     pub password_stdin: bool,
     /// Send no credentials, even if a login is stored.
@@ -81,25 +80,12 @@ pub struct PushArgs {
     /// Do not verify the standby registry's TLS certificate (--insecure is for the primary only).
     #[arg(long)]
     pub standby_insecure: bool,
-    /// DR in one run: the standby global cluster's platform. Its images go to
-    /// --standby-registry, else to the registry its own ProductBase names; its resources are
-    /// written there once its images are in. A failure on one side does not stop the other.
-    #[arg(long, env = "FERRY_STANDBY_PLATFORM_ADDRESS")]
-    pub standby_platform_address: Option<String>,
-    #[arg(long, requires = "standby_platform_address")]
-    pub standby_platform_username: Option<String>,
-    #[arg(
-        long,
-        env = "FERRY_STANDBY_PLATFORM_PASSWORD",
-        hide_env_values = true,
-        requires = "standby_platform_username"
-    )]
-    pub standby_platform_password: Option<String>,
-    #[arg(long, env = "FERRY_STANDBY_PLATFORM_TOKEN", hide_env_values = true, requires = "standby_platform_address", conflicts_with_all = ["standby_platform_username", "standby_platform_password"])]
-    pub standby_platform_token: Option<String>,
-    /// CA certificate (PEM) of the standby platform [default: --platform-ca-file].
-    #[arg(long, requires = "standby_platform_address")]
-    pub standby_platform_ca_file: Option<PathBuf>,
+    /// DR in one run: the standby global cluster's platform (`--standby-platform-address`
+    /// and the twin of every platform flag). Its images go to --standby-registry, else to the
+    /// registry its own ProductBase names; its resources are written there once its images
+    /// are in. A failure on one side does not stop the other.
+    #[command(flatten)]
+    pub standby_platform: StandbyPlatformFlags,
     /// Verify every package (signature, checksum) before anything is uploaded.
     #[arg(long)]
     pub verify: bool,
@@ -153,46 +139,6 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
     Ok((v * mult) as u64)
 }
 
-fn standby_platform_options(
-    args: &PushArgs,
-    timeout: std::time::Duration,
-) -> Result<Option<crate::platform::PlatformOptions>, Error> {
-    use crate::platform::{PasswordLogin, PlatformAuth, PlatformOptions};
-    let Some(address) = &args.standby_platform_address else {
-        return Ok(None);
-    };
-    let auth = match (
-        &args.standby_platform_token,
-        &args.standby_platform_username,
-        &args.standby_platform_password,
-    ) {
-        (Some(t), _, _) => PlatformAuth::Token(Secret::new(t.trim())),
-        (None, Some(u), Some(p)) => PlatformAuth::Password(PasswordLogin {
-            username: u.clone(),
-            password: Secret::new(p.clone()),
-            idp: args.platform.idp.clone(),
-            client_id: args.platform.client_id.clone(),
-        }),
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "--standby-platform-address needs --standby-platform-token, or \
-                 --standby-platform-username with --standby-platform-password",
-            ))
-        }
-    };
-    Ok(Some(PlatformOptions {
-        address: address.clone(),
-        auth,
-        ca_file: args
-            .standby_platform_ca_file
-            .clone()
-            .or_else(|| args.platform.platform_ca_file.clone()),
-        insecure: args.platform.platform_insecure,
-        timeout,
-    }))
-}
-
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
@@ -208,19 +154,25 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     }
     let retry = args.transfer.retry_policy();
     let timeout = args.transfer.timeout();
+    let stdin = StdinSecret::claimed_by(&[
+        ("--password-stdin", args.password_stdin),
+        (
+            "--platform-password-stdin",
+            args.platform.platform_password_stdin,
+        ),
+        (
+            "--standby-platform-password-stdin",
+            args.standby_platform.platform_password_stdin,
+        ),
+    ])?;
+    let primary_platform = args.platform.options(timeout, &stdin)?;
+    let standby_platform = args.standby_platform.options(timeout, &stdin)?;
     let rt = super::runtime()?;
-    let platform = match args.platform.options(timeout)? {
-        Some(opts) => Some(Arc::new(rt.block_on(Platform::connect(opts))?)),
+    let platform = match primary_platform {
+        Some(opts) => Some(Arc::new(rt.block_on(Platform::connect_checked(opts))?)),
         None => None,
     };
-    let standby_platform = match standby_platform_options(&args, timeout)? {
-        Some(opts) => Some(Arc::new(
-            rt.block_on(Platform::connect(opts))
-                .map_err(|e| e.context("DR standby"))?,
-        )),
-        None => None,
-    };
-    let mut sides = vec![Side {
+    let primary = Side {
         role: Role::Primary,
         dest_repo: args.dest_repo.as_ref(),
         creds: CredentialFlags {
@@ -228,6 +180,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             username: args.username.as_ref(),
             password: args.password.as_ref(),
             password_stdin: args.password_stdin,
+            stdin: &stdin,
             prefix: "",
         },
         trust: Trust {
@@ -237,9 +190,15 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         },
         dest_flag: "--dest-repo",
         platform,
-    }];
+    };
+    let mut dests = vec![rt.block_on(primary.resolve())?];
+    // The standby side: whatever fails there (its platform unreachable, its login or token
+    // refused, its ProductBase unreadable) leaves it out of this run, reported and in the
+    // exit code; the primary still gets everything. A re-run completes the standby (what the
+    // primary already holds is skipped there).
+    let mut left_out = None;
     if args.standby_registry.is_some() || standby_platform.is_some() {
-        sides.push(Side {
+        let standby = |platform| Side {
             role: Role::Standby,
             dest_repo: args.standby_registry.as_ref(),
             creds: CredentialFlags {
@@ -247,6 +206,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 username: args.standby_username.as_ref(),
                 password: args.standby_password.as_ref(),
                 password_stdin: false,
+                stdin: &stdin,
                 prefix: "standby-",
             },
             trust: Trust {
@@ -258,13 +218,42 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                     .or_else(|| args.ca_file.clone()),
             },
             dest_flag: "--standby-registry",
-            platform: standby_platform,
+            platform,
+        };
+        let resolved = rt.block_on(async {
+            let platform = match standby_platform {
+                Some(opts) => Some(Arc::new(
+                    Platform::connect_checked(opts)
+                        .await
+                        .map_err(|e| e.context("DR standby platform"))?,
+                )),
+                None => None,
+            };
+            standby(platform).resolve().await
         });
+        match resolved {
+            Ok(d) => dests.push(d),
+            Err(e) => {
+                let e = e.context("DR standby left out of this run");
+                eprintln!("error: {}", e.message);
+                // its registry, when given by flag, still gets the images; its resources wait
+                // for a re-run with the platform back
+                if args.standby_registry.is_some() && e.kind != ErrorKind::Usage {
+                    if let Ok(d) = rt.block_on(standby(None).resolve()) {
+                        eprintln!(
+                            "DR standby: images still go to {} (resources on a re-run)",
+                            d.label()
+                        );
+                        dests.push(d);
+                    }
+                }
+                if e.kind == ErrorKind::Usage {
+                    return Err(e);
+                }
+                left_out = Some(e);
+            }
+        }
     }
-    let dests = sides
-        .into_iter()
-        .map(|side| rt.block_on(side.resolve()))
-        .collect::<Result<Vec<_>, Error>>()?;
     if dests.len() > 1 || dests.iter().any(|d| d.platform.is_some()) {
         for d in &dests {
             eprintln!("{}", d.describe());
@@ -311,6 +300,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         dry_run: args.transfer.dry_run,
         quiet: args.transfer.quiet || args.output == Output::Json,
         packages_at_once: args.packages_at_once as usize,
+        left_out,
     };
     let mut report = rt.block_on(run.execute(started));
     if args.transfer.dry_run {

@@ -227,6 +227,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             dry_run: args.transfer.dry_run,
             quiet: args.transfer.quiet || args.output == Output::Json,
             packages_at_once: 4,
+            left_out: None,
         };
         let mut transfer = rt.block_on(run.execute(started));
         if args.transfer.dry_run {

@@ -49,6 +49,9 @@ pub struct Run<'a> {
     pub quiet: bool,
     /// Packages pushed at the same time (each with the engine's own blob concurrency).
     pub packages_at_once: usize,
+    /// Why a DR side was left out before the run started (its platform failed): reported,
+    /// and in the exit code, while the other side goes on.
+    pub left_out: Option<Error>,
 }
 
 impl Run<'_> {
@@ -65,7 +68,7 @@ impl Run<'_> {
             seconds: 0.0,
             throughput_mb_s: 0.0,
             estimate: None,
-            error: None,
+            error: self.left_out.as_ref().map(ErrorReport::from),
         };
         // The primary registry must answer; a DR standby that does not is reported and left
         // out, so that the primary still gets everything.

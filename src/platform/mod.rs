@@ -119,6 +119,18 @@ impl Platform {
         })
     }
 
+    /// Logs in and makes one cheap call (discovery of the Marketplace kind in `global`), so
+    /// that an unreachable platform or a rejected token is known before any upload rather
+    /// than after hours of it.
+    pub async fn connect_checked(opts: PlatformOptions) -> Result<Platform> {
+        let platform = Platform::connect(opts).await?;
+        platform
+            .cluster(inventory::GLOBAL)?
+            .discover("app.alauda.io", "Artifact")
+            .await?;
+        Ok(platform)
+    }
+
     /// The Kubernetes API of one cluster, through the platform's `/kubernetes/<cluster>/`.
     pub fn cluster(&self, name: &str) -> Result<Cluster> {
         let mut clients = self.clients.lock().expect("not poisoned");
