@@ -25,7 +25,10 @@ fn standby_flags(url: &str, token: &str, ca: Option<&std::path::Path>) -> Vec<St
         "--standby-plain".into(),
     ];
     if let Some(ca) = ca {
-        v.extend(["--standby-platform-ca-file".into(), ca.display().to_string()]);
+        v.extend([
+            "--standby-platform-ca-file".into(),
+            ca.display().to_string(),
+        ]);
     }
     v
 }
@@ -95,8 +98,7 @@ fn a_dead_or_refusing_standby_platform_leaves_the_standby_out_and_the_primary_co
     );
     assert_eq!(run.code, 5, "{}", run.all());
     assert!(
-        run.stderr.contains("DR standby left out of this run")
-            && run.stderr.contains("HTTP 401"),
+        run.stderr.contains("DR standby left out of this run") && run.stderr.contains("HTTP 401"),
         "{}",
         run.stderr
     );
@@ -183,11 +185,18 @@ fn standard_input_holds_one_secret_and_an_empty_one_is_refused_locally() {
         "--plain",
     ];
     let mut two = base.to_vec();
-    two.extend(["--dest-repo", "127.0.0.1:1", "--username", "u", "--password-stdin"]);
+    two.extend([
+        "--dest-repo",
+        "127.0.0.1:1",
+        "--username",
+        "u",
+        "--password-stdin",
+    ]);
     let run = ferry_with(&two, &[], Some(&format!("{ADMIN_PASSWORD}\nsecond\n")));
     assert_eq!(run.code, 2, "{}", run.all());
     assert!(
-        run.stderr.contains("--password-stdin and --platform-password-stdin"),
+        run.stderr
+            .contains("--password-stdin and --platform-password-stdin"),
         "{}",
         run.stderr
     );

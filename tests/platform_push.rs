@@ -301,14 +301,49 @@ fn operator_to_named_clusters_and_plugin_ignores_clusters() {
         "only the operator"
     );
 
-    // an unknown cluster fails that package, naming the cluster
+    // names as runbooks write them: spaces around the commas are dropped
     let run = push(
         &p,
         fixture("topolvm-operator").to_str().unwrap(),
-        &["--clusters", "nowhere"],
+        &["--clusters", "region1, region2"],
     );
-    assert_eq!(run.code, 7, "{}", run.all());
-    assert!(run.stdout.contains("cluster nowhere"), "{}", run.stdout);
+    assert_eq!(run.code, 0, "{}", run.all());
+}
+
+#[test]
+fn a_mistyped_or_empty_cluster_fails_before_any_upload_naming_the_valid_ones() {
+    let (p, reg) = platform_with_registry(PlatformOpts {
+        clusters: vec!["global", "region1", "region2"],
+        ..Default::default()
+    });
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--clusters", "region1,regoin2"],
+    );
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("regoin2 is not a cluster of the platform")
+            && run
+                .stderr
+                .contains("(its clusters: global, region1, region2)"),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !reg.log().contains("/blobs/uploads/"),
+        "an upload started: {}",
+        reg.log()
+    );
+    assert!(p.list("region1", "artifacts").is_empty());
+    let run = push(
+        &p,
+        fixture("topolvm-operator").to_str().unwrap(),
+        &["--clusters", "region1,,region2"],
+    );
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(run.stderr.contains("empty cluster name"), "{}", run.stderr);
 }
 
 #[test]
@@ -843,4 +878,36 @@ fn a_chart_goes_to_the_chart_repository_as_a_helm_oci_artifact() {
         .cloned()
         .unwrap();
     assert_eq!(chart["status"], "present");
+}
+
+#[test]
+fn a_missing_file_argument_is_found_before_the_first_network_call() {
+    let (p, _reg) = platform_with_registry(PlatformOpts::default());
+    let url = p.url();
+    for flag in [
+        "--ca-file",
+        "--standby-ca-file",
+        "--standby-platform-ca-file",
+    ] {
+        let run = push(
+            &p,
+            fixture("oam-application").to_str().unwrap(),
+            &[
+                flag,
+                "/nonexistent/ca.pem",
+                "--standby-platform-address",
+                &url,
+                "--standby-platform-token",
+                TOKEN,
+            ],
+        );
+        assert_eq!(run.code, 2, "{flag}: {}", run.all());
+        assert!(
+            run.stderr
+                .contains(&format!("{flag} /nonexistent/ca.pem: cannot read")),
+            "{}",
+            run.stderr
+        );
+    }
+    assert!(p.log().is_empty(), "the platform was called: {:?}", p.log());
 }

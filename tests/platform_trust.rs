@@ -15,13 +15,17 @@ fn a_product_base_http_address_does_not_choose_plain_http() {
     let p = FakePlatform::start(PlatformOpts::default());
     p.set_product_base(&format!("http://{addr}"), None, false);
     p.set_registry_admin(USER, PASSWORD);
-    let mut args: Vec<String> = vec!["push".into(), fixture("oam-application").display().to_string()];
+    let mut args: Vec<String> = vec![
+        "push".into(),
+        fixture("oam-application").display().to_string(),
+    ];
     args.extend(p.token_flags());
     let run = ferry(&args);
     assert_eq!(run.code, 7, "{}", run.all());
     assert!(
-        run.stderr.contains(&format!("ProductBase base names the registry as http://{addr}"))
-            && run.stderr.contains("--plain"),
+        run.stderr.contains(&format!(
+            "ProductBase base names the registry as http://{addr}"
+        )) && run.stderr.contains("--plain"),
         "{}",
         run.stderr
     );
@@ -39,6 +43,9 @@ fn a_product_base_http_address_does_not_choose_plain_http() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stderr.contains("plain HTTP"), "{}", run.stderr);
     for (reference, _) in package_images(&fixture("oam-application")) {
-        assert!(reg.skopeo_raw(&path_of(&reference)).is_some(), "{reference} did not land");
+        assert!(
+            reg.skopeo_raw(&path_of(&reference)).is_some(),
+            "{reference} did not land"
+        );
     }
 }

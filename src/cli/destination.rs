@@ -177,7 +177,10 @@ impl CredentialFlags<'_> {
             return Ok(None);
         }
         let password = if self.password_stdin {
-            Some(self.stdin.read(&format!("--{}password-stdin", self.prefix))?)
+            Some(
+                self.stdin
+                    .read(&format!("--{}password-stdin", self.prefix))?,
+            )
         } else {
             self.password.cloned()
         };

@@ -330,3 +330,48 @@ pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, Error> {
             )
         })
 }
+
+/// A cluster name as given in `--clusters a, b` / `--cluster a`: spaces around it dropped
+/// (a runbook's `"region1, region2"` is two names, not ` region2`), empty entries refused.
+pub(crate) fn cluster_name(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() {
+        return Err("an empty cluster name (check the commas in the list)".into());
+    }
+    if name.contains(|c: char| c.is_whitespace() || c == '/') {
+        return Err(format!("{name:?} is not a cluster name"));
+    }
+    Ok(name.to_string())
+}
+
+/// Every file argument checked before the first network call: a typo in `--ca-file` found
+/// after the login, the discovery and a survey of the registry wastes the operator's
+/// window. `files`: (flag, path) for the flags that were given.
+pub(crate) fn check_readable(files: &[(&str, Option<&std::path::Path>)]) -> Result<(), Error> {
+    for (flag, path) in files {
+        let Some(path) = path else { continue };
+        if let Err(e) = std::fs::File::open(path).and_then(|f| {
+            if f.metadata()?.is_dir() {
+                Err(std::io::Error::other("it is a directory"))
+            } else {
+                Ok(())
+            }
+        }) {
+            return Err(Error::new(
+                ErrorKind::Usage,
+                format!("{flag} {}: cannot read: {e}", path.display()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cluster_names_are_trimmed_and_empty_ones_refused() {
+        assert_eq!(super::cluster_name(" region2 ").unwrap(), "region2");
+        assert!(super::cluster_name(" ").is_err());
+        assert!(super::cluster_name("a b").is_err());
+    }
+}

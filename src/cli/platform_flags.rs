@@ -205,7 +205,11 @@ pub struct StdinSecret {
 impl StdinSecret {
     /// `claims`: every flag that could read standard input, and whether it was given.
     pub fn claimed_by(claims: &[(&str, bool)]) -> Result<Self> {
-        let given: Vec<&str> = claims.iter().filter(|(_, on)| *on).map(|(f, _)| *f).collect();
+        let given: Vec<&str> = claims
+            .iter()
+            .filter(|(_, on)| *on)
+            .map(|(f, _)| *f)
+            .collect();
         if given.len() > 1 {
             return Err(Error::new(
                 ErrorKind::Usage,

@@ -35,7 +35,7 @@ pub struct PushArgs {
     pub transfer: TransferFlags,
     /// Clusters that get an operator's resources, comma-separated [default: global].
     /// Cluster plugins and charts always go to global.
-    #[arg(long, value_delimiter = ',', requires = "platform_address")]
+    #[arg(long, value_delimiter = ',', requires = "platform_address", value_parser = super::cluster_name)]
     pub clusters: Vec<String>,
     /// CatalogSource operators are offered in: platform, system, or a custom one.
     #[arg(long, default_value = "platform")]
@@ -154,6 +154,18 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     }
     let retry = args.transfer.retry_policy();
     let timeout = args.transfer.timeout();
+    super::check_readable(&[
+        ("--ca-file", args.ca_file.as_deref()),
+        ("--standby-ca-file", args.standby_ca_file.as_deref()),
+        (
+            "--platform-ca-file",
+            args.platform.platform_ca_file.as_deref(),
+        ),
+        (
+            "--standby-platform-ca-file",
+            args.standby_platform.platform_ca_file.as_deref(),
+        ),
+    ])?;
     let stdin = StdinSecret::claimed_by(&[
         ("--password-stdin", args.password_stdin),
         (
@@ -169,7 +181,12 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     let standby_platform = args.standby_platform.options(timeout, &stdin)?;
     let rt = super::runtime()?;
     let platform = match primary_platform {
-        Some(opts) => Some(Arc::new(rt.block_on(Platform::connect_checked(opts))?)),
+        Some(opts) => {
+            let p = rt.block_on(Platform::connect_checked(opts))?;
+            // a mistyped cluster is found now, not after hours of upload
+            rt.block_on(p.check_clusters(&args.clusters))?;
+            Some(Arc::new(p))
+        }
         None => None,
     };
     let primary = Side {

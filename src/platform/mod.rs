@@ -131,6 +131,33 @@ impl Platform {
         Ok(platform)
     }
 
+    /// Refuses names that are not clusters of this platform (its `Cluster` list), naming the
+    /// valid ones: before any upload, so that a typo costs seconds.
+    pub async fn check_clusters(&self, names: &[String]) -> Result<()> {
+        if names.is_empty() {
+            return Ok(());
+        }
+        let known = inventory::clusters(self, &[]).await?;
+        let unknown: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
+        if unknown.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "{} not a cluster of the platform {} (its clusters: {}); check --clusters",
+                unknown
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+                    + if unknown.len() == 1 { " is" } else { " are" },
+                self.host(),
+                known.join(", ")
+            ),
+        ))
+    }
+
     /// The Kubernetes API of one cluster, through the platform's `/kubernetes/<cluster>/`.
     pub fn cluster(&self, name: &str) -> Result<Cluster> {
         let mut clients = self.clients.lock().expect("not poisoned");

@@ -267,12 +267,22 @@ impl FakePlatform {
                 .await;
             }
         });
-        FakePlatform {
+        let p = FakePlatform {
             port,
             host: ip.to_string(),
             dir,
             state,
+        };
+        // the global cluster lists every cluster of the platform, as ACP's does
+        for c in &opts.clusters {
+            p.put(
+                "global",
+                "clusters",
+                json!({"apiVersion": "platform.tkestack.io/v1",
+                "kind": "Cluster", "metadata": {"name": c}}),
+            );
         }
+        p
     }
 
     pub fn url(&self) -> String {
