@@ -49,3 +49,60 @@ fn a_product_base_http_address_does_not_choose_plain_http() {
         );
     }
 }
+
+#[test]
+fn an_http_platform_address_is_refused_a_pasted_console_url_is_accepted() {
+    let reg = Registry::start(RegistryOpts::default());
+    let p = FakePlatform::start(PlatformOpts::default());
+    p.set_product_base(&reg.host(), None, false);
+    let pkg = fixture("oam-application").display().to_string();
+    let ca = p.ca().display().to_string();
+    let run = ferry(&[
+        "push",
+        &pkg,
+        "--platform-address",
+        &p.url().replace("https://", "http://"),
+        "--platform-token",
+        TOKEN,
+        "--plain",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("use https://") && run.stderr.contains("--platform-plain-http"),
+        "{}",
+        run.stderr
+    );
+    assert!(p.log().is_empty(), "{:?}", p.log());
+    assert!(!run.all().contains(TOKEN));
+
+    let console = format!("{}/console-platform/#/home", p.url());
+    let run = ferry(&[
+        "push",
+        &pkg,
+        "--platform-address",
+        &console,
+        "--platform-token",
+        TOKEN,
+        "--platform-ca-file",
+        &ca,
+        "--plain",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("the path \"/console-platform/\" was dropped"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn push_without_a_destination_names_both_ways() {
+    let run = ferry(&["push", fixture("oam-application").to_str().unwrap()]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr.contains("give --platform-address") && run.stderr.contains("or --dest-repo"),
+        "{}",
+        run.stderr
+    );
+}

@@ -94,6 +94,12 @@ macro_rules! platform_flags {
                 help = concat!("Do not verify the ", $side, "platform's TLS certificate (a man in the middle then gets the token or password)")
             )]
             pub platform_insecure: bool,
+            #[arg(
+                long = concat!($flag, "platform-plain-http"),
+                id = concat!($id, "platform_plain_http"),
+                help = concat!("Allow an http:// ", $side, "platform address: its token, password and registry credentials then travel in clear")
+            )]
+            pub platform_plain_http: bool,
         }
 
         impl $name {
@@ -112,6 +118,7 @@ macro_rules! platform_flags {
                     idp: &self.idp,
                     ca_file: self.platform_ca_file.as_ref(),
                     insecure: self.platform_insecure,
+                    plain_http: self.platform_plain_http,
                 };
                 view.options(timeout, stdin)
             }
@@ -143,6 +150,7 @@ struct FlagValues<'a> {
     idp: &'a str,
     ca_file: Option<&'a PathBuf>,
     insecure: bool,
+    plain_http: bool,
 }
 
 impl FlagValues<'_> {
@@ -188,6 +196,7 @@ impl FlagValues<'_> {
             auth,
             ca_file: self.ca_file.cloned(),
             insecure: self.insecure,
+            plain_http: self.plain_http,
             timeout,
         }))
     }

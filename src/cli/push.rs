@@ -23,11 +23,7 @@ pub struct PushArgs {
     pub packages: Vec<PathBuf>,
     /// Destination registry, host[:port] (IPv6: [fd00::20]:11443). Images keep their path and
     /// tag. With --platform-address and no --dest-repo: the platform's own registry.
-    #[arg(
-        long = "dest-repo",
-        env = "FERRY_DEST_REPO",
-        required_unless_present = "platform_address"
-    )]
+    #[arg(long = "dest-repo", env = "FERRY_DEST_REPO")]
     pub dest_repo: Option<String>,
     #[command(flatten)]
     pub platform: PlatformFlags,
@@ -166,6 +162,13 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             args.standby_platform.platform_ca_file.as_deref(),
         ),
     ])?;
+    if args.dest_repo.is_none() && args.platform.platform_address.is_none() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            "where to? give --platform-address (push to the platform: its registry, then its \
+             Marketplace) or --dest-repo (any registry, images only)",
+        ));
+    }
     let stdin = StdinSecret::claimed_by(&[
         ("--password-stdin", args.password_stdin),
         (

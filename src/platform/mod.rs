@@ -56,6 +56,8 @@ pub struct PlatformOptions {
     pub ca_file: Option<PathBuf>,
     /// Do not verify the platform's certificate.
     pub insecure: bool,
+    /// The user allows an `http://` address (`--platform-plain-http`).
+    pub plain_http: bool,
     pub timeout: Duration,
 }
 
@@ -74,7 +76,7 @@ impl Platform {
     /// Logs in (when given a password) and checks nothing else: the first API call tells
     /// whether the token is accepted, with an error naming the cluster.
     pub async fn connect(opts: PlatformOptions) -> Result<Platform> {
-        let address = parse_address(&opts.address)?;
+        let address = parse_address(&opts.address, opts.plain_http)?;
         let ca_der = match &opts.ca_file {
             Some(path) => Some(read_pem_certs(path)?),
             None => None,
@@ -194,9 +196,11 @@ fn host_of(u: &Url) -> String {
     }
 }
 
-/// `https://host[:port]` (a bare host means https; a path is refused so that a pasted console
-/// URL like `https://host/console-platform/` gives a clear error rather than odd 404s).
-pub fn parse_address(s: &str) -> Result<Url> {
+/// `https://host[:port]` (a bare host means https). A path is dropped with a warning: a URL
+/// pasted from the browser (`https://host/console-platform/...`) names the same platform.
+/// `http://` is refused unless `plain_http` (the user's `--platform-plain-http`): the token,
+/// the password and then the registry Secret would travel in clear.
+pub fn parse_address(s: &str, plain_http: bool) -> Result<Url> {
     let bad = |why: String| {
         Error::new(
             ErrorKind::Usage,
@@ -209,8 +213,22 @@ pub fn parse_address(s: &str) -> Result<Url> {
         format!("https://{s}")
     };
     let mut u = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
-    if !matches!(u.scheme(), "https" | "http") {
-        return Err(bad(format!("scheme {:?} is not https", u.scheme())));
+    match (u.scheme(), plain_http) {
+        ("https", _) => {}
+        ("http", true) => tracing::warn!(
+            "the platform at {} is spoken to in plain HTTP (--platform-plain-http): its token, \
+             password and the registry credentials it holds travel unencrypted",
+            host_of(&u)
+        ),
+        ("http", false) => {
+            return Err(bad(
+                "plain HTTP would send the token, the password and the registry Secret in \
+                 clear: use https://, or --platform-plain-http if the platform really serves \
+                 only plain HTTP"
+                    .into(),
+            ))
+        }
+        (other, _) => return Err(bad(format!("scheme {other:?} is not https"))),
     }
     if u.host_str().is_none() {
         return Err(bad("no host".into()));
@@ -221,11 +239,16 @@ pub fn parse_address(s: &str) -> Result<Url> {
                 .into(),
         ));
     }
-    if !u.path().trim_matches('/').is_empty() {
-        return Err(bad(format!("unexpected path {:?}", u.path())));
+    if !u.path().trim_matches('/').is_empty() || u.query().is_some() || u.fragment().is_some() {
+        tracing::warn!(
+            "--platform-address: the path {:?} was dropped; the platform is {}",
+            u.path(),
+            host_of(&u)
+        );
     }
     u.set_path("/");
     u.set_query(None);
+    u.set_fragment(None);
     Ok(u)
 }
 
@@ -284,27 +307,36 @@ mod tests {
     #[test]
     fn addresses() {
         assert_eq!(
-            parse_address("https://example.com").unwrap().as_str(),
+            parse_address("https://example.com", false)
+                .unwrap()
+                .as_str(),
             "https://example.com/"
         );
         assert_eq!(
-            parse_address("example.com:8443/").unwrap().as_str(),
+            parse_address("example.com:8443/", false).unwrap().as_str(),
             "https://example.com:8443/"
         );
         assert_eq!(
-            parse_address("https://[fd00::10]").unwrap().as_str(),
+            parse_address("https://[fd00::10]", false).unwrap().as_str(),
             "https://[fd00::10]/"
         );
         assert_eq!(
-            parse_address("https://[fd00::10]:8443")
+            parse_address("https://[fd00::10]:8443", false)
                 .unwrap()
                 .join("kubernetes/global")
                 .unwrap()
                 .as_str(),
             "https://[fd00::10]:8443/kubernetes/global"
         );
-        assert!(parse_address("https://u:p@example.com").is_err());
-        assert!(parse_address("https://example.com/console-platform").is_err());
-        assert!(parse_address("ftp://example.com").is_err());
+        assert!(parse_address("https://u:p@example.com", false).is_err());
+        assert_eq!(
+            parse_address("https://example.com/console-platform/#/home?x=1", false)
+                .unwrap()
+                .as_str(),
+            "https://example.com/"
+        );
+        assert!(parse_address("ftp://example.com", false).is_err());
+        assert!(parse_address("http://example.com", false).is_err());
+        assert!(parse_address("http://example.com", true).is_ok());
     }
 }
