@@ -35,6 +35,7 @@ pub struct GcArgs {
     /// Directory for the backup files (ferry-gc-<timestamp>.<cluster>.yaml).
     #[arg(long, default_value = ".")]
     pub backup_dir: PathBuf,
+    /// Result format: text (for people) or json (on stdout, for scripts; logs stay on stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
     /// Seconds to wait for the platform to answer.

@@ -91,10 +91,12 @@ pub enum Command {
         after_help = "Examples:\n  ferry show topolvm-operator.v2.3.0.tgz\n  ferry show topolvm-operator.v2.3.0.tgz --all --output json"
     )]
     Show {
+        /// The package (.tgz) or package directory.
         package: PathBuf,
         /// Also the main artifact and every image reference.
         #[arg(long)]
         all: bool,
+        /// Result format: text (for people) or json (on stdout, for scripts; logs stay on stderr).
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -113,6 +115,7 @@ pub enum Command {
         /// Every package needs a valid signature or a matching checksum.
         #[arg(long, conflicts_with = "require_signature")]
         require_verification: bool,
+        /// Result format: text (for people) or json (on stdout, for scripts; logs stay on stderr).
         #[arg(long, value_enum, default_value = "text")]
         output: Output,
     },
@@ -132,7 +135,10 @@ pub enum Command {
     #[command(after_help = GC_EXAMPLES)]
     Gc(Box<gc::GcArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    Completions { shell: clap_complete::Shell },
+    Completions {
+        /// The shell to write the script for.
+        shell: clap_complete::Shell,
+    },
     /// Print the man page (roff) of ferry.
     #[command(hide = true)]
     Man,
@@ -368,6 +374,33 @@ pub(crate) fn check_readable(files: &[(&str, Option<&std::path::Path>)]) -> Resu
 
 #[cfg(test)]
 mod tests {
+    /// Every flag of every command says what it does in `--help` (the help is the manual on
+    /// a node without internet).
+    #[test]
+    fn every_flag_has_help_text() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                let id = a.get_id().as_str();
+                if a.is_hide_set() || id == "help" || id == "version" {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", a.get_long().unwrap_or(id)));
+                }
+            }
+            for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(
+            &<super::Cli as clap::CommandFactory>::command(),
+            "ferry",
+            &mut missing,
+        );
+        assert!(missing.is_empty(), "flags without help: {missing:#?}");
+    }
+
     #[test]
     fn cluster_names_are_trimmed_and_empty_ones_refused() {
         assert_eq!(super::cluster_name(" region2 ").unwrap(), "region2");

@@ -45,6 +45,8 @@ pub struct PushArgs {
     /// Write platform resources only, after checking the images are in the registry.
     #[arg(long, requires = "platform_address")]
     pub skip_push: bool,
+    /// Registry user [with --platform-address: default from ProductBase base, else Secret
+    /// cpaas-system/registry-admin; without: a docker/podman login for the registry].
     #[arg(long, env = "FERRY_USERNAME")]
     pub username: Option<String>,
     /// Prefer --password-stdin or FERRY_PASSWORD: argv is visible to other users.
@@ -60,8 +62,10 @@ pub struct PushArgs {
     /// package (every blob is decompressed and verified once, sent to both).
     #[arg(long, env = "FERRY_STANDBY_REGISTRY")]
     pub standby_registry: Option<String>,
+    /// User of the standby registry.
     #[arg(long, env = "FERRY_STANDBY_USERNAME")]
     pub standby_username: Option<String>,
+    /// Password of the standby registry (prefer FERRY_STANDBY_PASSWORD: argv is visible).
     #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true)]
     pub standby_password: Option<String>,
     /// Send no credentials to the standby registry.
@@ -106,6 +110,7 @@ pub struct PushArgs {
     /// Packages pushed at the same time (a directory of many packages).
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=32))]
     pub packages_at_once: u16,
+    /// Result format: text (for people) or json (on stdout, for scripts; logs stay on stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
     /// Also upload foreign / non-distributable layers.

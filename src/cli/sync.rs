@@ -28,7 +28,8 @@ use crate::source::core::CorePackage;
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
-    /// The extracted core package [default: the current directory].
+    /// The core package: its extracted directory, or the packed core .tgz itself (streamed,
+    /// nothing extracted).
     #[arg(long, default_value = ".")]
     pub package: PathBuf,
     /// Verify and upload images only (`--only-sync-image=true`); no manifests are applied.
@@ -40,6 +41,7 @@ pub struct SyncArgs {
     /// Registry to sync to, host[:port] [default: from ProductBase base].
     #[arg(long)]
     pub registry: Option<String>,
+    /// Registry user [default: from ProductBase base, else Secret cpaas-system/registry-admin].
     #[arg(long)]
     pub username: Option<String>,
     /// Prefer FERRY_PASSWORD: argv is visible to other users.
@@ -63,8 +65,10 @@ pub struct SyncArgs {
     /// DR: also sync to the standby global cluster's registry, from the same read.
     #[arg(long)]
     pub standby_registry: Option<String>,
+    /// User of the standby registry.
     #[arg(long, requires = "standby_registry")]
     pub standby_username: Option<String>,
+    /// Password of the standby registry (prefer FERRY_STANDBY_PASSWORD: argv is visible).
     #[arg(
         long,
         env = "FERRY_STANDBY_PASSWORD",
@@ -72,6 +76,7 @@ pub struct SyncArgs {
         requires = "standby_registry"
     )]
     pub standby_password: Option<String>,
+    /// Send no credentials to the standby registry.
     #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
     pub standby_no_auth: bool,
     /// Speak plain HTTP to the standby registry (--plain is for the primary only, as in push).
@@ -83,11 +88,13 @@ pub struct SyncArgs {
     /// Trust this CA (PEM) for the registries [default: system roots + the kubeconfig's CA].
     #[arg(long)]
     pub ca_file: Option<PathBuf>,
+    /// Do not verify the registry's TLS certificate.
     #[arg(long)]
     pub insecure: bool,
     /// Speak plain HTTP to the registries.
     #[arg(long)]
     pub plain: bool,
+    /// Result format: text (for people) or json (on stdout, for scripts; logs stay on stderr).
     #[arg(long, value_enum, default_value = "text")]
     pub output: Output,
     #[command(flatten)]

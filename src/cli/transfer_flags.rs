@@ -20,10 +20,12 @@ pub struct TransferFlags {
     /// Link speed for the dry-run estimate, e.g. 1gbit, 100mbit, 10gbit.
     #[arg(long, default_value = "1gbit", value_parser = super::push::parse_link_speed)]
     pub link_speed: u64,
-    /// Where open upload sessions are remembered for resume [default: $XDG_STATE_HOME/ferry].
+    /// Where open upload sessions are remembered for resume [default: $XDG_STATE_HOME/ferry,
+    /// else ~/.local/state/ferry].
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Seconds to wait for the registry to answer before the request counts as failed.
+    /// Idle seconds: a request that gets no byte and no answer for this long fails (never a
+    /// deadline for a whole transfer: a slow link that keeps moving does not time out).
     #[arg(long, default_value_t = 120, value_parser = clap::value_parser!(u64).range(1..))]
     pub timeout: u64,
     /// No progress output.
