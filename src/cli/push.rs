@@ -340,7 +340,13 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             "{}",
             serde_json::to_string_pretty(&report).expect("report is plain data")
         ),
-        Output::Text => print!("{}", report.render_text()),
+        Output::Text => {
+            // the result on stdout, what went wrong on stderr
+            print!("{}", report.render_text());
+            if let Some(e) = &report.error {
+                eprintln!("error: {}", e.message);
+            }
+        }
     }
     Ok(report.exit_code)
 }

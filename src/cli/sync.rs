@@ -284,7 +284,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             "{}",
             serde_json::to_string_pretty(&report).expect("plain data")
         ),
-        Output::Text => print!("{}", render(&report)),
+        Output::Text => {
+            // the result on stdout, what went wrong on stderr
+            print!("{}", render(&report));
+            let run_error = report.transfer.as_ref().and_then(|t| t.error.as_ref());
+            for e in run_error.into_iter().chain(report.error.as_ref()) {
+                eprintln!("error: {}", e.message);
+            }
+        }
     }
     Ok(report.exit_code)
 }
@@ -313,9 +320,6 @@ fn render(r: &SyncReport) -> String {
         if let Some(e) = &m.error {
             s.push_str(&format!("          {}\n", e.message));
         }
-    }
-    if let Some(e) = &r.error {
-        s.push_str(&format!("error: {}\n", e.message));
     }
     s.push_str(if r.ok { "sync: OK\n" } else { "sync: FAILED\n" });
     s

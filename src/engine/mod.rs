@@ -255,9 +255,12 @@ impl Engine {
             .filter(|i| matches!(i.state, ImageState::Failed(_)))
             .count();
         line.done(&if failed == 0 {
-            format!("done ({} images)", images.len())
+            format!(
+                "done ({})",
+                crate::report::count(images.len() as u64, "image")
+            )
         } else {
-            format!("{failed} images FAILED")
+            format!("{} FAILED", crate::report::count(failed as u64, "image"))
         });
         outcome
     }
@@ -390,7 +393,8 @@ impl Engine {
             }
             if uploads > 0 {
                 line.note(&format!(
-                    "sending {uploads} blobs ({})",
+                    "sending {} ({})",
+                    crate::report::count(uploads as u64, "blob"),
                     crate::report::human_bytes(bytes)
                 ));
             }

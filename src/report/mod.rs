@@ -251,11 +251,11 @@ impl RunReport {
             }
             for plan in &p.plan {
                 s.push_str(&format!(
-                    "  plan for {}: {} images to push ({} present), {} blobs to upload ({}), {} to mount, {} present{}\n",
+                    "  plan for {}: {} to push ({} present), {} to upload ({}), {} to mount, {} present{}\n",
                     plan.destination,
-                    plan.images_to_push,
+                    count(plan.images_to_push as u64, "image"),
                     plan.images_present,
-                    plan.blobs_to_upload,
+                    count(plan.blobs_to_upload as u64, "blob"),
                     human_bytes(plan.bytes_to_upload),
                     plan.blobs_to_mount,
                     plan.blobs_present,
@@ -302,14 +302,15 @@ impl RunReport {
                 }
             }
         }
-        if let Some(e) = &self.error {
-            s.push_str(&format!("error: {}\n", e.message));
-        }
         let t = &self.totals;
-        if self.dry_run {
+        if self.dry_run && self.error.is_some() && self.packages.is_empty() {
+            // nothing was asked of the registry: zeros here would read as "nothing to do"
+            s.push_str("dry run: no plan could be made (see the error)\n");
+        } else if self.dry_run {
             s.push_str(&format!(
-                "dry run: would push {} images; {} already present\n",
-                t.images_planned, t.images_present
+                "dry run: would push {}; {} already present\n",
+                count(t.images_planned as u64, "image"),
+                t.images_present
             ));
             if let Some(est) = &self.estimate {
                 s.push_str(&format!("{est}\n"));
@@ -340,6 +341,16 @@ impl RunReport {
     }
 }
 
+/// `1 image`, `2 images`: counts that read as a person writes them.
+pub fn count(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{} {noun}s", group_thousands(n))
+    }
+}
+
 pub fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
@@ -366,9 +377,9 @@ pub fn estimate_line(bytes: u64, blobs: u64, link_bits_per_s: u64) -> String {
         format!("{:.1} h", secs / 3600.0)
     };
     format!(
-        "would send {} in {} blobs, about {time} at {}",
+        "would send {} in {}, about {time} at {}",
         human_bytes(bytes),
-        group_thousands(blobs),
+        count(blobs, "blob"),
         human_rate(link_bits_per_s)
     )
 }
