@@ -1,5 +1,8 @@
-//! One cluster's Kubernetes API, reached through the platform, and the mapping of its errors
-//! (JSON `Status`) to ours: what failed, on which cluster, and what to do about it.
+//! One cluster's Kubernetes API, reached through the platform (or a kubeconfig), and the
+//! mapping of its errors (JSON `Status`) to ours: what failed, on which cluster, and what to
+//! do about it. Every client is built by [`Cluster::build`], with one policy (connect and
+//! idle timeouts, a cap on each answer, our TLS verifier): docs/platform-api.md, "Client
+//! policy".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -207,8 +210,8 @@ pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str, tls_hint: &st
     let at = format!("cluster {cluster}: {what}");
     match e {
         kube::Error::Api(s) => {
-            // the message is the server's text (kube puts a non-Status error body there): quoted
-            // capped
+            // the server's text (kube puts a non-Status error body there, whatever its size):
+            // quoted up to MAX_QUOTED
             let msg = quoted(if s.message.is_empty() {
                 &s.reason
             } else {
