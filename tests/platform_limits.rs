@@ -12,10 +12,21 @@ const HUGE: u64 = 400 << 20;
 /// Peak RSS of a ferry that refused such an answer (the API cap is 64 MiB).
 const BUDGET_BYTES: u64 = 150 << 20;
 
-/// A plain-HTTP "platform" on 127.0.0.1. With `discovery`, it answers the discovery of
-/// `cluster.alauda.io` (ModuleConfig, ModulePlugin) as a cluster would; every other call gets
-/// HUGE bytes of JSON-ish filler, written 1 MiB at a time until the client hangs up.
-fn hostile(discovery: bool) -> String {
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    /// Every call gets HUGE bytes.
+    Huge,
+    /// Discovery is answered; every other call gets HUGE bytes.
+    HugeList,
+    /// Discovery is answered slowly (a piece every 700 ms, 2.8 s in all); every other call
+    /// gets a head and one byte, then nothing.
+    Stall,
+}
+
+/// A plain-HTTP "platform" on 127.0.0.1. Per `mode`, it answers the discovery of
+/// `cluster.alauda.io` (ModuleConfig, ModulePlugin) as a cluster would; other calls get HUGE
+/// bytes of JSON-ish filler, written 1 MiB at a time until the client hangs up, or stall.
+fn hostile(mode: Mode) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -38,7 +49,7 @@ fn hostile(discovery: bool) -> String {
                 .next()
                 .unwrap_or("/")
                 .to_string();
-            let small = if !discovery {
+            let small = if mode == Mode::Huge {
                 None
             } else if path.ends_with("/apis") {
                 Some(
@@ -61,14 +72,31 @@ fn hostile(discovery: bool) -> String {
             };
             if let Some(v) = small {
                 let body = v.to_string();
-                let answer = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                     body.len()
                 );
-                if tcp.write_all(answer.as_bytes()).await.is_err() {
+                if tcp.write_all(head.as_bytes()).await.is_err() {
                     return;
                 }
+                let pieces = if mode == Mode::Stall { 5 } else { 1 };
+                let step = body.len().div_ceil(pieces);
+                for (i, piece) in body.as_bytes().chunks(step).enumerate() {
+                    if i > 0 {
+                        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                    }
+                    if tcp.write_all(piece).await.is_err() || tcp.flush().await.is_err() {
+                        return;
+                    }
+                }
                 continue;
+            }
+            if mode == Mode::Stall {
+                let _ = tcp
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{")
+                    .await;
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                return;
             }
             let start = b"{\"auth_url\": \"";
             // no content-length: the body ends when the connection does, so only a cap on
@@ -116,7 +144,7 @@ fn assert_small(what: &str) {
 
 #[test]
 fn a_huge_answer_to_the_first_login_call_is_cut_at_the_login_cap() {
-    let url = hostile(false);
+    let url = hostile(Mode::Huge);
     let run = ferry_with(
         &[
             "push",
@@ -143,7 +171,7 @@ fn a_huge_answer_to_the_first_login_call_is_cut_at_the_login_cap() {
 
 #[test]
 fn a_huge_discovery_answer_is_cut_at_the_api_cap() {
-    let url = hostile(false);
+    let url = hostile(Mode::Huge);
     let run = ferry(&[
         "push",
         fixture("oam-application").to_str().unwrap(),
@@ -166,7 +194,7 @@ fn a_huge_discovery_answer_is_cut_at_the_api_cap() {
 
 #[test]
 fn a_huge_list_answer_is_cut_at_the_api_cap() {
-    let url = hostile(true);
+    let url = hostile(Mode::HugeList);
     let dir = tempfile::tempdir().unwrap();
     let run = ferry(&[
         "list",
@@ -187,4 +215,37 @@ fn a_huge_list_answer_is_cut_at_the_api_cap() {
         run.stderr
     );
     assert_small("list");
+}
+
+/// `--timeout` is idle time: a discovery answer that trickles in over longer than it is read
+/// to the end; a list answer that stops is given up after it.
+#[test]
+fn the_timeout_is_idle_time_not_a_deadline() {
+    let url = hostile(Mode::Stall);
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::time::Instant::now();
+    let run = ferry(&[
+        "list",
+        "--platform-address",
+        &url,
+        "--platform-token",
+        "tok",
+        "--clusters",
+        "global",
+        "--timeout",
+        "2",
+        "--output-file",
+        dir.path().join("apps.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "cluster global: listing ModuleConfigs: the platform stopped answering: no data for 2 s"
+        ),
+        "{}",
+        run.stderr
+    );
+    // discovery took 2.8 s, the stalled list 2 s more
+    assert!(started.elapsed() > std::time::Duration::from_millis(4500));
+    assert_small("stall");
 }
