@@ -249,6 +249,43 @@ pub(crate) fn describe_transport_error(
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn transport_errors_say_each_cause_once_and_the_builders_tls_hint() {
+        let e = Layer(
+            "client error (Connect)",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(Layer(
+                    "invalid peer certificate: UnknownIssuer",
+                    None,
+                ))),
+            ))),
+        );
+        assert_eq!(
+            describe_transport_error(&e, cluster::PLATFORM_TLS_HINT),
+            "client error (Connect): invalid peer certificate: UnknownIssuer (give the \
+             platform's CA with --platform-ca-file, or skip verification with --platform-insecure)"
+        );
+        let e = Layer("connection refused", None);
+        assert_eq!(
+            describe_transport_error(&e, "check kubeconfig x"),
+            "connection refused"
+        );
+    }
+
     #[test]
     fn addresses() {
         assert_eq!(
