@@ -184,15 +184,19 @@ pub enum DevCommand {
 }
 
 fn init_logging(debug: bool) {
-    // oci-client logs token responses at debug level: keep it at info even with --debug so a
-    // bearer token can never reach the log.
+    // Dependencies log errors only, unless --debug: a warning of theirs is rarely the
+    // operator's business, and some carry answers (see below).
     let filter = if debug {
-        "ferry=debug,oci_client=info,reqwest=info,hyper=info,warn"
+        "ferry=debug,reqwest=info,hyper=info,warn"
     } else {
-        "ferry=info,warn"
+        "ferry=info,error"
     };
     let filter = std::env::var("FERRY_LOG").unwrap_or_else(|_| filter.to_string());
-    let filter = format!("{filter},oci_client=info");
+    // Whatever the filter (--debug, FERRY_LOG), two targets are capped, so that no answer
+    // body, token or Secret data can reach the log: oci-client logs token answers at debug;
+    // kube-client logs whole answers at warn when they do not parse (a Secret's data among
+    // them) and error answers at debug.
+    let filter = format!("{filter},oci_client=info,kube=error,kube_client=error,kube_core=error");
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)

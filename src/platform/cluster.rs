@@ -1,5 +1,8 @@
-//! One cluster's Kubernetes API, reached through the platform, and the mapping of its errors
-//! (JSON `Status`) to ours: what failed, on which cluster, and what to do about it.
+//! One cluster's Kubernetes API, reached through the platform (or a kubeconfig), and the
+//! mapping of its errors (JSON `Status`) to ours: what failed, on which cluster, and what to
+//! do about it. Every client is built by [`Cluster::build`], with one policy (connect and
+//! idle timeouts, a cap on each answer, our TLS verifier): docs/platform-api.md, "Client
+//! policy".
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,17 +19,43 @@ use crate::sink::Secret;
 pub struct Cluster {
     pub name: String,
     pub client: kube::Client,
+    /// What to do about a certificate that is refused (which flag or file to look at): said
+    /// by whoever built the client, since only it knows where the trust came from.
+    tls_hint: Arc<str>,
     /// Discovery results by "group/kind": each is asked for once per run.
     discovered: Arc<Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>>,
 }
 
+/// How long a TCP (and TLS) connection to an API server may take to open.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The most one Kubernetes API answer may hold. Lists are read page by page (see
+/// [`super::inventory`]), so an answer is one page, one object or one discovery document:
+/// a few MiB at most on a real platform. Without a cap, a broken or hostile server could send
+/// gigabytes that kube would hold (three times over) before parsing.
+pub const MAX_API_ANSWER: u64 = 64 << 20;
+
+/// Where a client's trust comes from.
+pub(super) enum Trust {
+    /// The platform: system roots, plus `--platform-ca-file` through our verifier (which
+    /// accepts a given certificate by exact match, as Go clients do); `--platform-insecure`
+    /// accepts any certificate.
+    Platform {
+        ca_der: Option<Vec<Vec<u8>>>,
+        insecure: bool,
+    },
+    /// A kubeconfig: its CA data, its client certificate, its `tls-server-name`, as kube
+    /// reads them (admin.conf authenticates with a client certificate).
+    Kubeconfig { path: std::path::PathBuf },
+}
+
 impl Cluster {
+    /// A cluster through the platform's `/kubernetes/<cluster>` with the bearer token.
     pub(super) fn new(
         name: &str,
         url: &str,
         token: &Secret,
-        ca_der: Option<Vec<Vec<u8>>>,
-        insecure: bool,
+        trust: Trust,
         timeout: Duration,
     ) -> Result<Self> {
         let uri: http::Uri = url
@@ -34,70 +63,90 @@ impl Cluster {
             .map_err(|e| Error::internal(format!("cluster {name:?}: URL {url}: {e}")))?;
         let mut cfg = kube::Config::new(uri);
         cfg.default_namespace = "cpaas-system".into();
-        cfg.root_cert = ca_der;
-        cfg.accept_invalid_certs = insecure;
-        cfg.connect_timeout = Some(Duration::from_secs(15));
-        cfg.read_timeout = Some(timeout);
-        cfg.write_timeout = Some(timeout);
         cfg.auth_info.token = Some(secrecy::SecretString::from(token.expose().to_string()));
-        match (&cfg.root_cert, insecure) {
-            (Some(trusted), false) => {
-                let trusted = trusted.clone();
-                Self::with_exact_match_trust(name, cfg, &trusted, timeout)
-            }
-            _ => Self::from_config(name, cfg),
-        }
+        Self::build(name, cfg, trust, timeout)
     }
 
-    /// kube's client stack (base URI, bearer token), but with our TLS verifier: a platform
-    /// certificate that is itself one of the `--platform-ca-file` certificates is accepted even
-    /// when it carries CA:TRUE (as `openssl req -x509` makes them), as Go clients accept it.
-    /// kube builds its rustls configuration itself and offers no hook for the verifier.
-    fn with_exact_match_trust(
+    /// The one client stack every cluster is reached through (docs/platform-api.md, "Client
+    /// policy"): kube's own layers (base URI, credentials, extra headers) over a hyper client
+    /// that we build, because kube's default stack offers no hook for the TLS verifier, puts
+    /// no bound on an answer's size and has only socket-level timeouts. The policy:
+    /// * connect timeout [`CONNECT_TIMEOUT`];
+    /// * idle timeout `idle` (the command's `--timeout`): the wait for the answer's head, and
+    ///   the wait for each piece of its body; a slow but moving answer is never cut, as a
+    ///   whole-request deadline would;
+    /// * every answer capped at [`MAX_API_ANSWER`];
+    /// * TLS per [`Trust`].
+    pub(super) fn build(
         name: &str,
-        cfg: kube::Config,
-        trusted: &[Vec<u8>],
-        timeout: Duration,
+        mut cfg: kube::Config,
+        trust: Trust,
+        idle: Duration,
     ) -> Result<Self> {
         use kube::client::ConfigExt;
         let setup = |e: String| Error::internal(format!("cluster {name:?}: API client: {e}"));
-        let mut tls = crate::sink::tls::client_config(trusted)?;
+        let (tls, tls_hint) = match trust {
+            Trust::Platform {
+                ca_der: Some(trusted),
+                insecure: false,
+            } => (
+                crate::sink::tls::client_config(&trusted)?,
+                PLATFORM_TLS_HINT.to_string(),
+            ),
+            Trust::Platform { ca_der, insecure } => {
+                cfg.root_cert = ca_der;
+                cfg.accept_invalid_certs = insecure;
+                (
+                    cfg.rustls_client_config()
+                        .map_err(|e| setup(e.to_string()))?,
+                    PLATFORM_TLS_HINT.to_string(),
+                )
+            }
+            Trust::Kubeconfig { path } => (
+                cfg.rustls_client_config()
+                    .map_err(|e| setup(e.to_string()))?,
+                format!(
+                    "check certificate-authority-data of the cluster in kubeconfig {}, or \
+                     give another kubeconfig with --kubeconfig",
+                    path.display()
+                ),
+            ),
+        };
+        let mut tls = tls;
         tls.alpn_protocols.clear(); // hyper-rustls sets its own (http/1.1)
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
         http.enforce_http(false);
-        http.set_connect_timeout(Some(Duration::from_secs(15)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
+        http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let mut https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
+            .https_or_http();
+        if let Some(sni) = &cfg.tls_server_name {
+            let sni = rustls_pki_types::ServerName::try_from(sni.clone())
+                .map_err(|e| setup(format!("tls-server-name {sni:?}: {e}")))?;
+            https =
+                https.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(sni));
+        }
+        let https = https.enable_http1().wrap_connector(http);
         let client =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                 .build::<_, kube::client::Body>(https);
         let auth = cfg.auth_layer().map_err(|e| setup(e.to_string()))?;
+        let headers = cfg
+            .extra_headers_layer()
+            .map_err(|e| setup(e.to_string()))?;
         let service = tower::ServiceBuilder::new()
             .layer(cfg.base_uri_layer())
             .option_layer(auth)
-            // API answers are small: a whole-request deadline is right here
-            .layer(tower::timeout::TimeoutLayer::new(timeout))
+            .layer(headers)
+            .layer(AnswerPolicyLayer {
+                idle,
+                cap: MAX_API_ANSWER,
+            })
             .service(client);
         Ok(Cluster {
             name: name.to_string(),
             client: kube::Client::new(service, cfg.default_namespace),
-            discovered: Default::default(),
-        })
-    }
-
-    /// A cluster from a ready kube configuration (a kubeconfig's context).
-    pub fn from_config(name: &str, cfg: kube::Config) -> Result<Self> {
-        let client = kube::Client::try_from(cfg).map_err(|e| {
-            Error::internal(format!(
-                "cluster {name:?}: cannot set up the API client: {e}"
-            ))
-        })?;
-        Ok(Cluster {
-            name: name.to_string(),
-            client,
+            tls_hint: tls_hint.into(),
             discovered: Default::default(),
         })
     }
@@ -145,7 +194,7 @@ impl Cluster {
 
     /// Maps a kube error to ours, naming this cluster and `what` was being done.
     pub fn error(&self, e: kube::Error, what: &str) -> Error {
-        map_error(&self.name, e, what)
+        map_error(&self.name, e, what, &self.tls_hint)
     }
 }
 
@@ -157,15 +206,17 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str) -> Error {
+pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str, tls_hint: &str) -> Error {
     let at = format!("cluster {cluster}: {what}");
     match e {
         kube::Error::Api(s) => {
-            let msg = if s.message.is_empty() {
-                s.reason.clone()
+            // the server's text (kube puts a non-Status error body there, whatever its size):
+            // quoted up to MAX_QUOTED
+            let msg = quoted(if s.message.is_empty() {
+                &s.reason
             } else {
-                s.message.clone()
-            };
+                &s.message
+            });
             match s.code {
                 401 => Error::new(
                     ErrorKind::Auth,
@@ -199,22 +250,209 @@ pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str) -> Error {
             }
         }
         other => {
-            let mut msg = other.to_string();
-            let mut src = std::error::Error::source(&other);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
+            let at = format!("{at}: ");
+            if let Some(limit) = answer_limit(&other) {
+                return match limit {
+                    AnswerLimit::TooLarge { .. } => {
+                        Error::new(ErrorKind::Platform, format!("{at}{limit}"))
+                    }
+                    AnswerLimit::Idle(_) => Error::new(
+                        ErrorKind::Unreachable,
+                        format!("{at}the platform stopped answering: {limit}; try again later"),
+                    )
+                    .retryable(true),
+                };
             }
-            let hint = if msg.contains("certificate") || msg.contains("UnknownIssuer") {
-                " (give the platform's CA with --platform-ca-file, or --insecure)"
-            } else {
-                ""
-            };
             Error::new(
                 ErrorKind::Unreachable,
-                format!("{at}: cannot reach the platform: {msg}{hint}"),
+                format!(
+                    "{at}cannot reach the platform: {}",
+                    super::describe_transport_error(&other, tls_hint)
+                ),
             )
             .retryable(true)
         }
+    }
+}
+
+/// What to do about a refused platform certificate.
+pub(super) const PLATFORM_TLS_HINT: &str =
+    "give the platform's CA with --platform-ca-file, or skip verification with --platform-insecure";
+
+/// At most this much of a server's error text is quoted.
+const MAX_QUOTED: usize = 300;
+
+fn quoted(msg: &str) -> String {
+    match msg.char_indices().nth(MAX_QUOTED) {
+        Some((i, _)) => format!("{}...", &msg[..i]),
+        None => msg.to_string(),
+    }
+}
+
+/// Our cap or idle timeout, if that is what ended a call.
+fn answer_limit<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a AnswerLimit> {
+    let mut src = Some(e);
+    while let Some(s) = src {
+        if let Some(limit) = s.downcast_ref::<AnswerLimit>() {
+            return Some(limit);
+        }
+        src = s.source();
+    }
+    None
+}
+
+/// Why [`AnswerPolicyLayer`] ended an answer.
+#[derive(Debug)]
+pub enum AnswerLimit {
+    TooLarge { cap: u64 },
+    Idle(Duration),
+}
+
+impl std::fmt::Display for AnswerLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AnswerLimit::TooLarge { cap } => write!(
+                f,
+                "the answer is larger than {} MiB, ferry's cap on one Kubernetes API answer \
+                 (is --platform-address the platform's address?)",
+                cap >> 20
+            ),
+            AnswerLimit::Idle(t) => write!(f, "no data for {} s (--timeout)", t.as_secs()),
+        }
+    }
+}
+
+impl std::error::Error for AnswerLimit {}
+
+/// The idle timeout and the size cap of [`Cluster::build`], as a tower layer over the hyper
+/// client: kube reads whole answers into memory (`request_text`) and has no such bound.
+#[derive(Clone)]
+struct AnswerPolicyLayer {
+    idle: Duration,
+    cap: u64,
+}
+
+impl<S> tower::Layer<S> for AnswerPolicyLayer {
+    type Service = AnswerPolicy<S>;
+    fn layer(&self, inner: S) -> AnswerPolicy<S> {
+        AnswerPolicy {
+            inner,
+            idle: self.idle,
+            cap: self.cap,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AnswerPolicy<S> {
+    inner: S,
+    idle: Duration,
+    cap: u64,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for AnswerPolicy<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    ResBody: http_body::Body<Data = bytes::Bytes> + Unpin + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = http::Response<CappedBody<ResBody>>;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = std::result::Result<Self::Response, BoxError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::result::Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let (idle, cap) = (self.idle, self.cap);
+        let answer = self.inner.call(req);
+        Box::pin(async move {
+            let res = tokio::time::timeout(idle, answer)
+                .await
+                .map_err(|_| Box::new(AnswerLimit::Idle(idle)) as BoxError)?
+                .map_err(Into::into)?;
+            // a declared length over the cap is refused before a byte of it is read
+            let declared = res
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > cap) {
+                return Err(Box::new(AnswerLimit::TooLarge { cap }) as BoxError);
+            }
+            Ok(res.map(|body| CappedBody {
+                inner: body,
+                seen: 0,
+                cap,
+                idle,
+                timer: Box::pin(tokio::time::sleep(idle)),
+            }))
+        })
+    }
+}
+
+/// An answer's body that fails once more than `cap` bytes came, or when none came for `idle`.
+pub struct CappedBody<B> {
+    inner: B,
+    seen: u64,
+    cap: u64,
+    idle: Duration,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl<B> http_body::Body for CappedBody<B>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<bytes::Bytes>, BoxError>>>
+    {
+        use std::future::Future as _;
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.cap {
+                        let cap = this.cap;
+                        return Poll::Ready(Some(Err(Box::new(AnswerLimit::TooLarge { cap }))));
+                    }
+                }
+                let next = tokio::time::Instant::now() + this.idle;
+                this.timer.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(AnswerLimit::Idle(this.idle))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -123,10 +123,23 @@ async fn list(
         Some(ns) => c.namespaced(&ar, ns),
         None => c.all(&ar),
     };
-    api.list(&ListParams::default())
-        .await
-        .map(|l| l.items)
-        .map_err(|e| c.error(e, &format!("listing {kind}s")))
+    // page by page, so that each answer stays well below the client's cap on one answer
+    // (cluster.rs, MAX_API_ANSWER) however many objects there are; a page of 250 operators'
+    // CSVs (icons included) is a few MiB
+    const PAGE: u32 = 250;
+    let mut items = Vec::new();
+    let mut params = ListParams::default().limit(PAGE);
+    loop {
+        let page = api
+            .list(&params)
+            .await
+            .map_err(|e| c.error(e, &format!("listing {kind}s")))?;
+        items.extend(page.items);
+        match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) => params = params.continue_token(&token),
+            None => return Ok(items),
+        }
+    }
 }
 
 fn label<'a>(o: &'a DynamicObject, key: &str) -> Option<&'a str> {

@@ -3,6 +3,7 @@
 //! `/etc/kubernetes/admin.conf` (what every control-plane node has).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::Cluster;
 use crate::error::{Error, ErrorKind, Result};
@@ -67,7 +68,10 @@ pub async fn load(explicit: Option<&Path>, cluster_name: &str) -> Result<Kubecon
         .trim_end_matches(']')
         .to_string();
     let cluster_ca = cfg.root_cert.clone().unwrap_or_default();
-    let cluster = Cluster::from_config(cluster_name, cfg)?;
+    // kube's own idle read timeout for kubeconfig clients (295 s) is kept
+    let idle = cfg.read_timeout.unwrap_or(Duration::from_secs(295));
+    let trust = super::cluster::Trust::Kubeconfig { path: path.clone() };
+    let cluster = Cluster::build(cluster_name, cfg, trust, idle)?;
     Ok(Kubeconfig {
         cluster,
         path,

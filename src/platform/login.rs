@@ -159,17 +159,34 @@ async fn call<T: for<'de> Deserialize<'de>>(
     step: u8,
     what: &str,
 ) -> Result<T> {
-    let resp = req.send().await.map_err(|e| {
+    let unreachable = |e: reqwest::Error| {
         Error::new(
             ErrorKind::Unreachable,
             format!(
                 "platform login failed at step {step}/5 ({what}): {}",
-                super::describe_transport_error(e)
+                super::describe_transport_error(
+                    &e.without_url(),
+                    super::cluster::PLATFORM_TLS_HINT
+                )
             ),
         )
-    })?;
+    };
+    let resp = req.send().await.map_err(unreachable)?;
     let status = resp.status();
-    let body = resp.bytes().await.unwrap_or_default();
+    let (body, cut) = read_capped(resp, MAX_LOGIN_ANSWER)
+        .await
+        .map_err(unreachable)?;
+    if cut && status.is_success() {
+        return Err(Error::new(
+            ErrorKind::Platform,
+            format!(
+                "platform login failed at step {step}/5 ({what}): the answer is larger than {} \
+                 MiB, ferry's cap on a login answer (is --platform-address the platform's \
+                 address?)",
+                MAX_LOGIN_ANSWER >> 20
+            ),
+        ));
+    }
     if !status.is_success() {
         let text = String::from_utf8_lossy(&body[..body.len().min(300)]).into_owned();
         let kind = match status.as_u16() {
@@ -197,4 +214,25 @@ async fn call<T: for<'de> Deserialize<'de>>(
             format!("the answer is not the expected JSON: {e}"),
         )
     })
+}
+
+/// The most one answer of the login flow may hold: they are a few kB (a URL, an RSA key, a
+/// token). Without a cap, a broken or hostile server could send gigabytes into our memory.
+const MAX_LOGIN_ANSWER: usize = 1 << 20;
+
+/// An answer's body, read up to `cap` bytes; `true` when there was more (the rest is not
+/// read).
+async fn read_capped(
+    mut resp: reqwest::Response,
+    cap: usize,
+) -> std::result::Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = cap - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            return Ok((body, true));
+        }
+    }
+    Ok((body, false))
 }

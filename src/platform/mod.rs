@@ -84,10 +84,12 @@ impl Platform {
         let token = match &opts.auth {
             PlatformAuth::Token(t) => t.clone(),
             PlatformAuth::Password(who) => {
+                // the client policy of the API clients (cluster.rs): connect timeout, idle
+                // timeout, no whole-request deadline; login.rs caps each answer
                 let mut http = reqwest::Client::builder()
                     .cookie_store(true)
-                    .connect_timeout(Duration::from_secs(15))
-                    .timeout(opts.timeout)
+                    .connect_timeout(cluster::CONNECT_TIMEOUT)
+                    .read_timeout(opts.timeout)
                     .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
                     .redirect(reqwest::redirect::Policy::none())
                     .danger_accept_invalid_certs(opts.insecure);
@@ -170,14 +172,11 @@ impl Platform {
             .address
             .join(&format!("kubernetes/{name}"))
             .map_err(|e| Error::internal(format!("cluster {name:?}: {e}")))?;
-        let c = Cluster::new(
-            name,
-            url.as_str(),
-            &self.token,
-            self.ca_der.clone(),
-            self.insecure,
-            self.timeout,
-        )?;
+        let trust = cluster::Trust::Platform {
+            ca_der: self.ca_der.clone(),
+            insecure: self.insecure,
+        };
+        let c = Cluster::new(name, url.as_str(), &self.token, trust, self.timeout)?;
         clients.insert(name.to_string(), c.clone());
         Ok(c)
     }
@@ -284,18 +283,26 @@ fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
     Ok(certs)
 }
 
-/// A transport error in words an operator can act on, without the URL's query (which could
-/// carry a login code).
-pub(crate) fn describe_transport_error(e: reqwest::Error) -> String {
-    let e = e.without_url();
+/// A transport error in words an operator can act on: the whole chain of causes (each said
+/// once), and `tls_hint` (which flag or file decides the trust; the builder of the client
+/// knows) when a certificate was refused. Used for the login client (reqwest, whose errors
+/// should come `without_url()`: a URL's query could carry a login code) and for the API
+/// clients (kube).
+pub(crate) fn describe_transport_error(
+    e: &(dyn std::error::Error + 'static),
+    tls_hint: &str,
+) -> String {
     let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
+    let mut src = e.source();
     while let Some(s) = src {
-        msg = format!("{msg}: {s}");
+        let s_text = s.to_string();
+        if !msg.contains(&s_text) {
+            msg = format!("{msg}: {s_text}");
+        }
         src = s.source();
     }
     if msg.contains("certificate") || msg.contains("UnknownIssuer") {
-        msg.push_str(" (give the platform's CA with --platform-ca-file, or --insecure)");
+        msg = format!("{msg} ({tls_hint})");
     }
     msg
 }
@@ -303,6 +310,43 @@ pub(crate) fn describe_transport_error(e: reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Layer(&'static str, Option<Box<Layer>>);
+    impl std::fmt::Display for Layer {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+    impl std::error::Error for Layer {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn transport_errors_say_each_cause_once_and_the_builders_tls_hint() {
+        let e = Layer(
+            "client error (Connect)",
+            Some(Box::new(Layer(
+                "client error (Connect)",
+                Some(Box::new(Layer(
+                    "invalid peer certificate: UnknownIssuer",
+                    None,
+                ))),
+            ))),
+        );
+        assert_eq!(
+            describe_transport_error(&e, cluster::PLATFORM_TLS_HINT),
+            "client error (Connect): invalid peer certificate: UnknownIssuer (give the \
+             platform's CA with --platform-ca-file, or skip verification with --platform-insecure)"
+        );
+        let e = Layer("connection refused", None);
+        assert_eq!(
+            describe_transport_error(&e, "check kubeconfig x"),
+            "connection refused"
+        );
+    }
 
     #[test]
     fn addresses() {

@@ -2,8 +2,7 @@
 //! (`product.alauda.io`, cluster-scoped), `spec.registry`, and the credentials the
 //! platform itself uses for it (the ProductBase, else Secret `cpaas-system/registry-admin`).
 
-use k8s_openapi::api::core::v1::Secret as K8sSecret;
-use kube::api::Api;
+use base64::Engine as _;
 use serde_json::Value;
 
 use super::cluster::status_code;
@@ -57,32 +56,61 @@ pub(crate) fn parse_product_registry(data: &Value) -> ProductRegistry {
 }
 
 /// Secret `cpaas-system/registry-admin` (keys `username`, `password`), if it exists.
+///
+/// Read as raw JSON and decoded here, not as a typed `k8s_openapi` Secret: when a typed read
+/// fails to parse, kube-client logs the whole answer (the password in it); and our errors
+/// name the key that is wrong, never its value or the answer.
 pub async fn registry_admin_secret(global: &Cluster) -> Result<Option<Credentials>> {
-    let api: Api<K8sSecret> = Api::namespaced(global.client.clone(), "cpaas-system");
-    let secret = match api.get("registry-admin").await {
-        Ok(s) => s,
+    const WHAT: &str = "Secret cpaas-system/registry-admin";
+    let req = http::Request::get("/api/v1/namespaces/cpaas-system/secrets/registry-admin")
+        .body(Vec::new())
+        .expect("a static request is valid");
+    let answer = match global.client.request_text(req).await {
+        Ok(text) => Secret::new(text),
         Err(e) if status_code(&e) == Some(404) => return Ok(None),
-        Err(e) => return Err(global.error(e, "reading Secret cpaas-system/registry-admin")),
+        Err(e) => return Err(global.error(e, &format!("reading {WHAT}"))),
     };
-    let data = secret.data.unwrap_or_default();
-    let field = |k: &str| {
-        data.get(k)
-            .map(|b| String::from_utf8_lossy(&b.0).trim_end().to_string())
-            .filter(|s| !s.is_empty())
+    let bad = |why: String| {
+        Error::new(
+            ErrorKind::Platform,
+            format!(
+                "cluster {}: {WHAT}: {why}; give the registry credentials with \
+                 --username/--password",
+                global.name
+            ),
+        )
     };
-    match (field("username"), field("password")) {
+    let secret: Value = serde_json::from_str(answer.expose()).map_err(|e| {
+        // the position only: serde's message could quote the answer
+        bad(format!(
+            "the answer is not JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let data = match &secret["data"] {
+        Value::Object(m) => m,
+        Value::Null => &serde_json::Map::new(),
+        _ => return Err(bad("data is not a map".into())),
+    };
+    let field = |k: &str| -> Result<Option<String>> {
+        let Some(v) = data.get(k) else {
+            return Ok(None);
+        };
+        let b64 = v
+            .as_str()
+            .ok_or_else(|| bad(format!("data.{k} is not a string")))?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| bad(format!("data.{k} is not base64")))?;
+        Ok(Some(String::from_utf8_lossy(&raw).trim_end().to_string()).filter(|s| !s.is_empty()))
+    };
+    match (field("username")?, field("password")?) {
         (Some(username), Some(password)) => Ok(Some(Credentials {
             username,
             password: Secret::new(password),
         })),
-        _ => Err(Error::new(
-            ErrorKind::Platform,
-            format!(
-                "cluster {}: Secret cpaas-system/registry-admin has no username/password keys; \
-                 give the registry credentials with --username/--password",
-                global.name
-            ),
-        )),
+        _ => Err(bad("it has no username/password keys".into())),
     }
 }
 

@@ -140,6 +140,8 @@ pub struct State {
     /// Kubernetes API calls being answered now, and the most there ever were at once.
     pub in_flight: usize,
     pub max_in_flight: usize,
+    /// "cluster plural limit=N continue=T" of every list call that asked for a page.
+    pub list_pages: Vec<String>,
     base_url: String,
 }
 
@@ -232,6 +234,7 @@ impl FakePlatform {
             api_delay: std::time::Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
+            list_pages: Vec::new(),
             base_url: format!("https://{ip}:{port}"),
         }));
 
@@ -788,16 +791,37 @@ impl State {
                 ("GET", None) => {
                     let prefix =
                         format!("{cluster}|{plural}|{}", if ns.is_empty() { "" } else { ns });
-                    let items: Vec<Value> = self
-                        .objects
-                        .iter()
-                        .filter(|(k, _)| k.starts_with(&prefix))
-                        .map(|(_, v)| v.clone())
-                        .collect();
+                    // paging as the API server pages: at most `limit` items in key order;
+                    // `continue` (opaque to clients) is the key the previous page ended at
+                    let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok());
+                    let after = q.get("continue").cloned().unwrap_or_default();
+                    if limit.is_some() || !after.is_empty() {
+                        let l = q.get("limit").map_or("", String::as_str);
+                        self.list_pages
+                            .push(format!("{cluster} {plural} limit={l} continue={after}"));
+                    }
+                    let limit = limit.filter(|&l| l > 0).unwrap_or(usize::MAX);
+                    let mut items: Vec<Value> = Vec::new();
+                    let mut last = String::new();
+                    let mut more = false;
+                    for (k, v) in self.objects.iter().filter(|(k, _)| {
+                        k.starts_with(&prefix) && (after.is_empty() || k.as_str() > after.as_str())
+                    }) {
+                        if items.len() == limit {
+                            more = true;
+                            break;
+                        }
+                        items.push(v.clone());
+                        last = k.clone();
+                    }
+                    let mut meta = json!({"resourceVersion": self.rv.to_string()});
+                    if more {
+                        meta["continue"] = json!(last);
+                    }
                     respond(
                         200,
                         json!({"kind": format!("{kind_name}List"), "apiVersion": api_version,
-                    "metadata": {"resourceVersion": self.rv.to_string()}, "items": items}),
+                    "metadata": meta, "items": items}),
                     )
                 }
                 ("POST", None) => {
