@@ -151,6 +151,7 @@ fn a_huge_answer_to_the_first_login_call_is_cut_at_the_login_cap() {
             fixture("oam-application").to_str().unwrap(),
             "--platform-address",
             &url,
+            "--platform-plain-http",
             "--platform-username",
             "admin",
             "--plain",
@@ -177,6 +178,7 @@ fn a_huge_discovery_answer_is_cut_at_the_api_cap() {
         fixture("oam-application").to_str().unwrap(),
         "--platform-address",
         &url,
+        "--platform-plain-http",
         "--platform-token",
         "tok",
         "--plain",
@@ -184,7 +186,7 @@ fn a_huge_discovery_answer_is_cut_at_the_api_cap() {
     assert_eq!(run.code, 7, "{}", run.all());
     assert!(
         run.stderr
-            .contains("cluster global: discovery of API group product.alauda.io")
+            .contains("cluster global: discovery of API group app.alauda.io")
             && run.stderr.contains("64 MiB"),
         "{}",
         run.stderr
@@ -200,6 +202,7 @@ fn a_huge_list_answer_is_cut_at_the_api_cap() {
         "list",
         "--platform-address",
         &url,
+        "--platform-plain-http",
         "--platform-token",
         "tok",
         "--clusters",
@@ -228,6 +231,7 @@ fn the_timeout_is_idle_time_not_a_deadline() {
         "list",
         "--platform-address",
         &url,
+        "--platform-plain-http",
         "--platform-token",
         "tok",
         "--clusters",
