@@ -228,8 +228,9 @@ fn list_reports_every_upload_and_where_it_is_installed_in_violets_shape() {
     assert!(!run.stdout.contains("topolvm-operator"), "{}", run.stdout);
 }
 
+/// topolvm-operator 2.2.0 stays: the one rollback version `--keep 1` keeps below the
+/// installed 2.3.0 (2.4.0, newer than the installed one, does not take that slot).
 const PLANNED: &[(&str, &str, &str)] = &[
-    ("ArtifactVersion", "topolvm-operator.v2.2.0", "global"),
     ("ArtifactVersion", "topolvm-operator.v2.1.0", "global"),
     ("ArtifactVersion", "opensearch-operator.v2.8.0", "region1"),
     ("Artifact", "opensearch-operator", "region1"),
@@ -268,13 +269,12 @@ fn gc_dry_run_plans_and_changes_nothing_and_gc_without_yes_or_terminal_refuses()
         json!([
             "10.0.0.5:11443/acp/opensearch-operator-bundle:v2.8.0",
             "10.0.0.5:11443/acp/topolvm-operator-bundle:v2.1.0",
-            "10.0.0.5:11443/acp/topolvm-operator-bundle:v2.2.0",
         ])
     );
     let text = ferry_on(&p, &["gc", "--dry-run"]);
     assert!(
         text.stdout
-            .contains("GC plan (dry run, nothing is deleted): 6 resources"),
+            .contains("GC plan (dry run, nothing is deleted): 5 resources"),
         "{}",
         text.stdout
     );
@@ -358,6 +358,7 @@ fn gc_deletes_exactly_the_plan_writes_a_backup_that_restores_and_skips_what_chan
         [
             "nginx-chart.v1.2.3",
             "topolvm-operator.v2.1.0",
+            "topolvm-operator.v2.2.0",
             "topolvm-operator.v2.3.0",
             "topolvm-operator.v2.4.0"
         ]
@@ -702,10 +703,7 @@ fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
     assert_eq!(run.code, 7, "{}", run.all());
     let report = run.json();
     // global's operators are known: their old versions are still planned; nothing else is
-    assert_eq!(
-        planned_names(&report),
-        ["topolvm-operator.v2.2.0", "topolvm-operator.v2.1.0"]
-    );
+    assert_eq!(planned_names(&report), ["topolvm-operator.v2.1.0"]);
     let unknown = report["not_planned"].as_array().unwrap();
     assert!(
         unknown.iter().any(|u| u["cluster"] == "region1"
