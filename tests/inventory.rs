@@ -13,8 +13,8 @@ use serde_json::{json, Value};
 ///   CSV in another namespace); nginx-chart installed by a HelmRequest;
 /// * region1: opensearch-operator 2.8.0 uploaded, not installed;
 /// * region2: nothing.
-/// Everything is a year old (well past `--min-age`) unless a test says otherwise; region2 has
-/// no uploads.
+///
+/// Everything was created long ago (well past `--min-age`) unless a test says otherwise.
 fn platform() -> FakePlatform {
     let p = FakePlatform::start(PlatformOpts {
         clusters: vec!["global", "region1", "region2"],
@@ -618,9 +618,29 @@ fn a_plugin_a_module_info_shows_installed_is_listed_and_never_deleted() {
         json!([{"clusterName": "region1", "version": "v1.2.0"}])
     );
 
-    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json"]);
+    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json", "--debug"]);
     assert_eq!(run.code, 0, "{}", run.all());
     let plan = planned_names(&run.json());
+    // where the two records disagree, --debug says so
+    assert!(
+        run.stderr.lines().any(|l| l.contains("lagging-plugin")
+            && l.contains("region2")
+            && l.contains("ModulePlugin.status.installed does not")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("log-center") && l.contains("name different versions")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains(common::platform::TOKEN),
+        "{}",
+        run.stderr
+    );
     assert!(
         !plan.iter().any(|n| n.starts_with("lagging-plugin")),
         "{plan:?}"
