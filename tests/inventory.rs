@@ -863,7 +863,7 @@ fn nothing_younger_than_min_age_is_planned() {
 }
 
 #[test]
-fn deletes_orphan_dependants_so_a_version_not_deleted_survives_its_artifact() {
+fn deletes_orphan_dependants_so_what_was_not_planned_survives() {
     let p = platform();
     // the fake's garbage collector is faithful: a default (background) delete cascades
     upload(
@@ -884,20 +884,44 @@ fn deletes_orphan_dependants_so_a_version_not_deleted_survives_its_artifact() {
     );
     assert!(names(&p, "region2", "artifactversions", true).is_empty());
 
+    // a version of gone-operator is uploaded between the plan and its Artifact's delete: not
+    // planned, not backed up, so it must not go with its owner
     upload(
         &p,
         "region2",
         "gone-operator",
         LONG_AGO,
-        &[("1.0.0", LONG_AGO), ("1.1.0", LONG_AGO)],
+        &[("1.0.0", LONG_AGO)],
     );
-    // someone touches 1.1.0 between the plan and its delete: ferry skips it, and deleting its
-    // Artifact must not take it along
+    let uid = p
+        .get("region2", "artifacts", "cpaas-system", "gone-operator")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    p.state.lock().unwrap().created_before_delete.push((
+        "gone-operator".into(),
+        "region2|artifactversions".into(),
+        json!({"apiVersion": "app.alauda.io/v1alpha1", "kind": "ArtifactVersion",
+            "metadata": {"name": "gone-operator.v1.1.0", "namespace": "cpaas-system",
+                "creationTimestamp": ago(0),
+                "labels": {"cpaas.io/artifact": "gone-operator"},
+                "ownerReferences": [{"apiVersion": "app.alauda.io/v1alpha1", "kind": "Artifact",
+                    "name": "gone-operator", "uid": uid}]},
+            "spec": {"tag": "v1.1.0"}}),
+    ));
+    // someone touches kept-operator's only version between the plan and its delete: ferry
+    // skips it, and then keeps its Artifact rather than leave the version without an owner
+    upload(
+        &p,
+        "region2",
+        "kept-operator",
+        LONG_AGO,
+        &[("1.0.0", LONG_AGO)],
+    );
     p.state
         .lock()
         .unwrap()
         .changed_before_delete
-        .push("gone-operator.v1.1.0".into());
+        .push("kept-operator.v1.0.0".into());
     let backups = tempfile::tempdir().unwrap();
     let run = ferry_on(
         &p,
@@ -911,17 +935,18 @@ fn deletes_orphan_dependants_so_a_version_not_deleted_survives_its_artifact() {
         ],
     );
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(
+    let line = |name: &str, result: &str| {
         run.stdout
             .lines()
-            .any(|l| l.contains("gone-operator.v1.1.0") && l.contains("skipped")),
-        "{}",
-        run.stdout
-    );
-    assert!(names(&p, "region2", "artifacts", true).is_empty());
+            .any(|l| l.split_whitespace().nth(1) == Some(name) && l.contains(result))
+    };
+    assert!(line("gone-operator", "deleted"), "{}", run.stdout);
+    assert!(line("kept-operator.v1.0.0", "skipped"), "{}", run.stdout);
+    assert!(line("kept-operator", "kept: a version"), "{}", run.stdout);
+    assert_eq!(names(&p, "region2", "artifacts", true), ["kept-operator"]);
     assert_eq!(
         names(&p, "region2", "artifactversions", true),
-        ["gone-operator.v1.1.0"]
+        ["gone-operator.v1.1.0", "kept-operator.v1.0.0"]
     );
     let v = p
         .get(

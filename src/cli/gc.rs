@@ -98,11 +98,9 @@ pub fn run(args: GcArgs) -> Result<i32> {
         let runs = by_cluster.into_values().map(|idx| {
             let (plan, platform) = (&plan, &platform);
             async move {
-                let mut out = Vec::new();
-                for i in idx {
-                    out.push((i, gc::delete(platform, &plan.items[i]).await));
-                }
-                out
+                let items: Vec<&Planned> = idx.iter().map(|i| &plan.items[*i]).collect();
+                let results = gc::delete_in_order(platform, &items).await;
+                idx.into_iter().zip(results).collect::<Vec<_>>()
             }
         });
         let mut all: Vec<(usize, (Outcome, Option<Error>))> = futures::future::join_all(runs)
@@ -282,6 +280,7 @@ fn result_word(o: Outcome) -> &'static str {
         Outcome::Deleted => "deleted",
         Outcome::Skipped => "skipped: changed since the plan",
         Outcome::Gone => "already gone",
+        Outcome::Kept => "kept: a version or config of it was not deleted",
         Outcome::Failed => "FAILED",
     }
 }

@@ -27,7 +27,7 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
-pub use exec::{delete, restorable};
+pub use exec::{delete, delete_in_order, restorable};
 
 /// One object to delete, as it was when planned.
 #[derive(Debug, Clone)]
@@ -69,7 +69,21 @@ pub enum Outcome {
     Skipped,
     /// Already gone when its turn came.
     Gone,
+    /// An Artifact or ModulePlugin left alone because a planned version or config of it was
+    /// not deleted.
+    Kept,
     Failed,
+}
+
+/// The kind and name of what owns a planned version or config (gc deletes it after them).
+pub fn owner_of(p: &Planned) -> Option<(&'static str, String)> {
+    let (owner, key) = match p.kind {
+        "ArtifactVersion" => ("Artifact", "cpaas.io/artifact"),
+        "ModuleConfig" => ("ModulePlugin", "cpaas.io/module-name"),
+        _ => return None,
+    };
+    let name = p.object.metadata.labels.as_ref()?.get(key)?;
+    Some((owner, name.clone()))
 }
 
 /// What the user asked to keep.

@@ -142,6 +142,9 @@ pub struct State {
     /// Names of objects another writer changes (a new resourceVersion) just before a DELETE
     /// of them arrives: what a concurrent edit between a plan and its execution looks like.
     pub changed_before_delete: Vec<String>,
+    /// (name, "cluster|plural", object): the object is created just before a DELETE of `name`
+    /// arrives: an upload racing a cleanup.
+    pub created_before_delete: Vec<(String, String, Value)>,
     /// "cluster|plural": reading (GET) these answers 503, as an API server whose aggregated
     /// API or etcd is unwell does.
     pub failing_reads: Vec<String>,
@@ -242,6 +245,7 @@ impl FakePlatform {
             inject_conflicts: 0,
             changed_before_delete: Vec::new(),
             failing_reads: Vec::new(),
+            created_before_delete: Vec::new(),
             missing_groups: Vec::new(),
             api_delay: std::time::Duration::ZERO,
             in_flight: 0,
@@ -930,6 +934,22 @@ impl State {
                     respond(if existing.is_some() { 200 } else { 201 }, obj)
                 }
                 ("DELETE", Some(n)) => {
+                    let arriving: Vec<(String, String, Value)> = self
+                        .created_before_delete
+                        .iter()
+                        .filter(|(t, _, _)| t == n)
+                        .cloned()
+                        .collect();
+                    self.created_before_delete.retain(|(t, _, _)| t != n);
+                    for (_, at, mut obj) in arriving {
+                        self.rv += 1;
+                        obj["metadata"]["uid"] = json!(self.next("uid-"));
+                        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                        let ons = obj["metadata"]["namespace"].as_str().unwrap_or("");
+                        let oname = obj["metadata"]["name"].as_str().unwrap_or("");
+                        self.objects
+                            .insert(format!("{at}|{ons}|{oname}"), obj.clone());
+                    }
                     if self.changed_before_delete.iter().any(|c| c == n) {
                         self.rv += 1;
                         if let Some(o) = self.objects.get_mut(&key(n)) {

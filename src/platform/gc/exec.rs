@@ -8,6 +8,32 @@ use super::{Outcome, Planned};
 use crate::error::Error;
 use crate::platform::Platform;
 
+/// Deletes one cluster's share of the plan, in plan order (versions and configs before their
+/// owner). An owner some of whose planned dependants were not deleted (changed since the
+/// plan, or failed) is kept: deleting it would leave them without their owner, out of gc's
+/// sight from then on.
+pub async fn delete_in_order(
+    platform: &Platform,
+    items: &[&Planned],
+) -> Vec<(Outcome, Option<Error>)> {
+    let mut held: Vec<(&str, String)> = Vec::new();
+    let mut out = Vec::new();
+    for p in items {
+        let r = if held.iter().any(|(k, n)| *k == p.kind && *n == p.name) {
+            (Outcome::Kept, None)
+        } else {
+            delete(platform, p).await
+        };
+        if !matches!(r.0, Outcome::Deleted | Outcome::Gone) {
+            if let Some(owner) = super::owner_of(p) {
+                held.push(owner);
+            }
+        }
+        out.push(r);
+    }
+    out
+}
+
 /// The object as `kubectl apply -f` restores it: identity, labels, annotations and content;
 /// not the server's bookkeeping (uid, resourceVersion, managedFields, status) nor owner
 /// references, whose uids would point at objects that no longer exist after a restore.
