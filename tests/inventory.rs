@@ -958,3 +958,54 @@ fn deletes_orphan_dependants_so_what_was_not_planned_survives() {
         .unwrap();
     assert_eq!(v["metadata"]["ownerReferences"], json!([]), "{v}");
 }
+
+/// Issue 20's "done when": a lagging ModulePlugin status and an upgrade uploaded ahead of time;
+/// the dry run plans nothing installed and nothing the README promises to keep.
+#[test]
+fn dry_run_plans_nothing_installed_or_promised_to_be_kept() {
+    let p = platform();
+    p.put(
+        "global",
+        "moduleplugins",
+        aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModulePlugin", "metadata": {"name": "lagging-plugin",
+            "labels": {"cpaas.io/module-name": "lagging-plugin"}},
+        "spec": {"name": "lagging-plugin"}})),
+    );
+    p.put("global", "moduleinfoes", aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModuleInfo", "metadata": {"name": "region2-lagging-plugin",
+            "labels": {"cpaas.io/cluster-name": "region2", "cpaas.io/module-name": "lagging-plugin"}},
+        "spec": {"version": "v1.0.0"}})));
+    let old = LONG_AGO;
+    upload(
+        &p,
+        "region1",
+        "es-operator",
+        old,
+        &[
+            ("2.7.0", old),
+            ("2.8.0", old),
+            ("2.9.0", old),
+            ("2.10.0", &ago(600)),
+        ],
+    );
+    install_operator(&p, "region1", "es-operator", "2.9.0");
+    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = planned_names(&run.json());
+    for kept in [
+        "lagging-plugin",
+        "es-operator.v2.8.0",
+        "es-operator.v2.9.0",
+        "es-operator.v2.10.0",
+        "es-operator",
+        "topolvm-operator.v2.2.0",
+        "topolvm-operator.v2.3.0",
+        "topolvm-operator.v2.4.0",
+        "log-center",
+        "nginx-chart",
+    ] {
+        assert!(!plan.iter().any(|n| n == kept), "{kept} planned: {plan:?}");
+    }
+    assert!(plan.contains(&"es-operator.v2.7.0".to_string()), "{plan:?}");
+}
