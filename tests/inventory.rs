@@ -6,18 +6,22 @@ use common::platform::{FakePlatform, PlatformOpts};
 use common::*;
 use serde_json::{json, Value};
 
-/// A platform with two clusters and a history of uploads:
+/// A platform with three clusters and a history of uploads:
 /// * plugins (global): log-center (aligned, installed on region1), old-plugin (agnostic,
 ///   installed nowhere, one ModuleConfig), core-plugin (core: never listed or touched);
 /// * global: topolvm-operator 2.1.0–2.4.0 uploaded, 2.3.0 installed (and an OLM copy of its
 ///   CSV in another namespace); nginx-chart installed by a HelmRequest;
-/// * region1: opensearch-operator 2.8.0 uploaded, not installed.
+/// * region1: opensearch-operator 2.8.0 uploaded, not installed;
+/// * region2: nothing.
+///
+/// Everything was created long ago (well past `--min-age`) unless a test says otherwise.
 fn platform() -> FakePlatform {
     let p = FakePlatform::start(PlatformOpts {
-        clusters: vec!["global", "region1"],
+        clusters: vec!["global", "region1", "region2"],
         ..Default::default()
     });
-    for c in ["global", "region1"] {
+    let p = Aged(p);
+    for c in ["global", "region1", "region2"] {
         p.put("global", "clusters", json!({"apiVersion": "platform.tkestack.io/v1", "kind": "Cluster", "metadata": {"name": c}}));
     }
     let plugin = |name: &str, lifecycle: Option<&str>, display: &str, installed: Value| {
@@ -100,7 +104,25 @@ fn platform() -> FakePlatform {
         "metadata": {"name": "web", "namespace": "default"},
         "spec": {"chart": "public-charts/nginx-chart", "version": "1.2.3"}}),
     );
-    p
+    p.0
+}
+
+const LONG_AGO: &str = "2025-01-01T00:00:00Z";
+
+/// Puts objects with a creationTimestamp of [`LONG_AGO`] unless they carry one.
+struct Aged(FakePlatform);
+
+impl Aged {
+    fn put(&self, cluster: &str, plural: &str, obj: Value) {
+        self.0.put(cluster, plural, aged(obj));
+    }
+}
+
+fn aged(mut obj: Value) -> Value {
+    if obj["metadata"].get("creationTimestamp").is_none() {
+        obj["metadata"]["creationTimestamp"] = json!(LONG_AGO);
+    }
+    obj
 }
 
 fn ferry_on(p: &FakePlatform, args: &[&str]) -> Run {
@@ -206,8 +228,9 @@ fn list_reports_every_upload_and_where_it_is_installed_in_violets_shape() {
     assert!(!run.stdout.contains("topolvm-operator"), "{}", run.stdout);
 }
 
+/// topolvm-operator 2.2.0 stays: the one rollback version `--keep 1` keeps below the
+/// installed 2.3.0 (2.4.0, newer than the installed one, does not take that slot).
 const PLANNED: &[(&str, &str, &str)] = &[
-    ("ArtifactVersion", "topolvm-operator.v2.2.0", "global"),
     ("ArtifactVersion", "topolvm-operator.v2.1.0", "global"),
     ("ArtifactVersion", "opensearch-operator.v2.8.0", "region1"),
     ("Artifact", "opensearch-operator", "region1"),
@@ -246,13 +269,12 @@ fn gc_dry_run_plans_and_changes_nothing_and_gc_without_yes_or_terminal_refuses()
         json!([
             "10.0.0.5:11443/acp/opensearch-operator-bundle:v2.8.0",
             "10.0.0.5:11443/acp/topolvm-operator-bundle:v2.1.0",
-            "10.0.0.5:11443/acp/topolvm-operator-bundle:v2.2.0",
         ])
     );
     let text = ferry_on(&p, &["gc", "--dry-run"]);
     assert!(
         text.stdout
-            .contains("GC plan (dry run, nothing is deleted): 6 resources"),
+            .contains("GC plan (dry run, nothing is deleted): 5 resources"),
         "{}",
         text.stdout
     );
@@ -336,6 +358,7 @@ fn gc_deletes_exactly_the_plan_writes_a_backup_that_restores_and_skips_what_chan
         [
             "nginx-chart.v1.2.3",
             "topolvm-operator.v2.1.0",
+            "topolvm-operator.v2.2.0",
             "topolvm-operator.v2.3.0",
             "topolvm-operator.v2.4.0"
         ]
@@ -461,4 +484,528 @@ fn a_cluster_that_cannot_be_read_is_named_and_the_others_are_still_cleaned() {
         "{planned:?}"
     );
     assert!(planned.contains(&"old-plugin".to_string()), "{planned:?}");
+}
+
+// Issue 20: gc never deletes what is installed or what the README promises to keep.
+
+/// An operator Artifact on `cluster` created at `created`, with versions (version, created;
+/// "" for no creationTimestamp) owned by it (its real uid, so that a cascade would reach them).
+fn upload(p: &FakePlatform, cluster: &str, name: &str, created: &str, versions: &[(&str, &str)]) {
+    p.put(
+        cluster,
+        "artifacts",
+        json!({"apiVersion": "app.alauda.io/v1alpha1", "kind": "Artifact",
+        "metadata": {"name": name, "namespace": "cpaas-system", "creationTimestamp": created,
+            "labels": {"cpaas.io/artifact-type": "bundle"}},
+        "spec": {"type": "bundle", "displayName": name, "registry": "10.0.0.5:11443",
+            "repository": format!("acp/{name}-bundle"), "present": true}}),
+    );
+    let uid = p.get(cluster, "artifacts", "cpaas-system", name).unwrap()["metadata"]["uid"].clone();
+    for (v, created) in versions {
+        let mut meta = json!({"name": format!("{name}.v{v}"), "namespace": "cpaas-system",
+            "labels": {"cpaas.io/artifact": name, "cpaas.io/artifact-version": v},
+            "ownerReferences": [{"apiVersion": "app.alauda.io/v1alpha1", "kind": "Artifact",
+                "name": name, "uid": uid}]});
+        if !created.is_empty() {
+            meta["creationTimestamp"] = json!(created);
+        }
+        p.put(
+            cluster,
+            "artifactversions",
+            json!({"apiVersion": "app.alauda.io/v1alpha1",
+            "kind": "ArtifactVersion", "metadata": meta,
+            "spec": {"tag": format!("v{v}"), "present": true}}),
+        );
+    }
+}
+
+fn install_operator(p: &FakePlatform, cluster: &str, name: &str, version: &str) {
+    p.put(
+        cluster,
+        "clusterserviceversions",
+        json!({"apiVersion": "operators.coreos.com/v1alpha1",
+        "kind": "ClusterServiceVersion",
+        "metadata": {"name": format!("{name}.v{version}"), "namespace": format!("{name}-system"),
+            "creationTimestamp": LONG_AGO},
+        "spec": {"version": version}}),
+    );
+}
+
+/// `now` minus `seconds`, as the API server writes timestamps.
+fn ago(seconds: i64) -> String {
+    (jiff::Timestamp::now() - jiff::SignedDuration::from_secs(seconds))
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+fn planned_names(report: &Value) -> Vec<String> {
+    report["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn a_plugin_a_module_info_shows_installed_is_listed_and_never_deleted() {
+    let p = platform();
+    // the controller has not written status.installed yet; the ModuleInfos say it is installed
+    p.put(
+        "global",
+        "moduleplugins",
+        aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModulePlugin", "metadata": {"name": "lagging-plugin",
+            "labels": {"cpaas.io/module-name": "lagging-plugin", "cpaas.io/module-type": "plugin"}},
+        "spec": {"name": "lagging-plugin"}, "status": {"installed": []}})),
+    );
+    p.put(
+        "global",
+        "moduleconfigs",
+        aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModuleConfig", "metadata": {"name": "lagging-plugin-v3.1.0",
+            "labels": {"cpaas.io/module-name": "lagging-plugin"}}, "spec": {"version": "v3.1.0"}})),
+    );
+    let info = |name: &str, cluster: &str, module: &str, spec: &str, status: Option<&str>| {
+        let mut o = json!({"apiVersion": "cluster.alauda.io/v1alpha1", "kind": "ModuleInfo",
+            "metadata": {"name": name, "labels": {"cpaas.io/cluster-name": cluster,
+                "cpaas.io/module-name": module}},
+            "spec": {"version": spec}});
+        if let Some(s) = status {
+            o["status"] = json!({"version": s});
+        }
+        p.put("global", "moduleinfoes", aged(o));
+    };
+    info(
+        "region2-lagging",
+        "region2",
+        "lagging-plugin",
+        "v3.1.0",
+        Some("v3.1.0"),
+    );
+    // being installed on global: only spec.version so far
+    info("global-lagging", "global", "lagging-plugin", "v3.1.0", None);
+    // both sources: status.installed's version wins
+    info(
+        "region1-log-center",
+        "region1",
+        "log-center",
+        "v1.1.0",
+        Some("v1.1.0"),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.yaml");
+    let run = ferry_on(
+        &p,
+        &[
+            "list",
+            "--output",
+            "json",
+            "--output-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let apps = run.json();
+    assert_eq!(
+        apps["applications"]["lagging-plugin"]["installed"],
+        json!([{"clusterName": "global", "version": "v3.1.0"},
+               {"clusterName": "region2", "version": "v3.1.0"}])
+    );
+    assert_eq!(
+        apps["applications"]["log-center"]["installed"],
+        json!([{"clusterName": "region1", "version": "v1.2.0"}])
+    );
+
+    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json", "--debug"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = planned_names(&run.json());
+    // where the two records disagree, --debug says so
+    assert!(
+        run.stderr.lines().any(|l| l.contains("lagging-plugin")
+            && l.contains("region2")
+            && l.contains("ModulePlugin.status.installed does not")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr
+            .lines()
+            .any(|l| l.contains("log-center") && l.contains("name different versions")),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !run.stderr.contains(common::platform::TOKEN),
+        "{}",
+        run.stderr
+    );
+    assert!(
+        !plan.iter().any(|n| n.starts_with("lagging-plugin")),
+        "{plan:?}"
+    );
+    assert!(plan.contains(&"old-plugin".to_string()), "{plan:?}");
+
+    // whatever --clusters says: region2's install keeps it
+    let backups = tempfile::tempdir().unwrap();
+    let run = ferry_on(
+        &p,
+        &[
+            "gc",
+            "--yes",
+            "--clusters",
+            "global",
+            "--backup-dir",
+            backups.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        names(&p, "global", "moduleplugins", false),
+        ["core-plugin", "lagging-plugin", "log-center"]
+    );
+    assert_eq!(
+        names(&p, "global", "moduleconfigs", false),
+        ["lagging-plugin-v3.1.0", "log-center-v1.2.0"]
+    );
+}
+
+#[test]
+fn keep_counts_only_versions_older_than_the_installed_one() {
+    let p = platform();
+    let old = LONG_AGO;
+    upload(
+        &p,
+        "region2",
+        "es-operator",
+        old,
+        &[
+            ("2.7.0", old),
+            ("2.8.0", old),
+            ("2.9.0", old),
+            ("2.10.0", old),
+        ],
+    );
+    install_operator(&p, "region2", "es-operator", "2.9.0");
+    for (keep, expect) in [
+        (None, vec!["es-operator.v2.7.0"]),
+        (Some("0"), vec!["es-operator.v2.8.0", "es-operator.v2.7.0"]),
+        (Some("3"), vec![]),
+    ] {
+        let mut args = vec![
+            "gc",
+            "--dry-run",
+            "--output",
+            "json",
+            "--clusters",
+            "region2",
+        ];
+        if let Some(k) = keep {
+            args.extend(["--keep", k]);
+        }
+        let run = ferry_on(&p, &args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        assert_eq!(planned_names(&run.json()), expect, "--keep {keep:?}");
+    }
+}
+
+#[test]
+fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
+    let p = platform();
+    {
+        let mut s = p.state.lock().unwrap();
+        s.missing_groups.push("region1|operators.coreos.com".into());
+        s.failing_reads.push("global|moduleinfoes".into());
+        s.failing_reads.push("global|helmrequests".into());
+    }
+    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json"]);
+    assert_eq!(run.code, 7, "{}", run.all());
+    let report = run.json();
+    // global's operators are known: their old versions are still planned; nothing else is
+    assert_eq!(planned_names(&report), ["topolvm-operator.v2.1.0"]);
+    let unknown = report["not_planned"].as_array().unwrap();
+    assert!(
+        unknown.iter().any(|u| u["cluster"] == "region1"
+            && u["why"].as_str().unwrap().contains("operators.coreos.com")),
+        "{unknown:?}"
+    );
+    assert!(
+        unknown.iter().any(|u| u["cluster"] == "global"
+            && u["why"].as_str().unwrap().contains("ModuleInfo")
+            && u["why"].as_str().unwrap().contains("503")),
+        "{unknown:?}"
+    );
+    let text = ferry_on(&p, &["gc", "--dry-run"]);
+    assert_eq!(text.code, 7, "{}", text.all());
+    assert!(text.stdout.contains("Not planned"), "{}", text.stdout);
+    assert!(
+        text.stdout
+            .lines()
+            .any(|l| l.contains("region1") && l.contains("operators.coreos.com")),
+        "{}",
+        text.stdout
+    );
+
+    // list still lists region1's uploads, with the install state marked unknown
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.yaml");
+    let run = ferry_on(
+        &p,
+        &[
+            "list",
+            "--output",
+            "json",
+            "--output-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 7, "{}", run.all());
+    let apps = &run.json()["applications"];
+    let unknown_on = |app: &str| -> Vec<String> {
+        apps[app]["unknown"]
+            .as_array()
+            .unwrap_or(&vec![])
+            .iter()
+            .map(|u| u["clusterName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        apps["opensearch-operator"]["installed"],
+        json!([]),
+        "{apps}"
+    );
+    assert_eq!(unknown_on("opensearch-operator"), ["region1"], "{apps}");
+    assert_eq!(unknown_on("nginx-chart"), ["global"], "{apps}");
+    assert_eq!(
+        unknown_on("topolvm-operator"),
+        Vec::<String>::new(),
+        "{apps}"
+    );
+    assert_eq!(
+        apps["log-center"]["installed"],
+        json!([{"clusterName": "region1", "version": "v1.2.0"}]),
+        "{apps}"
+    );
+    assert_eq!(
+        unknown_on("old-plugin"),
+        ["global", "region1", "region2"],
+        "{apps}"
+    );
+    assert!(run.stderr.contains("ModuleInfo"), "{}", run.stderr);
+}
+
+#[test]
+fn nothing_younger_than_min_age_is_planned() {
+    let p = platform();
+    let (old, hour_ago, now) = (LONG_AGO, ago(3600), ago(0));
+    upload(
+        &p,
+        "region2",
+        "fresh-operator",
+        &hour_ago,
+        &[("1.0.0", &hour_ago)],
+    );
+    upload(
+        &p,
+        "region2",
+        "half-operator",
+        old,
+        &[("1.0.0", old), ("1.1.0", &now)],
+    );
+    upload(&p, "region2", "untimed-operator", old, &[("1.0.0", "")]);
+    let dry = |extra: &[&str]| {
+        let mut args = vec![
+            "gc",
+            "--dry-run",
+            "--output",
+            "json",
+            "--clusters",
+            "region2",
+        ];
+        args.extend(extra);
+        let run = ferry_on(&p, &args);
+        assert_eq!(run.code, 0, "{}", run.all());
+        run.json()
+    };
+    let report = dry(&[]);
+    // the Artifact stays while one of its versions does
+    assert_eq!(planned_names(&report), ["half-operator.v1.0.0"]);
+    let why = report["resources"][0]["why"].as_str().unwrap();
+    assert!(
+        why.contains("not installed") && why.contains("uploaded ") && why.ends_with("d ago"),
+        "{why}"
+    );
+    let skipped = report["not_planned"].to_string();
+    for young in [
+        "fresh-operator",
+        "half-operator.v1.1.0",
+        "untimed-operator.v1.0.0",
+    ] {
+        assert!(skipped.contains(young), "{young}: {skipped}");
+    }
+    assert_eq!(
+        planned_names(&dry(&["--min-age", "30m"])),
+        [
+            "fresh-operator.v1.0.0",
+            "fresh-operator",
+            "half-operator.v1.0.0"
+        ]
+    );
+    assert_eq!(
+        planned_names(&dry(&["--min-age", "7d"])),
+        ["half-operator.v1.0.0"]
+    );
+    assert_eq!(planned_names(&dry(&["--min-age", "0"])).len(), 7);
+    let bad = ferry_on(&p, &["gc", "--dry-run", "--min-age", "3x"]);
+    assert_eq!(bad.code, 2, "{}", bad.all());
+    assert!(bad.stderr.contains("--min-age"), "{}", bad.stderr);
+}
+
+#[test]
+fn deletes_orphan_dependants_so_what_was_not_planned_survives() {
+    let p = platform();
+    // the fake's garbage collector is faithful: a default (background) delete cascades
+    upload(
+        &p,
+        "region2",
+        "probe-operator",
+        LONG_AGO,
+        &[("1.0.0", LONG_AGO)],
+    );
+    let out = p.kubectl(
+        "region2",
+        &["delete", "artifact", "probe-operator", "-n", "cpaas-system"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(names(&p, "region2", "artifactversions", true).is_empty());
+
+    // a version of gone-operator is uploaded between the plan and its Artifact's delete: not
+    // planned, not backed up, so it must not go with its owner
+    upload(
+        &p,
+        "region2",
+        "gone-operator",
+        LONG_AGO,
+        &[("1.0.0", LONG_AGO)],
+    );
+    let uid = p
+        .get("region2", "artifacts", "cpaas-system", "gone-operator")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    p.state.lock().unwrap().created_before_delete.push((
+        "gone-operator".into(),
+        "region2|artifactversions".into(),
+        json!({"apiVersion": "app.alauda.io/v1alpha1", "kind": "ArtifactVersion",
+            "metadata": {"name": "gone-operator.v1.1.0", "namespace": "cpaas-system",
+                "creationTimestamp": ago(0),
+                "labels": {"cpaas.io/artifact": "gone-operator"},
+                "ownerReferences": [{"apiVersion": "app.alauda.io/v1alpha1", "kind": "Artifact",
+                    "name": "gone-operator", "uid": uid}]},
+            "spec": {"tag": "v1.1.0"}}),
+    ));
+    // someone touches kept-operator's only version between the plan and its delete: ferry
+    // skips it, and then keeps its Artifact rather than leave the version without an owner
+    upload(
+        &p,
+        "region2",
+        "kept-operator",
+        LONG_AGO,
+        &[("1.0.0", LONG_AGO)],
+    );
+    p.state
+        .lock()
+        .unwrap()
+        .changed_before_delete
+        .push("kept-operator.v1.0.0".into());
+    let backups = tempfile::tempdir().unwrap();
+    let run = ferry_on(
+        &p,
+        &[
+            "gc",
+            "--yes",
+            "--clusters",
+            "region2",
+            "--backup-dir",
+            backups.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let line = |name: &str, result: &str| {
+        run.stdout
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(name) && l.contains(result))
+    };
+    assert!(line("gone-operator", "deleted"), "{}", run.stdout);
+    assert!(line("kept-operator.v1.0.0", "skipped"), "{}", run.stdout);
+    assert!(line("kept-operator", "kept: a version"), "{}", run.stdout);
+    assert_eq!(names(&p, "region2", "artifacts", true), ["kept-operator"]);
+    assert_eq!(
+        names(&p, "region2", "artifactversions", true),
+        ["gone-operator.v1.1.0", "kept-operator.v1.0.0"]
+    );
+    let v = p
+        .get(
+            "region2",
+            "artifactversions",
+            "cpaas-system",
+            "gone-operator.v1.1.0",
+        )
+        .unwrap();
+    assert_eq!(v["metadata"]["ownerReferences"], json!([]), "{v}");
+}
+
+/// Issue 20's "done when": a lagging ModulePlugin status and an upgrade uploaded ahead of time;
+/// the dry run plans nothing installed and nothing the README promises to keep.
+#[test]
+fn dry_run_plans_nothing_installed_or_promised_to_be_kept() {
+    let p = platform();
+    p.put(
+        "global",
+        "moduleplugins",
+        aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModulePlugin", "metadata": {"name": "lagging-plugin",
+            "labels": {"cpaas.io/module-name": "lagging-plugin"}},
+        "spec": {"name": "lagging-plugin"}})),
+    );
+    p.put("global", "moduleinfoes", aged(json!({"apiVersion": "cluster.alauda.io/v1alpha1",
+        "kind": "ModuleInfo", "metadata": {"name": "region2-lagging-plugin",
+            "labels": {"cpaas.io/cluster-name": "region2", "cpaas.io/module-name": "lagging-plugin"}},
+        "spec": {"version": "v1.0.0"}})));
+    let old = LONG_AGO;
+    upload(
+        &p,
+        "region1",
+        "es-operator",
+        old,
+        &[
+            ("2.7.0", old),
+            ("2.8.0", old),
+            ("2.9.0", old),
+            ("2.10.0", &ago(600)),
+        ],
+    );
+    install_operator(&p, "region1", "es-operator", "2.9.0");
+    let run = ferry_on(&p, &["gc", "--dry-run", "--output", "json"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = planned_names(&run.json());
+    for kept in [
+        "lagging-plugin",
+        "es-operator.v2.8.0",
+        "es-operator.v2.9.0",
+        "es-operator.v2.10.0",
+        "es-operator",
+        "topolvm-operator.v2.2.0",
+        "topolvm-operator.v2.3.0",
+        "topolvm-operator.v2.4.0",
+        "log-center",
+        "nginx-chart",
+    ] {
+        assert!(!plan.iter().any(|n| n == kept), "{kept} planned: {plan:?}");
+    }
+    assert!(plan.contains(&"es-operator.v2.7.0".to_string()), "{plan:?}");
 }

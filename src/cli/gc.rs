@@ -28,10 +28,13 @@ pub struct GcArgs {
     /// Delete without asking (needed when there is no terminal to ask on).
     #[arg(long, short = 'y')]
     pub yes: bool,
-    /// Of an installed operator, keep this many of its newest versions besides the installed
-    /// one and newer ones.
+    /// Of an installed operator, keep this many of the versions older than the installed one
+    /// (the newest of them); the installed version and newer ones always stay.
     #[arg(long, default_value_t = 1)]
     pub keep: usize,
+    /// Plan nothing younger than this (by creationTimestamp): 30m, 24h, 7d; 0 for no limit.
+    #[arg(long, default_value = "24h", value_name = "DURATION", value_parser = gc::age::parse)]
+    pub min_age: jiff::SignedDuration,
     /// Directory for the backup files (ferry-gc-<timestamp>.<cluster>.yaml).
     #[arg(long, default_value = ".")]
     pub backup_dir: PathBuf,
@@ -46,22 +49,37 @@ pub struct GcArgs {
 pub fn run(args: GcArgs) -> Result<i32> {
     let rt = super::runtime()?;
     let platform = connect(&rt, &args.platform, args.timeout, "ferry gc")?;
-    let inv = rt.block_on(async {
-        let clusters = inventory::clusters(&platform, &args.clusters).await?;
-        inventory::read(&platform, clusters).await
-    })?;
+    let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
     for (cluster, e) in &inv.failures {
         eprintln!(
             "error: cluster {cluster} could not be read, nothing is deleted there: {}",
             e.message
         );
     }
-    let plan = gc::plan(&inv, args.keep);
+    for (cluster, e) in &inv.unknown {
+        eprintln!(
+            "error: cluster {cluster}: install state unknown, what depends on it is not deleted: {}",
+            e.message
+        );
+    }
+    for e in &inv.plugin_errors {
+        eprintln!(
+            "error: plugin installs unknown, no plugin is deleted: {}",
+            e.message
+        );
+    }
+    let policy = gc::Policy {
+        keep: args.keep,
+        min_age: args.min_age,
+        now: jiff::Timestamp::now(),
+    };
+    let plan = gc::plan(&inv, &policy);
     let json = args.output == Output::Json;
     if !json {
         print!("{}", render_plan(&plan, args.dry_run));
     }
-    let read_failed = inv.failures.first().map(|(_, e)| e.kind.exit_code());
+    // Something could not be read: the plan is smaller than it could be; say so in the code.
+    let read_failed = inv.errors().first().map(|e| e.kind.exit_code());
     if args.dry_run || plan.items.is_empty() {
         if json {
             println!("{}", to_json(&plan, None, &[], args.dry_run));
@@ -81,11 +99,9 @@ pub fn run(args: GcArgs) -> Result<i32> {
         let runs = by_cluster.into_values().map(|idx| {
             let (plan, platform) = (&plan, &platform);
             async move {
-                let mut out = Vec::new();
-                for i in idx {
-                    out.push((i, gc::delete(platform, &plan.items[i]).await));
-                }
-                out
+                let items: Vec<&Planned> = idx.iter().map(|i| &plan.items[*i]).collect();
+                let results = gc::delete_in_order(platform, &items).await;
+                idx.into_iter().zip(results).collect::<Vec<_>>()
             }
         });
         let mut all: Vec<(usize, (Outcome, Option<Error>))> = futures::future::join_all(runs)
@@ -187,8 +203,9 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
 }
 
 fn render_plan(plan: &Plan, dry_run: bool) -> String {
+    let mut out = render_not_planned(plan);
     if plan.items.is_empty() {
-        return String::new();
+        return out;
     }
     let mut rows = vec![[
         "TYPE".to_string(),
@@ -204,7 +221,7 @@ fn render_plan(plan: &Plan, dry_run: bool) -> String {
             p.why.clone(),
         ]);
     }
-    let mut out = format!(
+    out.push_str(&format!(
         "GC plan{}: {} resources\n",
         if dry_run {
             " (dry run, nothing is deleted)"
@@ -212,7 +229,7 @@ fn render_plan(plan: &Plan, dry_run: bool) -> String {
             ""
         },
         plan.items.len()
-    );
+    ));
     out.push_str(&crate::report::aligned(&rows));
     if !plan.unreferenced_images.is_empty() {
         out.push_str(&format!(
@@ -226,11 +243,45 @@ fn render_plan(plan: &Plan, dry_run: bool) -> String {
     out
 }
 
+/// What the rules would consider but gc leaves alone (too young, install state unknown).
+fn render_not_planned(plan: &Plan) -> String {
+    if plan.not_planned.is_empty() {
+        return String::new();
+    }
+    let dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    let mut rows = vec![[
+        "TYPE".to_string(),
+        "NAME".into(),
+        "CLUSTER".into(),
+        "WHY".into(),
+    ]];
+    for n in &plan.not_planned {
+        rows.push([
+            dash(&n.kind),
+            dash(&n.name),
+            n.cluster.clone(),
+            n.why.clone(),
+        ]);
+    }
+    format!(
+        "Not planned (kept): {}\n{}",
+        plan.not_planned.len(),
+        crate::report::aligned(&rows)
+    )
+}
+
 fn result_word(o: Outcome) -> &'static str {
     match o {
         Outcome::Deleted => "deleted",
         Outcome::Skipped => "skipped: changed since the plan",
         Outcome::Gone => "already gone",
+        Outcome::Kept => "kept: a version or config of it was not deleted",
         Outcome::Failed => "FAILED",
     }
 }
@@ -301,6 +352,7 @@ fn to_json(
         "dry_run": dry_run,
         "resources": items,
         "unreferenced_images": plan.unreferenced_images,
+        "not_planned": plan.not_planned,
         "backups": backups,
     }))
     .expect("serializable")

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::platform_flags::PlatformFlags;
 use crate::error::{Error, ErrorKind, Result};
-use crate::platform::inventory::{self, Install, Inventory, UploadKind};
+use crate::platform::inventory::{self, Install, InstallState, Inventory, UploadKind};
 use crate::platform::Platform;
 
 #[derive(Args, Debug)]
@@ -50,6 +50,17 @@ struct App {
     #[serde(rename = "type")]
     kind: &'static str,
     installed: Vec<Installed>,
+    /// Clusters where whether (and which version) it is installed could not be read: then
+    /// `installed` is what is known, not the whole truth. Absent when everything was read.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    unknown: Vec<Unknown>,
+}
+
+#[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+struct Unknown {
+    cluster_name: String,
+    reason: String,
 }
 
 #[derive(Serialize, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,10 +95,7 @@ pub(super) fn connect(
 pub fn run(args: ListArgs) -> Result<i32> {
     let rt = super::runtime()?;
     let platform = connect(&rt, &args.platform, args.timeout, "ferry list")?;
-    let inv = rt.block_on(async {
-        let clusters = inventory::clusters(&platform, &args.clusters).await?;
-        inventory::read(&platform, clusters).await
-    })?;
+    let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
     let apps = applications(&inv);
     let yaml = serde_yaml::to_string(&apps).map_err(|e| Error::internal(format!("YAML: {e}")))?;
     std::fs::write(&args.output_file, &yaml).map_err(|e| {
@@ -112,21 +120,36 @@ pub fn run(args: ListArgs) -> Result<i32> {
     );
     for (cluster, e) in &inv.failures {
         eprintln!(
-            "error: cluster {cluster} could not be read, left out: {}",
+            "error: cluster {cluster} could not be read, its uploads are left out: {}",
             e.message
         );
     }
-    Ok(match inv.failures.first() {
-        Some((_, e)) => e.kind.exit_code(),
-        None => 0,
-    })
+    for (cluster, e) in &inv.unknown {
+        eprintln!(
+            "error: cluster {cluster}: install state unknown (marked unknown in the list): {}",
+            e.message
+        );
+    }
+    for e in &inv.plugin_errors {
+        eprintln!(
+            "error: plugin installs unknown (marked unknown in the list): {}",
+            e.message
+        );
+    }
+    Ok(inv.errors().first().map_or(0, |e| e.kind.exit_code()))
 }
 
 fn applications(inv: &Inventory) -> Apps {
     let mut applications = BTreeMap::new();
     let wanted = |i: &Install| inv.clusters.contains(&i.cluster);
+    let plugin_why = inv
+        .plugin_errors
+        .iter()
+        .map(|e| e.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ");
     for p in &inv.plugins {
-        let installed = p
+        let installed: Vec<Installed> = p
             .installed
             .iter()
             .filter(|i| wanted(i))
@@ -135,12 +158,26 @@ fn applications(inv: &Inventory) -> Apps {
                 version: i.version.clone(),
             })
             .collect();
+        // a record that could not be read may show it installed on any other cluster
+        let unknown = if inv.plugin_errors.is_empty() {
+            Vec::new()
+        } else {
+            inv.clusters
+                .iter()
+                .filter(|c| !installed.iter().any(|i| &i.cluster_name == *c))
+                .map(|c| Unknown {
+                    cluster_name: c.clone(),
+                    reason: plugin_why.clone(),
+                })
+                .collect()
+        };
         applications.insert(
             p.name.clone(),
             App {
                 display_name: p.display_name.clone(),
                 kind: "ModulePlugin",
                 installed,
+                unknown,
             },
         );
     }
@@ -154,14 +191,35 @@ fn applications(inv: &Inventory) -> Apps {
             display_name: u.display_name.clone(),
             kind,
             installed: Vec::new(),
+            unknown: Vec::new(),
         });
-        if let Some(version) = &u.installed {
-            app.installed.push(Installed {
+        match &u.installed {
+            InstallState::Installed(version) => {
+                app.installed.push(Installed {
+                    cluster_name: u.cluster.clone(),
+                    version: version.clone(),
+                });
+                app.installed.sort();
+            }
+            InstallState::Unknown(why) => app.unknown.push(Unknown {
                 cluster_name: u.cluster.clone(),
-                version: version.clone(),
-            });
-            app.installed.sort();
+                reason: why.clone(),
+            }),
+            InstallState::NotInstalled => {}
         }
+    }
+    // A cluster that could not be read may have any operator or chart installed.
+    for app in applications
+        .values_mut()
+        .filter(|a| a.kind != "ModulePlugin")
+    {
+        for (cluster, e) in &inv.failures {
+            app.unknown.push(Unknown {
+                cluster_name: cluster.clone(),
+                reason: e.message.clone(),
+            });
+        }
+        app.unknown.sort();
     }
     Apps { applications }
 }
@@ -178,6 +236,7 @@ fn table(apps: &Apps) -> String {
             .installed
             .iter()
             .map(|i| format!("{}:{}", i.cluster_name, i.version))
+            .chain(app.unknown.iter().map(|u| format!("{}:?", u.cluster_name)))
             .collect();
         rows.push([
             name.clone(),

@@ -1,26 +1,33 @@
 //! `ferry gc`: what old uploads left behind, planned from an [`Inventory`] and deleted with
 //! preconditions, so that an object changed since the plan is skipped, never deleted blindly.
 //!
-//! The rules (docs/platform-api.md, "Cleanup"):
-//! * an operator's `Artifact` on a cluster where that operator is not installed goes, with
-//!   its `ArtifactVersion`s;
-//! * of an installed operator, `ArtifactVersion`s older than the installed version go, except
-//!   the newest `keep` ones; the installed version and newer ones always stay;
-//! * a `ModulePlugin` (aligned or agnostic) installed on no cluster goes, with its
-//!   `ModuleConfig`s; only when `global` is among the clusters considered;
+//! The rules (README "ferry list and ferry gc", docs/platform-api.md "Cleanup"):
+//! * an operator's `ArtifactVersion`s on a cluster where that operator is not installed go;
+//!   its `Artifact` goes only with all of them (never leaving versions without their owner);
+//! * of an installed operator, the `keep` newest versions older than the installed one stay,
+//!   older ones go; the installed version and newer ones (an upgrade uploaded ahead) stay;
+//! * a `ModulePlugin` (aligned or agnostic) that neither its status nor a `ModuleInfo` shows
+//!   installed on any cluster goes, with its `ModuleConfig`s; only when `global` is among the
+//!   clusters considered;
+//! * nothing younger than `--min-age` goes, nor anything whose install state is unknown (a
+//!   cluster, CSVs, ModuleInfos that could not be read): those are listed as not planned;
 //! * charts are never touched; images are never deleted from the registry (those the deleted
 //!   versions referenced are reported).
 
 use std::cmp::Ordering;
 
-use kube::api::{DeleteParams, DynamicObject, Preconditions};
-use kube::discovery::ApiResource;
+use jiff::{SignedDuration, Timestamp};
+use kube::api::DynamicObject;
 use serde::Serialize;
-use serde_json::Value;
 
-use super::inventory::{Inventory, UploadKind, GLOBAL};
-use super::Platform;
-use crate::error::Error;
+use super::inventory::{InstallState, Inventory, UploadKind, GLOBAL};
+
+pub mod age;
+mod exec;
+#[cfg(test)]
+mod tests;
+
+pub use exec::{delete, delete_in_order, restorable};
 
 /// One object to delete, as it was when planned.
 #[derive(Debug, Clone)]
@@ -34,12 +41,24 @@ pub struct Planned {
     pub object: DynamicObject,
 }
 
+/// What gc left out although the rules might have taken it, and why: too young, or its
+/// install state unknown. `kind`/`name` are empty when it concerns a whole cluster or kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NotPlanned {
+    pub cluster: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub name: String,
+    pub why: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Plan {
     /// In deletion order: versions and configs before what owns them.
     pub items: Vec<Planned>,
     /// Images only the deleted versions referenced (never deleted by ferry).
     pub unreferenced_images: Vec<String>,
+    pub not_planned: Vec<NotPlanned>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -50,94 +69,215 @@ pub enum Outcome {
     Skipped,
     /// Already gone when its turn came.
     Gone,
+    /// An Artifact or ModulePlugin left alone because a planned version or config of it was
+    /// not deleted.
+    Kept,
     Failed,
 }
 
-pub fn plan(inv: &Inventory, keep: usize) -> Plan {
+/// The kind and name of what owns a planned version or config (gc deletes it after them).
+pub fn owner_of(p: &Planned) -> Option<(&'static str, String)> {
+    let (owner, key) = match p.kind {
+        "ArtifactVersion" => ("Artifact", "cpaas.io/artifact"),
+        "ModuleConfig" => ("ModulePlugin", "cpaas.io/module-name"),
+        _ => return None,
+    };
+    let name = p.object.metadata.labels.as_ref()?.get(key)?;
+    Some((owner, name.clone()))
+}
+
+/// What the user asked to keep.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Of an installed operator, how many of the versions older than the installed one stay.
+    pub keep: usize,
+    /// Nothing younger is planned; zero switches the rule off.
+    pub min_age: SignedDuration,
+    pub now: Timestamp,
+}
+
+impl Plan {
+    fn skip(&mut self, cluster: &str, kind: &str, name: &str, why: impl Into<String>) {
+        self.not_planned.push(NotPlanned {
+            cluster: cluster.to_string(),
+            kind: kind.to_string(),
+            name: name.to_string(),
+            why: why.into(),
+        });
+    }
+
+    /// Plans `o` if it is old enough (WHY gets its age), else records why not; says which.
+    fn take(
+        &mut self,
+        policy: &Policy,
+        kind: &'static str,
+        group: &'static str,
+        cluster: &str,
+        o: &DynamicObject,
+        why: &str,
+    ) -> bool {
+        let name = o.metadata.name.clone().unwrap_or_default();
+        match age::old_enough(o, policy.now, policy.min_age) {
+            Ok(a) => {
+                let why = match a {
+                    Some(a) => format!("{why}; uploaded {} ago", age::show(a)),
+                    None => why.to_string(),
+                };
+                self.items.push(item(kind, group, cluster, o, why));
+                true
+            }
+            Err(young) => {
+                self.skip(cluster, kind, &name, young);
+                false
+            }
+        }
+    }
+}
+
+pub fn plan(inv: &Inventory, policy: &Policy) -> Plan {
     let mut plan = Plan::default();
+    for (cluster, e) in &inv.failures {
+        plan.skip(
+            cluster,
+            "",
+            "",
+            format!("could not be read, nothing is deleted there: {}", e.message),
+        );
+    }
     for u in inv
         .uploads
         .iter()
         .filter(|u| u.kind == UploadKind::Operator)
     {
-        let mut versions: Vec<(&DynamicObject, String)> = u
-            .versions
-            .iter()
-            .map(|v| (v, version_of(&u.name, v)))
-            .collect();
-        versions.sort_by(|a, b| version_cmp(&b.1, &a.1));
-        let image = |v: &DynamicObject| {
-            let spec = &u.object.data["spec"];
-            let tag = v.data["spec"]["tag"].as_str()?;
-            Some(format!(
-                "{}/{}:{tag}",
-                spec["registry"].as_str()?,
-                spec["repository"].as_str()?
-            ))
-        };
-        let mut doomed: Vec<(&DynamicObject, String)> = Vec::new();
-        match &u.installed {
-            None => {
-                for (v, _) in &versions {
-                    doomed.push((
-                        v,
-                        format!("operator {} is not installed on this cluster", u.name),
-                    ));
-                }
-            }
-            Some(installed) => {
-                for (i, (v, version)) in versions.iter().enumerate() {
-                    if i >= keep && version_cmp(version, installed) == Ordering::Less {
-                        doomed.push((
-                            v,
-                            format!(
-                                "older than the installed {installed} (the newest {keep} kept)"
-                            ),
-                        ));
-                    }
-                }
-            }
-        }
-        for (v, why) in doomed {
-            plan.unreferenced_images.extend(image(v));
-            plan.items
-                .push(item("ArtifactVersion", "app.alauda.io", &u.cluster, v, why));
-        }
-        if u.installed.is_none() {
-            let why = format!("operator {} is not installed on this cluster", u.name);
-            plan.items.push(item(
-                "Artifact",
-                "app.alauda.io",
-                &u.cluster,
-                &u.object,
-                why,
-            ));
-        }
+        operator(&mut plan, policy, u);
     }
     if inv.clusters.iter().any(|c| c == GLOBAL) {
-        for p in inv.plugins.iter().filter(|p| p.installed.is_empty()) {
-            let why = format!("{} plugin installed on no cluster", p.lifecycle);
-            for c in &p.configs {
-                plan.items.push(item(
-                    "ModuleConfig",
-                    "cluster.alauda.io",
-                    GLOBAL,
-                    c,
-                    why.clone(),
-                ));
-            }
-            plan.items.push(item(
-                "ModulePlugin",
-                "cluster.alauda.io",
-                GLOBAL,
-                &p.object,
-                why,
-            ));
-        }
+        plugins(&mut plan, policy, inv);
     }
     plan.unreferenced_images.sort();
     plan.unreferenced_images.dedup();
     plan
+}
+
+fn operator(plan: &mut Plan, policy: &Policy, u: &super::inventory::Uploaded) {
+    let mut versions: Vec<(&DynamicObject, String)> = u
+        .versions
+        .iter()
+        .map(|v| (v, version_of(&u.name, v)))
+        .collect();
+    versions.sort_by(|a, b| version_cmp(&b.1, &a.1));
+    let image = |v: &DynamicObject| {
+        let spec = &u.object.data["spec"];
+        let tag = v.data["spec"]["tag"].as_str()?;
+        Some(format!(
+            "{}/{}:{tag}",
+            spec["registry"].as_str()?,
+            spec["repository"].as_str()?
+        ))
+    };
+    let (candidates, why): (Vec<&DynamicObject>, String) = match &u.installed {
+        InstallState::Unknown(why) => {
+            plan.skip(
+                &u.cluster,
+                "Artifact",
+                &u.name,
+                format!("install state unknown, nothing of it is deleted: {why}"),
+            );
+            return;
+        }
+        InstallState::NotInstalled => (
+            versions.iter().map(|(v, _)| *v).collect(),
+            format!("operator {} is not installed on this cluster", u.name),
+        ),
+        // Older than the installed one, newest first; the first `keep` of them stay.
+        InstallState::Installed(installed) => (
+            versions
+                .iter()
+                .filter(|(_, version)| version_cmp(version, installed) == Ordering::Less)
+                .skip(policy.keep)
+                .map(|(v, _)| *v)
+                .collect(),
+            format!(
+                "older than the installed {installed}, not among the {} kept (--keep)",
+                policy.keep
+            ),
+        ),
+    };
+    let mut all_taken = true;
+    for v in candidates {
+        if plan.take(
+            policy,
+            "ArtifactVersion",
+            "app.alauda.io",
+            &u.cluster,
+            v,
+            &why,
+        ) {
+            plan.unreferenced_images.extend(image(v));
+        } else {
+            all_taken = false;
+        }
+    }
+    if u.installed == InstallState::NotInstalled {
+        if all_taken {
+            plan.take(
+                policy,
+                "Artifact",
+                "app.alauda.io",
+                &u.cluster,
+                &u.object,
+                &why,
+            );
+        } else {
+            plan.skip(
+                &u.cluster,
+                "Artifact",
+                &u.name,
+                "some of its versions are not planned (it would leave them without an owner)",
+            );
+        }
+    }
+}
+
+fn plugins(plan: &mut Plan, policy: &Policy, inv: &Inventory) {
+    if !inv.plugin_errors.is_empty() {
+        for e in &inv.plugin_errors {
+            plan.skip(
+                GLOBAL,
+                "ModulePlugin",
+                "",
+                format!(
+                    "plugin installs unknown, no plugin is deleted: {}",
+                    e.message
+                ),
+            );
+        }
+        return;
+    }
+    for p in inv.plugins.iter().filter(|p| p.installed.is_empty()) {
+        let why = format!("{} plugin installed nowhere", p.lifecycle);
+        let mut all_taken = true;
+        for c in &p.configs {
+            all_taken &= plan.take(policy, "ModuleConfig", "cluster.alauda.io", GLOBAL, c, &why);
+        }
+        if all_taken {
+            plan.take(
+                policy,
+                "ModulePlugin",
+                "cluster.alauda.io",
+                GLOBAL,
+                &p.object,
+                &why,
+            );
+        } else {
+            plan.skip(
+                GLOBAL,
+                "ModulePlugin",
+                &p.name,
+                "some of its ModuleConfigs are not planned",
+            );
+        }
+    }
 }
 
 fn item(
@@ -210,92 +350,5 @@ pub fn version_cmp(a: &str, b: &str) -> Ordering {
             }
             xs.len().cmp(&ys.len())
         }
-    }
-}
-
-/// The object as `kubectl apply -f` restores it: identity, labels, annotations and content;
-/// not the server's bookkeeping (uid, resourceVersion, managedFields, status) nor owner
-/// references, whose uids would point at objects that no longer exist after a restore.
-pub fn restorable(p: &Planned) -> Value {
-    let mut out = serde_json::Map::new();
-    out.insert("apiVersion".into(), format!("{}/v1alpha1", p.group).into());
-    if let Some(t) = &p.object.types {
-        out.insert("apiVersion".into(), t.api_version.clone().into());
-    }
-    out.insert("kind".into(), p.kind.into());
-    let mut meta = serde_json::Map::new();
-    meta.insert("name".into(), p.name.clone().into());
-    if let Some(ns) = &p.namespace {
-        meta.insert("namespace".into(), ns.clone().into());
-    }
-    if let Some(l) = &p.object.metadata.labels {
-        meta.insert("labels".into(), serde_json::to_value(l).unwrap_or_default());
-    }
-    if let Some(a) = &p.object.metadata.annotations {
-        let kept: serde_json::Map<String, Value> = a
-            .iter()
-            .filter(|(k, _)| k.as_str() != "kubectl.kubernetes.io/last-applied-configuration")
-            .map(|(k, v)| (k.clone(), v.clone().into()))
-            .collect();
-        if !kept.is_empty() {
-            meta.insert("annotations".into(), kept.into());
-        }
-    }
-    out.insert("metadata".into(), meta.into());
-    if let Some(fields) = p.object.data.as_object() {
-        for (k, v) in fields {
-            if k != "status" && k != "metadata" && k != "apiVersion" && k != "kind" {
-                out.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    out.into()
-}
-
-/// Deletes one planned object with the uid and resourceVersion it had when planned.
-pub async fn delete(platform: &Platform, p: &Planned) -> (Outcome, Option<Error>) {
-    let run = async {
-        let cluster = platform.cluster(&p.cluster)?;
-        let (ar, _): (ApiResource, _) = cluster.discover(p.group, p.kind).await?;
-        let api = match &p.namespace {
-            Some(ns) => cluster.namespaced(&ar, ns),
-            None => cluster.all(&ar),
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.object.metadata.uid.clone(),
-                resource_version: p.object.metadata.resource_version.clone(),
-            }),
-            ..DeleteParams::default()
-        };
-        Ok::<_, Error>(match api.delete(&p.name, &params).await {
-            Ok(_) => (Outcome::Deleted, None),
-            Err(e) => match super::cluster::status_code(&e) {
-                Some(409) => (Outcome::Skipped, None),
-                Some(404) => (Outcome::Gone, None),
-                _ => (
-                    Outcome::Failed,
-                    Some(cluster.error(e, &format!("deleting {} {}", p.kind, p.name))),
-                ),
-            },
-        })
-    };
-    run.await.unwrap_or_else(|e| (Outcome::Failed, Some(e)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::version_cmp;
-    use std::cmp::Ordering::*;
-
-    #[test]
-    fn versions_order_like_semver() {
-        assert_eq!(version_cmp("2.3.0", "2.10.0"), Less);
-        assert_eq!(version_cmp("v4.2.1", "4.2.1"), Equal);
-        assert_eq!(version_cmp("4.2.0-rc.1", "4.2.0"), Less);
-        assert_eq!(version_cmp("4.2.0-rc.2", "4.2.0-rc.10"), Less);
-        assert_eq!(version_cmp("1.5.0-build.20251226", "1.4.9"), Greater);
-        assert_eq!(version_cmp("4.2", "4.2.0"), Equal);
-        assert_eq!(version_cmp("4.2.0+abc", "4.2.0"), Equal);
     }
 }

@@ -6,13 +6,19 @@
 //! * cluster plugins: `cluster.alauda.io` `ModulePlugin` (cluster-scoped, in `global`):
 //!   lifecycle from label `cpaas.io/lifecycle-type` (missing means agnostic; `core` plugins
 //!   follow the platform and are left out), display name from annotation
-//!   `cpaas.io/display-name` (`{"en": ..., "zh": ...}`), installs from `status.installed`;
-//!   their `ModuleConfig`s carry label `cpaas.io/module-name`;
+//!   `cpaas.io/display-name` (`{"en": ..., "zh": ...}`), installs from `status.installed`
+//!   and from the `ModuleInfo`s (see `plugins`); their `ModuleConfig`s carry label
+//!   `cpaas.io/module-name`;
 //! * operators and charts: `Artifact`s (`spec.type` bundle / chart) and their
 //!   `ArtifactVersion`s in `cpaas-system` of each cluster; an operator is installed on a
 //!   cluster when a `ClusterServiceVersion` (`operators.coreos.com`) named `<artifact>.v…`
 //!   exists there (copies OLM makes into other namespaces are ignored); a chart is installed
 //!   where a `HelmRequest` (`app.alauda.io`) names it in `spec.chart` (`<repo>/<chart>`).
+//!
+//! What cannot be read is recorded as unknown, never as "not installed": a cluster whose
+//! Artifacts cannot be read is a failure; one whose CSVs or HelmRequests cannot be read has
+//! its operators or charts in [`InstallState::Unknown`]; plugins whose records cannot be read
+//! are flagged in [`Inventory::plugin_errors`].
 
 use std::collections::BTreeMap;
 
@@ -21,7 +27,9 @@ use serde_json::Value;
 
 use super::artifacts::NAMESPACE;
 use super::{Cluster, Platform};
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
+
+mod plugins;
 
 pub const GLOBAL: &str = "global";
 
@@ -37,9 +45,19 @@ pub struct Plugin {
     pub name: String,
     pub display_name: String,
     pub lifecycle: String,
+    /// Where `status.installed` or a ModuleInfo shows it installed (any cluster).
     pub installed: Vec<Install>,
     pub object: DynamicObject,
     pub configs: Vec<DynamicObject>,
+}
+
+/// What a cluster says is installed from one upload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallState {
+    NotInstalled,
+    Installed(String),
+    /// The cluster could not tell (why, naming the call that failed).
+    Unknown(String),
 }
 
 /// An Artifact on one cluster, with its versions and what is installed from it there.
@@ -52,8 +70,7 @@ pub struct Uploaded {
     pub display_name: String,
     pub object: DynamicObject,
     pub versions: Vec<DynamicObject>,
-    /// The installed version on this cluster, if any.
-    pub installed: Option<String>,
+    pub installed: InstallState,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,19 +80,39 @@ pub enum UploadKind {
     Other,
 }
 
+#[derive(Debug, Default)]
 pub struct Inventory {
+    /// The clusters asked about (`--clusters`, else every cluster of the platform).
     pub clusters: Vec<String>,
     pub plugins: Vec<Plugin>,
+    /// Why the plugins' installs are not fully known (ModulePlugin, ModuleConfig, ModuleInfo
+    /// or the platform's cluster list unreadable): then no plugin may be deleted.
+    pub plugin_errors: Vec<Error>,
     pub uploads: Vec<Uploaded>,
-    /// Clusters that could not be read, with why (the others are still reported).
-    pub failures: Vec<(String, crate::error::Error)>,
+    /// Clusters whose uploads could not be read at all, with why.
+    pub failures: Vec<(String, Error)>,
+    /// Clusters whose uploads were read but part of whose install state was not (CSVs,
+    /// HelmRequests); the uploads concerned are [`InstallState::Unknown`].
+    pub unknown: Vec<(String, Error)>,
 }
 
-/// Every cluster the platform lists (`global` first), or the given ones.
-pub async fn clusters(platform: &Platform, only: &[String]) -> Result<Vec<String>> {
-    if !only.is_empty() {
-        return Ok(only.to_vec());
+impl Inventory {
+    /// Every error met, the one to fix first (by severity) first.
+    pub fn errors(&self) -> Vec<&Error> {
+        let mut all: Vec<&Error> = self
+            .failures
+            .iter()
+            .chain(&self.unknown)
+            .map(|(_, e)| e)
+            .chain(&self.plugin_errors)
+            .collect();
+        all.sort_by_key(|e| std::cmp::Reverse(e.kind.severity()));
+        all
     }
+}
+
+/// Every cluster the platform lists, `global` first.
+async fn platform_clusters(platform: &Platform) -> Result<Vec<String>> {
     let global = platform.cluster(GLOBAL)?;
     let mut names: Vec<String> = list(&global, "platform.tkestack.io", "Cluster", None)
         .await?
@@ -89,27 +126,63 @@ pub async fn clusters(platform: &Platform, only: &[String]) -> Result<Vec<String
     Ok(names)
 }
 
-pub async fn read(platform: &Platform, clusters: Vec<String>) -> Result<Inventory> {
-    let global = platform.cluster(GLOBAL)?;
-    let plugins = plugins(&global).await?;
-    let mut uploads = Vec::new();
-    let mut failures = Vec::new();
-    let reads = clusters.iter().map(|name| async move {
+/// Reads the clusters `only` names (every cluster of the platform when empty). The plugins
+/// are read from `global` whatever `only` says: their installs span every cluster.
+pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
+    let listed = platform_clusters(platform).await;
+    let clusters = match (&listed, only.is_empty()) {
+        (_, false) => only.to_vec(),
+        (Ok(all), true) => all.clone(),
+        (Err(e), true) => return Err(e.clone()),
+    };
+    let mut inv = Inventory {
+        clusters,
+        ..Inventory::default()
+    };
+    let reads = inv.clusters.iter().map(|name| async move {
         let c = platform.cluster(name)?;
         uploaded(&c).await
     });
-    for (name, r) in clusters.iter().zip(futures::future::join_all(reads).await) {
+    let (plugins, reads) = futures::join!(
+        async {
+            match platform.cluster(GLOBAL) {
+                Ok(global) => plugins::read(&global).await,
+                Err(e) => (Vec::new(), vec![e]),
+            }
+        },
+        futures::future::join_all(reads)
+    );
+    (inv.plugins, inv.plugin_errors) = plugins;
+    for (name, r) in inv.clusters.iter().zip(reads) {
         match r {
-            Ok(u) => uploads.extend(u),
-            Err(e) => failures.push((name.clone(), e)),
+            Ok((u, unknown)) => {
+                inv.uploads.extend(u);
+                inv.unknown
+                    .extend(unknown.into_iter().map(|e| (name.clone(), e)));
+            }
+            Err(e) => inv.failures.push((name.clone(), e)),
         }
     }
-    Ok(Inventory {
-        clusters,
-        plugins,
-        uploads,
-        failures,
-    })
+    // A plugin is removable only if installed nowhere; a cluster of the platform that could
+    // not be read leaves that open. (A name given with --clusters that the platform does not
+    // list has no plugins to tell about.)
+    match &listed {
+        Ok(all) => {
+            for (name, e) in &inv.failures {
+                if all.contains(name) {
+                    inv.plugin_errors.push(Error::new(
+                        e.kind,
+                        format!("cluster {name} could not be read: {}", e.message),
+                    ));
+                }
+            }
+        }
+        Err(e) => inv.plugin_errors.push(Error::new(
+            e.kind,
+            format!("the platform's clusters could not be listed: {}", e.message),
+        )),
+    }
+    Ok(inv)
 }
 
 async fn list(
@@ -118,7 +191,21 @@ async fn list(
     kind: &str,
     ns: Option<&str>,
 ) -> Result<Vec<DynamicObject>> {
-    let (ar, _) = c.discover(group, kind).await?;
+    let (ar, _) = c.discover(group, kind).await.map_err(|e| {
+        // kube reports a group the server does not serve as a discovery error that reads
+        // like a network failure; say what it is (the CRDs are not installed there).
+        if e.message.contains("Missing Api Group") {
+            Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "cluster {}: the API group {group} is not served (no {kind} CRD installed there)",
+                    c.name
+                ),
+            )
+        } else {
+            e
+        }
+    })?;
     let api = match ns {
         Some(ns) => c.namespaced(&ar, ns),
         None => c.all(&ar),
@@ -158,69 +245,32 @@ fn english(raw: &str) -> String {
         .unwrap_or_else(|| raw.to_string())
 }
 
-async fn plugins(global: &Cluster) -> Result<Vec<Plugin>> {
-    let configs = list(global, "cluster.alauda.io", "ModuleConfig", None).await?;
-    let mut out = Vec::new();
-    for p in list(global, "cluster.alauda.io", "ModulePlugin", None).await? {
-        let name = p.metadata.name.clone().unwrap_or_default();
-        let lifecycle = label(&p, "cpaas.io/lifecycle-type")
-            .filter(|l| !l.is_empty())
-            .unwrap_or("agnostic")
-            .to_string();
-        if lifecycle == "core" {
-            continue;
-        }
-        let display_name = p
-            .metadata
-            .annotations
-            .as_ref()
-            .and_then(|a| a.get("cpaas.io/display-name"))
-            .map(|d| english(d))
-            .unwrap_or_else(|| name.clone());
-        let mut installed: Vec<Install> = p.data["status"]["installed"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|i| {
-                Some(Install {
-                    cluster: i["cluster"].as_str()?.to_string(),
-                    version: i["version"].as_str().unwrap_or_default().to_string(),
-                })
-            })
-            .collect();
-        installed.sort();
-        let configs = configs
-            .iter()
-            .filter(|c| label(c, "cpaas.io/module-name") == Some(name.as_str()))
-            .cloned()
-            .collect();
-        out.push(Plugin {
-            name,
-            display_name,
-            lifecycle,
-            installed,
-            object: p,
-            configs,
-        });
-    }
-    out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-/// The Artifacts of one cluster with their versions and what is installed from them.
-async fn uploaded(c: &Cluster) -> Result<Vec<Uploaded>> {
+/// The Artifacts of one cluster with their versions and what is installed from them, and
+/// what of the install state could not be read. Fails only when the Artifacts cannot be.
+async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>)> {
     let artifacts = list(c, "app.alauda.io", "Artifact", Some(NAMESPACE)).await?;
     let versions = list(c, "app.alauda.io", "ArtifactVersion", Some(NAMESPACE)).await?;
     let kinds: Vec<UploadKind> = artifacts.iter().map(upload_kind).collect();
+    let mut unknown = Vec::new();
     let csvs = if kinds.contains(&UploadKind::Operator) {
-        installed_csvs(c).await?
+        installed_csvs(c).await.map_err(|e| {
+            unknown.push(e.clone());
+            e.message
+        })
     } else {
-        Vec::new()
+        Ok(Vec::new())
     };
     let charts = if kinds.contains(&UploadKind::Chart) {
-        installed_charts(c).await?
+        installed_charts(c).await.map_err(|e| {
+            unknown.push(e.clone());
+            e.message
+        })
     } else {
-        BTreeMap::new()
+        Ok(BTreeMap::new())
+    };
+    let state = |found: Option<&String>| match found {
+        Some(v) => InstallState::Installed(v.clone()),
+        None => InstallState::NotInstalled,
     };
     let mut out = Vec::new();
     for (a, kind) in artifacts.into_iter().zip(kinds) {
@@ -235,15 +285,20 @@ async fn uploaded(c: &Cluster) -> Result<Vec<Uploaded>> {
             .filter(|v| label(v, "cpaas.io/artifact") == Some(name.as_str()))
             .cloned()
             .collect();
-        let installed = match kind {
-            UploadKind::Operator => {
+        let installed = match (kind, &csvs, &charts) {
+            (UploadKind::Operator, Ok(csvs), _) => {
                 let prefix = format!("{name}.v");
-                csvs.iter()
-                    .find(|(csv, _)| csv.starts_with(&prefix))
-                    .map(|(_, version)| version.clone())
+                state(
+                    csvs.iter()
+                        .find(|(csv, _)| csv.starts_with(&prefix))
+                        .map(|(_, version)| version),
+                )
             }
-            UploadKind::Chart => charts.get(&name).cloned(),
-            UploadKind::Other => None,
+            (UploadKind::Chart, _, Ok(charts)) => state(charts.get(&name)),
+            (UploadKind::Operator, Err(why), _) | (UploadKind::Chart, _, Err(why)) => {
+                InstallState::Unknown(why.clone())
+            }
+            (UploadKind::Other, _, _) => InstallState::NotInstalled,
         };
         out.push(Uploaded {
             cluster: c.name.clone(),
@@ -255,7 +310,7 @@ async fn uploaded(c: &Cluster) -> Result<Vec<Uploaded>> {
             installed,
         });
     }
-    Ok(out)
+    Ok((out, unknown))
 }
 
 fn upload_kind(a: &DynamicObject) -> UploadKind {

@@ -92,6 +92,13 @@ pub fn kinds(product_base_version: &'static str) -> Vec<Kind> {
             false,
         ),
         k(
+            "cluster.alauda.io",
+            "v1alpha1",
+            "moduleinfoes",
+            "ModuleInfo",
+            false,
+        ),
+        k(
             "operators.coreos.com",
             "v1alpha1",
             "clusterserviceversions",
@@ -135,6 +142,14 @@ pub struct State {
     /// Names of objects another writer changes (a new resourceVersion) just before a DELETE
     /// of them arrives: what a concurrent edit between a plan and its execution looks like.
     pub changed_before_delete: Vec<String>,
+    /// (name, "cluster|plural", object): the object is created just before a DELETE of `name`
+    /// arrives: an upload racing a cleanup.
+    pub created_before_delete: Vec<(String, String, Value)>,
+    /// "cluster|plural": reading (GET) these answers 503, as an API server whose aggregated
+    /// API or etcd is unwell does.
+    pub failing_reads: Vec<String>,
+    /// "cluster|group": API groups this cluster does not serve (no CRD installed there).
+    pub missing_groups: Vec<String>,
     /// Sleep this long before answering any /kubernetes/ call (latency benchmark).
     pub api_delay: std::time::Duration,
     /// Kubernetes API calls being answered now, and the most there ever were at once.
@@ -231,6 +246,9 @@ impl FakePlatform {
             log: Vec::new(),
             inject_conflicts: 0,
             changed_before_delete: Vec::new(),
+            failing_reads: Vec::new(),
+            created_before_delete: Vec::new(),
+            missing_groups: Vec::new(),
             api_delay: std::time::Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
@@ -718,6 +736,21 @@ impl State {
                 return status(404, "NotFound", format!("cluster {cluster} not found"));
             }
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            if let ["apis", g, ..] = segs.as_slice() {
+                if self.missing_groups.contains(&format!("{cluster}|{g}")) {
+                    return status(404, "NotFound", format!("group {g} not found"));
+                }
+            }
+            if let ["apis"] = segs.as_slice() {
+                let mut list = self.group_list();
+                if let Some(groups) = list["groups"].as_array_mut() {
+                    groups.retain(|g| {
+                        let name = g["name"].as_str().unwrap_or_default();
+                        !self.missing_groups.contains(&format!("{cluster}|{name}"))
+                    });
+                }
+                return respond(200, list);
+            }
             match segs.as_slice() {
                 ["api"] => {
                     return respond(
@@ -782,6 +815,13 @@ impl State {
                 "Forbidden",
                 format!("{gr} is forbidden: User \"viewer\" cannot {} resource \"{plural}\" in API group \"{group}\" in the namespace \"{ns}\"", method.to_lowercase()),
             );
+            }
+            if method == "GET" && self.failing_reads.contains(&format!("{cluster}|{plural}")) {
+                return status(
+                    503,
+                    "ServiceUnavailable",
+                    format!("the server is currently unable to handle the request ({gr})"),
+                );
             }
             match (method, name) {
                 ("GET", Some(n)) => match self.objects.get(&key(n)) {
@@ -928,6 +968,22 @@ impl State {
                     respond(if existing.is_some() { 200 } else { 201 }, obj)
                 }
                 ("DELETE", Some(n)) => {
+                    let arriving: Vec<(String, String, Value)> = self
+                        .created_before_delete
+                        .iter()
+                        .filter(|(t, _, _)| t == n)
+                        .cloned()
+                        .collect();
+                    self.created_before_delete.retain(|(t, _, _)| t != n);
+                    for (_, at, mut obj) in arriving {
+                        self.rv += 1;
+                        obj["metadata"]["uid"] = json!(self.next("uid-"));
+                        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                        let ons = obj["metadata"]["namespace"].as_str().unwrap_or("");
+                        let oname = obj["metadata"]["name"].as_str().unwrap_or("");
+                        self.objects
+                            .insert(format!("{at}|{ons}|{oname}"), obj.clone());
+                    }
                     if self.changed_before_delete.iter().any(|c| c == n) {
                         self.rv += 1;
                         if let Some(o) = self.objects.get_mut(&key(n)) {
@@ -946,6 +1002,42 @@ impl State {
                         return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the precondition does not match"));
                     }
                     self.objects.remove(&key(n));
+                    // What the garbage collector does to dependants (same cluster, any kind):
+                    // Orphan strips their owner reference; the default (Background) deletes
+                    // them, and theirs in turn.
+                    let policy = opts["propagationPolicy"]
+                        .as_str()
+                        .or(q.get("propagationPolicy").map(String::as_str))
+                        .unwrap_or("Background")
+                        .to_string();
+                    let mut owners = vec![cur["metadata"]["uid"].clone()];
+                    while let Some(owner) = owners.pop() {
+                        let prefix = format!("{cluster}|");
+                        let owned: Vec<String> = self
+                            .objects
+                            .iter()
+                            .filter(|(k, o)| {
+                                k.starts_with(&prefix)
+                                    && o["metadata"]["ownerReferences"]
+                                        .as_array()
+                                        .is_some_and(|r| r.iter().any(|r| r["uid"] == owner))
+                            })
+                            .map(|(k, _)| k.clone())
+                            .collect();
+                        for k in owned {
+                            if policy == "Orphan" {
+                                self.rv += 1;
+                                let o = self.objects.get_mut(&k).unwrap();
+                                if let Some(refs) = o["metadata"]["ownerReferences"].as_array_mut()
+                                {
+                                    refs.retain(|r| r["uid"] != owner);
+                                }
+                                o["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+                            } else if let Some(o) = self.objects.remove(&k) {
+                                owners.push(o["metadata"]["uid"].clone());
+                            }
+                        }
+                    }
                     respond(
                         200,
                         json!({"kind": "Status", "apiVersion": "v1", "status": "Success",
