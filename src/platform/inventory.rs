@@ -112,7 +112,7 @@ impl Inventory {
 }
 
 /// Every cluster the platform lists, `global` first.
-async fn platform_clusters(platform: &Platform) -> Result<Vec<String>> {
+pub async fn platform_clusters(platform: &Platform) -> Result<Vec<String>> {
     let global = platform.cluster(GLOBAL)?;
     let mut names: Vec<String> = list(&global, "platform.tkestack.io", "Cluster", None)
         .await?

@@ -141,7 +141,7 @@ impl Platform {
         if names.is_empty() {
             return Ok(());
         }
-        let known = inventory::clusters(self, &[]).await?;
+        let known = inventory::platform_clusters(self).await?;
         let unknown: Vec<&String> = names.iter().filter(|n| !known.contains(n)).collect();
         if unknown.is_empty() {
             return Ok(());
