@@ -396,18 +396,20 @@ fn credentials_go_to_a_token_realm_on_another_host_only_when_allowed() {
             token_tls: true,
         },
     );
-    let run = push_to(&reg, &["--allow-token-realm", "auth.example.com"]);
-    assert_eq!(run.code, 5, "{}", run.all());
-    let out = run.all();
-    assert!(
-        out.contains(&reg.realm) && out.contains("--allow-token-realm 127.0.0.2"),
-        "the message names the realm host and how to allow it: {out}"
-    );
-    assert!(!out.contains(PASSWORD), "{out}");
-    assert!(
-        issued.lock().unwrap().is_empty(),
-        "a request reached the token service"
-    );
+    for extra in [&[][..], &["--allow-token-realm", "auth.example.com"]] {
+        let run = push_to(&reg, extra);
+        assert_eq!(run.code, 5, "{extra:?}: {}", run.all());
+        let out = run.all();
+        assert!(
+            out.contains(&reg.realm) && out.contains("--allow-token-realm 127.0.0.2"),
+            "the message names the realm host and how to allow it: {out}"
+        );
+        assert!(!out.contains(PASSWORD), "{out}");
+        assert!(
+            issued.lock().unwrap().is_empty(),
+            "{extra:?}: a request reached the token service"
+        );
+    }
 
     for allow in [
         &["--allow-token-realm", "auth.example.com,127.0.0.2"][..],

@@ -619,6 +619,7 @@ fn manifests_are_applied_only_when_checksums_sha256_covers_them() {
     let pkg = core(dir.path());
     let kubeconfig = p.kubeconfig("global");
     let host = reg.host();
+    p.set_product_base(&host, None, false);
     let args = |extra: &[&'static str]| -> Vec<String> {
         let mut v: Vec<String> = [
             "--package",
