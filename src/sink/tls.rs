@@ -206,7 +206,15 @@ impl ServerCertVerifier for ExactOrWebPki {
         check_validity(end_entity.as_ref(), now)?;
         let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| err.clone())?;
         cert.verify_is_valid_for_subject_name(server_name)
-            .map_err(|_| err.clone())?;
+            .map_err(|e| match e {
+                webpki::Error::CertNotValidForName(cx) => rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext {
+                        expected: cx.expected,
+                        presented: cx.presented,
+                    },
+                ),
+                _ => err.clone(),
+            })?;
         tracing::debug!(
             "server certificate accepted as an explicitly trusted certificate (exact match): {err}"
         );
