@@ -96,8 +96,7 @@ fn answer_token<S: Read + Write>(
     // every scope asked for is granted (a mount asks for two: push on the target,
     // pull on the source)
     let mut access = Vec::new();
-    for (_, scope) in url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "scope")
-    {
+    for (_, scope) in url::form_urlencoded::parse(query.as_bytes()).filter(|(k, _)| k == "scope") {
         if let [kind, name, actions] = scope.split(':').collect::<Vec<_>>()[..] {
             access.push(serde_json::json!({"type": kind, "name": name, "actions": actions.split(',').collect::<Vec<_>>()}));
         }

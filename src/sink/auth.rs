@@ -372,7 +372,10 @@ mod challenge_tests {
             parse_realm_host("Auth.Example.com").unwrap().to_string(),
             "auth.example.com"
         );
-        assert_eq!(parse_realm_host("10.0.0.5").unwrap().to_string(), "10.0.0.5");
+        assert_eq!(
+            parse_realm_host("10.0.0.5").unwrap().to_string(),
+            "10.0.0.5"
+        );
         for bad in [
             "",
             "https://auth.example.com",

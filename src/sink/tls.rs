@@ -186,13 +186,14 @@ impl ServerCertVerifier for ExactOrWebPki {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        let err = match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
+        let err =
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
         if !exact_match_may_answer(&err)
             || !self
                 .pinned
@@ -292,7 +293,9 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
         if n == 0 || n > 4 || rest.len() < n {
             return None;
         }
-        let len = rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
         (len, &rest[n..])
     };
     (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
@@ -341,8 +344,7 @@ fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
     };
     let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
     let (month, day, hour, min, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     // days from the civil date (Howard Hinnant's algorithm)
@@ -424,7 +426,9 @@ mod exact_match_tests {
         let other = |e: webpki::Error| {
             rustls::Error::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(e))))
         };
-        assert!(exact_match_may_answer(&other(webpki::Error::CaUsedAsEndEntity)));
+        assert!(exact_match_may_answer(&other(
+            webpki::Error::CaUsedAsEndEntity
+        )));
         assert!(exact_match_may_answer(&rustls::Error::InvalidCertificate(
             C::UnknownIssuer
         )));

@@ -166,10 +166,7 @@ impl Registry {
         };
         Error::new(
             ErrorKind::Auth,
-            format!(
-                "registry {}: credentials not sent: {why}",
-                self.host
-            ),
+            format!("registry {}: credentials not sent: {why}", self.host),
         )
     }
 

@@ -367,7 +367,11 @@ mod tests {
 
     #[test]
     fn manifests_must_be_listed_and_match() {
-        let files = [("package.yaml", "p"), ("manifests/a.yaml", "a"), ("images/x", "x")];
+        let files = [
+            ("package.yaml", "p"),
+            ("manifests/a.yaml", "a"),
+            ("images/x", "x"),
+        ];
         let hash_of = |name: &str| {
             files
                 .iter()
@@ -377,8 +381,13 @@ mod tests {
         };
         let all: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
         let every = |_: &str| true;
-        let list = format!("{}  package.yaml\n{}  ./manifests/a.yaml\n", sha("p"), sha("a"));
-        let (n, warnings) = check_list(&list, &all, &every, &["manifests/a.yaml"], &hash_of).unwrap();
+        let list = format!(
+            "{}  package.yaml\n{}  ./manifests/a.yaml\n",
+            sha("p"),
+            sha("a")
+        );
+        let (n, warnings) =
+            check_list(&list, &all, &every, &["manifests/a.yaml"], &hash_of).unwrap();
         assert_eq!(n, 2);
         assert_eq!(warnings, ["images/x is not covered by checksums.sha256"]);
         // a manifest the list does not name: refused, naming it
@@ -391,13 +400,23 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, crate::error::ErrorKind::Integrity);
-        assert!(e.message.starts_with("manifests/b.yaml: not listed"), "{}", e.message);
+        assert!(
+            e.message.starts_with("manifests/b.yaml: not listed"),
+            "{}",
+            e.message
+        );
         // only the wanted names are hashed (a listed image file that is missing is not read)
         let list = format!("{list}{}  images/gone\n", sha("gone"));
         assert!(check_list(&list, &all, &every, &[], &hash_of).is_err());
         let manifests_only = |n: &str| n == "package.yaml" || n.starts_with("manifests/");
-        let (n, warnings) =
-            check_list(&list, &all, &manifests_only, &["manifests/a.yaml"], &hash_of).unwrap();
+        let (n, warnings) = check_list(
+            &list,
+            &all,
+            &manifests_only,
+            &["manifests/a.yaml"],
+            &hash_of,
+        )
+        .unwrap();
         assert_eq!((n, warnings.len()), (2, 0));
     }
 }
