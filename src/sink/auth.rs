@@ -166,7 +166,9 @@ pub fn realm_refusal(
         ("https", "http") => return Some(RealmRefusal::PlainHttp),
         _ => return Some(RealmRefusal::NotHttp),
     }
-    let host = realm.host()?.to_owned();
+    let Some(host) = realm.host().map(|h| h.to_owned()) else {
+        return Some(RealmRefusal::NotHttp);
+    };
     if registry.host().map(|h| h.to_owned()).as_ref() == Some(&host)
         || allowed.iter().any(|a| a.0 == host)
     {
