@@ -440,3 +440,73 @@ fn credentials_go_to_a_token_realm_on_another_host_only_when_allowed() {
     let run = push_to(&reg, &["--allow-token-realm", "https://127.0.0.2/token"]);
     assert_eq!(run.code, 2, "{}", run.all());
 }
+
+/// `sync` takes the same rule and flag, for the standby registry too.
+#[test]
+fn sync_to_a_standby_whose_token_realm_is_on_another_host_needs_it_allowed() {
+    let issued = Arc::new(Mutex::new(Vec::new()));
+    let standby = start_with(
+        issued.clone(),
+        Setup {
+            tls: true,
+            token_ip: "127.0.0.2",
+            token_tls: true,
+        },
+    );
+    let primary = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core");
+    let plugin = fixture("oam-application");
+    let run = ferry(&[
+        "dev",
+        "core",
+        core.to_str().unwrap(),
+        "--plugin",
+        plugin.to_str().unwrap(),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let (primary_host, standby_host, ca) = (primary.host(), standby.host(), standby.ca());
+    let sync = |extra: &[&str]| {
+        let mut args = vec![
+            "sync",
+            "--package",
+            core.to_str().unwrap(),
+            "--only-sync-image",
+            "--registry",
+            &primary_host,
+            "--username",
+            "nobody",
+            "--password",
+            "unused-pass",
+            "--plain",
+            "--standby-registry",
+            &standby_host,
+            "--standby-username",
+            USER,
+            "--standby-password",
+            PASSWORD,
+            "--ca-file",
+            &ca,
+            "--kubeconfig",
+            "/nonexistent",
+            "--retry-base-ms",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        ferry(&args)
+    };
+    let run = sync(&[]);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.all().contains("--allow-token-realm 127.0.0.2"),
+        "{}",
+        run.all()
+    );
+    assert!(issued.lock().unwrap().is_empty());
+    assert!(!run.all().contains(PASSWORD), "{}", run.all());
+
+    let run = sync(&["--allow-token-realm", "127.0.0.2"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(!issued.lock().unwrap().is_empty());
+    assert!(!run.all().contains(PASSWORD), "{}", run.all());
+}

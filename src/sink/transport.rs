@@ -155,8 +155,8 @@ impl Registry {
                  (Distribution: auth.token.realm; Harbor: external_url)"
             ),
             auth::RealmRefusal::NotHttp => format!(
-                "its token service {realm_text} is not an http(s) address with a host. Check the registry's \
-                 token realm setting"
+                "its token service {realm_text} is not an http(s) address with a host. Check \
+                 the registry's token realm setting"
             ),
             auth::RealmRefusal::OtherHost(host) => format!(
                 "its token service {realm_text} is on another host ({host}) than the registry: \
