@@ -606,3 +606,103 @@ fn pack_puts_upgrade_sh_into_core_packages() {
         .unwrap_or_else(|| panic!("no upgrade.sh in {listing}"));
     assert!(line.starts_with("-rwxr-xr-x"), "{line}");
 }
+
+/// Manifests are applied with forced ownership: whatever is applied must be covered by
+/// checksums.sha256, also with `--skip-sync-image` (which uploads nothing), and a manifest
+/// the list does not name is refused, before anything is applied or uploaded (issue 20,
+/// item 13).
+#[test]
+fn manifests_are_applied_only_when_checksums_sha256_covers_them() {
+    let reg = Registry::start(RegistryOpts::default());
+    let p = FakePlatform::start(PlatformOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = core(dir.path());
+    let kubeconfig = p.kubeconfig("global");
+    let host = reg.host();
+    p.set_product_base(&host, None, false);
+    let args = |extra: &[&'static str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "--package",
+            pkg.to_str().unwrap(),
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--registry",
+            &host,
+        ]
+        .iter()
+        .chain(PLAIN_PRIMARY.iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+        v.insert(0, "sync".into());
+        v.insert(1, "--retry-base-ms".into());
+        v.insert(2, "20".into());
+        v
+    };
+    // the images first, as upgrade.sh runs before --skip-sync-image
+    let run = ferry(&args(&["--only-sync-image"]));
+    assert_eq!(run.code, 0, "{}", run.all());
+    let applied = |p: &FakePlatform| {
+        p.log()
+            .iter()
+            .filter(|l| l.starts_with("PATCH ") || l.starts_with("POST ") || l.starts_with("PUT "))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+
+    // a manifest changed after the package was made
+    let manifest = pkg.join("manifests/cluster-version-operator.yaml");
+    let original = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{original}# changed after packing\n")).unwrap();
+    let run = ferry(&args(&["--skip-sync-image"]));
+    assert_eq!(run.code, 3, "{}", run.all());
+    assert!(
+        run.all()
+            .contains("manifests/cluster-version-operator.yaml: checksum mismatch"),
+        "{}",
+        run.all()
+    );
+    assert!(applied(&p).is_empty(), "applied: {:?}", applied(&p));
+    assert!(p.list("global", "deployments").is_empty());
+    std::fs::write(&manifest, &original).unwrap();
+
+    // a manifest the list does not name: refused, with or without --skip-sync-image
+    std::fs::write(
+        pkg.join("manifests/zz-planted.yaml"),
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: planted\n  namespace: cpaas-system\ndata:\n  k: dg==\n",
+    )
+    .unwrap();
+    for extra in [&["--skip-sync-image"][..], &[]] {
+        let posts_before = reg.log().matches("\"POST ").count();
+        let run = ferry(&args(extra));
+        assert_eq!(run.code, 3, "{extra:?}: {}", run.all());
+        assert!(
+            run.all().contains("manifests/zz-planted.yaml")
+                && run.all().contains("not listed in checksums.sha256"),
+            "{extra:?}: {}",
+            run.all()
+        );
+        assert!(applied(&p).is_empty(), "applied: {:?}", applied(&p));
+        assert_eq!(
+            reg.log().matches("\"POST ").count(),
+            posts_before,
+            "{extra:?}: something was uploaded"
+        );
+        assert!(!run.all().contains("unused-pass"), "{}", run.all());
+    }
+    assert!(p.list("global", "secrets").is_empty());
+
+    // --skip-check-artifacts is the way to apply without the list
+    let run = ferry(&args(&["--skip-sync-image", "--skip-check-artifacts"]));
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(p.list("global", "deployments").len(), 1);
+    // covered and unchanged: applied with --skip-sync-image
+    std::fs::remove_file(pkg.join("manifests/zz-planted.yaml")).unwrap();
+    let run = ferry(&args(&["--skip-sync-image"]));
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("checksums.sha256:"),
+        "the manifests were verified: {}",
+        run.stderr
+    );
+}

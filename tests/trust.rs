@@ -163,3 +163,88 @@ fn registries_are_spoken_to_in_http1_unless_http2_is_asked_for() {
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(protocols(&reg).1, "{}", reg.log());
 }
+
+/// The exact match answers only "this certificate is a CA" and "no chain to a root": a trusted
+/// certificate that has expired is refused like any other (issue 20, item 8).
+#[test]
+fn an_expired_self_signed_ca_true_certificate_given_with_ca_file_is_refused() {
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        expired_cert: true,
+        auth: true,
+        ..Default::default()
+    });
+    let run = push(
+        &reg,
+        &[
+            "--ca-file",
+            reg.ca().to_str().unwrap(),
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+        ],
+    );
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.all().contains("certificate expired"),
+        "the message names the problem: {}",
+        run.all()
+    );
+    assert!(
+        run.all().contains("renew"),
+        "the message says what to do: {}",
+        run.all()
+    );
+    assert!(!run.all().contains(PASSWORD), "{}", run.all());
+    // nothing reached the registry: no HTTP request was made over the refused connection
+    assert!(!reg.log().contains("\"GET /v2/"), "{}", reg.log());
+}
+
+#[test]
+fn an_expired_self_signed_ca_true_platform_certificate_is_refused() {
+    use common::platform::*;
+    let p = FakePlatform::start(PlatformOpts {
+        self_signed_ca: true,
+        expired: true,
+        ..Default::default()
+    });
+    let pkg = fixture("oam-application");
+    // the Kubernetes API (kube's client), with a token
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--platform-address",
+        &p.url(),
+        "--platform-ca-file",
+        p.ca().to_str().unwrap(),
+        "--platform-token",
+        TOKEN,
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.all().contains("certificate expired"), "{}", run.all());
+    assert!(!run.all().contains(TOKEN), "{}", run.all());
+    // the password login (reqwest)
+    let run = ferry_with(
+        &[
+            "push",
+            pkg.to_str().unwrap(),
+            "--platform-address",
+            &p.url(),
+            "--platform-ca-file",
+            p.ca().to_str().unwrap(),
+            "--platform-username",
+            ADMIN,
+        ],
+        &[("FERRY_PLATFORM_PASSWORD", ADMIN_PASSWORD)],
+        None,
+    );
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.all().contains("certificate expired"), "{}", run.all());
+    assert!(!run.all().contains(ADMIN_PASSWORD), "{}", run.all());
+    assert!(
+        p.log().is_empty(),
+        "a request reached the platform: {:?}",
+        p.log()
+    );
+}

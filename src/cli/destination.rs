@@ -14,7 +14,7 @@ use super::platform_flags::StdinSecret;
 use crate::error::{Error, ErrorKind};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
-use crate::sink::{auth, Credentials, Registry, RegistryOptions, RetryPolicy, Secret};
+use crate::sink::{auth, Credentials, RealmHost, Registry, RegistryOptions, RetryPolicy, Secret};
 
 /// Which side of a DR pair a destination is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct Destination {
     pub plain: bool,
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
+    /// Other hosts whose token service may get the credentials (`--allow-token-realm`).
+    pub token_realms: Vec<RealmHost>,
     /// More CA certificates (DER), e.g. the cluster CA of the node's kubeconfig.
     pub extra_roots: Vec<Vec<u8>>,
     pub credentials: Option<Credentials>,
@@ -56,6 +58,7 @@ impl Destination {
             plain,
             insecure: trust.insecure,
             ca_file: trust.ca_file,
+            token_realms: trust.token_realms,
             extra_roots: Vec::new(),
             credentials: None,
             credential_origin: CredentialSource::None.to_string(),
@@ -133,6 +136,7 @@ impl Destination {
             extra_roots: self.extra_roots.clone(),
             credentials: self.credentials.clone(),
             credential_origin: Some(self.credential_origin.clone()),
+            token_realms: self.token_realms.clone(),
             retry: retry.clone(),
             timeout,
         });
@@ -144,12 +148,13 @@ impl Destination {
 }
 
 /// How a registry is reached and trusted (`--plain`, `--insecure`, `--ca-file` and their
-/// `--standby-` twins).
+/// `--standby-` twins; `--allow-token-realm` for both).
 #[derive(Clone, Debug, Default)]
 pub struct Trust {
     pub plain: bool,
     pub insecure: bool,
     pub ca_file: Option<PathBuf>,
+    pub token_realms: Vec<RealmHost>,
 }
 
 /// Where one destination's credentials come from.

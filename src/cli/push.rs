@@ -212,6 +212,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             plain: args.plain,
             insecure: args.insecure,
             ca_file: args.ca_file.clone(),
+            token_realms: args.transfer.allow_token_realm.clone(),
         },
         dest_flag: "--dest-repo",
         platform,
@@ -241,6 +242,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                     .standby_ca_file
                     .clone()
                     .or_else(|| args.ca_file.clone()),
+                token_realms: args.transfer.allow_token_realm.clone(),
             },
             dest_flag: "--standby-registry",
             platform,

@@ -24,7 +24,7 @@ use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::{apply, preflight};
 use crate::report::{ErrorReport, ResourceReport, RunReport};
 use crate::sink::{Credentials, Registry, Secret};
-use crate::source::core::CorePackage;
+use crate::source::core::{ChecksumScope, CorePackage};
 
 #[derive(Args, Debug)]
 pub struct SyncArgs {
@@ -47,7 +47,7 @@ pub struct SyncArgs {
     /// Prefer FERRY_PASSWORD: argv is visible to other users.
     #[arg(long, env = "FERRY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
-    /// Do not verify checksums.sha256 before uploading.
+    /// Do not verify checksums.sha256 before uploading images or applying manifests.
     #[arg(long)]
     pub skip_check_artifacts: bool,
     /// Print the upgrade checks (ClusterVersionShadow) and exit; changes nothing.
@@ -136,16 +136,33 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         return rt.block_on(run_preflight(&args));
     }
     let started = Instant::now();
-    let core = CorePackage::open(&args.package, !args.skip_check_artifacts)?;
+    let uploads = !args.skip_sync_image;
+    let core = CorePackage::open(&args.package, !args.skip_check_artifacts && uploads)?;
+    let only_sync = args.only_sync_image.unwrap_or(false);
     let mut warnings = Vec::new();
     let mut checksums_verified = None;
-    if !args.skip_check_artifacts && !args.skip_sync_image {
-        let (n, unlisted) = core.verify_checksums()?;
-        eprintln!("checksums.sha256: {n} files verified");
+    // Whatever is uploaded or applied is checked first: the images and everything else when
+    // they are synced; with --skip-sync-image the manifests (applied with forced ownership)
+    // and package.yaml. A manifest the list does not name is refused.
+    let applies = !only_sync && !core.manifests.is_empty();
+    if !args.skip_check_artifacts && (uploads || applies) {
+        let scope = if uploads {
+            ChecksumScope::Everything
+        } else {
+            ChecksumScope::Manifests
+        };
+        let (n, unlisted) = core.verify_checksums(scope)?;
+        eprintln!(
+            "checksums.sha256: {n} files verified{}",
+            if uploads {
+                ""
+            } else {
+                " (package.yaml and manifests/: --skip-sync-image)"
+            }
+        );
         warnings.extend(unlisted);
         checksums_verified = Some(n);
     }
-    let only_sync = args.only_sync_image.unwrap_or(false);
     // The cluster is needed to find the registry or its credentials, and for the manifests.
     let needs_cluster = args.registry.is_none()
         || args.username.is_none()
@@ -192,11 +209,13 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                 plain: args.plain,
                 insecure: args.insecure,
                 ca_file: args.ca_file.clone(),
+                token_realms: args.transfer.allow_token_realm.clone(),
             },
             Role::Standby => Trust {
                 plain: args.standby_plain,
                 insecure: args.standby_insecure,
                 ca_file: args.ca_file.clone(),
+                token_realms: args.transfer.allow_token_realm.clone(),
             },
         };
         let mut d = Destination::from_address(role, address, trust)?;

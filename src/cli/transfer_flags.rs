@@ -6,7 +6,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::engine::{EngineOptions, StateStore};
-use crate::sink::RetryPolicy;
+use crate::sink::{RealmHost, RetryPolicy};
 
 #[derive(Args, Debug, Clone)]
 pub struct TransferFlags {
@@ -31,6 +31,16 @@ pub struct TransferFlags {
     /// No progress output.
     #[arg(long, short)]
     pub quiet: bool,
+    /// A host other than the registry's whose token service (the realm of the registry's
+    /// bearer challenge) may receive the registry's credentials. Repeatable or
+    /// comma-separated; host name or IP, no port. Applies to the standby registry too.
+    #[arg(
+        long = "allow-token-realm",
+        value_name = "HOST",
+        value_delimiter = ',',
+        value_parser = crate::sink::auth::parse_realm_host
+    )]
+    pub allow_token_realm: Vec<RealmHost>,
     /// Base of the retry backoff in milliseconds (tests shorten it).
     #[arg(long, default_value_t = 500, hide = true)]
     pub retry_base_ms: u64,

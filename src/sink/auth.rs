@@ -116,6 +116,87 @@ fn challenge_params(s: &str) -> HashMap<String, String> {
     out
 }
 
+/// A host whose token service may receive a registry's credentials although it is not the
+/// registry's own host (`--allow-token-realm HOST`). A host, not a port: the registry's own
+/// host is trusted on every port too.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealmHost(url::Host<String>);
+
+impl fmt::Display for RealmHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// `--allow-token-realm`'s value: a host name or an IP address (IPv6 bare or bracketed).
+pub fn parse_realm_host(s: &str) -> Result<RealmHost, String> {
+    let s = s.trim();
+    let refuse = || {
+        format!(
+            "{s:?} is not a host: give the token service's host name or IP address, without \
+             scheme, port or path (e.g. --allow-token-realm auth.example.com)"
+        )
+    };
+    if let Ok(v6) = s.parse::<std::net::Ipv6Addr>() {
+        return Ok(RealmHost(url::Host::Ipv6(v6)));
+    }
+    if s.is_empty() || s.contains(['/', '@', '?', '#']) {
+        return Err(refuse());
+    }
+    let u = url::Url::parse(&format!("https://{s}/")).map_err(|_| refuse())?;
+    if u.port().is_some() || s.rsplit_once(':').is_some_and(|(_, p)| !p.ends_with(']')) {
+        return Err(refuse());
+    }
+    u.host().map(|h| RealmHost(h.to_owned())).ok_or_else(refuse)
+}
+
+/// Why the registry's credentials must not go to the token service at `realm`, if they must
+/// not. Rules: the realm is http(s); it is not weaker than the registry (an HTTPS registry
+/// needs an HTTPS realm; a plain-HTTP registry may have either); it is on the registry's own
+/// host (any port), or on one the user allowed. Docker clients follow any realm: a registry
+/// (or whoever answers in its name) can otherwise collect the password in the clear, or on a
+/// host of its choosing.
+pub fn realm_refusal(
+    realm: &url::Url,
+    registry: &url::Url,
+    allowed: &[RealmHost],
+) -> Option<RealmRefusal> {
+    match (registry.scheme(), realm.scheme()) {
+        (_, "https") | ("http", "http") => {}
+        ("https", "http") => return Some(RealmRefusal::PlainHttp),
+        _ => return Some(RealmRefusal::NotHttp),
+    }
+    let Some(host) = realm.host().map(|h| h.to_owned()) else {
+        return Some(RealmRefusal::NotHttp);
+    };
+    if registry.host().map(|h| h.to_owned()).as_ref() == Some(&host)
+        || allowed.iter().any(|a| a.0 == host)
+    {
+        return None;
+    }
+    Some(RealmRefusal::OtherHost(RealmHost(host)))
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RealmRefusal {
+    /// An `http://` realm for an HTTPS registry: the credentials would travel in the clear.
+    PlainHttp,
+    /// Neither http nor https.
+    NotHttp,
+    /// On a host other than the registry's, not named by `--allow-token-realm`.
+    OtherHost(RealmHost),
+}
+
+/// A realm as messages show it: scheme, host, port and path; no user info, no query.
+pub fn realm_label(realm: &url::Url) -> String {
+    let host = match (realm.host_str(), realm.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => String::new(),
+    };
+    format!("{}://{host}{}", realm.scheme(), realm.path())
+}
+
 /// The answer of a token server (Distribution says `token`, OAuth2-style ones `access_token`).
 #[derive(Deserialize)]
 pub(super) struct TokenAnswer {
@@ -226,6 +307,92 @@ mod tests {
 #[cfg(test)]
 mod challenge_tests {
     use super::*;
+
+    #[test]
+    fn realms_follow_the_registrys_scheme_and_host() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        let allowed = [parse_realm_host("auth.example.com").unwrap()];
+        let https = u("https://reg.example.com:5000/");
+        let plain = u("http://reg.example.com:5000/");
+        // own host, any port, same or stronger scheme
+        for (reg, realm) in [
+            (&https, "https://reg.example.com/token"),
+            (&https, "https://REG.example.com:8443/token"),
+            (&plain, "http://reg.example.com:5001/token"),
+            (&plain, "https://reg.example.com/token"),
+            (&https, "https://auth.example.com/service/token"),
+            (&plain, "http://auth.example.com/token"),
+        ] {
+            assert_eq!(realm_refusal(&u(realm), reg, &allowed), None, "{realm}");
+        }
+        // weaker scheme: never, allowed host or not
+        for realm in [
+            "http://reg.example.com:5000/token",
+            "http://auth.example.com/token",
+        ] {
+            assert_eq!(
+                realm_refusal(&u(realm), &https, &allowed),
+                Some(RealmRefusal::PlainHttp),
+                "{realm}"
+            );
+        }
+        assert_eq!(
+            realm_refusal(&u("ftp://reg.example.com/t"), &plain, &allowed),
+            Some(RealmRefusal::NotHttp)
+        );
+        // another host, not allowed
+        let other = realm_refusal(&u("https://evil.example.net/token"), &https, &allowed);
+        assert_eq!(
+            other,
+            Some(RealmRefusal::OtherHost(
+                parse_realm_host("evil.example.net").unwrap()
+            ))
+        );
+        let ip = u("https://127.0.0.1:5000/");
+        assert!(realm_refusal(&u("https://127.0.0.2:1/t"), &ip, &[]).is_some());
+        assert!(realm_refusal(&u("https://127.0.0.1:1/t"), &ip, &[]).is_none());
+        assert!(realm_refusal(&u("https://localhost:5000/t"), &ip, &[]).is_some());
+        let v6 = u("https://[::1]:5000/");
+        assert!(realm_refusal(&u("https://[::1]:9/t"), &v6, &[]).is_none());
+        assert!(realm_refusal(
+            &u("https://[fd00::2]/t"),
+            &v6,
+            &[parse_realm_host("fd00::2").unwrap()]
+        )
+        .is_none());
+        assert!(realm_refusal(
+            &u("https://[fd00::2]/t"),
+            &v6,
+            &[parse_realm_host("[fd00::2]").unwrap()]
+        )
+        .is_none());
+    }
+
+    #[test]
+    fn allowed_realm_hosts_are_hosts() {
+        assert_eq!(
+            parse_realm_host("Auth.Example.com").unwrap().to_string(),
+            "auth.example.com"
+        );
+        assert_eq!(
+            parse_realm_host("10.0.0.5").unwrap().to_string(),
+            "10.0.0.5"
+        );
+        for bad in [
+            "",
+            "https://auth.example.com",
+            "auth.example.com:443",
+            "auth.example.com/token",
+            "u:p@auth.example.com",
+            "[fd00::2]:443",
+        ] {
+            assert!(parse_realm_host(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            realm_label(&url::Url::parse("https://u:p@h:1/token?x=secret").unwrap()),
+            "https://h:1/token"
+        );
+    }
 
     #[test]
     fn challenges_are_parsed() {

@@ -34,7 +34,7 @@ use futures::StreamExt;
 use crate::error::{Error, ErrorKind, Result};
 use crate::oci::{Digest, Verified};
 pub use api::{BodyStream, RegistryApi};
-pub use auth::{Challenge, Credentials, Scheme, Secret};
+pub use auth::{Challenge, Credentials, RealmHost, Scheme, Secret};
 pub use blobs::{MountOutcome, UploadError};
 pub use retry::RetryPolicy;
 
@@ -58,6 +58,9 @@ pub struct RegistryOptions {
     /// Where the credentials came from ("from Secret cpaas-system/registry-admin", ...), named
     /// when the registry refuses them.
     pub credential_origin: Option<String>,
+    /// Hosts other than the registry's own whose token service may get the credentials
+    /// (`--allow-token-realm`); see [`auth::realm_refusal`].
+    pub token_realms: Vec<RealmHost>,
     pub retry: RetryPolicy,
     /// Longest wait for the registry to send anything (per read, not per request).
     pub timeout: Duration,
@@ -89,6 +92,8 @@ pub struct Registry {
     tokens: Mutex<HashMap<String, String>>,
     /// The token server refused our credentials: remembered, so that they are not tried again.
     token_refused: Mutex<Option<Error>>,
+    /// See [`RegistryOptions::token_realms`].
+    token_realms: Vec<RealmHost>,
     retry: RetryPolicy,
     pub counters: Arc<Counters>,
 }
@@ -190,6 +195,7 @@ impl Registry {
             scheme: Mutex::new(None),
             tokens: Mutex::new(HashMap::new()),
             token_refused: Mutex::new(None),
+            token_realms: opts.token_realms,
             retry: opts.retry,
             counters: Arc::new(Counters::default()),
         })

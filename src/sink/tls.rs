@@ -10,9 +10,11 @@
 //! `openssl req -x509` (as docker's docs suggest) carries `CA:TRUE`, and webpki refuses it as
 //! a server certificate (`CaUsedAsEndEntity`) even when it is exactly the certificate the
 //! user told us to trust. Go's TLS stack (docker, skopeo, violet) accepts that case. We wrap
-//! webpki's verifier: full verification first; if it fails, a server certificate that is
-//! byte-for-byte one of the explicitly trusted certificates is accepted, provided it is valid
-//! for the name we connected to. The handshake signature is always checked.
+//! webpki's verifier: full verification first; if it fails only because the certificate is a
+//! CA (`CaUsedAsEndEntity`) or leads to no root (`UnknownIssuer`), a server certificate that
+//! is byte-for-byte one of the explicitly trusted certificates is accepted, provided it is
+//! within its validity period and valid for the name we connected to. Every other failure
+//! (expired, wrong name, bad signature...) stands. The handshake signature is always checked.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -132,22 +134,7 @@ pub fn http2_wanted() -> bool {
 /// A rustls client configuration: system roots plus `trusted` (also accepted by exact match).
 pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    // system roots, with $SSL_CERT_FILE / $SSL_CERT_DIR honoured; like Go, a server
-    // certificate that is itself one of them is accepted by exact match too
-    let mut pinned: Vec<Vec<u8>> = trusted.to_vec();
-    for cert in rustls_native_certs::load_native_certs().certs {
-        pinned.push(cert.to_vec());
-        let _ = roots.add(cert);
-    }
-    for der in trusted {
-        // a certificate webpki cannot use as an anchor is still accepted by exact match
-        let _ = roots.add(CertificateDer::from(der.clone()));
-    }
-    let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| Error::internal(format!("TLS verifier: {e}")))?;
-    let verifier = ExactOrWebPki { inner, pinned };
+    let verifier = ExactOrWebPki::new(trusted, provider.clone())?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
@@ -168,6 +155,28 @@ struct ExactOrWebPki {
     pinned: Vec<Vec<u8>>,
 }
 
+impl ExactOrWebPki {
+    /// System roots plus `trusted`; all of them are also accepted by exact match.
+    fn new(trusted: &[Vec<u8>], provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Self> {
+        let mut roots = rustls::RootCertStore::empty();
+        // system roots, with $SSL_CERT_FILE / $SSL_CERT_DIR honoured; like Go, a server
+        // certificate that is itself one of them is accepted by exact match too
+        let mut pinned: Vec<Vec<u8>> = trusted.to_vec();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            pinned.push(cert.to_vec());
+            let _ = roots.add(cert);
+        }
+        for der in trusted {
+            // a certificate webpki cannot use as an anchor is still accepted by exact match
+            let _ = roots.add(CertificateDer::from(der.clone()));
+        }
+        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| Error::internal(format!("TLS verifier: {e}")))?;
+        Ok(ExactOrWebPki { inner, pinned })
+    }
+}
+
 impl ServerCertVerifier for ExactOrWebPki {
     fn verify_server_cert(
         &self,
@@ -177,25 +186,40 @@ impl ServerCertVerifier for ExactOrWebPki {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
-        match self
-            .inner
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
-            Ok(v) => Ok(v),
-            Err(e)
-                if self
-                    .pinned
-                    .iter()
-                    .any(|p| p.as_slice() == end_entity.as_ref()) =>
+        let err =
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             {
-                let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| e.clone())?;
-                cert.verify_is_valid_for_subject_name(server_name)
-                    .map_err(|_| e.clone())?;
-                tracing::debug!("server certificate accepted as an explicitly trusted certificate (exact match): {e}");
-                Ok(ServerCertVerified::assertion())
-            }
-            Err(e) => Err(e),
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+        if !exact_match_may_answer(&err)
+            || !self
+                .pinned
+                .iter()
+                .any(|p| p.as_slice() == end_entity.as_ref())
+        {
+            return Err(err);
         }
+        // the certificate is one the user trusts, refused only for what it is (CA:TRUE) or
+        // because webpki cannot use it as an anchor: everything else is still checked
+        check_validity(end_entity.as_ref(), now)?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|_| err.clone())?;
+        cert.verify_is_valid_for_subject_name(server_name)
+            .map_err(|e| match e {
+                webpki::Error::CertNotValidForName(cx) => rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForNameContext {
+                        expected: cx.expected,
+                        presented: cx.presented,
+                    },
+                ),
+                _ => err.clone(),
+            })?;
+        tracing::debug!(
+            "server certificate accepted as an explicitly trusted certificate (exact match): {err}"
+        );
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -221,6 +245,120 @@ impl ServerCertVerifier for ExactOrWebPki {
     }
 }
 
+/// The verification failures an exact match may answer: the certificate carries `CA:TRUE`
+/// (`openssl req -x509`), or no chain leads to a root (webpki could not take it as an
+/// anchor). Expiry, a wrong name, a bad signature, revocation and the rest are never
+/// overridden.
+fn exact_match_may_answer(e: &rustls::Error) -> bool {
+    use rustls::CertificateError as C;
+    match e {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => true,
+        rustls::Error::InvalidCertificate(C::Other(other)) => matches!(
+            other.0.downcast_ref::<webpki::Error>(),
+            Some(webpki::Error::CaUsedAsEndEntity)
+        ),
+        _ => false,
+    }
+}
+
+/// The certificate's validity period (notBefore, notAfter) holds `now`.
+fn check_validity(der: &[u8], now: UnixTime) -> std::result::Result<(), rustls::Error> {
+    use rustls::CertificateError as C;
+    let (not_before, not_after) =
+        validity(der).ok_or(rustls::Error::InvalidCertificate(C::BadEncoding))?;
+    let time = now.as_secs();
+    if time < not_before {
+        return Err(rustls::Error::InvalidCertificate(C::NotValidYetContext {
+            time: now,
+            not_before: UnixTime::since_unix_epoch(std::time::Duration::from_secs(not_before)),
+        }));
+    }
+    if time > not_after {
+        return Err(rustls::Error::InvalidCertificate(C::ExpiredContext {
+            time: now,
+            not_after: UnixTime::since_unix_epoch(std::time::Duration::from_secs(not_after)),
+        }));
+    }
+    Ok(())
+}
+
+/// One DER element: (tag, contents, what follows).
+fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, b| (acc << 8) | *b as usize);
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// notBefore and notAfter of an X.509 certificate, in seconds since the Unix epoch
+/// (`Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
+/// serialNumber, signature, issuer, validity SEQUENCE { notBefore, notAfter }, ..}, ..}`).
+fn validity(der: &[u8]) -> Option<(u64, u64)> {
+    const SEQUENCE: u8 = 0x30;
+    let (SEQUENCE, cert, _) = der_element(der)? else {
+        return None;
+    };
+    let (SEQUENCE, mut tbs, _) = der_element(cert)? else {
+        return None;
+    };
+    if tbs.first() == Some(&0xa0) {
+        tbs = der_element(tbs)?.2; // version
+    }
+    let rest = der_element(tbs)?.2; // serialNumber
+    let rest = der_element(rest)?.2; // signature algorithm
+    let rest = der_element(rest)?.2; // issuer
+    let (SEQUENCE, validity, _) = der_element(rest)? else {
+        return None;
+    };
+    let (tag, not_before, rest) = der_element(validity)?;
+    let not_before = asn1_time(tag, not_before)?;
+    let (tag, not_after, _) = der_element(rest)?;
+    Some((not_before, asn1_time(tag, not_after)?))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, years 1950-2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`), as
+/// RFC 5280 has them, to seconds since the Unix epoch (0 for times before it).
+fn asn1_time(tag: u8, text: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(text).ok()?.strip_suffix('Z')?;
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (year, rest) = match (tag, text.len()) {
+        (0x17, 12) => {
+            let yy: i64 = text[..2].parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &text[2..])
+        }
+        (0x18, 14) => (text[..4].parse().ok()?, &text[4..]),
+        _ => return None,
+    };
+    let field = |i: usize| rest[i..i + 2].parse::<i64>().ok();
+    let (month, day, hour, min, sec) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
+        return None;
+    }
+    // days from the civil date (Howard Hinnant's algorithm)
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hour * 3_600 + min * 60 + sec;
+    Some(secs.max(0) as u64)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,5 +373,84 @@ mod tests {
         .unwrap();
         let cas = hosts_toml_cas(dir.path());
         assert_eq!(cas, [dir.path().join("a.pem"), PathBuf::from("/etc/b.pem")]);
+    }
+}
+
+#[cfg(test)]
+mod exact_match_tests {
+    use super::*;
+
+    /// A self-signed `CA:TRUE` certificate for 127.0.0.1 (as `openssl req -x509` makes),
+    /// valid from `from` to `to` (years).
+    fn self_signed_ca(from: i32, to: i32) -> Vec<u8> {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.not_before = rcgen::date_time_ymd(from, 1, 1);
+        params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        params.self_signed(&key).unwrap().der().to_vec()
+    }
+
+    fn verify(pinned: &[u8], name: &str) -> std::result::Result<(), rustls::Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let v = ExactOrWebPki::new(&[pinned.to_vec()], provider).unwrap();
+        v.verify_server_cert(
+            &CertificateDer::from(pinned.to_vec()),
+            &[],
+            &ServerName::try_from(name.to_string()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+    }
+
+    #[test]
+    fn a_pinned_ca_true_certificate_is_accepted_within_its_validity_for_its_name() {
+        let cert = self_signed_ca(2020, 2200);
+        verify(&cert, "127.0.0.1").unwrap();
+        let e = verify(&cert, "127.0.0.2").unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+    }
+
+    #[test]
+    fn a_pinned_certificate_that_expired_or_is_not_valid_yet_is_refused() {
+        let e = verify(&self_signed_ca(2019, 2020), "127.0.0.1").unwrap_err();
+        assert!(e.to_string().contains("certificate expired"), "{e}");
+        let e = verify(&self_signed_ca(2190, 2200), "127.0.0.1").unwrap_err();
+        assert!(e.to_string().contains("not valid yet"), "{e}");
+    }
+
+    #[test]
+    fn the_exact_match_answers_only_ca_true_and_unknown_issuer() {
+        use rustls::CertificateError as C;
+        let other = |e: webpki::Error| {
+            rustls::Error::InvalidCertificate(C::Other(rustls::OtherError(Arc::new(e))))
+        };
+        assert!(exact_match_may_answer(&other(
+            webpki::Error::CaUsedAsEndEntity
+        )));
+        assert!(exact_match_may_answer(&rustls::Error::InvalidCertificate(
+            C::UnknownIssuer
+        )));
+        assert!(!exact_match_may_answer(&rustls::Error::InvalidCertificate(
+            C::Expired
+        )));
+        assert!(!exact_match_may_answer(&rustls::Error::InvalidCertificate(
+            C::BadSignature
+        )));
+        assert!(!exact_match_may_answer(&other(webpki::Error::CertRevoked)));
+    }
+
+    #[test]
+    fn validity_is_read_from_the_certificate() {
+        let cert = self_signed_ca(2020, 2030);
+        // 2020-01-01 and 2030-01-01, 00:00:00 UTC
+        assert_eq!(validity(&cert), Some((1_577_836_800, 1_893_456_000)));
+        assert_eq!(asn1_time(0x17, b"700101000000Z"), Some(0));
+        assert_eq!(asn1_time(0x17, b"000301000000Z"), Some(951_868_800));
+        assert_eq!(asn1_time(0x18, b"20000301000000Z"), Some(951_868_800));
+        assert_eq!(asn1_time(0x18, b"2000030100000Z"), None);
+        assert_eq!(asn1_time(0x17, b"001301000000Z"), None);
+        assert_eq!(validity(b"\x30\x03\x02\x01"), None);
     }
 }

@@ -101,6 +101,9 @@ impl Registry {
         };
         let mut url = Url::parse(&challenge.realm)
             .map_err(|e| failed(ErrorKind::Registry, format!("bad realm: {e}")))?;
+        if let Some(refusal) = auth::realm_refusal(&url, &self.base, &self.token_realms) {
+            return Err(self.realm_refused(&url, refusal));
+        }
         {
             let mut query = url.query_pairs_mut();
             if let Some(service) = &challenge.service {
@@ -139,6 +142,32 @@ impl Registry {
             .ok()
             .and_then(auth::TokenAnswer::into_token)
             .ok_or_else(|| failed(ErrorKind::Registry, "the answer holds no token".into()))
+    }
+
+    /// The registry named a token service its credentials must not go to: nothing was sent.
+    fn realm_refused(&self, realm: &Url, refusal: auth::RealmRefusal) -> Error {
+        let realm_text = auth::realm_label(realm);
+        let why = match refusal {
+            auth::RealmRefusal::PlainHttp => format!(
+                "its token service {realm_text} speaks plain HTTP while the registry is reached \
+                 over HTTPS: the credentials would travel in the clear (docker clients send them \
+                 anyway; ferry does not). Have the registry announce an https:// token realm \
+                 (Distribution: auth.token.realm; Harbor: external_url)"
+            ),
+            auth::RealmRefusal::NotHttp => format!(
+                "its token service {realm_text} is not an http(s) address with a host. Check \
+                 the registry's token realm setting"
+            ),
+            auth::RealmRefusal::OtherHost(host) => format!(
+                "its token service {realm_text} is on another host ({host}) than the registry: \
+                 ferry sends the registry's credentials only to the registry's own host. If \
+                 {host} is this registry's token service, add --allow-token-realm {host}"
+            ),
+        };
+        Error::new(
+            ErrorKind::Auth,
+            format!("registry {}: credentials not sent: {why}", self.host),
+        )
     }
 
     /// The start of every request to the registry: counted, and authorized when `auth` is
@@ -204,6 +233,15 @@ impl Registry {
         } else {
             format!(" ({repo})")
         };
+        if lower.contains("certificate expired") || lower.contains("certificate not valid yet") {
+            return Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "registry {}: TLS certificate refused{chain}. A certificate outside its validity period is refused even when it is the one given with --ca-file (or found in certs.d): renew the registry's certificate (or check this machine's clock), or skip verification with --insecure",
+                    self.host
+                ),
+            );
+        }
         if lower.contains("certificate")
             || lower.contains("unknownissuer")
             || lower.contains("tls") && e.is_connect()

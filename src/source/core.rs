@@ -159,7 +159,9 @@ impl CorePackage {
                     hasher.update(&buf[..n]);
                 }
             }
-            if hash_files {
+            // the small files (package.yaml, manifests) are hashed always: what is applied
+            // is checked even when the images are not read (`sync --skip-sync-image`)
+            if hash_files || small {
                 hashes.insert(name.to_string(), hex::encode(hasher.finalize()));
             }
             Ok(())
@@ -193,9 +195,13 @@ impl CorePackage {
             .collect()
     }
 
-    /// Checks every file listed in `checksums.sha256`. A mismatch or a listed file that is
-    /// missing fails, naming the file; files present but not listed are returned as warnings.
-    pub fn verify_checksums(&self) -> Result<(usize, Vec<String>)> {
+    /// Checks the files listed in `checksums.sha256` (all of them, or with
+    /// [`ChecksumScope::Manifests`] those under `manifests/` and `package.yaml`). A mismatch
+    /// or a listed file that is missing fails, naming the file; so does a manifest the list
+    /// does not name, since manifests are applied to the cluster. Other files present but not
+    /// listed are returned as warnings. Manifests are hashed as held in memory: the bytes
+    /// checked are the bytes applied.
+    pub fn verify_checksums(&self, scope: ChecksumScope) -> Result<(usize, Vec<String>)> {
         let list_path = self.root.join("checksums.sha256");
         let no_list = |e: String| {
             Error::integrity(format!(
@@ -203,13 +209,27 @@ impl CorePackage {
                 list_path.display()
             ))
         };
+        let wanted = |name: &str| match scope {
+            ChecksumScope::Everything => true,
+            ChecksumScope::Manifests => name == "package.yaml" || name.starts_with("manifests/"),
+        };
+        let required: Vec<&str> = self.manifests.iter().map(|(n, _)| n.as_str()).collect();
+        let held = |name: &str| {
+            self.manifests
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, text)| hex::encode(Sha256::digest(text.as_bytes())))
+        };
         match &self.archive {
             None => {
                 let list =
                     std::fs::read_to_string(&list_path).map_err(|e| no_list(e.to_string()))?;
                 let mut all = Vec::new();
                 walk_files(&self.root, &self.root, &mut |rel| all.push(rel.to_string()));
-                check_list(&list, &all, &|name| sha256_file(&self.root.join(name)))
+                check_list(&list, &all, &wanted, &required, &|name| match held(name) {
+                    Some(h) => Ok(h),
+                    None => sha256_file(&self.root.join(name)),
+                })
             }
             Some(files) => {
                 let list = files
@@ -217,7 +237,7 @@ impl CorePackage {
                     .as_deref()
                     .ok_or_else(|| no_list("not in the archive".into()))?;
                 let all: Vec<String> = files.hashes.keys().cloned().collect();
-                check_list(list, &all, &|name| {
+                check_list(list, &all, &wanted, &required, &|name| {
                     files
                         .hashes
                         .get(name)
@@ -229,11 +249,23 @@ impl CorePackage {
     }
 }
 
+/// Which files of `checksums.sha256` a run checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChecksumScope {
+    /// Every listed file: images are read and uploaded.
+    Everything,
+    /// `package.yaml` and `manifests/`: only the manifests are used (`--skip-sync-image`).
+    Manifests,
+}
+
 /// Compares `list` (sha256sum format) with `hash_of` each named file; `all` files present,
 /// for the warning about files the list does not cover.
+/// Only names `wanted` are checked; every name in `required` must be listed.
 fn check_list(
     list: &str,
     all: &[String],
+    wanted: &dyn Fn(&str) -> bool,
+    required: &[&str],
     hash_of: &dyn Fn(&str) -> std::result::Result<String, String>,
 ) -> Result<(usize, Vec<String>)> {
     let mut listed = HashSet::new();
@@ -258,6 +290,9 @@ fn check_list(
                 n + 1
             )));
         }
+        if !wanted(name) {
+            continue;
+        }
         let got = hash_of(name)
             .map_err(|e| Error::integrity(format!("{name}: listed in checksums.sha256 but {e}")))?;
         if !got.eq_ignore_ascii_case(want) {
@@ -268,9 +303,25 @@ fn check_list(
         }
         listed.insert(name.to_string());
     }
+    let missing: Vec<&str> = required
+        .iter()
+        .copied()
+        .filter(|r| !listed.contains(*r))
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::integrity(format!(
+            "{}: not listed in checksums.sha256. Manifests are applied to the cluster only \
+             when the package's checksum list covers them: the package is incomplete or was \
+             changed after it was made; get it again (or give --skip-check-artifacts to apply \
+             it unchecked). Nothing was uploaded or applied",
+            missing.join(", ")
+        )));
+    }
     let unlisted = all
         .iter()
-        .filter(|rel| rel.as_str() != "checksums.sha256" && !listed.contains(rel.as_str()))
+        .filter(|rel| {
+            rel.as_str() != "checksums.sha256" && wanted(rel) && !listed.contains(rel.as_str())
+        })
         .map(|rel| format!("{rel} is not covered by checksums.sha256"))
         .collect();
     Ok((listed.len(), unlisted))
@@ -303,5 +354,69 @@ fn walk_files(root: &Path, dir: &Path, f: &mut dyn FnMut(&str)) {
         } else if let Ok(rel) = p.strip_prefix(root) {
             f(&rel.to_string_lossy());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sha(s: &str) -> String {
+        hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    #[test]
+    fn manifests_must_be_listed_and_match() {
+        let files = [
+            ("package.yaml", "p"),
+            ("manifests/a.yaml", "a"),
+            ("images/x", "x"),
+        ];
+        let hash_of = |name: &str| {
+            files
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, t)| sha(t))
+                .ok_or_else(|| "is missing".to_string())
+        };
+        let all: Vec<String> = files.iter().map(|(n, _)| n.to_string()).collect();
+        let every = |_: &str| true;
+        let list = format!(
+            "{}  package.yaml\n{}  ./manifests/a.yaml\n",
+            sha("p"),
+            sha("a")
+        );
+        let (n, warnings) =
+            check_list(&list, &all, &every, &["manifests/a.yaml"], &hash_of).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(warnings, ["images/x is not covered by checksums.sha256"]);
+        // a manifest the list does not name: refused, naming it
+        let e = check_list(
+            &list,
+            &all,
+            &every,
+            &["manifests/a.yaml", "manifests/b.yaml"],
+            &hash_of,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, crate::error::ErrorKind::Integrity);
+        assert!(
+            e.message.starts_with("manifests/b.yaml: not listed"),
+            "{}",
+            e.message
+        );
+        // only the wanted names are hashed (a listed image file that is missing is not read)
+        let list = format!("{list}{}  images/gone\n", sha("gone"));
+        assert!(check_list(&list, &all, &every, &[], &hash_of).is_err());
+        let manifests_only = |n: &str| n == "package.yaml" || n.starts_with("manifests/");
+        let (n, warnings) = check_list(
+            &list,
+            &all,
+            &manifests_only,
+            &["manifests/a.yaml"],
+            &hash_of,
+        )
+        .unwrap();
+        assert_eq!((n, warnings.len()), (2, 0));
     }
 }

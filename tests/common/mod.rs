@@ -42,6 +42,8 @@ pub struct RegistryOpts {
     pub openssl_cert: bool,
     /// Listen on [::1] instead of 127.0.0.1.
     pub ipv6: bool,
+    /// With `tls`: a self-signed `CA:TRUE` certificate (rcgen) that expired in 2021.
+    pub expired_cert: bool,
 }
 
 pub struct Registry {
@@ -96,13 +98,17 @@ impl Registry {
                 dir.path().display()
             ));
         } else if opts.tls {
-            let cert = rcgen::generate_simple_self_signed(vec![
-                "127.0.0.1".to_string(),
-                "localhost".to_string(),
-            ])
-            .unwrap();
-            std::fs::write(dir.path().join("ca.pem"), cert.cert.pem()).unwrap();
-            std::fs::write(dir.path().join("key.pem"), cert.key_pair.serialize_pem()).unwrap();
+            let names = vec!["127.0.0.1".to_string(), "localhost".to_string()];
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(names).unwrap();
+            if opts.expired_cert {
+                params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
+            let cert = params.self_signed(&key).unwrap();
+            std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
+            std::fs::write(dir.path().join("key.pem"), key.serialize_pem()).unwrap();
             cfg.push_str(&format!(
                 "  tls:\n    certificate: {0}/ca.pem\n    key: {0}/key.pem\n",
                 dir.path().display()

@@ -174,6 +174,8 @@ pub struct PlatformOpts {
     /// Serve one self-signed certificate with CA:TRUE (as `openssl req -x509` makes), and
     /// give that very certificate as the CA to trust.
     pub self_signed_ca: bool,
+    /// With `self_signed_ca`: that certificate expired in 2021.
+    pub expired: bool,
     pub clusters: Vec<&'static str>,
     pub product_base_version: &'static str,
 }
@@ -183,6 +185,7 @@ impl Default for PlatformOpts {
         PlatformOpts {
             ipv6: false,
             self_signed_ca: false,
+            expired: false,
             clusters: vec!["global"],
             product_base_version: "v1alpha1",
         }
@@ -213,6 +216,10 @@ impl FakePlatform {
             let key = rcgen::KeyPair::generate().unwrap();
             let mut params = rcgen::CertificateParams::new(names).unwrap();
             params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+            if opts.expired {
+                params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+                params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+            }
             let cert = params.self_signed(&key).unwrap();
             std::fs::write(dir.path().join("ca.pem"), cert.pem()).unwrap();
             (cert, key)
