@@ -253,9 +253,9 @@ impl RunReport {
                 s.push_str(&format!(
                     "  plan for {}: {} to push ({} present), {} to upload ({}), {} to mount, {} present{}\n",
                     plan.destination,
-                    count(plan.images_to_push as u64, "image"),
+                    count(plan.images_to_push, "image"),
                     plan.images_present,
-                    count(plan.blobs_to_upload as u64, "blob"),
+                    count(plan.blobs_to_upload, "blob"),
                     human_bytes(plan.bytes_to_upload),
                     plan.blobs_to_mount,
                     plan.blobs_present,
@@ -309,7 +309,7 @@ impl RunReport {
         } else if self.dry_run {
             s.push_str(&format!(
                 "dry run: would push {}; {} already present\n",
-                count(t.images_planned as u64, "image"),
+                count(t.images_planned, "image"),
                 t.images_present
             ));
             if let Some(est) = &self.estimate {
