@@ -191,21 +191,7 @@ async fn list(
     kind: &str,
     ns: Option<&str>,
 ) -> Result<Vec<DynamicObject>> {
-    let (ar, _) = c.discover(group, kind).await.map_err(|e| {
-        // kube reports a group the server does not serve as a discovery error that reads
-        // like a network failure; say what it is (the CRDs are not installed there).
-        if e.message.contains("Missing Api Group") {
-            Error::new(
-                ErrorKind::Platform,
-                format!(
-                    "cluster {}: the API group {group} is not served (no {kind} CRD installed there)",
-                    c.name
-                ),
-            )
-        } else {
-            e
-        }
-    })?;
+    let (ar, _) = c.discover(group, kind).await?;
     let api = match ns {
         Some(ns) => c.namespaced(&ar, ns),
         None => c.all(&ar),
