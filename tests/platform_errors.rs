@@ -33,3 +33,31 @@ fn a_missing_api_group_names_the_group_and_the_cluster_not_cannot_reach() {
     );
     assert!(!run.stderr.contains("cannot reach"), "{}", run.stderr);
 }
+
+#[test]
+fn list_counts_the_clusters_it_read_and_names_the_rest() {
+    let p = FakePlatform::start(PlatformOpts {
+        clusters: vec!["global", "region1"],
+        ..Default::default()
+    });
+    p.state
+        .lock()
+        .unwrap()
+        .failing_reads
+        .push("region1|artifacts".into());
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "list".into(),
+        "--output-file".into(),
+        dir.path().join("apps.yaml").display().to_string(),
+    ];
+    args.extend(p.token_flags());
+    let run = ferry(&args);
+    assert_eq!(run.code, 7, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("0 applications on 1 cluster read (1 could not be read: region1)"),
+        "{}",
+        run.stderr
+    );
+}
