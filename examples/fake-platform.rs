@@ -27,7 +27,9 @@ fn main() {
         (None, None, None, None, None);
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
-        let value = args.next().unwrap_or_else(|| panic!("{flag} needs a value; {USAGE}"));
+        let value = args
+            .next()
+            .unwrap_or_else(|| panic!("{flag} needs a value; {USAGE}"));
         match flag.as_str() {
             "--listen" => listen = Some(value),
             "--registry" => registry = Some(value),

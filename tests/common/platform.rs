@@ -195,7 +195,10 @@ impl Default for PlatformOpts {
 impl FakePlatform {
     pub fn start(opts: PlatformOpts) -> FakePlatform {
         let ip = if opts.ipv6 { "[::1]" } else { "127.0.0.1" };
-        Self::start_on(opts, std::net::TcpListener::bind(format!("{ip}:0")).unwrap())
+        Self::start_on(
+            opts,
+            std::net::TcpListener::bind(format!("{ip}:0")).unwrap(),
+        )
     }
 
     /// As `start`, on a listener the caller bound (examples/fake-platform.rs listens on a
