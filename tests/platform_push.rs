@@ -44,6 +44,20 @@ fn assert_no_secrets(run: &Run) {
     }
 }
 
+/// The line ferry prints before the upload: the registry from ProductBase, its login from the
+/// Secret.
+fn assert_registry_and_credentials_from_the_platform(run: &Run, registry: &str) {
+    assert!(
+        run.stderr.contains(&format!(
+            "registry {registry} (from ProductBase base in cluster global"
+        )) && run
+            .stderr
+            .contains("credentials from Secret cpaas-system/registry-admin"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_the_secret() {
     let reg = Registry::start(RegistryOpts {
@@ -62,16 +76,7 @@ fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_
     let run = ferry(&args);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_secrets(&run);
-    assert!(
-        run.stderr.contains(&format!(
-            "registry {} (from ProductBase base in cluster global",
-            reg.host()
-        )) && run
-            .stderr
-            .contains("credentials from Secret cpaas-system/registry-admin"),
-        "{}",
-        run.stderr
-    );
+    assert_registry_and_credentials_from_the_platform(&run, &reg.host());
     assert!(
         run.stdout
             .contains("created       Artifact topolvm-operator (cluster global of "),
@@ -985,16 +990,7 @@ fn the_demo_platform_program_takes_a_push_that_kubectl_sees() {
     );
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_secrets(&run);
-    assert!(
-        run.stderr.contains(&format!(
-            "registry {} (from ProductBase base in cluster global",
-            reg.host()
-        )) && run
-            .stderr
-            .contains("credentials from Secret cpaas-system/registry-admin"),
-        "{}",
-        run.stderr
-    );
+    assert_registry_and_credentials_from_the_platform(&run, &reg.host());
     for (reference, manifest) in package_images(&pkg) {
         assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest);
     }
