@@ -7,11 +7,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+# the tools install while cargo builds (apt mostly waits on the network)
 install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 \
-  kubectl:kubernetes-client openssl:openssl htpasswd:apache2-utils
+  kubectl:kubernetes-client openssl:openssl htpasswd:apache2-utils &
+installing=$!
 # one build for both: the example takes the test dependencies, and one cargo run compiles
 # ferry once for the two (apart, their features differ and ferry is compiled twice)
 cargo build --release --quiet --bin ferry --example fake-platform
+wait "$installing"
 ferry=target/release/ferry
 work=$(mktemp -d)
 port=$(free_port)
