@@ -194,10 +194,23 @@ impl Default for PlatformOpts {
 
 impl FakePlatform {
     pub fn start(opts: PlatformOpts) -> FakePlatform {
-        let dir = tempfile::tempdir().unwrap();
         let ip = if opts.ipv6 { "[::1]" } else { "127.0.0.1" };
-        let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        Self::start_on(
+            opts,
+            std::net::TcpListener::bind(format!("{ip}:0")).unwrap(),
+        )
+    }
+
+    /// As `start`, on a listener the caller bound (examples/fake-platform.rs listens on a
+    /// fixed address); its certificate names localhost, 127.0.0.1 and ::1.
+    pub fn start_on(opts: PlatformOpts, listener: std::net::TcpListener) -> FakePlatform {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let port = addr.port();
 
         // a CA and a server certificate it signs (kubectl and ferry verify the chain)
         let ca_key = rcgen::KeyPair::generate().unwrap();
