@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::artifacts::NAMESPACE;
 use super::{Cluster, Platform};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 mod plugins;
 
