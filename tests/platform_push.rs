@@ -880,6 +880,47 @@ fn a_chart_goes_to_the_chart_repository_as_a_helm_oci_artifact() {
     assert_eq!(chart["status"], "present");
 }
 
+/// DR: the chart goes through the engine like every image, so the standby registry gets it
+/// from the same run, with the same media types, and the report lists it per registry.
+#[test]
+fn a_chart_reaches_the_dr_standby_registry_too() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = chart_package(dir.path());
+    let run = push(
+        &p,
+        pkg.to_str().unwrap(),
+        &["--standby-registry", &standby.host(), "--standby-plain", "--standby-no-auth"],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    for r in [&reg, &standby] {
+        let raw = r
+            .skopeo_raw("public-charts/mychart:0.1.0")
+            .unwrap_or_else(|| panic!("the chart is not in {}: {}", r.host(), run.all()));
+        let m: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+        );
+        assert!(r.skopeo_raw("acp/mychart-app:v0.1.0").is_some());
+    }
+    // the same manifest on both sides
+    assert_eq!(
+        reg.skopeo_raw("public-charts/mychart:0.1.0"),
+        standby.skopeo_raw("public-charts/mychart:0.1.0")
+    );
+    let charts: Vec<Value> = run.json()["packages"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["source"] == "charts/mychart-0.1.0.tgz")
+        .cloned()
+        .collect();
+    assert_eq!(charts.len(), 2, "{}", run.all());
+    assert!(charts.iter().all(|c| c["status"] == "pushed"), "{charts:?}");
+}
+
 #[test]
 fn a_missing_file_argument_is_found_before_the_first_network_call() {
     let (p, _reg) = platform_with_registry(PlatformOpts::default());
