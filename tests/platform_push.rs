@@ -888,12 +888,28 @@ fn a_chart_reaches_the_dr_standby_registry_too() {
     let standby = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let pkg = chart_package(dir.path());
-    let run = push(
-        &p,
-        pkg.to_str().unwrap(),
-        &["--standby-registry", &standby.host(), "--standby-plain", "--standby-no-auth"],
-    );
+    let dr = [
+        "--standby-registry",
+        &standby.host(),
+        "--standby-plain",
+        "--standby-no-auth",
+    ];
+    // the dry run's plan (and so its estimate) counts the chart, on both registries
+    let mut dry = dr.to_vec();
+    dry.push("--dry-run");
+    let run = push(&p, pkg.to_str().unwrap(), &dry);
     assert_eq!(run.code, 0, "{}", run.all());
+    let plan = run.json()["packages"][0]["plan"].clone();
+    assert_eq!(plan.as_array().map(Vec::len), Some(2), "{plan}");
+    for side in plan.as_array().unwrap() {
+        // the app image and the chart
+        assert_eq!(side["images_to_push"], 2, "{plan}");
+        assert_eq!(side["blobs_to_upload"], 4, "{plan}");
+    }
+    let run = push(&p, pkg.to_str().unwrap(), &dr);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // the chart's config and content are counted with the image's blobs, per registry
+    assert_eq!(run.json()["packages"][0]["blobs"]["uploaded"], 8, "{}", run.all());
     for r in [&reg, &standby] {
         let raw = r
             .skopeo_raw("public-charts/mychart:0.1.0")
