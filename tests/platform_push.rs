@@ -909,7 +909,12 @@ fn a_chart_reaches_the_dr_standby_registry_too() {
     let run = push(&p, pkg.to_str().unwrap(), &dr);
     assert_eq!(run.code, 0, "{}", run.all());
     // the chart's config and content are counted with the image's blobs, per registry
-    assert_eq!(run.json()["packages"][0]["blobs"]["uploaded"], 8, "{}", run.all());
+    assert_eq!(
+        run.json()["packages"][0]["blobs"]["uploaded"],
+        8,
+        "{}",
+        run.all()
+    );
     for r in [&reg, &standby] {
         let raw = r
             .skopeo_raw("public-charts/mychart:0.1.0")

@@ -5,10 +5,19 @@
 //! * [`Platform::connect`] logs in (a token as given, or the five-call password flow in
 //!   [`login`]) and hands out one [`Cluster`] per cluster name: a `kube::Client` pointed at
 //!   `<platform>/kubernetes/<cluster>` with the bearer token.
+//!   [`Platform::each_cluster`] is the one way to do something on several clusters at once
+//!   (publishing, the inventory, gc's deletes): bounded, each cluster's result on its own.
+//! * [`kubeconfig`]: the other way in, for `ferry sync` on a node: the cluster of the node's
+//!   kubeconfig, spoken to directly with its own credentials and CA, not through a platform.
 //! * [`registry`] finds the platform's registry and its credentials (`ProductBase` `base`,
 //!   Secret `cpaas-system/registry-admin`).
 //! * [`artifacts`] writes the Marketplace resources (`Artifact`, `ArtifactVersion`) of a
-//!   package once every image of it is in the registry.
+//!   package once every image of it is in the registry (create, or update on 409; the
+//!   ArtifactVersion owned by the Artifact in the version discovery found).
+//! * [`apply`] server-side applies a core package's manifests (field manager `ferry`,
+//!   forcing conflicts, as `kubectl apply --server-side --force-conflicts` does).
+//! * [`preflight`] (`sync --preflight`) reads the upgrade checks from the
+//!   `ClusterVersionShadow` named after the cluster (`config.alauda.io`, `cpaas-system`).
 //! * [`inventory`] reads what is uploaded and installed where (`ferry list`); [`gc`] plans
 //!   and performs the cleanup of old uploads (`ferry gc`).
 //!
@@ -26,6 +35,7 @@ pub mod preflight;
 pub mod registry;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -37,6 +47,10 @@ pub use login::PasswordLogin;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::Secret;
+
+/// Clusters spoken to at once by [`Platform::each_cluster`]: every cluster of a usual
+/// platform, while one with hundreds does not open hundreds of connections at once.
+pub const CLUSTERS_AT_ONCE: usize = 16;
 
 /// How to authenticate to the platform.
 #[derive(Clone, Debug)]
@@ -179,6 +193,34 @@ impl Platform {
         let c = Cluster::new(name, url.as_str(), &self.token, trust, self.timeout)?;
         clients.insert(name.to_string(), c.clone());
         Ok(c)
+    }
+
+    /// Runs `f` on each named cluster, up to `limit` at once, and returns every cluster's
+    /// result in the order of `names`: one cluster failing (no client for it, or `f`'s
+    /// error) never stops the others, and each caller decides what a failure means.
+    pub async fn each_cluster<T, F, Fut>(
+        &self,
+        names: &[String],
+        limit: usize,
+        f: F,
+    ) -> Vec<(String, Result<T>)>
+    where
+        F: Fn(Cluster) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        use futures::StreamExt;
+        let f = &f;
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let r = match self.cluster(name) {
+                    Ok(c) => f(c).await,
+                    Err(e) => Err(e),
+                };
+                (name.clone(), r)
+            })
+            .buffered(limit.max(1))
+            .collect()
+            .await
     }
 
     /// For messages: the platform's `host[:port]`.

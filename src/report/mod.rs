@@ -81,20 +81,49 @@ pub struct ResourceReport {
     /// The platform (`host[:port]`) the cluster belongs to (primary or DR standby).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub platform: String,
-    pub action: crate::platform::artifacts::Action,
+    pub action: ResourceAction,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorReport>,
 }
 
+/// What the report says of a resource: what was done to it, or `failed` (with the error
+/// beside it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceAction {
+    Created,
+    Updated,
+    Unchanged,
+    WouldCreate,
+    WouldUpdate,
+    Failed,
+}
+
+impl From<Action> for ResourceAction {
+    fn from(a: Action) -> Self {
+        match a {
+            Action::Created => ResourceAction::Created,
+            Action::Updated => ResourceAction::Updated,
+            Action::Unchanged => ResourceAction::Unchanged,
+            Action::WouldCreate => ResourceAction::WouldCreate,
+            Action::WouldUpdate => ResourceAction::WouldUpdate,
+        }
+    }
+}
+
 impl From<&crate::platform::artifacts::ResourceOutcome> for ResourceReport {
     fn from(o: &crate::platform::artifacts::ResourceOutcome) -> Self {
+        let (action, error) = match &o.result {
+            Ok(a) => (ResourceAction::from(*a), None),
+            Err(e) => (ResourceAction::Failed, Some(ErrorReport::from(e))),
+        };
         ResourceReport {
             kind: o.kind.clone(),
             name: o.name.clone(),
             cluster: o.cluster.clone(),
             platform: String::new(),
-            action: o.action,
-            error: o.error.as_ref().map(ErrorReport::from),
+            action,
+            error,
         }
     }
 }
@@ -108,7 +137,7 @@ impl PackageReport {
             file: outcome.file.clone(),
             name: meta.map(|m| m.metadata.name.clone()).unwrap_or_default(),
             version: meta.map(|m| m.metadata.version.clone()).unwrap_or_default(),
-            kind: outcome.kind().to_string(),
+            kind: outcome.kind().as_str().to_string(),
             images: Vec::new(),
             blobs: BlobCounts::default(),
             plan: Vec::new(),
@@ -141,6 +170,16 @@ impl PackageReport {
             report.warnings.extend(p.warnings.iter().cloned());
             if report.error.is_none() {
                 report.error = p.error.as_ref().map(ErrorReport::from);
+            }
+            for (cluster, e) in &p.unreachable {
+                let e = e.clone().context(format!(
+                    "cluster {cluster} of {}: no resources written there",
+                    p.platform
+                ));
+                match report.error {
+                    None => report.error = Some(ErrorReport::from(&e)),
+                    Some(_) => report.warnings.push(e.message),
+                }
             }
             skipped.extend(p.skipped.clone());
             report.resources.extend(p.resources.iter().map(|o| {
@@ -279,12 +318,12 @@ impl RunReport {
             }
             for r in &p.resources {
                 let action = match r.action {
-                    Action::Created => "created       ",
-                    Action::Updated => "updated       ",
-                    Action::Unchanged => "unchanged     ",
-                    Action::WouldCreate => "would create  ",
-                    Action::WouldUpdate => "would update  ",
-                    Action::Failed => "FAILED        ",
+                    ResourceAction::Created => "created       ",
+                    ResourceAction::Updated => "updated       ",
+                    ResourceAction::Unchanged => "unchanged     ",
+                    ResourceAction::WouldCreate => "would create  ",
+                    ResourceAction::WouldUpdate => "would update  ",
+                    ResourceAction::Failed => "FAILED        ",
                 };
                 s.push_str(&format!(
                     "  {action}{} {} (cluster {}{})\n",
