@@ -446,6 +446,23 @@ fn a_package_with_a_broken_image_gets_no_resources() {
     assert!(p.list("global", "artifacts").is_empty());
 }
 
+/// The ArtifactVersion's owner reference names the Artifact in the version the cluster
+/// serves (discovery's answer), not a version ferry assumed.
+#[test]
+fn the_owner_reference_uses_the_discovered_artifact_version() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        artifact_version: "v1beta1",
+        ..Default::default()
+    });
+    let run = push(&p, fixture("topolvm-operator").to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let versions = p.list("global", "artifactversions");
+    assert_eq!(versions.len(), 1, "{}", run.all());
+    let owner = &versions[0]["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["apiVersion"], "app.alauda.io/v1beta1", "{owner}");
+    assert_eq!(owner["kind"], "Artifact");
+}
+
 #[test]
 fn a_new_version_adds_an_artifact_version_and_conflicts_are_retried() {
     let (p, _reg) = platform_with_registry(PlatformOpts {
