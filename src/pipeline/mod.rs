@@ -265,3 +265,20 @@ pub fn require_present(outcome: &mut PackageOutcome) {
         d.blobs = Default::default();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn modes_from_the_flags() {
+        assert_eq!(Mode::from_flags(false, false), Mode::Push);
+        assert!(Mode::Push.transfers() && !Mode::Push.is_dry_run());
+        assert_eq!(Mode::from_flags(true, false), Mode::DryRun);
+        let skip = Mode::from_flags(false, true);
+        assert!(!skip.transfers() && !skip.is_dry_run());
+        let both = Mode::from_flags(true, true);
+        assert_eq!(both, Mode::SkipPush { dry_run: true });
+        assert!(!both.transfers() && both.is_dry_run());
+    }
+}
