@@ -76,7 +76,7 @@ pub struct PackageReport {
 }
 
 impl PackageReport {
-    /// The report of one package: the engine's outcome (with what the chart step added) and
+    /// The report of one package: the engine's outcome (charts included, as images) and
     /// what each platform side's publishing step did.
     pub fn build(outcome: &PackageOutcome, publications: &[Publication]) -> Self {
         let meta = outcome.meta.as_ref();
