@@ -451,6 +451,23 @@ fn a_package_with_a_broken_image_gets_no_resources() {
     assert!(p.list("global", "artifacts").is_empty());
 }
 
+/// The ArtifactVersion's owner reference names the Artifact in the version the cluster
+/// serves (discovery's answer), not a version ferry assumed.
+#[test]
+fn the_owner_reference_uses_the_discovered_artifact_version() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        artifact_version: "v1beta1",
+        ..Default::default()
+    });
+    let run = push(&p, fixture("topolvm-operator").to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let versions = p.list("global", "artifactversions");
+    assert_eq!(versions.len(), 1, "{}", run.all());
+    let owner = &versions[0]["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["apiVersion"], "app.alauda.io/v1beta1", "{owner}");
+    assert_eq!(owner["kind"], "Artifact");
+}
+
 #[test]
 fn a_new_version_adds_an_artifact_version_and_conflicts_are_retried() {
     let (p, _reg) = platform_with_registry(PlatformOpts {
@@ -883,6 +900,68 @@ fn a_chart_goes_to_the_chart_repository_as_a_helm_oci_artifact() {
         .cloned()
         .unwrap();
     assert_eq!(chart["status"], "present");
+}
+
+/// DR: the chart goes through the engine like every image, so the standby registry gets it
+/// from the same run, with the same media types, and the report lists it per registry.
+#[test]
+fn a_chart_reaches_the_dr_standby_registry_too() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = chart_package(dir.path());
+    let dr = [
+        "--standby-registry",
+        &standby.host(),
+        "--standby-plain",
+        "--standby-no-auth",
+    ];
+    // the dry run's plan (and so its estimate) counts the chart, on both registries
+    let mut dry = dr.to_vec();
+    dry.push("--dry-run");
+    let run = push(&p, pkg.to_str().unwrap(), &dry);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = run.json()["packages"][0]["plan"].clone();
+    assert_eq!(plan.as_array().map(Vec::len), Some(2), "{plan}");
+    for side in plan.as_array().unwrap() {
+        // the app image and the chart
+        assert_eq!(side["images_to_push"], 2, "{plan}");
+        assert_eq!(side["blobs_to_upload"], 4, "{plan}");
+    }
+    let run = push(&p, pkg.to_str().unwrap(), &dr);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // the chart's config and content are counted with the image's blobs, per registry
+    assert_eq!(
+        run.json()["packages"][0]["blobs"]["uploaded"],
+        8,
+        "{}",
+        run.all()
+    );
+    for r in [&reg, &standby] {
+        let raw = r
+            .skopeo_raw("public-charts/mychart:0.1.0")
+            .unwrap_or_else(|| panic!("the chart is not in {}: {}", r.host(), run.all()));
+        let m: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+        );
+        assert!(r.skopeo_raw("acp/mychart-app:v0.1.0").is_some());
+    }
+    // the same manifest on both sides
+    assert_eq!(
+        reg.skopeo_raw("public-charts/mychart:0.1.0"),
+        standby.skopeo_raw("public-charts/mychart:0.1.0")
+    );
+    let charts: Vec<Value> = run.json()["packages"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["source"] == "charts/mychart-0.1.0.tgz")
+        .cloned()
+        .collect();
+    assert_eq!(charts.len(), 2, "{}", run.all());
+    assert!(charts.iter().all(|c| c["status"] == "pushed"), "{charts:?}");
 }
 
 #[test]

@@ -16,12 +16,8 @@ use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
 use crate::sink::{auth, Credentials, RealmHost, Registry, RegistryOptions, RetryPolicy, Secret};
 
-/// Which side of a DR pair a destination is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Standby,
-}
+/// Which side of a DR pair a destination is (the pipeline's, which the run acts on too).
+pub use crate::pipeline::Role;
 
 /// One registry the run writes to.
 pub struct Destination {

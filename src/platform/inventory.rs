@@ -139,8 +139,7 @@ pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
         clusters,
         ..Inventory::default()
     };
-    let reads = inv.clusters.iter().map(|name| async move {
-        let c = platform.cluster(name)?;
+    let reads = platform.each_cluster(&inv.clusters, super::CLUSTERS_AT_ONCE, |c| async move {
         uploaded(&c).await
     });
     let (plugins, reads) = futures::join!(
@@ -150,17 +149,17 @@ pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
                 Err(e) => (Vec::new(), vec![e]),
             }
         },
-        futures::future::join_all(reads)
+        reads
     );
     (inv.plugins, inv.plugin_errors) = plugins;
-    for (name, r) in inv.clusters.iter().zip(reads) {
+    for (name, r) in reads {
         match r {
             Ok((u, unknown)) => {
                 inv.uploads.extend(u);
                 inv.unknown
                     .extend(unknown.into_iter().map(|e| (name.clone(), e)));
             }
-            Err(e) => inv.failures.push((name.clone(), e)),
+            Err(e) => inv.failures.push((name, e)),
         }
     }
     // A plugin is removable only if installed nowhere; a cluster of the platform that could

@@ -178,6 +178,8 @@ pub struct PlatformOpts {
     pub expired: bool,
     pub clusters: Vec<&'static str>,
     pub product_base_version: &'static str,
+    /// The version `app.alauda.io` Artifacts and ArtifactVersions are served in.
+    pub artifact_version: &'static str,
 }
 
 impl Default for PlatformOpts {
@@ -188,6 +190,7 @@ impl Default for PlatformOpts {
             expired: false,
             clusters: vec!["global"],
             product_base_version: "v1alpha1",
+            artifact_version: "v1alpha1",
         }
     }
 }
@@ -254,7 +257,15 @@ impl FakePlatform {
         tokens.insert(WEAK_TOKEN.to_string(), false);
         let state = Arc::new(Mutex::new(State {
             clusters: opts.clusters.iter().map(|s| s.to_string()).collect(),
-            kinds: kinds(opts.product_base_version),
+            kinds: kinds(opts.product_base_version)
+                .into_iter()
+                .map(|mut k| {
+                    if k.group == "app.alauda.io" && k.plural.starts_with("artifact") {
+                        k.version = opts.artifact_version;
+                    }
+                    k
+                })
+                .collect(),
             key,
             pubkey_pem,
             flows: HashMap::new(),
