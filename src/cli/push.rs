@@ -247,16 +247,34 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             dest_flag: "--standby-registry",
             platform,
         };
+        // The standby's preparation has one deadline in all (--timeout), so that a standby
+        // that trickles its answers cannot hold the primary back indefinitely.
         let resolved = rt.block_on(async {
-            let platform = match standby_platform {
-                Some(opts) => Some(Arc::new(
-                    Platform::connect_checked(opts)
-                        .await
-                        .map_err(|e| e.context("DR standby platform"))?,
-                )),
-                None => None,
+            let prepare = async {
+                let platform = match standby_platform {
+                    Some(opts) => Some(Arc::new(
+                        Platform::connect_checked(opts)
+                            .await
+                            .map_err(|e| e.context("DR standby platform"))?,
+                    )),
+                    None => None,
+                };
+                let d = standby(platform).resolve().await?;
+                d.registry(&retry, timeout)?;
+                Ok::<_, Error>(d)
             };
-            standby(platform).resolve().await
+            tokio::time::timeout(timeout, prepare)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Unreachable,
+                        format!(
+                            "DR standby: its platform and registry were not ready within \
+                             --timeout ({} s)",
+                            timeout.as_secs()
+                        ),
+                    ))
+                })
         });
         match resolved {
             Ok(d) => dests.push(d),
@@ -266,7 +284,10 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 // its registry, when given by flag, still gets the images; its resources wait
                 // for a re-run with the platform back
                 if args.standby_registry.is_some() && e.kind != ErrorKind::Usage {
-                    if let Ok(d) = rt.block_on(standby(None).resolve()) {
+                    let registry_only = rt
+                        .block_on(standby(None).resolve())
+                        .and_then(|d| d.registry(&retry, timeout).map(|_| d));
+                    if let Ok(d) = registry_only {
                         eprintln!(
                             "DR standby: images still go to {} (resources on a re-run)",
                             d.label()

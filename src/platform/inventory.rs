@@ -199,19 +199,54 @@ async fn list(
     // (cluster.rs, MAX_API_ANSWER) however many objects there are; a page of 250 operators'
     // CSVs (icons included) is a few MiB
     const PAGE: u32 = 250;
+    // a server that hands back the same continue token forever, or pages without end, must
+    // not keep ferry (and its memory) going: 4,000 pages are a million objects
+    const MAX_PAGES: usize = 4_000;
+    // and what is held across pages is bounded too (each answer alone is capped in cluster.rs)
+    const MAX_HELD: usize = 256 << 20;
+    let mut held = 0usize;
     let mut items = Vec::new();
     let mut params = ListParams::default().limit(PAGE);
-    loop {
+    let mut seen_tokens = std::collections::HashSet::new();
+    for _ in 0..MAX_PAGES {
         let page = api
             .list(&params)
             .await
             .map_err(|e| c.error(e, &format!("listing {kind}s")))?;
+        held += serde_json::to_vec(&page.items).map_or(0, |v| v.len());
+        if held > MAX_HELD {
+            return Err(crate::error::Error::new(
+                crate::error::ErrorKind::Platform,
+                format!(
+                    "cluster {}: listing {kind}s: the objects exceed {} MiB in all; stopped",
+                    c.name,
+                    MAX_HELD >> 20
+                ),
+            ));
+        }
         items.extend(page.items);
         match page.metadata.continue_.filter(|t| !t.is_empty()) {
+            Some(token) if !seen_tokens.insert(token.clone()) => {
+                return Err(crate::error::Error::new(
+                    crate::error::ErrorKind::Platform,
+                    format!(
+                        "cluster {}: listing {kind}s: the server sent the same continue token \
+                         twice (a broken or hostile API server); stopped",
+                        c.name
+                    ),
+                ))
+            }
             Some(token) => params = params.continue_token(&token),
             None => return Ok(items),
         }
     }
+    Err(crate::error::Error::new(
+        crate::error::ErrorKind::Platform,
+        format!(
+            "cluster {}: listing {kind}s: more than {MAX_PAGES} pages of {PAGE}; stopped",
+            c.name
+        ),
+    ))
 }
 
 fn label<'a>(o: &'a DynamicObject, key: &str) -> Option<&'a str> {

@@ -46,6 +46,11 @@ pub(super) async fn read(global: &Cluster) -> (Vec<Plugin>, Vec<Error>) {
             .and_then(|a| a.get("cpaas.io/display-name"))
             .map(|d| english(d))
             .unwrap_or_else(|| name.clone());
+        if let Some(e) = unreadable_record(&name, &p, &infos) {
+            // an install record that names no cluster says "installed somewhere": unknown,
+            // which must never read as "installed nowhere"
+            errors.push(e);
+        }
         let installed = installs(&name, &p, &infos);
         let configs = configs
             .iter()
@@ -63,6 +68,34 @@ pub(super) async fn read(global: &Cluster) -> (Vec<Plugin>, Vec<Error>) {
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
     (out, errors)
+}
+
+/// An install record of the plugin that does not say on which cluster (a `status.installed`
+/// entry without `cluster`, a ModuleInfo without the `cpaas.io/cluster-name` label).
+fn unreadable_record(name: &str, plugin: &DynamicObject, infos: &[DynamicObject]) -> Option<Error> {
+    let status_entries = plugin.data["status"]["installed"]
+        .as_array()
+        .into_iter()
+        .flatten();
+    let bad_status = status_entries
+        .into_iter()
+        .any(|i| i["cluster"].as_str().is_none_or(str::is_empty));
+    let bad_info = infos
+        .iter()
+        .filter(|i| label(i, "cpaas.io/module-name") == Some(name))
+        .find(|i| label(i, "cpaas.io/cluster-name").is_none_or(str::is_empty));
+    let what = match (bad_status, bad_info) {
+        (true, _) => "an entry of ModulePlugin status.installed names no cluster".to_string(),
+        (false, Some(i)) => format!(
+            "ModuleInfo {} has no cpaas.io/cluster-name label",
+            i.metadata.name.as_deref().unwrap_or("?")
+        ),
+        (false, None) => return None,
+    };
+    Some(Error::new(
+        crate::error::ErrorKind::Platform,
+        format!("plugin {name}: {what}, so where it is installed is unknown"),
+    ))
 }
 
 /// The union of `status.installed` and the plugin's ModuleInfos, one install per cluster:
