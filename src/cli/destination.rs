@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use super::platform_flags::StdinSecret;
 use crate::error::{Error, ErrorKind};
-use crate::platform::registry::{self as platform_registry, CredentialSource};
-use crate::platform::Platform;
+use crate::platform::registry::{self as platform_registry, CredentialSource, ProductRegistry};
+use crate::platform::{Cluster, Platform};
 use crate::sink::{auth, Credentials, RealmHost, Registry, RegistryOptions, RetryPolicy, Secret};
 
 /// Which side of a DR pair a destination is.
@@ -171,7 +171,7 @@ pub struct CredentialFlags<'a> {
 }
 
 impl CredentialFlags<'_> {
-    fn given(&self) -> bool {
+    pub(crate) fn given(&self) -> bool {
         self.username.is_some() || self.password.is_some() || self.password_stdin
     }
 
@@ -208,8 +208,32 @@ impl CredentialFlags<'_> {
     }
 }
 
-/// One side's flags (primary: `--dest-repo`, `--username`...; DR standby:
-/// `--standby-registry`, `--standby-username`...) and its platform, if one was given.
+/// Where a side's registry is when its flag names none. Both are read from `ProductBase`
+/// `base` of the global cluster.
+#[derive(Clone, Debug)]
+pub enum RegistryFrom {
+    /// `spec.registry.address` as written (push: the platform's address for its registry).
+    /// `platform` names the platform in the printed reason.
+    ProductBase { platform: String },
+    /// The built-in registry at the global VIP, on the port of `spec.registry.address` (sync,
+    /// on a control-plane node, which may not reach the address the ProductBase holds). An
+    /// external registry (`spec.registry.external`) is then not synced, as upgrade.sh does.
+    /// `named_by` says where the VIP came from.
+    Vip { vip: String, named_by: String },
+}
+
+/// A side resolved: the registry to write to, or (sync only) the platform's external registry,
+/// which is left alone.
+pub enum Resolved {
+    To(Destination),
+    External { address: Option<String> },
+}
+
+/// One side's flags (primary: `--dest-repo` or `--registry`, `--username`...; DR standby:
+/// `--standby-registry`, `--standby-username`...) and the global cluster to read the registry
+/// and its credentials from, if any. Push and sync, primary and standby, all resolve here:
+/// the flags, else ProductBase `base`, for the address; the flags, else the platform's own
+/// credentials (ProductBase, else Secret `cpaas-system/registry-admin`), for the login.
 pub struct Side<'a> {
     pub role: Role,
     pub dest_repo: Option<&'a String>,
@@ -217,13 +241,28 @@ pub struct Side<'a> {
     pub trust: Trust,
     /// The flag naming the registry, for messages.
     pub dest_flag: &'a str,
-    pub platform: Option<Arc<Platform>>,
+    /// Cluster `global`, where ProductBase and the Secret are read (push: through the
+    /// platform; sync: through the node's kubeconfig). None: the flags are all there is.
+    pub global: Option<Cluster>,
+    pub from: RegistryFrom,
+    /// The platform whose Marketplace gets this side's resources (push only).
+    pub publisher: Option<Arc<Platform>>,
 }
 
 impl Side<'_> {
-    /// The registry given by the flags, else the platform's registry from `ProductBase` `base`
-    /// in cluster `global` with the platform's own credentials for it.
+    /// The registry given by the flags, else the platform's registry, with its credentials.
     pub async fn resolve(self) -> Result<Destination, Error> {
+        match self.resolve_any().await? {
+            Resolved::To(d) => Ok(d),
+            // only RegistryFrom::Vip leaves an external registry alone
+            Resolved::External { .. } => Err(Error::internal(
+                "an external registry was left alone where one is needed",
+            )),
+        }
+    }
+
+    /// As `resolve`, and an external registry found through the VIP is `Resolved::External`.
+    pub async fn resolve_any(self) -> Result<Resolved, Error> {
         let r = self.resolve_inner().await;
         match self.role {
             Role::Primary => r,
@@ -231,11 +270,15 @@ impl Side<'_> {
         }
     }
 
-    async fn resolve_inner(&self) -> Result<Destination, Error> {
+    async fn resolve_inner(&self) -> Result<Resolved, Error> {
         let c = self.creds;
         let p = c.prefix;
         if let Some(address) = self.dest_repo {
-            if self.platform.is_some() && !c.given() && !c.no_auth {
+            let by_vip = matches!(self.from, RegistryFrom::Vip { .. });
+            // Push's --dest-repo names another registry than the platform's: the platform's
+            // credentials are not sent there. Sync's --registry is the platform's own registry
+            // by another address (upgrade.sh's meaning): they are, after a login file.
+            if self.global.is_some() && !by_vip && !c.given() && !c.no_auth {
                 return Err(Error::new(
                     ErrorKind::Usage,
                     format!(
@@ -246,18 +289,26 @@ impl Side<'_> {
                 ));
             }
             let mut d = Destination::from_address(self.role, address, self.trust.clone())?;
-            d.credentials = c.resolve(&d.host)?;
-            d.credential_origin = match (&d.credentials, c.given()) {
+            let credentials = c.resolve(&d.host)?;
+            let source = match (&credentials, c.given()) {
                 (None, _) => CredentialSource::None,
                 (Some(_), true) => CredentialSource::Flags,
                 (Some(_), false) => CredentialSource::AuthFile,
-            }
-            .to_string();
+            };
+            let (credentials, source) = match (&self.global, source) {
+                (Some(global), CredentialSource::None) if by_vip && !c.no_auth => {
+                    let product = platform_registry::product_registry(global).await?;
+                    platform_credentials(global, &product).await?
+                }
+                _ => (credentials, source),
+            };
+            d.credentials = credentials;
+            d.credential_origin = source.to_string();
             d.why = format!("from {}", self.dest_flag);
-            d.platform = self.platform.clone();
-            return Ok(d);
+            d.platform = self.publisher.clone();
+            return Ok(Resolved::To(d));
         }
-        let Some(platform) = &self.platform else {
+        let Some(global) = &self.global else {
             return Err(Error::new(
                 ErrorKind::Usage,
                 format!(
@@ -266,44 +317,73 @@ impl Side<'_> {
                 ),
             ));
         };
-        let global = platform.cluster("global")?;
-        let product = platform_registry::product_registry(&global).await?;
-        let address = product.address.clone().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Platform,
-                format!(
-                    "cluster global: ProductBase base has no spec.registry.address; give the \
-                     registry with {}",
-                    self.dest_flag
-                ),
-            )
-        })?;
-        let mut d = Destination::from_server(self.role, &address, self.trust.clone(), p)?;
+        let product = platform_registry::product_registry(global).await?;
+        let mut d = match &self.from {
+            RegistryFrom::ProductBase { platform } => {
+                let address = product.address.clone().ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::Platform,
+                        format!(
+                            "cluster global: ProductBase base has no spec.registry.address; \
+                             give the registry with {}",
+                            self.dest_flag
+                        ),
+                    )
+                })?;
+                let mut d = Destination::from_server(self.role, &address, self.trust.clone(), p)?;
+                d.why = format!(
+                    "from ProductBase base in cluster global of {platform}{}",
+                    if product.external {
+                        ", an external registry"
+                    } else {
+                        ""
+                    }
+                );
+                d
+            }
+            RegistryFrom::Vip { vip, named_by } => {
+                if product.external {
+                    return Ok(Resolved::External {
+                        address: product.address.clone(),
+                    });
+                }
+                let address = platform_registry::rebuild_from_vip(vip, product.address.as_deref());
+                let mut d = Destination::from_address(self.role, &address, self.trust.clone())?;
+                d.why = format!(
+                    "built-in registry at the global VIP {vip} ({named_by}), port from \
+                     ProductBase base"
+                );
+                d
+            }
+        };
         let (credentials, source) = if c.no_auth {
             (None, CredentialSource::None)
         } else if c.given() {
             (c.resolve(&d.host)?, CredentialSource::Flags)
-        } else if let Some(c) = product.credentials.clone() {
-            (Some(c), CredentialSource::ProductBase)
-        } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
-            (Some(c), CredentialSource::Secret)
         } else {
-            (None, CredentialSource::None)
+            platform_credentials(global, &product).await?
         };
         d.credentials = credentials;
         d.credential_origin = source.to_string();
-        d.why = format!(
-            "from ProductBase base in cluster global of {}{}",
-            platform.host(),
-            if product.external {
-                ", an external registry"
-            } else {
-                ""
-            }
-        );
-        d.platform = Some(platform.clone());
-        Ok(d)
+        d.platform = self.publisher.clone();
+        Ok(Resolved::To(d))
     }
+}
+
+/// The credentials the platform itself uses for its registry: the ProductBase's, else Secret
+/// `cpaas-system/registry-admin`, else none.
+async fn platform_credentials(
+    global: &Cluster,
+    product: &ProductRegistry,
+) -> Result<(Option<Credentials>, CredentialSource), Error> {
+    let (c, source) = if let Some(c) = product.credentials.clone() {
+        (Some(c), CredentialSource::ProductBase)
+    } else if let Some(c) = platform_registry::registry_admin_secret(global).await? {
+        (Some(c), CredentialSource::Secret)
+    } else {
+        (None, CredentialSource::None)
+    };
+    Ok((c, source))
 }
 
 /// `host[:port][/prefix]`, or with `http://` (plain HTTP) / `https://` in front. IPv6 hosts

@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::destination::{CredentialFlags, Role, Side, Trust};
+use super::destination::{CredentialFlags, RegistryFrom, Role, Side, Trust};
 use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{Publisher, Run};
-use crate::platform::Platform;
+use crate::platform::{Cluster, Platform};
 use crate::report::estimate_line;
 use crate::source;
 
@@ -215,7 +215,9 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             token_realms: args.transfer.allow_token_realm.clone(),
         },
         dest_flag: "--dest-repo",
-        platform,
+        global: global_of(platform.as_deref())?,
+        from: registry_from(platform.as_deref()),
+        publisher: platform,
     };
     let mut dests = vec![rt.block_on(primary.resolve())?];
     // The standby side: whatever fails there (its platform unreachable, its login or token
@@ -224,7 +226,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     // primary already holds is skipped there).
     let mut left_out = None;
     if args.standby_registry.is_some() || standby_platform.is_some() {
-        let standby = |platform| Side {
+        let standby = |platform: Option<Arc<Platform>>| -> Result<Side, Error> {
+            Ok(Side {
             role: Role::Standby,
             dest_repo: args.standby_registry.as_ref(),
             creds: CredentialFlags {
@@ -245,7 +248,11 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 token_realms: args.transfer.allow_token_realm.clone(),
             },
             dest_flag: "--standby-registry",
-            platform,
+            global: global_of(platform.as_deref())
+                .map_err(|e| e.context("DR standby"))?,
+            from: registry_from(platform.as_deref()),
+            publisher: platform,
+            })
         };
         let resolved = rt.block_on(async {
             let platform = match standby_platform {
@@ -256,7 +263,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 )),
                 None => None,
             };
-            standby(platform).resolve().await
+            standby(platform)?.resolve().await
         });
         match resolved {
             Ok(d) => dests.push(d),
@@ -266,7 +273,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 // its registry, when given by flag, still gets the images; its resources wait
                 // for a re-run with the platform back
                 if args.standby_registry.is_some() && e.kind != ErrorKind::Usage {
-                    if let Ok(d) = rt.block_on(standby(None).resolve()) {
+                    let flag_only = standby(None).map(|s| rt.block_on(s.resolve()));
+                    if let Ok(Ok(d)) = flag_only {
                         eprintln!(
                             "DR standby: images still go to {} (resources on a re-run)",
                             d.label()
@@ -351,6 +359,17 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         }
     }
     Ok(report.exit_code)
+}
+
+/// Cluster `global` of the platform, where its registry and credentials are read.
+fn global_of(platform: Option<&Platform>) -> Result<Option<Cluster>, Error> {
+    platform.map(|p| p.cluster("global")).transpose()
+}
+
+fn registry_from(platform: Option<&Platform>) -> RegistryFrom {
+    RegistryFrom::ProductBase {
+        platform: platform.map(Platform::host).unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

@@ -8,22 +8,24 @@
 //! that registry. `--preflight` only reads the upgrade checks.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
 use serde::Serialize;
 
-use super::destination::{Destination, Role, Trust};
+use super::destination::{
+    split_host, CredentialFlags, Destination, RegistryFrom, Resolved, Role, Side, Trust,
+};
+use super::platform_flags::StdinSecret;
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::artifacts::{Action, ResourceOutcome};
 use crate::platform::kubeconfig::{self, Kubeconfig};
-use crate::platform::registry::{self as platform_registry, CredentialSource};
+use crate::platform::registry::CredentialSource;
 use crate::platform::{apply, preflight};
 use crate::report::{ErrorReport, ResourceReport, RunReport};
-use crate::sink::{Credentials, Registry, Secret};
+use crate::sink::{auth, Registry};
 use crate::source::core::{ChecksumScope, CorePackage};
 
 #[derive(Args, Debug)]
@@ -41,12 +43,16 @@ pub struct SyncArgs {
     /// Registry to sync to, host[:port] [default: from ProductBase base].
     #[arg(long)]
     pub registry: Option<String>,
-    /// Registry user [default: from ProductBase base, else Secret cpaas-system/registry-admin].
+    /// Registry user [default: a docker/podman login for --registry, else from ProductBase
+    /// base, else Secret cpaas-system/registry-admin].
     #[arg(long)]
     pub username: Option<String>,
-    /// Prefer FERRY_PASSWORD: argv is visible to other users.
+    /// Prefer --password-stdin or FERRY_PASSWORD: argv is visible to other users.
     #[arg(long, env = "FERRY_PASSWORD", hide_env_values = true)]
     pub password: Option<String>,
+    /// Read the registry password from the first line of standard input.
+    #[arg(long, requires = "username")]
+    pub password_stdin: bool,
     /// Do not verify checksums.sha256 before uploading images or applying manifests.
     #[arg(long)]
     pub skip_check_artifacts: bool,
@@ -54,7 +60,7 @@ pub struct SyncArgs {
     #[arg(long)]
     pub preflight: bool,
     /// Cluster name (the ClusterVersionShadow to read).
-    #[arg(long, default_value = "global")]
+    #[arg(long, default_value = "global", value_parser = super::cluster_name)]
     pub cluster: String,
     /// [default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/admin.conf]
     #[arg(long)]
@@ -163,16 +169,67 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         warnings.extend(unlisted);
         checksums_verified = Some(n);
     }
+    let stdin = StdinSecret::claimed_by(&[("--password-stdin", args.password_stdin)])?;
+    let creds = CredentialFlags {
+        no_auth: false,
+        username: args.username.as_ref(),
+        password: args.password.as_ref(),
+        password_stdin: args.password_stdin,
+        stdin: &stdin,
+        prefix: "",
+    };
     // The cluster is needed to find the registry or its credentials, and for the manifests.
     let needs_cluster = args.registry.is_none()
-        || args.username.is_none()
+        || (!creds.given() && !has_login(args.registry.as_deref()))
         || (!only_sync && !core.manifests.is_empty());
     let kube = if needs_cluster {
         Some(rt.block_on(kubeconfig::load(args.kubeconfig.as_deref(), &args.cluster))?)
     } else {
         None
     };
-    let (decision, dest) = rt.block_on(decide(&args, kube.as_ref()))?;
+    // the registry's certificate is usually issued by the cluster CA
+    let extra_roots = match (&kube, &args.ca_file) {
+        (Some(k), None) => k.cluster_ca.clone(),
+        _ => Vec::new(),
+    };
+    let primary = Side {
+        role: Role::Primary,
+        dest_repo: args.registry.as_ref(),
+        creds,
+        trust: Trust {
+            plain: args.plain,
+            insecure: args.insecure,
+            ca_file: args.ca_file.clone(),
+            token_realms: args.transfer.allow_token_realm.clone(),
+        },
+        dest_flag: "--registry",
+        global: kube.as_ref().map(|k| k.cluster.clone()),
+        from: vip(&args, kube.as_ref()),
+        publisher: None,
+    };
+    let (decision, dest) = match rt.block_on(primary.resolve_any())? {
+        Resolved::External { address } => (
+            Decision {
+                registry: address,
+                why: "ProductBase base says spec.registry.external: the platform uses an \
+                      external registry; image synchronization is skipped"
+                    .into(),
+                credentials: CredentialSource::None.to_string(),
+                skip_sync: true,
+            },
+            None,
+        ),
+        Resolved::To(mut d) => {
+            d.extra_roots = extra_roots.clone();
+            let decision = Decision {
+                registry: Some(d.label()),
+                why: d.why.clone(),
+                credentials: d.credential_origin.clone(),
+                skip_sync: false,
+            };
+            (decision, Some(d))
+        }
+    };
     eprintln!(
         "registry {} ({}); credentials {}",
         decision.registry.as_deref().unwrap_or("-"),
@@ -194,53 +251,36 @@ pub fn run(args: SyncArgs) -> Result<i32> {
 
     let timeout = args.transfer.timeout();
     let retry = args.transfer.retry_policy();
-    let extra_roots = kube
-        .as_ref()
-        .map(|k| k.cluster_ca.clone())
-        .unwrap_or_default();
-    // the same address rules as push (`host[:port][/prefix]`, scheme, no credentials)
-    let destination = |role: Role,
-                       address: &str,
-                       credentials: Option<Credentials>,
-                       origin: String|
-     -> Result<Arc<Registry>> {
-        let trust = match role {
-            Role::Primary => Trust {
-                plain: args.plain,
-                insecure: args.insecure,
-                ca_file: args.ca_file.clone(),
-                token_realms: args.transfer.allow_token_realm.clone(),
-            },
-            Role::Standby => Trust {
-                plain: args.standby_plain,
-                insecure: args.standby_insecure,
-                ca_file: args.ca_file.clone(),
-                token_realms: args.transfer.allow_token_realm.clone(),
-            },
-        };
-        let mut d = Destination::from_address(role, address, trust)?;
-        if args.ca_file.is_none() {
+    if let (Some(dest), false) = (&dest, args.skip_sync_image) {
+        let mut registries = vec![dest.registry(&retry, timeout)?];
+        if args.standby_registry.is_some() {
+            // the standby is given by its flags only: sync reaches one cluster
+            let standby = Side {
+                role: Role::Standby,
+                dest_repo: args.standby_registry.as_ref(),
+                creds: CredentialFlags {
+                    no_auth: args.standby_no_auth,
+                    username: args.standby_username.as_ref(),
+                    password: args.standby_password.as_ref(),
+                    password_stdin: false,
+                    stdin: &stdin,
+                    prefix: "standby-",
+                },
+                trust: Trust {
+                    plain: args.standby_plain,
+                    insecure: args.standby_insecure,
+                    ca_file: args.ca_file.clone(),
+                    token_realms: args.transfer.allow_token_realm.clone(),
+                },
+                dest_flag: "--standby-registry",
+                global: None,
+                from: vip(&args, None),
+                publisher: None,
+            };
+            let mut d = rt.block_on(standby.resolve())?;
             d.extra_roots = extra_roots.clone();
-        }
-        d.credentials = credentials;
-        d.credential_origin = origin;
-        d.registry(&retry, timeout)
-    };
-
-    if let (Some(dest), false) = (&dest, args.skip_sync_image || report.decision.skip_sync) {
-        let mut registries = vec![destination(
-            Role::Primary,
-            &dest.0,
-            dest.1.clone(),
-            report.decision.credentials.clone(),
-        )?];
-        if let Some(standby) = &args.standby_registry {
-            registries.push(destination(
-                Role::Standby,
-                standby,
-                standby_credentials(&args)?,
-                "from --standby-username/--standby-password".into(),
-            )?);
+            eprintln!("{}", d.describe());
+            registries.push(d.registry(&retry, timeout)?);
         }
         let packages = core.packages();
         let run = crate::pipeline::Run {
@@ -270,16 +310,14 @@ pub fn run(args: SyncArgs) -> Result<i32> {
     let apply_manifests = !only_sync && report.exit_code == 0 && !core.manifests.is_empty();
     if apply_manifests {
         let kube = kube.as_ref().expect("loaded when there are manifests");
-        let registry = dest.as_ref().map(|d| d.0.clone());
-        let origin = report.decision.credentials.clone();
-        match rt.block_on(manifests(
-            &args,
-            &core,
-            kube,
-            registry.as_deref(),
-            dest.as_ref(),
-            &|a, c| destination(Role::Primary, a, c, origin.clone()),
-        )) {
+        let checked = dest.as_ref().filter(|_| args.skip_sync_image);
+        let registry = dest.as_ref().map(Destination::label);
+        let checked = checked
+            .map(|d| d.registry(&retry, timeout))
+            .transpose();
+        match rt.block_on(async {
+            manifests(&args, &core, kube, registry.as_deref(), checked?.as_deref()).await
+        }) {
             Ok(outcomes) => {
                 report.manifests = outcomes.iter().map(ResourceReport::from).collect();
                 if let Some(worst) = outcomes
@@ -344,110 +382,42 @@ fn render(r: &SyncReport) -> String {
     s
 }
 
-fn standby_credentials(args: &SyncArgs) -> Result<Option<Credentials>> {
-    if args.standby_no_auth {
-        return Ok(None);
-    }
-    match (&args.standby_username, &args.standby_password) {
-        (Some(u), Some(p)) => Ok(Some(Credentials {
-            username: u.clone(),
-            password: Secret::new(p.clone()),
-        })),
-        (None, None) => Err(Error::new(
-            ErrorKind::Usage,
-            "--standby-registry needs --standby-username with --standby-password, or --standby-no-auth",
-        )),
-        _ => Err(Error::new(
-            ErrorKind::Usage,
-            "--standby-username and --standby-password go together",
-        )),
+/// The login file holds credentials for the `--registry` host (then no cluster is needed
+/// for them).
+fn has_login(registry: Option<&str>) -> bool {
+    registry
+        .and_then(|r| split_host(r, false).ok())
+        .is_some_and(|(host, _, _)| auth::from_auth_files(&host).is_some())
+}
+
+/// Sync's registry, when `--registry` names none: the built-in one at the global VIP.
+fn vip(args: &SyncArgs, kube: Option<&Kubeconfig>) -> RegistryFrom {
+    match (&args.vip, kube) {
+        (Some(v), _) => RegistryFrom::Vip {
+            vip: v.clone(),
+            named_by: "--vip".into(),
+        },
+        (None, Some(k)) => RegistryFrom::Vip {
+            vip: k.server_host.clone(),
+            named_by: format!("API server of {}", k.path.display()),
+        },
+        // without a cluster the registry is given by flag, and no VIP is needed
+        (None, None) => RegistryFrom::Vip {
+            vip: String::new(),
+            named_by: String::new(),
+        },
     }
 }
 
-/// The registry address chosen, and its credentials.
-type Chosen = (String, Option<Credentials>);
-
-/// A client for the chosen registry (address, credentials), trusted as for the sync.
-type Connect<'a> = dyn Fn(&str, Option<Credentials>) -> Result<Arc<Registry>> + 'a;
-
-/// Which registry, why, and with which credentials (the order upgrade.sh follows).
-async fn decide(args: &SyncArgs, kube: Option<&Kubeconfig>) -> Result<(Decision, Option<Chosen>)> {
-    let flag_creds = match (&args.username, &args.password) {
-        (Some(u), Some(p)) => Some(Credentials {
-            username: u.clone(),
-            password: Secret::new(p.clone()),
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                "--username and --password go together (or FERRY_PASSWORD for the password)",
-            ))
-        }
-    };
-    let product = match (kube, &args.registry, &flag_creds) {
-        (Some(k), _, _) => Some(platform_registry::product_registry(&k.cluster).await?),
-        _ => None,
-    };
-    let (address, why, skip) = if let Some(r) = &args.registry {
-        (r.clone(), "from --registry".to_string(), false)
-    } else {
-        let k = kube.expect("loaded without --registry");
-        let p = product.as_ref().expect("read with a cluster");
-        if p.external {
-            let decision = Decision {
-                registry: p.address.clone(),
-                why: "ProductBase base says spec.registry.external: the platform uses an \
-                      external registry; image synchronization is skipped"
-                    .into(),
-                credentials: CredentialSource::None.to_string(),
-                skip_sync: true,
-            };
-            return Ok((decision, None));
-        }
-        let vip = args.vip.clone().unwrap_or_else(|| k.server_host.clone());
-        let address = platform_registry::rebuild_from_vip(&vip, p.address.as_deref());
-        let why = format!(
-            "built-in registry at the global VIP {} ({}), port from ProductBase base",
-            vip,
-            if args.vip.is_some() {
-                "--vip".to_string()
-            } else {
-                format!("API server of {}", k.path.display())
-            }
-        );
-        (address, why, false)
-    };
-    let (creds, source) = if let Some(c) = flag_creds {
-        (Some(c), CredentialSource::Flags)
-    } else if let Some(c) = product.as_ref().and_then(|p| p.credentials.clone()) {
-        (Some(c), CredentialSource::ProductBase)
-    } else if let Some(k) = kube {
-        match platform_registry::registry_admin_secret(&k.cluster).await? {
-            Some(c) => (Some(c), CredentialSource::Secret),
-            None => (None, CredentialSource::None),
-        }
-    } else {
-        (None, CredentialSource::None)
-    };
-    let decision = Decision {
-        registry: Some(address.clone()),
-        why,
-        credentials: source.to_string(),
-        skip_sync: skip,
-    };
-    Ok((decision, Some((address, creds))))
-}
-
-/// Applies the manifests, images pointed at `registry`. With `--skip-sync-image` it first
-/// checks (HEAD) that every image they use is there, and refuses with the list otherwise.
+/// Applies the manifests, images pointed at `registry`. With `--skip-sync-image` (`checked`)
+/// it first checks (HEAD) that every image they use is there, and refuses with the list
+/// otherwise.
 async fn manifests(
     args: &SyncArgs,
     core: &CorePackage,
     kube: &Kubeconfig,
     registry: Option<&str>,
-    dest: Option<&Chosen>,
-    connect: &Connect<'_>,
+    checked: Option<&Registry>,
 ) -> Result<Vec<ResourceOutcome>> {
     let mut objects = Vec::new();
     let mut refs = Vec::new();
@@ -459,31 +429,18 @@ async fn manifests(
             objects.push(obj);
         }
     }
-    if args.skip_sync_image {
-        if let Some(dest) = dest {
-            let reg = connect(&dest.0, dest.1.clone())?;
-            reg.check().await?;
-            let mut missing = Vec::new();
-            for r in &refs {
-                let rest = r.split_once('/').map(|x| x.1).unwrap_or(r);
-                let (repo, reference) = match rest.split_once('@') {
-                    Some((repo, d)) => (repo, d),
-                    None => rest.rsplit_once(':').unwrap_or((rest, "latest")),
-                };
-                if reg.manifest_digest(repo, reference).await?.is_none() {
-                    missing.push(r.clone());
-                }
-            }
-            if !missing.is_empty() {
-                return Err(Error::new(
-                    ErrorKind::Registry,
-                    format!(
-                        "--skip-sync-image: the manifests use images that are not in the registry: {}; \
-                         sync them first (without --skip-sync-image)",
-                        missing.join(", ")
-                    ),
-                ));
-            }
+    if let Some(reg) = checked {
+        reg.check().await?;
+        let missing = apply::missing_images(reg, &refs).await?;
+        if !missing.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Registry,
+                format!(
+                    "--skip-sync-image: the manifests use images that are not in the registry: \
+                     {}; sync them first (without --skip-sync-image)",
+                    missing.join(", ")
+                ),
+            ));
         }
     }
     let mut out = Vec::new();
