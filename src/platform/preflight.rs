@@ -98,9 +98,8 @@ pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
             return Err(Error::new(
                 ErrorKind::Platform,
                 format!(
-                    "cluster {}: there is no {what}: no cluster {name:?} to read the upgrade \
-                     checks of; {known} (give one with --cluster)",
-                    cluster.name
+                    "there is no {what}: no cluster {name:?} to read the upgrade checks of; \
+                     {known} (give one with --cluster)"
                 ),
             ));
         }
