@@ -121,7 +121,11 @@ fn credential_flags_are_refused_as_push_refuses_them_and_a_standby_may_be_anonym
     args.extend(["--username", "nobody"]);
     let run = sync(&args);
     assert_eq!(run.code, 5, "{}", run.all());
-    assert!(run.stderr.contains("--username needs --password"), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("--username needs --password"),
+        "{}",
+        run.stderr
+    );
 
     // a standby registry that needs no login needs no credential flags, as in push
     let mut args = base.to_vec();
@@ -139,7 +143,11 @@ fn credential_flags_are_refused_as_push_refuses_them_and_a_standby_may_be_anonym
         run.stderr
     );
     for reg in [&primary, &standby] {
-        assert!(reg.skopeo_raw(CORE_IMAGE).is_some(), "not in {}", reg.host());
+        assert!(
+            reg.skopeo_raw(CORE_IMAGE).is_some(),
+            "not in {}",
+            reg.host()
+        );
     }
 }
 
@@ -171,7 +179,8 @@ fn preflight_cluster_is_trimmed_shows_the_current_image_and_names_the_clusters()
     let run = sync(&["--preflight", "--kubeconfig", kc, "--cluster", "region3"]);
     assert_eq!(run.code, 7, "{}", run.all());
     assert!(
-        run.stderr.contains("no ClusterVersionShadow cpaas-system/region3")
+        run.stderr
+            .contains("no ClusterVersionShadow cpaas-system/region3")
             && run.stderr.contains("the clusters are: global, region2"),
         "{}",
         run.stderr

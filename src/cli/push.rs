@@ -228,30 +228,29 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     if args.standby_registry.is_some() || standby_platform.is_some() {
         let standby = |platform: Option<Arc<Platform>>| -> Result<Side, Error> {
             Ok(Side {
-            role: Role::Standby,
-            dest_repo: args.standby_registry.as_ref(),
-            creds: CredentialFlags {
-                no_auth: args.standby_no_auth,
-                username: args.standby_username.as_ref(),
-                password: args.standby_password.as_ref(),
-                password_stdin: false,
-                stdin: &stdin,
-                prefix: "standby-",
-            },
-            trust: Trust {
-                plain: args.standby_plain,
-                insecure: args.standby_insecure,
-                ca_file: args
-                    .standby_ca_file
-                    .clone()
-                    .or_else(|| args.ca_file.clone()),
-                token_realms: args.transfer.allow_token_realm.clone(),
-            },
-            dest_flag: "--standby-registry",
-            global: global_of(platform.as_deref())
-                .map_err(|e| e.context("DR standby"))?,
-            from: registry_from(platform.as_deref()),
-            publisher: platform,
+                role: Role::Standby,
+                dest_repo: args.standby_registry.as_ref(),
+                creds: CredentialFlags {
+                    no_auth: args.standby_no_auth,
+                    username: args.standby_username.as_ref(),
+                    password: args.standby_password.as_ref(),
+                    password_stdin: false,
+                    stdin: &stdin,
+                    prefix: "standby-",
+                },
+                trust: Trust {
+                    plain: args.standby_plain,
+                    insecure: args.standby_insecure,
+                    ca_file: args
+                        .standby_ca_file
+                        .clone()
+                        .or_else(|| args.ca_file.clone()),
+                    token_realms: args.transfer.allow_token_realm.clone(),
+                },
+                dest_flag: "--standby-registry",
+                global: global_of(platform.as_deref()).map_err(|e| e.context("DR standby"))?,
+                from: registry_from(platform.as_deref()),
+                publisher: platform,
             })
         };
         let resolved = rt.block_on(async {

@@ -67,9 +67,11 @@ impl Preflight {
         }
         s.push_str("\nChecks\n");
         let mut rows = vec![["NAME", "POLICY", "STATE", "REASON", "MESSAGE"].map(String::from)];
-        rows.extend(self.checks.iter().map(|c| {
-            [&c.name, &c.policy, &c.state, &c.reason, &c.message].map(|x| x.clone())
-        }));
+        rows.extend(
+            self.checks
+                .iter()
+                .map(|c| [&c.name, &c.policy, &c.state, &c.reason, &c.message].map(|x| x.clone())),
+        );
         for line in crate::report::aligned(&rows).lines() {
             s.push_str(&format!("  {line}\n"));
         }

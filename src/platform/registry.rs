@@ -66,8 +66,8 @@ pub async fn registry_admin_secret(global: &Cluster) -> Result<Option<Credential
     let req = http::Request::get(format!(
         "/api/v1/namespaces/{NAMESPACE}/secrets/registry-admin"
     ))
-        .body(Vec::new())
-        .expect("a static request is valid");
+    .body(Vec::new())
+    .expect("a static request is valid");
     let answer = match global.client.request_text(req).await {
         Ok(text) => Secret::new(text),
         Err(e) if status_code(&e) == Some(404) => return Ok(None),
