@@ -6,6 +6,10 @@
 //! of the core package and of `plugins/*.tgz` through one engine (to the standby registry too,
 //! from the same read) → `manifests/*.yaml` applied server-side with their images pointed at
 //! that registry. `--preflight` only reads the upgrade checks.
+//!
+//! The registries (primary and standby) are resolved by `destination::Side`, as push's are;
+//! what is sync's own is where the registry is without `--registry` (`RegistryFrom::Vip`),
+//! the printed decision and the report.
 
 use std::time::Instant;
 
