@@ -8,8 +8,8 @@ mod common;
 use common::core_sync::*;
 use common::platform::*;
 use common::*;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use serde_json::Value;
+use std::path::Path;
 
 /// A plain-HTTP primary registry that needs no login (credentials given, as upgrade.sh wants).
 const PLAIN_PRIMARY: [&str; 5] = [

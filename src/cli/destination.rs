@@ -225,7 +225,7 @@ pub enum RegistryFrom {
 /// A side resolved: the registry to write to, or (sync only) the platform's external registry,
 /// which is left alone.
 pub enum Resolved {
-    To(Destination),
+    To(Box<Destination>),
     External { address: Option<String> },
 }
 
@@ -253,7 +253,7 @@ impl Side<'_> {
     /// The registry given by the flags, else the platform's registry, with its credentials.
     pub async fn resolve(self) -> Result<Destination, Error> {
         match self.resolve_any().await? {
-            Resolved::To(d) => Ok(d),
+            Resolved::To(d) => Ok(*d),
             // only RegistryFrom::Vip leaves an external registry alone
             Resolved::External { .. } => Err(Error::internal(
                 "an external registry was left alone where one is needed",
@@ -306,7 +306,7 @@ impl Side<'_> {
             d.credential_origin = source.to_string();
             d.why = format!("from {}", self.dest_flag);
             d.platform = self.publisher.clone();
-            return Ok(Resolved::To(d));
+            return Ok(Resolved::To(Box::new(d)));
         }
         let Some(global) = &self.global else {
             return Err(Error::new(
@@ -366,7 +366,7 @@ impl Side<'_> {
         d.credentials = credentials;
         d.credential_origin = source.to_string();
         d.platform = self.publisher.clone();
-        Ok(Resolved::To(d))
+        Ok(Resolved::To(Box::new(d)))
     }
 }
 

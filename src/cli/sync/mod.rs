@@ -153,7 +153,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                 credentials: d.credential_origin.clone(),
                 skip_sync: false,
             };
-            (decision, Some(d))
+            (decision, Some(*d))
         }
     };
     eprintln!(
