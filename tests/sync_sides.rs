@@ -23,8 +23,8 @@ fn login_file(dir: &std::path::Path, host: &str) -> std::path::PathBuf {
     path
 }
 
-#[test]
-fn registry_without_credentials_uses_a_login_file_and_needs_no_cluster() {
+/// A TLS registry that needs `USER`'s login, and a core package in a temporary directory.
+fn login_registry_and_core() -> (Registry, tempfile::TempDir, std::path::PathBuf) {
     let reg = Registry::start(RegistryOpts {
         tls: true,
         auth: true,
@@ -32,6 +32,12 @@ fn registry_without_credentials_uses_a_login_file_and_needs_no_cluster() {
     });
     let dir = tempfile::tempdir().unwrap();
     let pkg = core(dir.path());
+    (reg, dir, pkg)
+}
+
+#[test]
+fn registry_without_credentials_uses_a_login_file_and_needs_no_cluster() {
+    let (reg, dir, pkg) = login_registry_and_core();
     let auth = login_file(dir.path(), &reg.host());
     let run = sync_with(
         &[
@@ -62,13 +68,7 @@ fn registry_without_credentials_uses_a_login_file_and_needs_no_cluster() {
 
 #[test]
 fn password_stdin_gives_the_registry_password_and_an_empty_line_is_refused() {
-    let reg = Registry::start(RegistryOpts {
-        tls: true,
-        auth: true,
-        ..Default::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = core(dir.path());
+    let (reg, _dir, pkg) = login_registry_and_core();
     let ca = reg.ca();
     let args = [
         "--package",

@@ -170,7 +170,25 @@ pub struct CredentialFlags<'a> {
     pub prefix: &'a str,
 }
 
-impl CredentialFlags<'_> {
+impl<'a> CredentialFlags<'a> {
+    /// The DR standby's (`--standby-username`, `--standby-password`, `--standby-no-auth`), as
+    /// push and sync spell them. No standby secret is read from standard input.
+    pub fn standby(
+        no_auth: bool,
+        username: Option<&'a String>,
+        password: Option<&'a String>,
+        stdin: &'a StdinSecret,
+    ) -> Self {
+        CredentialFlags {
+            no_auth,
+            username,
+            password,
+            password_stdin: false,
+            stdin,
+            prefix: "standby-",
+        }
+    }
+
     pub(crate) fn given(&self) -> bool {
         self.username.is_some() || self.password.is_some() || self.password_stdin
     }
@@ -208,10 +226,13 @@ impl CredentialFlags<'_> {
     }
 }
 
-/// Where a side's registry is when its flag names none. Both are read from `ProductBase`
+/// Where a side's registry is when its flag names none: nowhere, or read from `ProductBase`
 /// `base` of the global cluster.
 #[derive(Clone, Debug)]
 pub enum RegistryFrom {
+    /// Nothing is looked up: only the flag names the registry (sync's standby; push without
+    /// a platform).
+    Flag,
     /// `spec.registry.address` as written (push: the platform's address for its registry).
     /// `platform` names the platform in the printed reason.
     ProductBase { platform: String },
@@ -249,7 +270,26 @@ pub struct Side<'a> {
     pub publisher: Option<Arc<Platform>>,
 }
 
-impl Side<'_> {
+impl<'a> Side<'a> {
+    /// The DR standby as its flags give it (`--standby-registry`, its credentials and trust),
+    /// nothing looked up; push adds its platform.
+    pub fn standby(
+        dest_repo: Option<&'a String>,
+        creds: CredentialFlags<'a>,
+        trust: Trust,
+    ) -> Self {
+        Side {
+            role: Role::Standby,
+            dest_repo,
+            creds,
+            trust,
+            dest_flag: "--standby-registry",
+            global: None,
+            from: RegistryFrom::Flag,
+            publisher: None,
+        }
+    }
+
     /// The registry given by the flags, else the platform's registry, with its credentials.
     pub async fn resolve(self) -> Result<Destination, Error> {
         match self.resolve_any().await? {
@@ -308,7 +348,7 @@ impl Side<'_> {
             d.platform = self.publisher.clone();
             return Ok(Resolved::To(Box::new(d)));
         }
-        let Some(global) = &self.global else {
+        let (Some(global), false) = (&self.global, matches!(self.from, RegistryFrom::Flag)) else {
             return Err(Error::new(
                 ErrorKind::Usage,
                 format!(
@@ -319,6 +359,7 @@ impl Side<'_> {
         };
         let product = platform_registry::product_registry(global).await?;
         let mut d = match &self.from {
+            RegistryFrom::Flag => unreachable!("refused above"),
             RegistryFrom::ProductBase { platform } => {
                 let address = product.address.clone().ok_or_else(|| {
                     Error::new(

@@ -227,18 +227,15 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     let mut left_out = None;
     if args.standby_registry.is_some() || standby_platform.is_some() {
         let standby = |platform: Option<Arc<Platform>>| -> Result<Side, Error> {
-            Ok(Side {
-                role: Role::Standby,
-                dest_repo: args.standby_registry.as_ref(),
-                creds: CredentialFlags {
-                    no_auth: args.standby_no_auth,
-                    username: args.standby_username.as_ref(),
-                    password: args.standby_password.as_ref(),
-                    password_stdin: false,
-                    stdin: &stdin,
-                    prefix: "standby-",
-                },
-                trust: Trust {
+            let flags = Side::standby(
+                args.standby_registry.as_ref(),
+                CredentialFlags::standby(
+                    args.standby_no_auth,
+                    args.standby_username.as_ref(),
+                    args.standby_password.as_ref(),
+                    &stdin,
+                ),
+                Trust {
                     plain: args.standby_plain,
                     insecure: args.standby_insecure,
                     ca_file: args
@@ -247,10 +244,12 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                         .or_else(|| args.ca_file.clone()),
                     token_realms: args.transfer.allow_token_realm.clone(),
                 },
-                dest_flag: "--standby-registry",
+            );
+            Ok(Side {
                 global: global_of(platform.as_deref()).map_err(|e| e.context("DR standby"))?,
                 from: registry_from(platform.as_deref()),
                 publisher: platform,
+                ..flags
             })
         };
         let resolved = rt.block_on(async {
@@ -365,9 +364,11 @@ fn global_of(platform: Option<&Platform>) -> Result<Option<Cluster>, Error> {
     platform.map(|p| p.cluster("global")).transpose()
 }
 
+/// Without a platform, only `--dest-repo` (`--standby-registry`) names the registry.
 fn registry_from(platform: Option<&Platform>) -> RegistryFrom {
-    RegistryFrom::ProductBase {
-        platform: platform.map(Platform::host).unwrap_or_default(),
+    match platform {
+        Some(p) => RegistryFrom::ProductBase { platform: p.host() },
+        None => RegistryFrom::Flag,
     }
 }
 

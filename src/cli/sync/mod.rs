@@ -181,28 +181,21 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         let mut registries = vec![dest.registry(&retry, timeout)?];
         if args.standby_registry.is_some() {
             // the standby is given by its flags only: sync reaches one cluster
-            let standby = Side {
-                role: Role::Standby,
-                dest_repo: args.standby_registry.as_ref(),
-                creds: CredentialFlags {
-                    no_auth: args.standby_no_auth,
-                    username: args.standby_username.as_ref(),
-                    password: args.standby_password.as_ref(),
-                    password_stdin: false,
-                    stdin: &stdin,
-                    prefix: "standby-",
-                },
-                trust: Trust {
+            let standby = Side::standby(
+                args.standby_registry.as_ref(),
+                CredentialFlags::standby(
+                    args.standby_no_auth,
+                    args.standby_username.as_ref(),
+                    args.standby_password.as_ref(),
+                    &stdin,
+                ),
+                Trust {
                     plain: args.standby_plain,
                     insecure: args.standby_insecure,
                     ca_file: args.ca_file.clone(),
                     token_realms: args.transfer.allow_token_realm.clone(),
                 },
-                dest_flag: "--standby-registry",
-                global: None,
-                from: vip(&args, None),
-                publisher: None,
-            };
+            );
             let mut d = rt.block_on(standby.resolve())?;
             d.extra_roots = extra_roots.clone();
             eprintln!("{}", d.describe());
@@ -316,19 +309,16 @@ fn has_login(registry: Option<&str>) -> bool {
 
 /// Sync's registry, when `--registry` names none: the built-in one at the global VIP.
 fn vip(args: &SyncArgs, kube: Option<&Kubeconfig>) -> RegistryFrom {
-    match (&args.vip, kube) {
-        (Some(v), _) => RegistryFrom::Vip {
+    match (kube, &args.vip) {
+        // without a cluster the registry is given by flag
+        (None, _) => RegistryFrom::Flag,
+        (Some(_), Some(v)) => RegistryFrom::Vip {
             vip: v.clone(),
             named_by: "--vip".into(),
         },
-        (None, Some(k)) => RegistryFrom::Vip {
+        (Some(k), None) => RegistryFrom::Vip {
             vip: k.server_host.clone(),
             named_by: format!("API server of {}", k.path.display()),
-        },
-        // without a cluster the registry is given by flag, and no VIP is needed
-        (None, None) => RegistryFrom::Vip {
-            vip: String::new(),
-            named_by: String::new(),
         },
     }
 }
