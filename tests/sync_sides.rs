@@ -1,4 +1,4 @@
-//! `ferry sync`'s registries resolved as push resolves them (cli/destination.rs): a login
+//! `ferry sync`'s registries resolved as push resolves them (cli/destination/): a login
 //! file for `--registry`, `--password-stdin`, a standby without credentials, the refusals of
 //! push; and `--preflight`'s cluster name and current image.
 
