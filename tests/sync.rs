@@ -5,30 +5,11 @@
 
 mod common;
 
+use common::core_sync::*;
 use common::platform::*;
 use common::*;
-use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-
-fn core(dir: &Path) -> PathBuf {
-    let out = dir.join("core");
-    let plugin = fixture("oam-application");
-    let run = ferry(&[
-        "dev",
-        "core",
-        out.to_str().unwrap(),
-        "--plugin",
-        plugin.to_str().unwrap(),
-    ]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    out
-}
-
-fn sync(args: &[&str]) -> Run {
-    let mut v = vec!["sync", "--retry-base-ms", "20"];
-    v.extend_from_slice(args);
-    ferry(&v)
-}
+use serde_json::Value;
+use std::path::Path;
 
 /// A plain-HTTP primary registry that needs no login (credentials given, as upgrade.sh wants).
 const PLAIN_PRIMARY: [&str; 5] = [
@@ -267,30 +248,6 @@ fn external_registry_skips_the_sync_and_skip_sync_image_checks_images_first() {
     let run = sync(&skip);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_eq!(p.list("global", "deployments").len(), 1);
-}
-
-fn shadow(p: &FakePlatform, state: &str, generation: i64, observed: i64) {
-    p.put(
-        "global",
-        "clusterversionshadows",
-        json!({
-            "apiVersion": "config.alauda.io/v1",
-            "kind": "ClusterVersionShadow",
-            "metadata": {"name": "global", "namespace": "cpaas-system", "generation": generation},
-            "spec": {"desiredUpdate": {"version": "v4.2.0"}},
-            "status": {
-                "current": {"version": "v4.1.3"},
-                "desired": {"version": "v4.2.0", "image": "registry.alauda.cn:60080/acp/release:v4.2.0"},
-                "conditions": [{"type": "PreflightReady", "status": if state == "Passed" { "True" } else { "False" },
-                                "observedGeneration": observed, "reason": "Checked", "message": "",
-                                "lastTransitionTime": "2026-11-25T10:00:00Z"}],
-                "preflight": {"observedAt": "2026-11-25T10:00:00Z", "checks": [
-                    {"name": "etcd-health", "policy": "Block", "state": "Passed", "reason": "Healthy", "message": "3/3 members healthy"},
-                    {"name": "registry-images", "policy": "Block", "state": state, "reason": "Checked", "message": "core images present"}
-                ]}
-            }
-        }),
-    );
 }
 
 #[test]

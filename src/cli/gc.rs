@@ -2,13 +2,12 @@
 //! deletes that never hit an object changed since the plan.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde_json::json;
 
-use super::list::connect;
 use super::platform_flags::PlatformFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind, Result};
@@ -48,7 +47,7 @@ pub struct GcArgs {
 
 pub fn run(args: GcArgs) -> Result<i32> {
     let rt = super::runtime()?;
-    let platform = connect(&rt, &args.platform, args.timeout, "ferry gc")?;
+    let platform = args.platform.connect(&rt, args.timeout, "ferry gc")?;
     let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
     for (cluster, e) in &inv.failures {
         eprintln!(
@@ -88,7 +87,12 @@ pub fn run(args: GcArgs) -> Result<i32> {
         }
         return Ok(read_failed.unwrap_or(0));
     }
-    confirm(&args, plan.items.len())?;
+    let n = plan.items.len();
+    super::confirm(
+        n,
+        args.yes,
+        &format!("Delete these {n} resources? A backup is written first."),
+    )?;
     let backups = write_backups(&args.backup_dir, &plan)?;
     let results = rt.block_on(gc::execute(&platform, &plan));
     if json {
@@ -102,34 +106,6 @@ pub fn run(args: GcArgs) -> Result<i32> {
         (None, Some(code)) => code,
         (None, None) => 0,
     })
-}
-
-/// Asks on the terminal unless --yes; refuses when there is no terminal to ask on.
-fn confirm(args: &GcArgs, n: usize) -> Result<()> {
-    if args.yes {
-        return Ok(());
-    }
-    if !std::io::stdin().is_terminal() {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            "refusing to delete without confirmation: no terminal to ask on. Check the plan with --dry-run, then re-run with --yes",
-        ));
-    }
-    eprint!("Delete these {n} resources? A backup is written first. [y/N] ");
-    let _ = std::io::stderr().flush();
-    let mut answer = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut answer)
-        .map_err(|e| Error::internal(format!("reading the answer: {e}")))?;
-    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
-        Ok(())
-    } else {
-        Err(Error::new(
-            ErrorKind::Usage,
-            "not confirmed: nothing was deleted",
-        ))
-    }
 }
 
 /// One file per cluster (a `kubectl apply -f` restores it on that cluster), owner-only.

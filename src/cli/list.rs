@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
@@ -11,7 +10,6 @@ use serde::Serialize;
 use super::platform_flags::PlatformFlags;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::inventory::{self, Install, InstallState, Inventory, UploadKind};
-use crate::platform::Platform;
 
 #[derive(Args, Debug)]
 pub struct ListArgs {
@@ -70,31 +68,9 @@ struct Installed {
     version: String,
 }
 
-/// Logs in to the platform the flags name (list and gc need one).
-pub(super) fn connect(
-    rt: &tokio::runtime::Runtime,
-    flags: &PlatformFlags,
-    timeout: u64,
-    command: &str,
-) -> Result<Platform> {
-    let stdin = super::platform_flags::StdinSecret::claimed_by(&[(
-        "--platform-password-stdin",
-        flags.platform_password_stdin,
-    )])?;
-    let opts = flags
-        .options(Duration::from_secs(timeout), &stdin)?
-        .ok_or_else(|| {
-            Error::new(
-                ErrorKind::Usage,
-                format!("{command} needs --platform-address (and --platform-token or --platform-username)"),
-            )
-        })?;
-    rt.block_on(Platform::connect(opts))
-}
-
 pub fn run(args: ListArgs) -> Result<i32> {
     let rt = super::runtime()?;
-    let platform = connect(&rt, &args.platform, args.timeout, "ferry list")?;
+    let platform = args.platform.connect(&rt, args.timeout, "ferry list")?;
     let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
     let apps = applications(&inv);
     let yaml = serde_yaml::to_string(&apps).map_err(|e| Error::internal(format!("YAML: {e}")))?;

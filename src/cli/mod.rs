@@ -376,6 +376,40 @@ pub(crate) fn check_readable(files: &[(&str, Option<&std::path::Path>)]) -> Resu
     Ok(())
 }
 
+/// Asks `question` on the terminal before a plan of `plan_len` changes is carried out, unless
+/// `yes` (`--yes`). Without a terminal to ask on it refuses: a script that forgot `--yes`
+/// must not change anything, nor hang on a read.
+pub(crate) fn confirm(plan_len: usize, yes: bool, question: &str) -> Result<(), Error> {
+    use std::io::{BufRead, IsTerminal, Write};
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "refusing to make {plan_len} changes without confirmation: no terminal to ask \
+                 on. Check the plan with --dry-run, then re-run with --yes"
+            ),
+        ));
+    }
+    eprint!("{question} [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut answer)
+        .map_err(|e| Error::internal(format!("reading the answer: {e}")))?;
+    if matches!(answer.trim(), "y" | "Y" | "yes" | "YES" | "Yes") {
+        Ok(())
+    } else {
+        Err(Error::new(
+            ErrorKind::Usage,
+            "not confirmed: nothing was changed",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// Every flag of every command says what it does in `--help` (the help is the manual on

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::Args;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::platform::{PasswordLogin, PlatformAuth, PlatformOptions};
+use crate::platform::{PasswordLogin, Platform, PlatformAuth, PlatformOptions};
 use crate::sink::Secret;
 
 /// One definition, two structs: `$flag` and `$env` prefix the flag names and environment
@@ -136,6 +136,35 @@ platform_flags!(
     /// here, each defaulting to the safe value on its own.
     StandbyPlatformFlags, side = "DR standby ", flag = "standby-", env = "FERRY_STANDBY_", id = "standby_"
 );
+
+impl PlatformFlags {
+    /// Logs in to the platform the flags name, for the commands that need one and read
+    /// nothing else from standard input (list, gc). The standby's flags have no such
+    /// command: only push reaches a standby platform, with its other secrets beside it.
+    pub fn connect(
+        &self,
+        rt: &tokio::runtime::Runtime,
+        timeout_secs: u64,
+        command: &str,
+    ) -> Result<Platform> {
+        let stdin = StdinSecret::claimed_by(&[(
+            "--platform-password-stdin",
+            self.platform_password_stdin,
+        )])?;
+        let opts = self
+            .options(Duration::from_secs(timeout_secs), &stdin)?
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::Usage,
+                    format!(
+                        "{command} needs --platform-address (and --platform-token or \
+                         --platform-username)"
+                    ),
+                )
+            })?;
+        rt.block_on(Platform::connect(opts))
+    }
+}
 
 /// Both structs' values, read the same way.
 struct FlagValues<'a> {

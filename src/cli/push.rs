@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use clap::Args;
 
-use super::destination::{CredentialFlags, Role, Side, Trust};
+use super::destination::{CredentialFlags, RegistryFrom, Role, Side, Trust};
 use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::{Mode, Publisher, Run, Target};
-use crate::platform::Platform;
+use crate::platform::{Cluster, Platform};
 use crate::report::estimate_line;
 use crate::source;
 
@@ -215,7 +215,9 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             token_realms: args.transfer.allow_token_realm.clone(),
         },
         dest_flag: "--dest-repo",
-        platform,
+        global: global_of(platform.as_deref())?,
+        from: registry_from(platform.as_deref()),
+        publisher: platform,
     };
     let mut dests = vec![rt.block_on(primary.resolve())?];
     // The standby side: whatever fails there (its platform unreachable, its login or token
@@ -224,28 +226,31 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     // primary already holds is skipped there).
     let mut left_out = None;
     if args.standby_registry.is_some() || standby_platform.is_some() {
-        let standby = |platform| Side {
-            role: Role::Standby,
-            dest_repo: args.standby_registry.as_ref(),
-            creds: CredentialFlags {
-                no_auth: args.standby_no_auth,
-                username: args.standby_username.as_ref(),
-                password: args.standby_password.as_ref(),
-                password_stdin: false,
-                stdin: &stdin,
-                prefix: "standby-",
-            },
-            trust: Trust {
-                plain: args.standby_plain,
-                insecure: args.standby_insecure,
-                ca_file: args
-                    .standby_ca_file
-                    .clone()
-                    .or_else(|| args.ca_file.clone()),
-                token_realms: args.transfer.allow_token_realm.clone(),
-            },
-            dest_flag: "--standby-registry",
-            platform,
+        let standby = |platform: Option<Arc<Platform>>| -> Result<Side, Error> {
+            let flags = Side::standby(
+                args.standby_registry.as_ref(),
+                CredentialFlags::standby(
+                    args.standby_no_auth,
+                    args.standby_username.as_ref(),
+                    args.standby_password.as_ref(),
+                    &stdin,
+                ),
+                Trust {
+                    plain: args.standby_plain,
+                    insecure: args.standby_insecure,
+                    ca_file: args
+                        .standby_ca_file
+                        .clone()
+                        .or_else(|| args.ca_file.clone()),
+                    token_realms: args.transfer.allow_token_realm.clone(),
+                },
+            );
+            Ok(Side {
+                global: global_of(platform.as_deref()).map_err(|e| e.context("DR standby"))?,
+                from: registry_from(platform.as_deref()),
+                publisher: platform,
+                ..flags
+            })
         };
         // The standby's preparation has one deadline in all (--timeout), so that a standby
         // that trickles its answers cannot hold the primary back indefinitely.
@@ -259,7 +264,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                     )),
                     None => None,
                 };
-                let d = standby(platform).resolve().await?;
+                let d = standby(platform)?.resolve().await?;
                 d.registry(&retry, timeout)?;
                 Ok::<_, Error>(d)
             };
@@ -284,8 +289,8 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 // its registry, when given by flag, still gets the images; its resources wait
                 // for a re-run with the platform back
                 if args.standby_registry.is_some() && e.kind != ErrorKind::Usage {
-                    let registry_only = rt
-                        .block_on(standby(None).resolve())
+                    let registry_only = standby(None)
+                        .and_then(|s| rt.block_on(s.resolve()))
                         .and_then(|d| d.registry(&retry, timeout).map(|_| d));
                     if let Ok(d) = registry_only {
                         eprintln!(
@@ -363,6 +368,19 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         }
     }
     Ok(report.exit_code)
+}
+
+/// Cluster `global` of the platform, where its registry and credentials are read.
+fn global_of(platform: Option<&Platform>) -> Result<Option<Cluster>, Error> {
+    platform.map(|p| p.cluster("global")).transpose()
+}
+
+/// Without a platform, only `--dest-repo` (`--standby-registry`) names the registry.
+fn registry_from(platform: Option<&Platform>) -> RegistryFrom {
+    match platform {
+        Some(p) => RegistryFrom::ProductBase { platform: p.host() },
+        None => RegistryFrom::Flag,
+    }
 }
 
 #[cfg(test)]

@@ -10,6 +10,8 @@ use serde_json::Value;
 use super::artifacts::{Action, ResourceOutcome};
 use super::Cluster;
 use crate::error::{Error, Result};
+use crate::sink::Registry;
+use crate::source::layout::SourceRef;
 
 pub const FIELD_MANAGER: &str = "ferry";
 
@@ -67,6 +69,24 @@ fn walk(v: &mut Value, registry: &str, refs: &mut Vec<String>) {
     }
 }
 
+/// The references of `refs` (as `rewrite_images` returns them) whose manifest `registry` does
+/// not have: the HEAD the engine's survey makes, on references parsed as every image
+/// reference is (a tag that is not a tag is refused, not sent into a URL).
+pub async fn missing_images(registry: &Registry, refs: &[String]) -> Result<Vec<String>> {
+    let mut missing = Vec::new();
+    for r in refs {
+        let parsed = SourceRef::parse(r)?;
+        if registry
+            .manifest_digest(&parsed.repository, &parsed.reference)
+            .await?
+            .is_none()
+        {
+            missing.push(r.clone());
+        }
+    }
+    Ok(missing)
+}
+
 /// Server-side applies `obj` (forcing our field manager's ownership, as `kubectl apply
 /// --server-side --force-conflicts` does). With `dry_run`, asks the server to validate only.
 pub async fn apply(cluster: &Cluster, obj: &Value, dry_run: bool) -> ResourceOutcome {
@@ -102,7 +122,7 @@ async fn apply_one(cluster: &Cluster, obj: &Value, dry_run: bool) -> Result<Acti
         Scope::Namespaced => {
             let ns = obj["metadata"]["namespace"]
                 .as_str()
-                .unwrap_or("cpaas-system");
+                .unwrap_or(super::artifacts::NAMESPACE);
             Api::namespaced_with(cluster.client.clone(), ns, &ar)
         }
         Scope::Cluster => Api::all_with(cluster.client.clone(), &ar),

@@ -62,7 +62,7 @@ impl Cluster {
             .parse()
             .map_err(|e| Error::internal(format!("cluster {name:?}: URL {url}: {e}")))?;
         let mut cfg = kube::Config::new(uri);
-        cfg.default_namespace = "cpaas-system".into();
+        cfg.default_namespace = super::artifacts::NAMESPACE.into();
         cfg.auth_info.token = Some(secrecy::SecretString::from(token.expose().to_string()));
         Self::build(name, cfg, trust, timeout)
     }

@@ -113,8 +113,13 @@ impl Inventory {
 
 /// Every cluster the platform lists, `global` first.
 pub async fn platform_clusters(platform: &Platform) -> Result<Vec<String>> {
-    let global = platform.cluster(GLOBAL)?;
-    let mut names: Vec<String> = list(&global, "platform.tkestack.io", "Cluster", None)
+    clusters_listed_on(&platform.cluster(GLOBAL)?).await
+}
+
+/// Every cluster `global` lists (`platform.tkestack.io` `Cluster`), `global` first; for a
+/// global cluster reached without the platform (sync, through the node's kubeconfig).
+pub async fn clusters_listed_on(global: &Cluster) -> Result<Vec<String>> {
+    let mut names: Vec<String> = list(global, "platform.tkestack.io", "Cluster", None)
         .await?
         .into_iter()
         .filter_map(|o| o.metadata.name)

@@ -4,8 +4,11 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::artifacts::NAMESPACE;
+use super::cluster::status_code;
+use super::inventory::clusters_listed_on;
 use super::Cluster;
-use crate::error::Result;
+use crate::error::{Error, ErrorKind, Result};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
@@ -24,6 +27,7 @@ pub struct Preflight {
     /// From the `PreflightReady` condition: Passed, Failed or Unknown.
     pub result: String,
     pub current_version: String,
+    pub current_image: String,
     pub desired_version: String,
     pub desired_image: String,
     pub observed_at: String,
@@ -47,6 +51,7 @@ impl Preflight {
             ("Cluster", self.cluster.as_str()),
             ("Result", self.result.as_str()),
             ("Current version", self.current_version.as_str()),
+            ("Current image", self.current_image.as_str()),
             ("Desired version", self.desired_version.as_str()),
             ("Desired image", self.desired_image.as_str()),
             ("Observed at", self.observed_at.as_str()),
@@ -61,38 +66,14 @@ impl Preflight {
             s.push_str("  (stale: these checks ran for an earlier desired update; run the preflight again)\n");
         }
         s.push_str("\nChecks\n");
-        let header = ["NAME", "POLICY", "STATE", "REASON", "MESSAGE"];
-        let cells: Vec<[&str; 5]> = self
-            .checks
-            .iter()
-            .map(|c| [&*c.name, &*c.policy, &*c.state, &*c.reason, &*c.message])
-            .collect();
-        let width = |i: usize| {
-            cells
+        let mut rows = vec![["NAME", "POLICY", "STATE", "REASON", "MESSAGE"].map(String::from)];
+        rows.extend(
+            self.checks
                 .iter()
-                .map(|r| r[i].chars().count())
-                .chain([header[i].len()])
-                .max()
-                .unwrap_or(0)
-        };
-        let w: Vec<usize> = (0..4).map(width).collect();
-        let line = |r: [&str; 5]| {
-            format!(
-                "  {:<w0$}  {:<w1$}  {:<w2$}  {:<w3$}  {}\n",
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                w0 = w[0],
-                w1 = w[1],
-                w2 = w[2],
-                w3 = w[3]
-            )
-        };
-        s.push_str(&line(header));
-        for r in cells {
-            s.push_str(&line(r));
+                .map(|c| [&c.name, &c.policy, &c.state, &c.reason, &c.message].map(|x| x.clone())),
+        );
+        for line in crate::report::aligned(&rows).lines() {
+            s.push_str(&format!("  {line}\n"));
         }
         if self.checks.is_empty() {
             s.push_str("  (no checks recorded)\n");
@@ -101,21 +82,31 @@ impl Preflight {
     }
 }
 
-/// Reads and summarizes the ClusterVersionShadow named `name` in `cpaas-system`.
+/// Reads and summarizes the ClusterVersionShadow named `name` in `cpaas-system`. None by that
+/// name: the error lists the clusters `cluster` knows (a mistyped `--cluster` is the usual
+/// cause, and the names are not otherwise at hand on the node).
 pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
     let (ar, _) = cluster
         .discover("config.alauda.io", "ClusterVersionShadow")
         .await?;
-    let obj = cluster
-        .namespaced(&ar, "cpaas-system")
-        .get(name)
-        .await
-        .map_err(|e| {
-            cluster.error(
-                e,
-                &format!("reading ClusterVersionShadow cpaas-system/{name}"),
-            )
-        })?;
+    let what = format!("ClusterVersionShadow {NAMESPACE}/{name}");
+    let obj = match cluster.namespaced(&ar, NAMESPACE).get(name).await {
+        Ok(obj) => obj,
+        Err(e) if status_code(&e) == Some(404) => {
+            let known = match clusters_listed_on(cluster).await {
+                Ok(names) => format!("the clusters are: {}", names.join(", ")),
+                Err(e) => format!("the clusters could not be listed: {}", e.message),
+            };
+            return Err(Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "there is no {what}: no cluster {name:?} to read the upgrade checks of; \
+                     {known} (give one with --cluster)"
+                ),
+            ));
+        }
+        Err(e) => return Err(cluster.error(e, &format!("reading {what}"))),
+    };
     let mut v = obj.data.clone();
     v["metadata"] = serde_json::to_value(&obj.metadata).unwrap_or_default();
     Ok(summarize(name, &v))
@@ -166,6 +157,7 @@ pub fn summarize(cluster: &str, v: &Value) -> Preflight {
         cluster: cluster.to_string(),
         result,
         current_version: text(&status["current"]["version"]),
+        current_image: text(&status["current"]["image"]),
         desired_version: if desired_version.is_empty() {
             spec_version
         } else {
@@ -188,7 +180,7 @@ mod tests {
             "metadata": {"generation": 3},
             "spec": {"desiredUpdate": {"version": "v4.2.0"}},
             "status": {
-                "current": {"version": "v4.1.2"},
+                "current": {"version": "v4.1.2", "image": "r/acp/release:v4.1.2"},
                 "desired": {"version": "v4.2.0", "image": "r/acp/release:v4.2.0"},
                 "conditions": [{"type": "PreflightReady", "status": "True", "observedGeneration": 3}],
                 "preflight": {"observedAt": "2026-11-25T10:00:00Z", "checks": [
@@ -200,6 +192,7 @@ mod tests {
         let p = summarize("global", &v);
         assert!(p.passed(), "{p:?}");
         assert!(p.render().contains("etcd-health"));
+        assert!(p.render().contains("Current image    r/acp/release:v4.1.2"));
         let mut failing = v.clone();
         failing["status"]["preflight"]["checks"][0]["state"] = "Failed".into();
         assert!(!summarize("global", &failing).passed());

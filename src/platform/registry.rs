@@ -5,6 +5,7 @@
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::artifacts::NAMESPACE;
 use super::cluster::status_code;
 use super::Cluster;
 use crate::error::{Error, ErrorKind, Result};
@@ -61,20 +62,22 @@ pub(crate) fn parse_product_registry(data: &Value) -> ProductRegistry {
 /// fails to parse, kube-client logs the whole answer (the password in it); and our errors
 /// name the key that is wrong, never its value or the answer.
 pub async fn registry_admin_secret(global: &Cluster) -> Result<Option<Credentials>> {
-    const WHAT: &str = "Secret cpaas-system/registry-admin";
-    let req = http::Request::get("/api/v1/namespaces/cpaas-system/secrets/registry-admin")
-        .body(Vec::new())
-        .expect("a static request is valid");
+    let what = format!("Secret {NAMESPACE}/registry-admin");
+    let req = http::Request::get(format!(
+        "/api/v1/namespaces/{NAMESPACE}/secrets/registry-admin"
+    ))
+    .body(Vec::new())
+    .expect("a static request is valid");
     let answer = match global.client.request_text(req).await {
         Ok(text) => Secret::new(text),
         Err(e) if status_code(&e) == Some(404) => return Ok(None),
-        Err(e) => return Err(global.error(e, &format!("reading {WHAT}"))),
+        Err(e) => return Err(global.error(e, &format!("reading {what}"))),
     };
     let bad = |why: String| {
         Error::new(
             ErrorKind::Platform,
             format!(
-                "cluster {}: {WHAT}: {why}; give the registry credentials with \
+                "cluster {}: {what}: {why}; give the registry credentials with \
                  --username/--password",
                 global.name
             ),
@@ -164,7 +167,9 @@ impl std::fmt::Display for CredentialSource {
         f.write_str(match self {
             CredentialSource::Flags => "from the command line",
             CredentialSource::ProductBase => "from ProductBase base (spec.registry)",
-            CredentialSource::Secret => "from Secret cpaas-system/registry-admin",
+            CredentialSource::Secret => {
+                return write!(f, "from Secret {NAMESPACE}/registry-admin");
+            }
             CredentialSource::AuthFile => "from a docker/podman login file",
             CredentialSource::None => "none (anonymous)",
         })

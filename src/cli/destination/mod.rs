@@ -10,9 +10,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod side;
+
+pub use side::{RegistryFrom, Resolved, Side};
+
 use super::platform_flags::StdinSecret;
 use crate::error::{Error, ErrorKind};
-use crate::platform::registry::{self as platform_registry, CredentialSource};
+use crate::platform::registry::CredentialSource;
 use crate::platform::Platform;
 use crate::sink::{auth, Credentials, RealmHost, Registry, RegistryOptions, RetryPolicy, Secret};
 
@@ -186,8 +190,26 @@ pub struct CredentialFlags<'a> {
     pub prefix: &'a str,
 }
 
-impl CredentialFlags<'_> {
-    fn given(&self) -> bool {
+impl<'a> CredentialFlags<'a> {
+    /// The DR standby's (`--standby-username`, `--standby-password`, `--standby-no-auth`), as
+    /// push and sync spell them. No standby secret is read from standard input.
+    pub fn standby(
+        no_auth: bool,
+        username: Option<&'a String>,
+        password: Option<&'a String>,
+        stdin: &'a StdinSecret,
+    ) -> Self {
+        CredentialFlags {
+            no_auth,
+            username,
+            password,
+            password_stdin: false,
+            stdin,
+            prefix: "standby-",
+        }
+    }
+
+    pub(crate) fn given(&self) -> bool {
         self.username.is_some() || self.password.is_some() || self.password_stdin
     }
 
@@ -221,104 +243,6 @@ impl CredentialFlags<'_> {
             )),
             (None, None) => Ok(auth::from_auth_files(host)),
         }
-    }
-}
-
-/// One side's flags (primary: `--dest-repo`, `--username`...; DR standby:
-/// `--standby-registry`, `--standby-username`...) and its platform, if one was given.
-pub struct Side<'a> {
-    pub role: Role,
-    pub dest_repo: Option<&'a String>,
-    pub creds: CredentialFlags<'a>,
-    pub trust: Trust,
-    /// The flag naming the registry, for messages.
-    pub dest_flag: &'a str,
-    pub platform: Option<Arc<Platform>>,
-}
-
-impl Side<'_> {
-    /// The registry given by the flags, else the platform's registry from `ProductBase` `base`
-    /// in cluster `global` with the platform's own credentials for it.
-    pub async fn resolve(self) -> Result<Destination, Error> {
-        let r = self.resolve_inner().await;
-        match self.role {
-            Role::Primary => r,
-            Role::Standby => r.map_err(|e| e.context("DR standby")),
-        }
-    }
-
-    async fn resolve_inner(&self) -> Result<Destination, Error> {
-        let c = self.creds;
-        let p = c.prefix;
-        if let Some(address) = self.dest_repo {
-            if self.platform.is_some() && !c.given() && !c.no_auth {
-                return Err(Error::new(
-                    ErrorKind::Usage,
-                    format!(
-                        "{} with --{p}platform-address needs the registry's credentials \
-                         (--{p}username with --{p}password) or --{p}no-auth",
-                        self.dest_flag
-                    ),
-                ));
-            }
-            let mut d = Destination::from_address(self.role, address, self.trust.clone())?;
-            d.credentials = c.resolve(&d.host)?;
-            d.credential_origin = match (&d.credentials, c.given()) {
-                (None, _) => CredentialSource::None,
-                (Some(_), true) => CredentialSource::Flags,
-                (Some(_), false) => CredentialSource::AuthFile,
-            }
-            .to_string();
-            d.why = format!("from {}", self.dest_flag);
-            d.platform = self.platform.clone();
-            return Ok(d);
-        }
-        let Some(platform) = &self.platform else {
-            return Err(Error::new(
-                ErrorKind::Usage,
-                format!(
-                    "give {} or a platform to find the registry on",
-                    self.dest_flag
-                ),
-            ));
-        };
-        let global = platform.cluster("global")?;
-        let product = platform_registry::product_registry(&global).await?;
-        let address = product.address.clone().ok_or_else(|| {
-            Error::new(
-                ErrorKind::Platform,
-                format!(
-                    "cluster global: ProductBase base has no spec.registry.address; give the \
-                     registry with {}",
-                    self.dest_flag
-                ),
-            )
-        })?;
-        let mut d = Destination::from_server(self.role, &address, self.trust.clone(), p)?;
-        let (credentials, source) = if c.no_auth {
-            (None, CredentialSource::None)
-        } else if c.given() {
-            (c.resolve(&d.host)?, CredentialSource::Flags)
-        } else if let Some(c) = product.credentials.clone() {
-            (Some(c), CredentialSource::ProductBase)
-        } else if let Some(c) = platform_registry::registry_admin_secret(&global).await? {
-            (Some(c), CredentialSource::Secret)
-        } else {
-            (None, CredentialSource::None)
-        };
-        d.credentials = credentials;
-        d.credential_origin = source.to_string();
-        d.why = format!(
-            "from ProductBase base in cluster global of {}{}",
-            platform.host(),
-            if product.external {
-                ", an external registry"
-            } else {
-                ""
-            }
-        );
-        d.platform = Some(platform.clone());
-        Ok(d)
     }
 }
 
