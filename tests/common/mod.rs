@@ -3,6 +3,7 @@
 //! skopeo as the independent client that checks what landed.
 #![allow(dead_code)]
 
+pub mod cvo;
 pub mod discard;
 pub mod platform;
 pub mod proxy;
