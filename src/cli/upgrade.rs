@@ -195,7 +195,8 @@ struct Outcome {
     gate: Option<Gate>,
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
-    seconds: u64,
+    /// From the request (or the start of following it) to the end, in seconds.
+    seconds: f64,
 }
 
 /// What the run needs to follow and write.
@@ -377,7 +378,7 @@ fn skipped(ctx: &Ctx, side: &'static str, s: &Shadow, why: &str) -> Outcome {
         result: "gated",
         gate: Some(Gate::Order),
         detail: format!("cluster {}: {why}; nothing was requested", s.cluster),
-        seconds: 0,
+        seconds: 0.0,
     }
 }
 
@@ -404,7 +405,7 @@ async fn one(
         result: "requested",
         gate: None,
         detail: String::new(),
-        seconds: 0,
+        seconds: 0.0,
     };
     for w in &p.warnings {
         eprintln!("warning: {label}: {w}");
@@ -416,7 +417,6 @@ async fn one(
             return o;
         }
         Decision::Gated { gate, why } => {
-            eprintln!("refused by the {gate} gate: {why}");
             o.result = "gated";
             o.gate = Some(*gate);
             o.detail = why.clone();
@@ -478,7 +478,7 @@ async fn one(
         }
         tokio::time::sleep(ctx.poll.min(ctx.deadline - now)).await;
     }
-    o.seconds = begun.elapsed().as_secs();
+    o.seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     o
 }
 
@@ -522,6 +522,14 @@ fn dash(s: &str) -> String {
     if s.is_empty() { "-".into() } else { s.to_string() }
 }
 
+fn duration(secs: f64) -> String {
+    match secs {
+        s if s < 60.0 => format!("{s:.1}s"),
+        s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
+        s => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
+    }
+}
+
 fn render_summary(outcomes: &[Outcome]) -> String {
     let mut rows = vec![[
         "CLUSTER".to_string(),
@@ -545,7 +553,7 @@ fn render_summary(outcomes: &[Outcome]) -> String {
         } else {
             o.cluster.clone()
         };
-        rows.push([name, dash(&o.from), dash(&o.to), result, format!("{}s", o.seconds)]);
+        rows.push([name, dash(&o.from), dash(&o.to), result, duration(o.seconds)]);
     }
     crate::report::aligned(&rows)
 }
