@@ -40,7 +40,11 @@ fn versions(p: &FakePlatform, cluster: &str) -> (String, String) {
             "jsonpath={.spec.desiredUpdate.version}|{.status.current.version}",
         ],
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let s = String::from_utf8_lossy(&out.stdout).to_string();
     let (d, c) = s.split_once('|').unwrap();
     (d.to_string(), c.to_string())
@@ -55,13 +59,28 @@ const FAST: &[&str] = &["--poll-interval", "0.05", "--yes"];
 #[test]
 fn status_in_text_and_json() {
     let p = platform(&["global", "region1"]);
-    cvo::install(&p, &[("global", "v4.1.3"), ("region1", "v4.1.3")], &["v4.2.0", "v4.10.0"], 200);
+    cvo::install(
+        &p,
+        &[("global", "v4.1.3"), ("region1", "v4.1.3")],
+        &["v4.2.0", "v4.10.0"],
+        200,
+    );
     let run = up(&p, &["status"]);
     assert_eq!(run.code, 0, "{}", run.all());
-    for want in ["Cluster global", "v4.1.3", "v4.2.0, v4.10.0", "PreflightReady", "etcd-health", "Stages"] {
+    for want in [
+        "Cluster global",
+        "v4.1.3",
+        "v4.2.0, v4.10.0",
+        "PreflightReady",
+        "etcd-health",
+        "Stages",
+    ] {
         assert!(run.stdout.contains(want), "{want}: {}", run.stdout);
     }
-    let run = up(&p, &["status", "--clusters", "global,region1", "--output", "json"]);
+    let run = up(
+        &p,
+        &["status", "--clusters", "global,region1", "--output", "json"],
+    );
     assert_eq!(run.code, 0, "{}", run.all());
     let v = run.json();
     assert_eq!(v["clusters"][0]["availableUpdates"][1], "v4.10.0");
@@ -76,15 +95,28 @@ fn status_in_text_and_json() {
 #[test]
 fn gates_refuse_and_write_nothing() {
     let p = platform(&["global", "region1"]);
-    cvo::install(&p, &[("global", "v4.1.3"), ("region1", "v4.1.3")], &["v4.2.0"], 200);
+    cvo::install(
+        &p,
+        &[("global", "v4.1.3"), ("region1", "v4.1.3")],
+        &["v4.2.0"],
+        200,
+    );
     // a workload cluster before global
     let run = up(&p, &["--cluster", "region1", "--to", "v4.2.0", "--yes"]);
     assert_eq!(run.code, 8, "{}", run.all());
-    assert!(run.all().contains("order") && run.all().contains("global is at v4.1.3"), "{}", run.all());
+    assert!(
+        run.all().contains("order") && run.all().contains("global is at v4.1.3"),
+        "{}",
+        run.all()
+    );
     // not offered
     let run = up(&p, &["--to", "v4.9.0", "--yes"]);
     assert_eq!(run.code, 8, "{}", run.all());
-    assert!(run.all().contains("target offered") && run.all().contains("ProductManifest"), "{}", run.all());
+    assert!(
+        run.all().contains("target offered") && run.all().contains("ProductManifest"),
+        "{}",
+        run.all()
+    );
     // dry run and no terminal without --yes
     let run = up(&p, &["--to", "v4.2.0", "--dry-run"]);
     assert_eq!(run.code, 0, "{}", run.all());
@@ -95,11 +127,18 @@ fn gates_refuse_and_write_nothing() {
     // failed preflight names the check
     p.state.lock().unwrap().cvo.fail_preflight.insert(
         "global".into(),
-        ("AdminAckRequired".into(), "acknowledge ack-4.4-kubernetes-1.35".into()),
+        (
+            "AdminAckRequired".into(),
+            "acknowledge ack-4.4-kubernetes-1.35".into(),
+        ),
     );
     let run = up(&p, &["--to", "v4.2.0", "--yes"]);
     assert_eq!(run.code, 8, "{}", run.all());
-    assert!(run.all().contains("preflight") && run.all().contains("AdminAckRequired Failed"), "{}", run.all());
+    assert!(
+        run.all().contains("preflight") && run.all().contains("AdminAckRequired Failed"),
+        "{}",
+        run.all()
+    );
     assert_eq!(patches(&p), 0);
     assert_eq!(versions(&p, "global"), ("".into(), "v4.1.3".into()));
     assert_eq!(versions(&p, "region1"), ("".into(), "v4.1.3".into()));
@@ -151,7 +190,11 @@ fn degraded_exits_9_naming_the_operation() {
     args.extend_from_slice(FAST);
     let run = up(&p, &args);
     assert_eq!(run.code, 9, "{}", run.all());
-    assert!(run.stdout.contains("operation kube-apiserver"), "{}", run.all());
+    assert!(
+        run.stdout.contains("operation kube-apiserver"),
+        "{}",
+        run.all()
+    );
     assert!(run.stdout.contains("rollout failed"), "{}", run.all());
 }
 
@@ -160,7 +203,11 @@ fn workload_clusters_go_together() {
     let p = platform(&["global", "region1", "region2"]);
     cvo::install(
         &p,
-        &[("global", "v4.2.0"), ("region1", "v4.1.3"), ("region2", "v4.1.3")],
+        &[
+            ("global", "v4.2.0"),
+            ("region1", "v4.1.3"),
+            ("region2", "v4.1.3"),
+        ],
         &["v4.2.0"],
         500,
     );
@@ -183,7 +230,12 @@ fn workload_clusters_go_together() {
 #[test]
 fn global_then_its_workload_clusters_in_one_run() {
     let p = platform(&["global", "region1"]);
-    cvo::install(&p, &[("global", "v4.1.3"), ("region1", "v4.1.3")], &["v4.2.0"], 150);
+    cvo::install(
+        &p,
+        &[("global", "v4.1.3"), ("region1", "v4.1.3")],
+        &["v4.2.0"],
+        150,
+    );
     let mut args = vec!["--clusters", "global,region1", "--to", "v4.2.0"];
     args.extend_from_slice(FAST);
     let run = up(&p, &args);

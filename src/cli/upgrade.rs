@@ -295,8 +295,10 @@ fn request(a: RequestArgs) -> Result<i32> {
                 .collect();
             println!(
                 "{}",
-                serde_json::to_string_pretty(&serde_json::json!({"dryRun": true, "clusters": items}))
-                    .expect("plain data")
+                serde_json::to_string_pretty(
+                    &serde_json::json!({"dryRun": true, "clusters": items})
+                )
+                .expect("plain data")
             );
         }
         return Ok(if gated_now { GATED } else { 0 });
@@ -320,11 +322,26 @@ fn request(a: RequestArgs) -> Result<i32> {
             }
             let sgs = sg_now.clone();
             let refs: Vec<gates::Layer> = sgs.iter().map(|s| ("the standby's global", s)).collect();
-            let g_fresh = upgrade::read(&global, GLOBAL).await.unwrap_or_else(|_| g.clone());
+            let g_fresh = upgrade::read(&global, GLOBAL)
+                .await
+                .unwrap_or_else(|_| g.clone());
             let o = if layer_ok {
-                one(&ctx, &global, "primary", &g_fresh, &refs, !workloads.is_empty()).await
+                one(
+                    &ctx,
+                    &global,
+                    "primary",
+                    &g_fresh,
+                    &refs,
+                    !workloads.is_empty(),
+                )
+                .await
             } else {
-                skipped(&ctx, "primary", &g_fresh, "the standby's global did not reach the target")
+                skipped(
+                    &ctx,
+                    "primary",
+                    &g_fresh,
+                    "the standby's global did not reach the target",
+                )
             };
             outcomes.push(o);
             g_now = upgrade::read(&global, GLOBAL).await.unwrap_or(g_now);
@@ -335,7 +352,9 @@ fn request(a: RequestArgs) -> Result<i32> {
             let (ctx, global, refs) = (&ctx, &global, &refs);
             async move {
                 let w = if with_global {
-                    upgrade::read(global, &w.cluster).await.unwrap_or_else(|_| w.clone())
+                    upgrade::read(global, &w.cluster)
+                        .await
+                        .unwrap_or_else(|_| w.clone())
                 } else {
                     w.clone()
                 };
@@ -345,7 +364,10 @@ fn request(a: RequestArgs) -> Result<i32> {
         outcomes.extend(futures::future::join_all(runs).await);
     };
     rt.block_on(run);
-    let code = if outcomes.iter().any(|o| matches!(o.result, "degraded" | "timeout")) {
+    let code = if outcomes
+        .iter()
+        .any(|o| matches!(o.result, "degraded" | "timeout"))
+    {
         FAILED
     } else if outcomes.iter().any(|o| o.result == "gated") {
         GATED
@@ -505,7 +527,11 @@ fn render_plan(plan: &[(&str, Planned)], dry_run: bool) -> String {
     }
     format!(
         "Upgrade plan{}\n{}",
-        if dry_run { " (dry run: nothing is written)" } else { "" },
+        if dry_run {
+            " (dry run: nothing is written)"
+        } else {
+            ""
+        },
         crate::report::aligned(&rows)
     )
 }
@@ -519,14 +545,22 @@ fn notes(w: &[String]) -> String {
 }
 
 fn dash(s: &str) -> String {
-    if s.is_empty() { "-".into() } else { s.to_string() }
+    if s.is_empty() {
+        "-".into()
+    } else {
+        s.to_string()
+    }
 }
 
 fn duration(secs: f64) -> String {
     match secs {
         s if s < 60.0 => format!("{s:.1}s"),
         s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        s => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
+        s => format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        ),
     }
 }
 
@@ -553,7 +587,13 @@ fn render_summary(outcomes: &[Outcome]) -> String {
         } else {
             o.cluster.clone()
         };
-        rows.push([name, dash(&o.from), dash(&o.to), result, duration(o.seconds)]);
+        rows.push([
+            name,
+            dash(&o.from),
+            dash(&o.to),
+            result,
+            duration(o.seconds),
+        ]);
     }
     crate::report::aligned(&rows)
 }

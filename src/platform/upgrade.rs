@@ -324,17 +324,19 @@ mod tests {
         assert_eq!(s.stages[0].name, "PreUpgrade");
         assert_eq!(
             progress(&s, "v4.2.0", 4),
-            Progress::Running(
-                "stage 2/3 ControlPlane Running (1/2 operations finished)".into()
-            )
+            Progress::Running("stage 2/3 ControlPlane Running (1/2 operations finished)".into())
         );
         let degraded = json!([{"type": "Degraded", "status": "True", "reason": "OperationFailed",
             "message": "apiserver crashloop"}]);
-        let Progress::Failed(why) = progress(&shadow(stages.clone(), degraded.clone(), 4), "v4.2.0", 4)
+        let Progress::Failed(why) =
+            progress(&shadow(stages.clone(), degraded.clone(), 4), "v4.2.0", 4)
         else {
             panic!()
         };
-        assert!(why.contains("stage ControlPlane, operation kube-apiserver"), "{why}");
+        assert!(
+            why.contains("stage ControlPlane, operation kube-apiserver"),
+            "{why}"
+        );
         assert!(why.contains("apiserver crashloop"), "{why}");
         // a Degraded of an older generation is not this run's
         assert!(matches!(
@@ -342,9 +344,15 @@ mod tests {
             Progress::Running(_)
         ));
         let mut ready = shadow(json!([]), json!([{"type": "Ready", "status": "True"}]), 4);
-        assert!(matches!(progress(&ready, "v4.2.0", 4), Progress::Running(_)));
+        assert!(matches!(
+            progress(&ready, "v4.2.0", 4),
+            Progress::Running(_)
+        ));
         ready.current = "v4.2.0".into();
         assert_eq!(progress(&ready, "v4.2.0", 4), Progress::Ready);
-        assert!(matches!(progress(&ready, "v4.2.0", 5), Progress::Running(_)));
+        assert!(matches!(
+            progress(&ready, "v4.2.0", 5),
+            Progress::Running(_)
+        ));
     }
 }

@@ -74,7 +74,12 @@ impl Cvo {
         let now = Instant::now();
         let global_current = objects
             .get(&format!("{PREFIX}global"))
-            .map(|g| g["status"]["current"]["version"].as_str().unwrap_or("").to_string())
+            .map(|g| {
+                g["status"]["current"]["version"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string()
+            })
             .unwrap_or_default();
         let keys: Vec<String> = objects
             .keys()
@@ -122,7 +127,11 @@ impl Cvo {
             let preflight = cond(
                 "PreflightReady",
                 failing.is_none(),
-                if failing.is_none() { "Passed" } else { "Failed" },
+                if failing.is_none() {
+                    "Passed"
+                } else {
+                    "Failed"
+                },
                 "",
                 generation,
             );
@@ -147,16 +156,21 @@ impl Cvo {
                         if failed && i >= 1.0 {
                             phase = if i == 1.0 { "Running" } else { "Pending" };
                         }
-                        let ops: Vec<Value> = ops.iter().map(|op| {
-                            let op_phase = match phase {
-                                "Finished" => "Succeeded",
-                                "Running" if failed && fail_op == Some(&op.to_string()) => "Failed",
-                                "Running" => "Running",
-                                _ => "Pending",
-                            };
-                            json!({"name": op, "action": "Upgrade", "currentVersion": run.from,
+                        let ops: Vec<Value> = ops
+                            .iter()
+                            .map(|op| {
+                                let op_phase = match phase {
+                                    "Finished" => "Succeeded",
+                                    "Running" if failed && fail_op == Some(&op.to_string()) => {
+                                        "Failed"
+                                    }
+                                    "Running" => "Running",
+                                    _ => "Pending",
+                                };
+                                json!({"name": op, "action": "Upgrade", "currentVersion": run.from,
                                    "targetVersion": run.target, "phase": op_phase})
-                        }).collect();
+                            })
+                            .collect();
                         stages.push(json!({"name": sname, "priority": prio, "phase": phase, "operations": ops}));
                     }
                     st["stages"] = json!(stages);
@@ -181,16 +195,34 @@ impl Cvo {
                             "image": format!("registry.alauda.cn:60080/acp/release:{current}"),
                             "startedTime": "2026-12-01T00:00:00Z", "completionTime": "2026-12-01T00:00:03Z"}));
                         st["history"] = json!(history);
-                        conditions.push(cond("Ready", true, "AsExpected", &format!("Cluster version is {current}"), generation));
+                        conditions.push(cond(
+                            "Ready",
+                            true,
+                            "AsExpected",
+                            &format!("Cluster version is {current}"),
+                            generation,
+                        ));
                         conditions.push(cond("Reconciling", false, "AsExpected", "", generation));
                         self.ready_at.insert(name.clone(), now);
                     } else {
-                        conditions.push(cond("Ready", false, "Progressing", &format!("Upgrading to {}", run.target), generation));
+                        conditions.push(cond(
+                            "Ready",
+                            false,
+                            "Progressing",
+                            &format!("Upgrading to {}", run.target),
+                            generation,
+                        ));
                         conditions.push(cond("Reconciling", true, "Progressing", "", generation));
                     }
                 }
                 _ => {
-                    conditions.push(cond("Ready", true, "AsExpected", &format!("Cluster version is {current}"), generation));
+                    conditions.push(cond(
+                        "Ready",
+                        true,
+                        "AsExpected",
+                        &format!("Cluster version is {current}"),
+                        generation,
+                    ));
                     if st["desired"].is_null() {
                         st["desired"] = json!({"version": current});
                     }

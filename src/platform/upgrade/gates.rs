@@ -161,7 +161,11 @@ pub fn decide(s: &Shadow, target: &Target, allow_explicit: bool, layers: &[Layer
                 format!(
                     "{} {}{}",
                     c.name,
-                    if c.state.is_empty() { "no result" } else { &c.state },
+                    if c.state.is_empty() {
+                        "no result"
+                    } else {
+                        &c.state
+                    },
                     if c.message.is_empty() {
                         String::new()
                     } else {
@@ -225,40 +229,80 @@ mod tests {
     #[test]
     fn the_gates_in_order() {
         let g = shadow("global", "v4.1.3", &["v4.2.0", "v4.10.0"], "Passed");
-        assert_eq!(decide(&g, &v("v4.2.0"), false, &[]).decision, Decision::Request);
+        assert_eq!(
+            decide(&g, &v("v4.2.0"), false, &[]).decision,
+            Decision::Request
+        );
         let latest = decide(&g, &Target::Latest, false, &[]);
-        assert_eq!((latest.to.as_str(), latest.decision), ("v4.10.0", Decision::Request));
+        assert_eq!(
+            (latest.to.as_str(), latest.decision),
+            ("v4.10.0", Decision::Request)
+        );
         // not offered, unless explicitly allowed
         let p = decide(&g, &v("v4.3.0"), false, &[]);
-        assert!(matches!(p.decision, Decision::Gated { gate: Gate::TargetOffered, .. }));
-        assert_eq!(decide(&g, &v("v4.3.0"), true, &[]).decision, Decision::Request);
+        assert!(matches!(
+            p.decision,
+            Decision::Gated {
+                gate: Gate::TargetOffered,
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(&g, &v("v4.3.0"), true, &[]).decision,
+            Decision::Request
+        );
         // a workload cluster before global
         let w = shadow("region1", "v4.1.3", &[], "Passed");
         let p = decide(&w, &v("v4.2.0"), false, &[("global", &g)]);
-        let Decision::Gated { gate: Gate::Order, why } = p.decision else {
+        let Decision::Gated {
+            gate: Gate::Order,
+            why,
+        } = p.decision
+        else {
             panic!("{p:?}")
         };
-        assert!(why.contains("region1") && why.contains("global is at v4.1.3"), "{why}");
+        assert!(
+            why.contains("region1") && why.contains("global is at v4.1.3"),
+            "{why}"
+        );
         // failed preflight names the check
         let f = shadow("global", "v4.1.3", &["v4.2.0"], "Failed");
-        let Decision::Gated { gate: Gate::Preflight, why } = decide(&f, &v("v4.2.0"), true, &[]).decision
+        let Decision::Gated {
+            gate: Gate::Preflight,
+            why,
+        } = decide(&f, &v("v4.2.0"), true, &[]).decision
         else {
             panic!()
         };
-        assert!(why.contains("registry-images Failed (3 images missing)"), "{why}");
+        assert!(
+            why.contains("registry-images Failed (3 images missing)"),
+            "{why}"
+        );
         let r = shadow("global", "v4.1.3", &["v4.2.0"], "Retry");
         assert!(matches!(
             decide(&r, &v("v4.2.0"), false, &[]).decision,
-            Decision::Gated { gate: Gate::Preflight, .. }
+            Decision::Gated {
+                gate: Gate::Preflight,
+                ..
+            }
         ));
         let w = shadow("global", "v4.1.3", &["v4.2.0"], "Warning");
         assert_eq!(decide(&w, &v("v4.2.0"), false, &[]).warnings.len(), 1);
         // idempotent
         let at = shadow("global", "v4.2.0", &[], "Passed");
-        assert_eq!(decide(&at, &v("v4.2.0"), false, &[]).decision, Decision::AlreadyAtTarget);
-        assert_eq!(decide(&at, &Target::Latest, false, &[]).decision, Decision::AlreadyAtTarget);
+        assert_eq!(
+            decide(&at, &v("v4.2.0"), false, &[]).decision,
+            Decision::AlreadyAtTarget
+        );
+        assert_eq!(
+            decide(&at, &Target::Latest, false, &[]).decision,
+            Decision::AlreadyAtTarget
+        );
         let mut asked = g.clone();
         asked.desired = "v4.2.0".into();
-        assert_eq!(decide(&asked, &v("v4.2.0"), false, &[]).decision, Decision::AlreadyRequested);
+        assert_eq!(
+            decide(&asked, &v("v4.2.0"), false, &[]).decision,
+            Decision::AlreadyRequested
+        );
     }
 }

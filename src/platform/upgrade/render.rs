@@ -31,7 +31,13 @@ impl Shadow {
         ];
         s.push_str(&indent(aligned(&rows)));
         s.push_str("\nConditions\n");
-        let wanted = ["PreflightReady", "Ready", "Reconciling", "Degraded", "Stalled"];
+        let wanted = [
+            "PreflightReady",
+            "Ready",
+            "Reconciling",
+            "Degraded",
+            "Stalled",
+        ];
         let mut rows = vec![[
             "TYPE".to_string(),
             "STATUS".into(),
@@ -78,7 +84,11 @@ impl Shadow {
                 rows.push([
                     o.name.clone(),
                     or_dash(&o.action),
-                    format!("{} -> {}", or_dash(&o.current_version), or_dash(&o.target_version)),
+                    format!(
+                        "{} -> {}",
+                        or_dash(&o.current_version),
+                        or_dash(&o.target_version)
+                    ),
                     or_dash(&o.phase),
                 ]);
             }
