@@ -6,14 +6,19 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
 use super::Output;
 use crate::error::{Error, ErrorKind, Result};
-use crate::platform::upgrade::gates::{self, Decision, Gate, Planned, Target};
-use crate::platform::upgrade::{self, Progress, Shadow};
-use crate::platform::{inventory::GLOBAL, Cluster, Platform};
+use crate::platform::upgrade::gates::{self, Decision, Planned, Target};
+use crate::platform::upgrade::{self, Shadow};
+use crate::platform::{inventory::GLOBAL, Platform};
+use render::{render_plan, render_summary};
+
+mod cluster;
+mod render;
+
+use cluster::{one, skipped, Ctx, Outcome};
 
 /// Exit code: a gate refused (preflight, target not offered, order).
 pub const GATED: i32 = 8;
@@ -179,34 +184,6 @@ fn status(which: Which) -> Result<i32> {
         }
     }
     Ok(code)
-}
-
-/// One cluster's end.
-#[derive(Serialize, Debug, Clone)]
-struct Outcome {
-    cluster: String,
-    /// `primary` or `standby`.
-    platform: &'static str,
-    from: String,
-    to: String,
-    /// ready, requested, already-at-target, gated, degraded, timeout, error
-    result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    gate: Option<Gate>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    detail: String,
-    /// From the request (or the start of following it) to the end, in seconds.
-    seconds: f64,
-}
-
-/// What the run needs to follow and write.
-struct Ctx {
-    target: Target,
-    allow: bool,
-    wait: bool,
-    deadline: Instant,
-    poll: Duration,
-    started: Instant,
 }
 
 fn request(a: RequestArgs) -> Result<i32> {
@@ -386,216 +363,6 @@ fn request(a: RequestArgs) -> Result<i32> {
         print!("{}", render_summary(&outcomes));
     }
     Ok(code)
-}
-
-fn skipped(ctx: &Ctx, side: &'static str, s: &Shadow, why: &str) -> Outcome {
-    Outcome {
-        cluster: s.cluster.clone(),
-        platform: side,
-        from: s.current.clone(),
-        to: match &ctx.target {
-            Target::Version(v) => v.clone(),
-            Target::Latest => String::new(),
-        },
-        result: "gated",
-        gate: Some(Gate::Order),
-        detail: format!("cluster {}: {why}; nothing was requested", s.cluster),
-        seconds: 0.0,
-    }
-}
-
-/// Gates, writes and (with `wait` or `--wait`) follows one cluster.
-async fn one(
-    ctx: &Ctx,
-    global: &Cluster,
-    side: &'static str,
-    s: &Shadow,
-    layers: &[gates::Layer<'_>],
-    wait: bool,
-) -> Outcome {
-    let p = gates::decide(s, &ctx.target, ctx.allow, layers);
-    let label = if side == "standby" {
-        format!("{} (standby)", s.cluster)
-    } else {
-        s.cluster.clone()
-    };
-    let mut o = Outcome {
-        cluster: s.cluster.clone(),
-        platform: side,
-        from: p.from.clone(),
-        to: p.to.clone(),
-        result: "requested",
-        gate: None,
-        detail: String::new(),
-        seconds: 0.0,
-    };
-    for w in &p.warnings {
-        eprintln!("warning: {label}: {w}");
-    }
-    let begun = Instant::now();
-    let generation = match &p.decision {
-        Decision::AlreadyAtTarget => {
-            o.result = "already-at-target";
-            return o;
-        }
-        Decision::Gated { gate, why } => {
-            o.result = "gated";
-            o.gate = Some(*gate);
-            o.detail = why.clone();
-            return o;
-        }
-        Decision::AlreadyRequested => {
-            eprintln!("{label}: {} already requested; not written again", p.to);
-            s.generation
-        }
-        Decision::Request => match upgrade::request(global, s, &p.to).await {
-            Ok(g) => {
-                eprintln!("{label}: requested {} -> {}", p.from, p.to);
-                g
-            }
-            Err(e) => {
-                eprintln!("error: {}", e.message);
-                o.result = "error";
-                o.detail = e.message;
-                return o;
-            }
-        },
-    };
-    if !(wait || ctx.wait) {
-        return o;
-    }
-    let mut last = String::new();
-    loop {
-        match upgrade::read(global, &s.cluster).await {
-            Ok(now) => match upgrade::progress(&now, &p.to, generation) {
-                Progress::Ready => {
-                    eprintln!("{label}: Ready at {}", p.to);
-                    o.result = "ready";
-                    break;
-                }
-                Progress::Failed(why) => {
-                    eprintln!("{label}: {why}");
-                    o.result = "degraded";
-                    o.detail = why;
-                    break;
-                }
-                Progress::Running(line) if line != last => {
-                    eprintln!("{label}: {line} [{}s]", ctx.started.elapsed().as_secs());
-                    last = line;
-                }
-                Progress::Running(_) => {}
-            },
-            Err(e) if e.retryable => eprintln!("warning: {label}: {} (still waiting)", e.message),
-            Err(e) => {
-                o.result = "error";
-                o.detail = e.message;
-                break;
-            }
-        }
-        let now = Instant::now();
-        if now >= ctx.deadline {
-            o.result = "timeout";
-            o.detail = format!("--timeout passed; last seen: {last}");
-            break;
-        }
-        tokio::time::sleep(ctx.poll.min(ctx.deadline - now)).await;
-    }
-    o.seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0;
-    o
-}
-
-fn render_plan(plan: &[(&str, Planned)], dry_run: bool) -> String {
-    let mut rows = vec![[
-        "CLUSTER".to_string(),
-        "FROM".into(),
-        "TO".into(),
-        "PLAN".into(),
-    ]];
-    for (side, p) in plan {
-        let what = match &p.decision {
-            Decision::AlreadyAtTarget => "already at target: skipped".to_string(),
-            Decision::AlreadyRequested => "already requested: followed, not written".into(),
-            Decision::Request => format!("request (gates passed){}", notes(&p.warnings)),
-            Decision::Gated { gate, why } => format!("refused by the {gate} gate: {why}"),
-        };
-        let name = if *side == "standby" {
-            format!("{} (standby)", p.cluster)
-        } else {
-            p.cluster.clone()
-        };
-        rows.push([name, dash(&p.from), dash(&p.to), what]);
-    }
-    format!(
-        "Upgrade plan{}\n{}",
-        if dry_run {
-            " (dry run: nothing is written)"
-        } else {
-            ""
-        },
-        crate::report::aligned(&rows)
-    )
-}
-
-fn notes(w: &[String]) -> String {
-    if w.is_empty() {
-        String::new()
-    } else {
-        format!("; {}", w.join("; "))
-    }
-}
-
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_string()
-    }
-}
-
-fn duration(secs: f64) -> String {
-    match secs {
-        s if s < 60.0 => format!("{s:.1}s"),
-        s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        s => format!(
-            "{}h{:02}m",
-            (s / 3600.0) as u64,
-            ((s % 3600.0) / 60.0) as u64
-        ),
-    }
-}
-
-fn render_summary(outcomes: &[Outcome]) -> String {
-    let mut rows = vec![[
-        "CLUSTER".to_string(),
-        "FROM".into(),
-        "TO".into(),
-        "RESULT".into(),
-        "DURATION".into(),
-    ]];
-    for o in outcomes {
-        let result = match (o.result, o.gate) {
-            ("ready", _) => "Ready".to_string(),
-            ("requested", _) => "requested (not waited for)".into(),
-            ("already-at-target", _) => "already at target".into(),
-            ("gated", Some(g)) => format!("gated ({g}): {}", o.detail),
-            ("degraded", _) => o.detail.clone(),
-            ("timeout", _) => format!("timeout: {}", o.detail),
-            (_, _) => format!("error: {}", o.detail),
-        };
-        let name = if o.platform == "standby" {
-            format!("{} (standby)", o.cluster)
-        } else {
-            o.cluster.clone()
-        };
-        rows.push([
-            name,
-            dash(&o.from),
-            dash(&o.to),
-            result,
-            duration(o.seconds),
-        ]);
-    }
-    crate::report::aligned(&rows)
 }
 
 /// Asks on the terminal; `--yes` skips the question; no terminal and no `--yes` refuses.

@@ -7,6 +7,7 @@
 
 pub mod gates;
 mod render;
+pub mod watch;
 
 use kube::api::{Patch, PatchParams};
 use serde::Serialize;
