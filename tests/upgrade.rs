@@ -54,6 +54,14 @@ fn patches(p: &FakePlatform) -> usize {
     p.log().iter().filter(|l| l.starts_with("PATCH")).count()
 }
 
+/// `run` ended with `code` and says every one of `words`.
+fn says(run: &Run, code: i32, words: &[&str]) {
+    assert_eq!(run.code, code, "{}", run.all());
+    for w in words {
+        assert!(run.all().contains(w), "{w}: {}", run.all());
+    }
+}
+
 const FAST: &[&str] = &["--poll-interval", "0.05", "--yes"];
 
 #[test]
@@ -103,41 +111,23 @@ fn gates_refuse_and_write_nothing() {
     );
     // a workload cluster before global
     let run = up(&p, &["--cluster", "region1", "--to", "v4.2.0", "--yes"]);
-    assert_eq!(run.code, 8, "{}", run.all());
-    assert!(
-        run.all().contains("order") && run.all().contains("global is at v4.1.3"),
-        "{}",
-        run.all()
-    );
+    says(&run, 8, &["order", "region1", "global is at v4.1.3"]);
     // not offered
     let run = up(&p, &["--to", "v4.9.0", "--yes"]);
-    assert_eq!(run.code, 8, "{}", run.all());
-    assert!(
-        run.all().contains("target offered") && run.all().contains("ProductManifest"),
-        "{}",
-        run.all()
-    );
+    says(&run, 8, &["target offered", "ProductManifest"]);
     // dry run and no terminal without --yes
-    let run = up(&p, &["--to", "v4.2.0", "--dry-run"]);
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.all().contains("dry run"), "{}", run.all());
-    let run = up(&p, &["--to", "v4.2.0"]);
-    assert_eq!(run.code, 2, "{}", run.all());
-    assert!(run.all().contains("--yes"), "{}", run.all());
+    says(&up(&p, &["--to", "v4.2.0", "--dry-run"]), 0, &["dry run"]);
+    says(&up(&p, &["--to", "v4.2.0"]), 2, &["--yes"]);
     // failed preflight names the check
-    p.state.lock().unwrap().cvo.fail_preflight.insert(
-        "global".into(),
-        (
-            "AdminAckRequired".into(),
-            "acknowledge ack-4.4-kubernetes-1.35".into(),
-        ),
-    );
+    let failing = ("AdminAckRequired".into(), "acknowledge ack-4.4".into());
+    let mut s = p.state.lock().unwrap();
+    s.cvo.fail_preflight.insert("global".into(), failing);
+    drop(s);
     let run = up(&p, &["--to", "v4.2.0", "--yes"]);
-    assert_eq!(run.code, 8, "{}", run.all());
-    assert!(
-        run.all().contains("preflight") && run.all().contains("AdminAckRequired Failed"),
-        "{}",
-        run.all()
+    says(
+        &run,
+        8,
+        &["preflight", "AdminAckRequired Failed (acknowledge ack-4.4)"],
     );
     assert_eq!(patches(&p), 0);
     assert_eq!(versions(&p, "global"), ("".into(), "v4.1.3".into()));

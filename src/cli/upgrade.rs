@@ -281,7 +281,6 @@ fn request(a: RequestArgs) -> Result<i32> {
         return Ok(if gated_now { GATED } else { 0 });
     }
     if plan.iter().any(|(_, p)| p.decision == Decision::Request) {
-        // TODO: use cli::confirm once merged
         confirm(a.yes)?;
     }
 
@@ -366,6 +365,7 @@ fn request(a: RequestArgs) -> Result<i32> {
 }
 
 /// Asks on the terminal; `--yes` skips the question; no terminal and no `--yes` refuses.
+// TODO: use cli::confirm once merged (a copy of gc's `confirm`, being moved to cli/mod.rs)
 fn confirm(yes: bool) -> Result<()> {
     if yes {
         return Ok(());

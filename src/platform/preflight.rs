@@ -103,6 +103,12 @@ impl Preflight {
 
 /// Reads and summarizes the ClusterVersionShadow named `name` in `cpaas-system`.
 pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
+    Ok(summarize(name, &get(cluster, name).await?))
+}
+
+/// The ClusterVersionShadow named `name` in `cpaas-system`, metadata included (`sync
+/// --preflight` and `ferry upgrade` read the same object).
+pub async fn get(cluster: &Cluster, name: &str) -> Result<Value> {
     let (ar, _) = cluster
         .discover("config.alauda.io", "ClusterVersionShadow")
         .await?;
@@ -118,7 +124,7 @@ pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
         })?;
     let mut v = obj.data.clone();
     v["metadata"] = serde_json::to_value(&obj.metadata).unwrap_or_default();
-    Ok(summarize(name, &v))
+    Ok(v)
 }
 
 pub fn summarize(cluster: &str, v: &Value) -> Preflight {

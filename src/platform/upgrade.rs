@@ -9,6 +9,8 @@ pub mod gates;
 mod render;
 pub mod watch;
 
+pub(crate) use render::or_dash;
+
 use kube::api::{Patch, PatchParams};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -160,22 +162,7 @@ impl Shadow {
 
 /// Reads the ClusterVersionShadow of `name` from the global cluster `global`.
 pub async fn read(global: &Cluster, name: &str) -> Result<Shadow> {
-    let (ar, _) = global
-        .discover("config.alauda.io", "ClusterVersionShadow")
-        .await?;
-    let obj = global
-        .namespaced(&ar, NAMESPACE)
-        .get(name)
-        .await
-        .map_err(|e| {
-            global.error(
-                e,
-                &format!("reading ClusterVersionShadow {NAMESPACE}/{name}"),
-            )
-        })?;
-    let mut v = obj.data.clone();
-    v["metadata"] = serde_json::to_value(&obj.metadata).unwrap_or_default();
-    Ok(Shadow::parse(name, &v))
+    Ok(Shadow::parse(name, &preflight::get(global, name).await?))
 }
 
 /// Requests `version`: a merge patch of `spec.desiredUpdate.version` only, carrying the

@@ -64,6 +64,16 @@ fn cond(kind: &str, status: bool, reason: &str, message: &str, generation: i64) 
            "lastTransitionTime": "2026-12-01T00:00:00Z"})
 }
 
+fn ready(current: &str, generation: i64) -> Value {
+    cond(
+        "Ready",
+        true,
+        "AsExpected",
+        &format!("Cluster version is {current}"),
+        generation,
+    )
+}
+
 impl Cvo {
     /// Moves every ClusterVersionShadow to where it is now; bumps the resourceVersion of the
     /// ones whose status changed.
@@ -195,13 +205,7 @@ impl Cvo {
                             "image": format!("registry.alauda.cn:60080/acp/release:{current}"),
                             "startedTime": "2026-12-01T00:00:00Z", "completionTime": "2026-12-01T00:00:03Z"}));
                         st["history"] = json!(history);
-                        conditions.push(cond(
-                            "Ready",
-                            true,
-                            "AsExpected",
-                            &format!("Cluster version is {current}"),
-                            generation,
-                        ));
+                        conditions.push(ready(&current, generation));
                         conditions.push(cond("Reconciling", false, "AsExpected", "", generation));
                         self.ready_at.insert(name.clone(), now);
                     } else {
@@ -216,13 +220,7 @@ impl Cvo {
                     }
                 }
                 _ => {
-                    conditions.push(cond(
-                        "Ready",
-                        true,
-                        "AsExpected",
-                        &format!("Cluster version is {current}"),
-                        generation,
-                    ));
+                    conditions.push(ready(&current, generation));
                     if st["desired"].is_null() {
                         st["desired"] = json!({"version": current});
                     }

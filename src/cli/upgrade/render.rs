@@ -2,6 +2,7 @@
 
 use super::cluster::Outcome;
 use crate::platform::upgrade::gates::{Decision, Planned};
+use crate::platform::upgrade::or_dash as dash;
 
 pub(super) fn render_plan(plan: &[(&str, Planned)], dry_run: bool) -> String {
     let mut rows = vec![[
@@ -40,14 +41,6 @@ fn notes(w: &[String]) -> String {
         String::new()
     } else {
         format!("; {}", w.join("; "))
-    }
-}
-
-fn dash(s: &str) -> String {
-    if s.is_empty() {
-        "-".into()
-    } else {
-        s.to_string()
     }
 }
 

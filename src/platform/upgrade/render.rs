@@ -6,7 +6,8 @@ use crate::report::aligned;
 /// History entries shown.
 const HISTORY: usize = 5;
 
-fn or_dash(s: &str) -> String {
+/// An empty cell as `-`.
+pub(crate) fn or_dash(s: &str) -> String {
     if s.is_empty() {
         "-".into()
     } else {
