@@ -98,6 +98,10 @@ fn status_in_text_and_json() {
     assert_eq!(v["clusters"][1]["availableUpdates"], serde_json::json!([]));
     let run = up(&p, &["status", "--cluster", "nosuch"]);
     assert_eq!(run.code, 2, "{}", run.all());
+    // on a control-plane node of global: its kubeconfig
+    let kc = p.kubeconfig("global");
+    let run = ferry(&["upgrade", "status", "--kubeconfig", kc.to_str().unwrap()]);
+    says(&run, 0, &["Cluster global", "v4.2.0, v4.10.0"]);
 }
 
 #[test]

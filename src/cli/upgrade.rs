@@ -12,7 +12,7 @@ use super::Output;
 use crate::error::{Error, ErrorKind, Result};
 use crate::platform::upgrade::gates::{self, Decision, Planned, Target};
 use crate::platform::upgrade::{self, Shadow};
-use crate::platform::{inventory::GLOBAL, Platform};
+use crate::platform::{inventory::GLOBAL, kubeconfig, Cluster, Platform};
 use render::{render_plan, render_summary};
 
 mod cluster;
@@ -57,6 +57,10 @@ pub struct Which {
     pub api_timeout: u64,
     #[command(flatten)]
     pub platform: PlatformFlags,
+    /// Without --platform-address: reach global through this kubeconfig (on a control-plane
+    /// node of global) [default: $KUBECONFIG, ~/.kube/config, /etc/kubernetes/admin.conf].
+    #[arg(long, conflicts_with = "platform_address")]
+    pub kubeconfig: Option<std::path::PathBuf>,
 }
 
 impl Which {
@@ -121,7 +125,7 @@ fn connect(
     rt: &tokio::runtime::Runtime,
     which: &Which,
     standby: Option<&StandbyPlatformFlags>,
-) -> Result<(Platform, Option<Platform>)> {
+) -> Result<(Cluster, Option<Cluster>)> {
     let stdin = StdinSecret::claimed_by(&[
         (
             "--platform-password-stdin",
@@ -133,30 +137,34 @@ fn connect(
         ),
     ])?;
     let timeout = Duration::from_secs(which.api_timeout);
-    let opts = which.platform.options(timeout, &stdin)?.ok_or_else(|| {
-        Error::new(
-            ErrorKind::Usage,
-            "ferry upgrade needs --platform-address (and --platform-token or --platform-username)",
-        )
-    })?;
+    let opts = which.platform.options(timeout, &stdin)?;
     let standby = match standby {
         Some(s) => s.options(timeout, &stdin)?,
         None => None,
     };
-    let primary = rt.block_on(Platform::connect_checked(opts))?;
+    let global = match opts {
+        Some(opts) => {
+            let primary = rt.block_on(Platform::connect_checked(opts))?;
+            rt.block_on(primary.check_clusters(&which.names()))?;
+            primary.cluster(GLOBAL)?
+        }
+        // on a control-plane node of global, as `sync` (an unknown cluster's object is a 404)
+        None => {
+            rt.block_on(kubeconfig::load(which.kubeconfig.as_deref(), GLOBAL))
+                .map_err(|e| e.context("no --platform-address given"))?
+                .cluster
+        }
+    };
     let standby = match standby {
-        Some(o) => Some(rt.block_on(Platform::connect_checked(o))?),
+        Some(o) => Some(rt.block_on(Platform::connect_checked(o))?.cluster(GLOBAL)?),
         None => None,
     };
-    let names = which.names();
-    rt.block_on(primary.check_clusters(&names))?;
-    Ok((primary, standby))
+    Ok((global, standby))
 }
 
 fn status(which: Which) -> Result<i32> {
     let rt = super::runtime()?;
-    let (platform, _) = connect(&rt, &which, None)?;
-    let global = platform.cluster(GLOBAL)?;
+    let (global, _) = connect(&rt, &which, None)?;
     let names = which.names();
     let read = rt.block_on(futures::future::join_all(
         names.iter().map(|n| upgrade::read(&global, n)),
@@ -202,9 +210,7 @@ fn request(a: RequestArgs) -> Result<i32> {
     }
     let rt = super::runtime()?;
     let standby_flags = a.standby.platform_address.is_some().then_some(&a.standby);
-    let (platform, standby) = connect(&rt, &a.which, standby_flags)?;
-    let global = platform.cluster(GLOBAL)?;
-    let standby_global = standby.as_ref().map(|s| s.cluster(GLOBAL)).transpose()?;
+    let (global, standby_global) = connect(&rt, &a.which, standby_flags)?;
     let names = a.which.names();
     let with_global = names.iter().any(|n| n == GLOBAL);
     let workloads: Vec<String> = names.into_iter().filter(|n| n != GLOBAL).collect();
