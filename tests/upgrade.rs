@@ -269,3 +269,55 @@ fn dr_the_standby_first() {
     let primary_asked = primary.state.lock().unwrap().cvo.requested_at["global"];
     assert!(primary_asked >= standby_ready);
 }
+
+#[test]
+fn dr_a_refused_primary_leaves_the_standby_alone_and_a_deadline_exits_9() {
+    let primary = platform(&["global"]);
+    let standby = platform(&["global"]);
+    cvo::install(&primary, &[("global", "v4.1.3")], &["v4.2.0"], 150);
+    cvo::install(&standby, &[("global", "v4.1.3")], &["v4.2.0"], 1000);
+    let failing = ("etcd-health".into(), "2/3 members healthy".into());
+    let mut s = primary.state.lock().unwrap();
+    s.cvo.fail_preflight.insert("global".into(), failing);
+    drop(s);
+    let (url, ca) = (standby.url(), standby.ca().display().to_string());
+    let mut args = vec![
+        "--to",
+        "v4.2.0",
+        "--standby-platform-address",
+        &url,
+        "--standby-platform-token",
+        TOKEN,
+        "--standby-platform-ca-file",
+        &ca,
+        "--timeout",
+        "1",
+    ];
+    args.extend_from_slice(FAST);
+    says(
+        &up(&primary, &args),
+        8,
+        &["preflight", "etcd-health Failed", "nothing is requested"],
+    );
+    assert_eq!(patches(&standby), 0);
+    assert_eq!(versions(&standby, "global").0, "");
+    // the standby alone, past its deadline
+    let run = ferry(&[
+        "upgrade",
+        "--to",
+        "v4.2.0",
+        "--wait",
+        "--timeout",
+        "1",
+        "--poll-interval",
+        "0.05",
+        "--yes",
+        "--platform-address",
+        &url,
+        "--platform-token",
+        TOKEN,
+        "--platform-ca-file",
+        &ca,
+    ]);
+    says(&run, 9, &["timeout", "--timeout passed"]);
+}

@@ -270,7 +270,18 @@ fn request(a: RequestArgs) -> Result<i32> {
     let gated_now = plan
         .iter()
         .any(|(_, p)| matches!(p.decision, Decision::Gated { .. }));
-    if a.dry_run {
+    // the global layer refused: nothing at all (a DR pair is not left split, and the workload
+    // clusters wait for it)
+    let global_gated = plan
+        .iter()
+        .any(|(_, p)| p.cluster == GLOBAL && matches!(p.decision, Decision::Gated { .. }));
+    if global_gated && !a.dry_run {
+        eprintln!(
+            "error: global is refused by a gate: nothing is requested (with it, the DR pair and \
+             the workload clusters of this run wait)"
+        );
+    }
+    if a.dry_run || global_gated {
         if json {
             let items: Vec<_> = plan
                 .iter()
@@ -279,7 +290,7 @@ fn request(a: RequestArgs) -> Result<i32> {
             println!(
                 "{}",
                 serde_json::to_string_pretty(
-                    &serde_json::json!({"dryRun": true, "clusters": items})
+                    &serde_json::json!({"dryRun": a.dry_run, "clusters": items})
                 )
                 .expect("plain data")
             );
