@@ -10,16 +10,27 @@ use common::cvo;
 use common::platform::*;
 use common::*;
 
-fn platform(clusters: &[&'static str]) -> FakePlatform {
-    FakePlatform::start(PlatformOpts {
-        clusters: clusters.to_vec(),
+/// A platform of these (cluster, current version), offering `offered`, stages of `ms`.
+fn setup(clusters: &[(&'static str, &str)], offered: &[&str], ms: u64) -> FakePlatform {
+    let p = FakePlatform::start(PlatformOpts {
+        clusters: clusters.iter().map(|(c, _)| *c).collect(),
         ..Default::default()
-    })
+    });
+    cvo::install(&p, clusters, offered, ms);
+    p
 }
 
-fn up(p: &FakePlatform, args: &[&str]) -> Run {
+/// The flags that name `s` as the DR standby.
+fn standby_flags(s: &FakePlatform) -> Vec<String> {
+    s.token_flags()
+        .into_iter()
+        .map(|f| f.replace("--platform", "--standby-platform"))
+        .collect()
+}
+
+fn up<S: AsRef<str>>(p: &FakePlatform, args: &[S]) -> Run {
     let mut v: Vec<String> = vec!["upgrade".into()];
-    v.extend(args.iter().map(|s| s.to_string()));
+    v.extend(args.iter().map(|s| s.as_ref().to_string()));
     v.extend(p.token_flags());
     let run = ferry(&v);
     assert!(!run.all().contains(TOKEN), "the token was printed");
@@ -66,9 +77,7 @@ const FAST: &[&str] = &["--poll-interval", "0.05", "--yes"];
 
 #[test]
 fn status_in_text_and_json() {
-    let p = platform(&["global", "region1"]);
-    cvo::install(
-        &p,
+    let p = setup(
         &[("global", "v4.1.3"), ("region1", "v4.1.3")],
         &["v4.2.0", "v4.10.0"],
         200,
@@ -106,9 +115,7 @@ fn status_in_text_and_json() {
 
 #[test]
 fn gates_refuse_and_write_nothing() {
-    let p = platform(&["global", "region1"]);
-    cvo::install(
-        &p,
+    let p = setup(
         &[("global", "v4.1.3"), ("region1", "v4.1.3")],
         &["v4.2.0"],
         200,
@@ -140,8 +147,7 @@ fn gates_refuse_and_write_nothing() {
 
 #[test]
 fn explicit_version_is_requested_without_waiting() {
-    let p = platform(&["global"]);
-    cvo::install(&p, &[("global", "v4.1.3")], &["v4.2.0"], 200);
+    let p = setup(&[("global", "v4.1.3")], &["v4.2.0"], 200);
     let run = up(&p, &["--to", "v4.9.0", "--allow-explicit-upgrade", "--yes"]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert!(run.stdout.contains("requested"), "{}", run.all());
@@ -150,8 +156,7 @@ fn explicit_version_is_requested_without_waiting() {
 
 #[test]
 fn to_latest_waits_for_ready_and_a_rerun_writes_nothing() {
-    let p = platform(&["global"]);
-    cvo::install(&p, &[("global", "v4.1.3")], &["v4.2.0", "v4.3.0"], 200);
+    let p = setup(&[("global", "v4.1.3")], &["v4.2.0", "v4.3.0"], 200);
     let mut args = vec!["--to-latest", "--wait"];
     args.extend_from_slice(FAST);
     let run = up(&p, &args);
@@ -172,8 +177,7 @@ fn to_latest_waits_for_ready_and_a_rerun_writes_nothing() {
 
 #[test]
 fn degraded_exits_9_naming_the_operation() {
-    let p = platform(&["global"]);
-    cvo::install(&p, &[("global", "v4.1.3")], &["v4.2.0"], 200);
+    let p = setup(&[("global", "v4.1.3")], &["v4.2.0"], 200);
     p.state
         .lock()
         .unwrap()
@@ -194,9 +198,7 @@ fn degraded_exits_9_naming_the_operation() {
 
 #[test]
 fn workload_clusters_go_together() {
-    let p = platform(&["global", "region1", "region2"]);
-    cvo::install(
-        &p,
+    let p = setup(
         &[
             ("global", "v4.2.0"),
             ("region1", "v4.1.3"),
@@ -223,9 +225,7 @@ fn workload_clusters_go_together() {
 
 #[test]
 fn global_then_its_workload_clusters_in_one_run() {
-    let p = platform(&["global", "region1"]);
-    cvo::install(
-        &p,
+    let p = setup(
         &[("global", "v4.1.3"), ("region1", "v4.1.3")],
         &["v4.2.0"],
         150,
@@ -242,27 +242,13 @@ fn global_then_its_workload_clusters_in_one_run() {
 
 #[test]
 fn dr_the_standby_first() {
-    let primary = platform(&["global"]);
-    let standby = platform(&["global"]);
-    cvo::install(&primary, &[("global", "v4.1.3")], &["v4.2.0"], 150);
-    cvo::install(&standby, &[("global", "v4.1.3")], &["v4.2.0"], 150);
-    let ca = standby.ca().display().to_string();
-    let url = standby.url();
-    let mut args = vec![
-        "--to",
-        "v4.2.0",
-        "--wait",
-        "--standby-platform-address",
-        &url,
-        "--standby-platform-token",
-        TOKEN,
-        "--standby-platform-ca-file",
-        &ca,
-    ];
-    args.extend_from_slice(FAST);
+    let primary = setup(&[("global", "v4.1.3")], &["v4.2.0"], 150);
+    let standby = setup(&[("global", "v4.1.3")], &["v4.2.0"], 150);
+    let mut args = standby_flags(&standby);
+    args.extend(["--to", "v4.2.0", "--wait"].map(String::from));
+    args.extend(FAST.iter().map(|f| f.to_string()));
     let run = up(&primary, &args);
-    assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("global (standby)"), "{}", run.all());
+    says(&run, 0, &["global (standby)"]);
     assert_eq!(versions(&standby, "global").1, "v4.2.0");
     assert_eq!(versions(&primary, "global").1, "v4.2.0");
     let standby_ready = standby.state.lock().unwrap().cvo.ready_at["global"];
@@ -272,52 +258,20 @@ fn dr_the_standby_first() {
 
 #[test]
 fn dr_a_refused_primary_leaves_the_standby_alone_and_a_deadline_exits_9() {
-    let primary = platform(&["global"]);
-    let standby = platform(&["global"]);
-    cvo::install(&primary, &[("global", "v4.1.3")], &["v4.2.0"], 150);
-    cvo::install(&standby, &[("global", "v4.1.3")], &["v4.2.0"], 1000);
+    let primary = setup(&[("global", "v4.1.3")], &["v4.2.0"], 150);
+    let standby = setup(&[("global", "v4.1.3")], &["v4.2.0"], 1000);
     let failing = ("etcd-health".into(), "2/3 members healthy".into());
     let mut s = primary.state.lock().unwrap();
     s.cvo.fail_preflight.insert("global".into(), failing);
     drop(s);
-    let (url, ca) = (standby.url(), standby.ca().display().to_string());
-    let mut args = vec![
-        "--to",
-        "v4.2.0",
-        "--standby-platform-address",
-        &url,
-        "--standby-platform-token",
-        TOKEN,
-        "--standby-platform-ca-file",
-        &ca,
-        "--timeout",
-        "1",
-    ];
-    args.extend_from_slice(FAST);
-    says(
-        &up(&primary, &args),
-        8,
-        &["preflight", "etcd-health Failed", "nothing is requested"],
-    );
+    let mut args = standby_flags(&standby);
+    args.extend(["--to", "v4.2.0", "--yes"].map(String::from));
+    let run = up(&primary, &args);
+    says(&run, 8, &["etcd-health Failed", "nothing is requested"]);
     assert_eq!(patches(&standby), 0);
     assert_eq!(versions(&standby, "global").0, "");
     // the standby alone, past its deadline
-    let run = ferry(&[
-        "upgrade",
-        "--to",
-        "v4.2.0",
-        "--wait",
-        "--timeout",
-        "1",
-        "--poll-interval",
-        "0.05",
-        "--yes",
-        "--platform-address",
-        &url,
-        "--platform-token",
-        TOKEN,
-        "--platform-ca-file",
-        &ca,
-    ]);
-    says(&run, 9, &["timeout", "--timeout passed"]);
+    let mut args = vec!["--to", "v4.2.0", "--wait", "--timeout", "1"];
+    args.extend_from_slice(FAST);
+    says(&up(&standby, &args), 9, &["timeout", "--timeout passed"]);
 }
