@@ -230,7 +230,7 @@ fn global_then_its_workload_clusters_in_one_run() {
         &["v4.2.0"],
         150,
     );
-    let mut args = vec!["--clusters", "global,region1", "--to", "v4.2.0"];
+    let mut args = vec!["--clusters", "global,region1", "--to-latest"];
     args.extend_from_slice(FAST);
     let run = up(&p, &args);
     assert_eq!(run.code, 0, "{}", run.all());

@@ -256,8 +256,17 @@ fn request(a: RequestArgs) -> Result<i32> {
         let l = layers(&g, &sg);
         let refs: Vec<gates::Layer> = l.iter().map(|(n, s)| (n.as_str(), s)).collect();
         let mut p = gates::decide(w, &ctx.target, ctx.allow, &refs);
-        if with_global && matches!(p.decision, Decision::Gated { .. }) {
-            // global goes first in this run: these gates are checked again once it is there
+        // global goes first in this run: these gates are checked again once it is there (and
+        // what --to-latest means for a workload cluster is known only then)
+        let deferred = match p.decision {
+            Decision::Gated { .. } => true,
+            Decision::AlreadyAtTarget => ctx.target == Target::Latest,
+            _ => false,
+        };
+        if with_global && deferred {
+            if ctx.target == Target::Latest {
+                p.to = String::new();
+            }
             p.decision = Decision::Request;
             p.warnings
                 .push("after global reaches its target (gates checked then)".into());
