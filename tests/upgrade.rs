@@ -146,6 +146,15 @@ fn gates_refuse_and_write_nothing() {
 }
 
 #[test]
+fn a_concurrent_change_is_not_overwritten() {
+    let p = setup(&[("global", "v4.1.3")], &["v4.2.0"], 200);
+    p.state.lock().unwrap().inject_conflicts = 1;
+    let run = up(&p, &["--to", "v4.2.0", "--yes"]);
+    says(&run, 7, &["someone changed it since it was read"]);
+    assert_eq!(versions(&p, "global").0, "");
+}
+
+#[test]
 fn explicit_version_is_requested_without_waiting() {
     let p = setup(&[("global", "v4.1.3")], &["v4.2.0"], 200);
     let run = up(&p, &["--to", "v4.9.0", "--allow-explicit-upgrade", "--yes"]);

@@ -326,6 +326,12 @@ mod tests {
             "{why}"
         );
         assert!(why.contains("apiserver crashloop"), "{why}");
+        let stalled = json!([{"type": "Stalled", "status": "True", "reason": "NoProgress"}]);
+        let Progress::Failed(why) = progress(&shadow(stages.clone(), stalled, 4), "v4.2.0", 4)
+        else {
+            panic!()
+        };
+        assert!(why.starts_with("Stalled: stage ControlPlane"), "{why}");
         // a Degraded of an older generation is not this run's
         assert!(matches!(
             progress(&shadow(stages, degraded, 3), "v4.2.0", 4),

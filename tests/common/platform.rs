@@ -137,7 +137,8 @@ pub struct State {
     counter: u64,
     /// "METHOD path" of every request, for assertions.
     pub log: Vec<String>,
-    /// Answer the next N replace (PUT) calls with 409 Conflict, as if someone wrote first.
+    /// Answer the next N replace (PUT) or merge-patch calls with 409 Conflict, as if someone
+    /// wrote first.
     pub inject_conflicts: usize,
     /// Names of objects another writer changes (a new resourceVersion) just before a DELETE
     /// of them arrives: what a concurrent edit between a plan and its execution looks like.
@@ -1154,6 +1155,13 @@ impl State {
         let Ok(patch) = serde_json::from_slice::<Value>(body) else {
             return status(400, "BadRequest", "body is not JSON".into());
         };
+        if self.inject_conflicts > 0 && self.objects.contains_key(key) {
+            // someone else writes first
+            self.inject_conflicts -= 1;
+            self.rv += 1;
+            let rv = json!(self.rv.to_string());
+            self.objects.get_mut(key).unwrap()["metadata"]["resourceVersion"] = rv;
+        }
         let Some(cur) = self.objects.get(key).cloned() else {
             return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
         };
