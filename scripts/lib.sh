@@ -20,9 +20,12 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-# start_registry DIR PORT: plain-HTTP Distribution registry on 127.0.0.1:PORT, storage in DIR.
+# start_registry DIR PORT [USER PASSWORD]: Distribution registry on 127.0.0.1:PORT, storage in
+# DIR; plain HTTP, or with USER and PASSWORD: TLS with a self-signed certificate made by
+# openssl (DIR/ca.pem, the CA to trust) and htpasswd (bcrypt) logins, as docker's registry
+# docs set one up.
 start_registry() {
-  local dir=$1 port=$2
+  local dir=$1 port=$2 user=${3:-} password=${4:-}
   mkdir -p "$dir/data"
   cat >"$dir/config.yml" <<CFG
 version: 0.1
@@ -38,6 +41,20 @@ storage:
 http:
   addr: 127.0.0.1:$port
 CFG
+  if [ -n "$user" ]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1 \
+      -addext subjectAltName=IP:127.0.0.1 -keyout "$dir/key.pem" -out "$dir/ca.pem" 2>/dev/null
+    printf %s "$password" | htpasswd -iBn "$user" >"$dir/htpasswd"
+    cat >>"$dir/config.yml" <<CFG
+  tls:
+    certificate: $dir/ca.pem
+    key: $dir/key.pem
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: $dir/htpasswd
+CFG
+  fi
   docker-registry serve "$dir/config.yml" >"$dir/registry.log" 2>&1 &
   echo $! >"$dir/pid"
   for _ in $(seq 100); do

@@ -44,6 +44,20 @@ fn assert_no_secrets(run: &Run) {
     }
 }
 
+/// The line ferry prints before the upload: the registry from ProductBase, its login from the
+/// Secret.
+fn assert_registry_and_credentials_from_the_platform(run: &Run, registry: &str) {
+    assert!(
+        run.stderr.contains(&format!(
+            "registry {registry} (from ProductBase base in cluster global"
+        )) && run
+            .stderr
+            .contains("credentials from Secret cpaas-system/registry-admin"),
+        "{}",
+        run.stderr
+    );
+}
+
 #[test]
 fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_the_secret() {
     let reg = Registry::start(RegistryOpts {
@@ -62,16 +76,7 @@ fn operator_goes_to_global_with_registry_from_product_base_and_credentials_from_
     let run = ferry(&args);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_no_secrets(&run);
-    assert!(
-        run.stderr.contains(&format!(
-            "registry {} (from ProductBase base in cluster global",
-            reg.host()
-        )) && run
-            .stderr
-            .contains("credentials from Secret cpaas-system/registry-admin"),
-        "{}",
-        run.stderr
-    );
+    assert_registry_and_credentials_from_the_platform(&run, &reg.host());
     assert!(
         run.stdout
             .contains("created       Artifact topolvm-operator (cluster global of "),
@@ -444,6 +449,23 @@ fn a_package_with_a_broken_image_gets_no_resources() {
         "{report}"
     );
     assert!(p.list("global", "artifacts").is_empty());
+}
+
+/// The ArtifactVersion's owner reference names the Artifact in the version the cluster
+/// serves (discovery's answer), not a version ferry assumed.
+#[test]
+fn the_owner_reference_uses_the_discovered_artifact_version() {
+    let (p, _reg) = platform_with_registry(PlatformOpts {
+        artifact_version: "v1beta1",
+        ..Default::default()
+    });
+    let run = push(&p, fixture("topolvm-operator").to_str().unwrap(), &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let versions = p.list("global", "artifactversions");
+    assert_eq!(versions.len(), 1, "{}", run.all());
+    let owner = &versions[0]["metadata"]["ownerReferences"][0];
+    assert_eq!(owner["apiVersion"], "app.alauda.io/v1beta1", "{owner}");
+    assert_eq!(owner["kind"], "Artifact");
 }
 
 #[test]
@@ -880,6 +902,68 @@ fn a_chart_goes_to_the_chart_repository_as_a_helm_oci_artifact() {
     assert_eq!(chart["status"], "present");
 }
 
+/// DR: the chart goes through the engine like every image, so the standby registry gets it
+/// from the same run, with the same media types, and the report lists it per registry.
+#[test]
+fn a_chart_reaches_the_dr_standby_registry_too() {
+    let (p, reg) = platform_with_registry(PlatformOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = chart_package(dir.path());
+    let dr = [
+        "--standby-registry",
+        &standby.host(),
+        "--standby-plain",
+        "--standby-no-auth",
+    ];
+    // the dry run's plan (and so its estimate) counts the chart, on both registries
+    let mut dry = dr.to_vec();
+    dry.push("--dry-run");
+    let run = push(&p, pkg.to_str().unwrap(), &dry);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let plan = run.json()["packages"][0]["plan"].clone();
+    assert_eq!(plan.as_array().map(Vec::len), Some(2), "{plan}");
+    for side in plan.as_array().unwrap() {
+        // the app image and the chart
+        assert_eq!(side["images_to_push"], 2, "{plan}");
+        assert_eq!(side["blobs_to_upload"], 4, "{plan}");
+    }
+    let run = push(&p, pkg.to_str().unwrap(), &dr);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // the chart's config and content are counted with the image's blobs, per registry
+    assert_eq!(
+        run.json()["packages"][0]["blobs"]["uploaded"],
+        8,
+        "{}",
+        run.all()
+    );
+    for r in [&reg, &standby] {
+        let raw = r
+            .skopeo_raw("public-charts/mychart:0.1.0")
+            .unwrap_or_else(|| panic!("the chart is not in {}: {}", r.host(), run.all()));
+        let m: Value = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(
+            m["layers"][0]["mediaType"],
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+        );
+        assert!(r.skopeo_raw("acp/mychart-app:v0.1.0").is_some());
+    }
+    // the same manifest on both sides
+    assert_eq!(
+        reg.skopeo_raw("public-charts/mychart:0.1.0"),
+        standby.skopeo_raw("public-charts/mychart:0.1.0")
+    );
+    let charts: Vec<Value> = run.json()["packages"][0]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["source"] == "charts/mychart-0.1.0.tgz")
+        .cloned()
+        .collect();
+    assert_eq!(charts.len(), 2, "{}", run.all());
+    assert!(charts.iter().all(|c| c["status"] == "pushed"), "{charts:?}");
+}
+
 #[test]
 fn a_missing_file_argument_is_found_before_the_first_network_call() {
     let (p, _reg) = platform_with_registry(PlatformOpts::default());
@@ -910,4 +994,133 @@ fn a_missing_file_argument_is_found_before_the_first_network_call() {
         );
     }
     assert!(p.log().is_empty(), "the platform was called: {:?}", p.log());
+}
+
+/// The demo's platform (scripts/demo.sh): examples/fake-platform.rs, the fake above as a
+/// program. It starts on the address it is given, takes a push with the password login, the
+/// registry from its ProductBase and the credentials from its Secret, and kubectl sees what
+/// ferry wrote.
+#[test]
+fn the_demo_platform_program_takes_a_push_that_kubectl_sees() {
+    use std::io::BufRead as _;
+    // cargo puts examples in `examples/` beside the binaries (`cargo test` builds them)
+    let exe = std::path::Path::new(env!("CARGO_BIN_EXE_ferry"))
+        .with_file_name("examples")
+        .join("fake-platform");
+    assert!(
+        exe.exists(),
+        "{} is not built: `cargo test --all-targets` or `cargo build --example fake-platform`",
+        exe.display()
+    );
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        auth: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut child = std::process::Command::new(&exe)
+        .args(["--listen", &listen, "--registry", &reg.host()])
+        .args(["--registry-user", USER, "--registry-password", PASSWORD])
+        .arg("--dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // killed however the test ends; its stdout kept open while it runs
+    struct Running(
+        std::process::Child,
+        std::io::BufReader<std::process::ChildStdout>,
+    );
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut running = Running(child, out);
+    let mut first = String::new();
+    running.1.read_line(&mut first).unwrap();
+    let url = format!("https://{listen}");
+    let ca = dir.path().join("ca.pem");
+    assert_eq!(
+        first.trim_end(),
+        format!("fake platform at {url} (CA {})", ca.display())
+    );
+
+    let pkg = fixture("topolvm-operator");
+    let run = ferry_with(
+        &[
+            "push".as_ref(),
+            pkg.as_os_str(),
+            "--platform-address".as_ref(),
+            url.as_ref(),
+            "--platform-username".as_ref(),
+            ADMIN.as_ref(),
+            "--platform-password-stdin".as_ref(),
+            "--platform-ca-file".as_ref(),
+            ca.as_os_str(),
+            "--ca-file".as_ref(),
+            reg.ca().as_os_str(),
+        ],
+        &[],
+        Some(&format!("{ADMIN_PASSWORD}\n")),
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_no_secrets(&run);
+    assert_registry_and_credentials_from_the_platform(&run, &reg.host());
+    for (reference, manifest) in package_images(&pkg) {
+        assert_eq!(reg.skopeo_raw(&path_of(&reference)).unwrap(), manifest);
+    }
+
+    // kubectl, as the demo runs it: an empty kubeconfig, the server, the CA and the token
+    let kubeconfig = dir.path().join("kubeconfig");
+    std::fs::write(&kubeconfig, "apiVersion: v1\nkind: Config\n").unwrap();
+    let out = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args([
+            "--server",
+            &format!("{url}/kubernetes/global"),
+            "--token",
+            TOKEN,
+        ])
+        .arg("--certificate-authority")
+        .arg(&ca)
+        .args([
+            "get",
+            "artifacts.app.alauda.io,artifactversions.app.alauda.io",
+        ])
+        .args(["-n", "cpaas-system", "-o", "json"])
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let items: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(String, String)> = items["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["kind"].as_str().unwrap().to_string(),
+                i["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("Artifact".to_string(), "topolvm-operator".to_string()),
+            (
+                "ArtifactVersion".to_string(),
+                "topolvm-operator.v2.3.0".to_string()
+            )
+        ]
+    );
+    assert_eq!(items["items"][0]["spec"]["registry"], reg.host());
 }

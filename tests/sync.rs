@@ -239,9 +239,10 @@ fn external_registry_skips_the_sync_and_skip_sync_image_checks_images_first() {
     ];
     let run = sync(&skip);
     assert_eq!(run.code, 4, "{}", run.all());
-    assert!(run.stdout.contains("not in the registry"), "{}", run.all());
+    // the error on stderr, the result on stdout
+    assert!(run.stderr.contains("not in the registry"), "{}", run.all());
     assert!(
-        run.stdout.contains("acp/cluster-version-operator:v4.2.0"),
+        run.stderr.contains("acp/cluster-version-operator:v4.2.0"),
         "{}",
         run.all()
     );

@@ -16,12 +16,8 @@ use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::Platform;
 use crate::sink::{auth, Credentials, RealmHost, Registry, RegistryOptions, RetryPolicy, Secret};
 
-/// Which side of a DR pair a destination is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Role {
-    Primary,
-    Standby,
-}
+/// Which side of a DR pair a destination is (the pipeline's, which the run acts on too).
+pub use crate::pipeline::Role;
 
 /// One registry the run writes to.
 pub struct Destination {
@@ -96,7 +92,27 @@ impl Destination {
         } else {
             a
         };
-        Self::from_address(role, scheme_less, trust)
+        // what is left names no scheme of its own (`https://http://host` must not become
+        // plain HTTP through the flag-address parser, which honours a leading http://)
+        if scheme_less.contains("://") {
+            return Err(Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "ProductBase base names the registry as {a:?}, which is not \
+                     [https://]host[:port]: give the registry with the registry flag"
+                ),
+            ));
+        }
+        Self::from_address(role, scheme_less, trust).map_err(|e| {
+            Error::new(
+                ErrorKind::Platform,
+                format!(
+                    "ProductBase base names the registry as {a:?}: {}; give the registry with \
+                     the registry flag",
+                    e.message
+                ),
+            )
+        })
     }
 
     /// `host[:port][/prefix]`, as the engine and the reports name the destination.
@@ -328,5 +344,50 @@ pub(crate) fn split_host(s: &str, plain: bool) -> Result<(String, bool, String),
             format!("registry address {s:?} has no host"),
         ));
     }
+    let valid = !host.contains(|c: char| c.is_whitespace() || c == '\\')
+        && url::Url::parse(&format!("https://{host}/"))
+            .is_ok_and(|u| u.host_str().is_some() && u.path() == "/");
+    if !valid {
+        return Err(Error::new(
+            ErrorKind::Usage,
+            format!("registry address {s:?} is not host[:port][/prefix]"),
+        ));
+    }
     Ok((host.to_string(), plain, prefix.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(address: &str, plain: bool) -> Result<Destination, Error> {
+        let trust = Trust {
+            plain,
+            ..Trust::default()
+        };
+        Destination::from_server(Role::Primary, address, trust, "")
+    }
+
+    #[test]
+    fn a_server_never_chooses_plain_http() {
+        for a in [
+            "http://r:5000",
+            "HTTP://r:5000",
+            " http://r:5000",
+            "https://http://r:5000",
+            "HTTPS://http://r:5000",
+            "https://HTTP://r:5000",
+            "bad host:5000",
+            "r:5000\\x",
+        ] {
+            assert!(server(a, false).is_err(), "{a:?} was accepted");
+        }
+        let d = server("https://r:5000", false).unwrap();
+        assert!(!d.plain);
+        assert_eq!(d.host, "r:5000");
+        let d = server("r:5000", false).unwrap();
+        assert!(!d.plain);
+        let d = server("http://r:5000", true).unwrap();
+        assert!(d.plain && d.host == "r:5000");
+    }
 }

@@ -90,34 +90,13 @@ pub fn run(args: GcArgs) -> Result<i32> {
     }
     confirm(&args, plan.items.len())?;
     let backups = write_backups(&args.backup_dir, &plan)?;
-    let results: Vec<(Outcome, Option<Error>)> = rt.block_on(async {
-        // Clusters in parallel, each cluster's objects in plan order (owned before owner).
-        let mut by_cluster: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, p) in plan.items.iter().enumerate() {
-            by_cluster.entry(p.cluster.as_str()).or_default().push(i);
-        }
-        let runs = by_cluster.into_values().map(|idx| {
-            let (plan, platform) = (&plan, &platform);
-            async move {
-                let items: Vec<&Planned> = idx.iter().map(|i| &plan.items[*i]).collect();
-                let results = gc::delete_in_order(platform, &items).await;
-                idx.into_iter().zip(results).collect::<Vec<_>>()
-            }
-        });
-        let mut all: Vec<(usize, (Outcome, Option<Error>))> = futures::future::join_all(runs)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        all.sort_by_key(|(i, _)| *i);
-        all.into_iter().map(|(_, r)| r).collect()
-    });
+    let results = rt.block_on(gc::execute(&platform, &plan));
     if json {
         println!("{}", to_json(&plan, Some(&results), &backups, false));
     } else {
         print!("{}", render_summary(&plan, &results, &backups));
     }
-    let failed = results.iter().find_map(|(_, e)| e.as_ref());
+    let failed = results.iter().find_map(|r| r.as_ref().err());
     Ok(match (failed, read_failed) {
         (Some(e), _) => e.kind.exit_code(),
         (None, Some(code)) => code,
@@ -276,46 +255,42 @@ fn render_not_planned(plan: &Plan) -> String {
     )
 }
 
-fn result_word(o: Outcome) -> &'static str {
-    match o {
-        Outcome::Deleted => "deleted",
-        Outcome::Skipped => "skipped: changed since the plan",
-        Outcome::Gone => "already gone",
-        Outcome::Kept => "kept: a version or config of it was not deleted",
-        Outcome::Failed => "FAILED",
+fn result_word(r: &Result<Outcome>) -> &'static str {
+    match r {
+        Ok(Outcome::Deleted) => "deleted",
+        Ok(Outcome::Skipped) => "skipped: changed since the plan",
+        Ok(Outcome::Gone) => "already gone",
+        Ok(Outcome::Kept) => "kept: a version or config of it was not deleted",
+        Err(_) => "FAILED",
     }
 }
 
-fn render_summary(
-    plan: &Plan,
-    results: &[(Outcome, Option<Error>)],
-    backups: &[PathBuf],
-) -> String {
+fn render_summary(plan: &Plan, results: &[Result<Outcome>], backups: &[PathBuf]) -> String {
     let mut rows = vec![[
         "TYPE".to_string(),
         "NAME".into(),
         "CLUSTER".into(),
         "RESULT".into(),
     ]];
-    for (p, (o, _)) in plan.items.iter().zip(results) {
+    for (p, r) in plan.items.iter().zip(results) {
         rows.push([
             p.kind.into(),
             p.name.clone(),
             p.cluster.clone(),
-            result_word(*o).into(),
+            result_word(r).into(),
         ]);
     }
     let mut out = String::from("GC summary:\n");
     out.push_str(&crate::report::aligned(&rows));
-    for (p, (_, e)) in plan.items.iter().zip(results) {
-        if let Some(e) = e {
+    for (p, r) in plan.items.iter().zip(results) {
+        if let Err(e) = r {
             out.push_str(&format!(
                 "error: {} {} on {}: {}\n",
                 p.kind, p.name, p.cluster, e.message
             ));
         }
     }
-    if results.iter().all(|(o, _)| *o != Outcome::Deleted) {
+    if !results.iter().any(|r| matches!(r, Ok(Outcome::Deleted))) {
         out.push_str("No resources were deleted.\n");
     }
     for b in backups {
@@ -326,7 +301,7 @@ fn render_summary(
 
 fn to_json(
     plan: &Plan,
-    results: Option<&[(Outcome, Option<Error>)]>,
+    results: Option<&[Result<Outcome>]>,
     backups: &[PathBuf],
     dry_run: bool,
 ) -> String {
@@ -339,11 +314,14 @@ fn to_json(
                 "type": p.kind, "name": p.name, "namespace": p.namespace,
                 "cluster": p.cluster, "why": p.why,
             });
-            if let Some((o, e)) = results.and_then(|r| r.get(i)) {
-                v["result"] = json!(o);
-                if let Some(e) = e {
+            match results.and_then(|r| r.get(i)) {
+                Some(Ok(o)) => v["result"] = json!(o),
+                // the JSON keeps its shape: a failure is `result: failed` with the error
+                Some(Err(e)) => {
+                    v["result"] = json!("failed");
                     v["error"] = json!(e.message);
                 }
+                None => {}
             }
             v
         })

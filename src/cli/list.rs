@@ -112,10 +112,21 @@ pub fn run(args: ListArgs) -> Result<i32> {
         ),
         ListOutput::Table => print!("{}", table(&apps)),
     }
+    // count what was read; name what was not (a cluster that failed is not "on" the list)
+    let unread: Vec<&str> = inv.failures.iter().map(|(c, _)| c.as_str()).collect();
     eprintln!(
-        "{} applications on {} clusters; written to {}",
-        apps.applications.len(),
-        inv.clusters.len(),
+        "{} on {} read{}; written to {}",
+        crate::report::count(apps.applications.len() as u64, "application"),
+        crate::report::count((inv.clusters.len() - unread.len()) as u64, "cluster"),
+        if unread.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " ({} could not be read: {})",
+                unread.len(),
+                unread.join(", ")
+            )
+        },
         args.output_file.display()
     );
     for (cluster, e) in &inv.failures {

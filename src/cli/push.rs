@@ -11,7 +11,7 @@ use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
-use crate::pipeline::{Publisher, Run};
+use crate::pipeline::{Mode, Publisher, Run, Target};
 use crate::platform::Platform;
 use crate::report::estimate_line;
 use crate::source;
@@ -286,45 +286,36 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
             eprintln!("{}", d.describe());
         }
     }
-    let registries = dests
-        .iter()
-        .map(|d| d.registry(&retry, timeout))
-        .collect::<Result<Vec<_>, Error>>()?;
     // Each side's resources are written once its own images are in.
-    let publishers: Vec<Publisher> = if args.skip_crs {
-        Vec::new()
-    } else {
-        dests
-            .iter()
-            .filter_map(|d| {
-                d.platform.as_ref().map(|p| Publisher {
-                    platform: p.clone(),
-                    registry_host: d.host.clone(),
-                    registry_prefix: d.prefix.clone(),
-                    clusters_given: !args.clusters.is_empty(),
-                    clusters: if args.clusters.is_empty() {
-                        vec!["global".to_string()]
-                    } else {
-                        args.clusters.clone()
-                    },
-                    catalog_source: args.target_catalog_source.clone(),
-                    dry_run: args.transfer.dry_run,
-                })
+    let targets = dests
+        .iter()
+        .map(|d| {
+            Ok(Target {
+                role: d.role,
+                registry: d.registry(&retry, timeout)?,
+                publisher: match (&d.platform, args.skip_crs) {
+                    (Some(p), false) => Some(Publisher {
+                        platform: p.clone(),
+                        registry_host: d.host.clone(),
+                        registry_prefix: d.prefix.clone(),
+                        clusters: (!args.clusters.is_empty()).then(|| args.clusters.clone()),
+                        catalog_source: args.target_catalog_source.clone(),
+                    }),
+                    _ => None,
+                },
             })
-            .collect()
-    };
+        })
+        .collect::<Result<Vec<_>, Error>>()?;
     let opts = args.transfer.engine_options(
         (args.chunk_size_mb as usize) << 20,
         args.allow_nondistributable_artifacts,
     );
     let run = Run {
         packages: &packages,
-        registries: &registries,
+        targets: &targets,
         engine: opts,
         chart_repo: Some(&args.target_chartrepo),
-        publishers: &publishers,
-        skip_push: args.skip_push,
-        dry_run: args.transfer.dry_run,
+        mode: Mode::from_flags(args.transfer.dry_run, args.skip_push),
         quiet: args.transfer.quiet || args.output == Output::Json,
         packages_at_once: args.packages_at_once as usize,
         left_out,

@@ -18,11 +18,12 @@ use super::destination::{Destination, Role, Trust};
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind, Result};
-use crate::platform::artifacts::{Action, ResourceOutcome};
+use crate::pipeline::{Mode, Target};
+use crate::platform::artifacts::ResourceOutcome;
 use crate::platform::kubeconfig::{self, Kubeconfig};
 use crate::platform::registry::{self as platform_registry, CredentialSource};
 use crate::platform::{apply, preflight};
-use crate::report::{ErrorReport, ResourceReport, RunReport};
+use crate::report::{ErrorReport, ResourceAction, ResourceReport, RunReport};
 use crate::sink::{Credentials, Registry, Secret};
 use crate::source::core::{ChecksumScope, CorePackage};
 
@@ -228,29 +229,33 @@ pub fn run(args: SyncArgs) -> Result<i32> {
     };
 
     if let (Some(dest), false) = (&dest, args.skip_sync_image || report.decision.skip_sync) {
-        let mut registries = vec![destination(
+        let mut targets = vec![Target::registry(
             Role::Primary,
-            &dest.0,
-            dest.1.clone(),
-            report.decision.credentials.clone(),
-        )?];
+            destination(
+                Role::Primary,
+                &dest.0,
+                dest.1.clone(),
+                report.decision.credentials.clone(),
+            )?,
+        )];
         if let Some(standby) = &args.standby_registry {
-            registries.push(destination(
+            targets.push(Target::registry(
                 Role::Standby,
-                standby,
-                standby_credentials(&args)?,
-                "from --standby-username/--standby-password".into(),
-            )?);
+                destination(
+                    Role::Standby,
+                    standby,
+                    standby_credentials(&args)?,
+                    "from --standby-username/--standby-password".into(),
+                )?,
+            ));
         }
         let packages = core.packages();
         let run = crate::pipeline::Run {
             packages: &packages,
-            registries: &registries,
+            targets: &targets,
             engine: args.transfer.engine_options(8 << 20, false),
             chart_repo: Some("public-charts"),
-            publishers: &[],
-            skip_push: false,
-            dry_run: args.transfer.dry_run,
+            mode: Mode::from_flags(args.transfer.dry_run, false),
             quiet: args.transfer.quiet || args.output == Output::Json,
             packages_at_once: 4,
             left_out: None,
@@ -284,7 +289,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
                 report.manifests = outcomes.iter().map(ResourceReport::from).collect();
                 if let Some(worst) = outcomes
                     .iter()
-                    .filter_map(|o| o.error.as_ref())
+                    .filter_map(|o| o.result.as_ref().err())
                     .map(|e| e.kind)
                     .max_by_key(|k| k.severity())
                 {
@@ -328,12 +333,12 @@ fn render(r: &SyncReport) -> String {
     }
     for m in &r.manifests {
         let action = match m.action {
-            Action::Created => "created",
-            Action::Updated => "applied",
-            Action::WouldCreate => "would create",
-            Action::WouldUpdate => "would apply",
-            Action::Unchanged => "unchanged",
-            Action::Failed => "FAILED",
+            ResourceAction::Created => "created",
+            ResourceAction::Updated => "applied",
+            ResourceAction::WouldCreate => "would create",
+            ResourceAction::WouldUpdate => "would apply",
+            ResourceAction::Unchanged => "unchanged",
+            ResourceAction::Failed => "FAILED",
         };
         s.push_str(&format!("manifest {action} {} {}\n", m.kind, m.name));
         if let Some(e) = &m.error {

@@ -167,7 +167,6 @@ impl Engine {
             }
         };
         outcome.meta = Some(head.meta.clone());
-        outcome.charts = head.charts.clone();
         outcome.warnings = head.warnings.clone();
         for w in &head.warnings {
             tracing::warn!("{}: {w}", pkg.label());

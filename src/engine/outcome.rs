@@ -3,7 +3,7 @@
 //!
 //! Contract: a [`PackageOutcome`] is typed data (package metadata; per destination, per image:
 //! repository, reference, digest, state; blob counts), never text. The steps after the
-//! transfer (charts, platform resources) read it and `report` turns it into text or JSON;
+//! transfer (platform resources) read it and `report` turns it into text or JSON;
 //! none of them reaches into the engine, the sink or the source. While it runs, the engine
 //! only talks to an [`Observer`]; it never prints.
 
@@ -19,8 +19,6 @@ pub struct PackageOutcome {
     pub file: String,
     /// `package.yaml`, when the head could be read.
     pub meta: Option<PackageMeta>,
-    /// Chart archives in the package (`charts/*.tgz`), for the chart step.
-    pub charts: Vec<String>,
     pub warnings: Vec<String>,
     /// The package failed as a whole (unreadable, inconsistent, interrupted before start).
     pub error: Option<Error>,
@@ -33,16 +31,17 @@ impl PackageOutcome {
         PackageOutcome {
             file,
             meta: None,
-            charts: Vec::new(),
             warnings: Vec::new(),
             error: None,
             destinations: Vec::new(),
         }
     }
 
-    /// `package.yaml`'s `spec.kind` (`bundle`, `plugin`, `chart`), empty when unknown.
-    pub fn kind(&self) -> &str {
-        self.meta.as_ref().map_or("", |m| m.spec.kind.as_str())
+    /// `package.yaml`'s `spec.type`; unspecified when the package could not be read.
+    pub fn kind(&self) -> crate::source::PackageKind {
+        self.meta
+            .as_ref()
+            .map_or(Default::default(), |m| m.spec.kind)
     }
 
     /// Whether every image reached every destination (pushed or already present).

@@ -251,21 +251,14 @@ fn owned_and_private(m: &std::fs::Metadata) -> bool {
     m.uid() == me && m.mode() & 0o022 == 0
 }
 
-/// Is `location` on `registry` (`host[:port]`, IPv6 bracketed)?
+/// Is `location` on `registry` (`https://host[:port]`, IPv6 bracketed)? Scheme, host and
+/// port must all be the same (default ports made explicit), so that a session saved by a
+/// plain-HTTP run is never continued, credentials and all, in clear by a TLS run.
 fn same_origin(location: &str, registry: &str) -> bool {
-    let Ok(u) = url::Url::parse(location) else {
-        return false;
-    };
-    let host = match u.host() {
-        Some(url::Host::Ipv6(a)) => format!("[{a}]"),
-        Some(h) => h.to_string(),
-        None => return false,
-    };
-    let with_port = match u.port() {
-        Some(p) => format!("{host}:{p}"),
-        None => host.clone(),
-    };
-    registry.eq_ignore_ascii_case(&with_port) || registry.eq_ignore_ascii_case(&host)
+    match (url::Url::parse(location), url::Url::parse(registry)) {
+        (Ok(l), Ok(r)) => l.origin().is_tuple() && l.origin() == r.origin(),
+        _ => false,
+    }
 }
 
 /// Temp file created exclusively and without following symlinks (0600), then renamed over.
@@ -308,7 +301,7 @@ mod tests {
         let state = dir.path().join("state");
         let store = StateStore::new(Some(state.clone()));
         let d = Digest::of(b"x");
-        let lease = store.lease("r:5000", "a", &d);
+        let lease = store.lease("http://r:5000", "a", &d);
         assert!(lease.load().is_none());
         lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
         assert_eq!(lease.load().unwrap().offset, 42);
@@ -330,11 +323,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().join("s")));
         let d = Digest::of(b"y");
-        let lease = store.lease("r:5000", "a", &d);
+        let lease = store.lease("http://r:5000", "a", &d);
         lease.save(&session("https://evil.example.com/v2/a/blobs/uploads/u1"));
         assert!(
             lease.load().is_none(),
             "a location on another host was used"
+        );
+        lease.save(&session("https://r:5000/v2/a/blobs/uploads/u1"));
+        assert!(
+            lease.load().is_none(),
+            "a location with another scheme was used"
         );
         lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
         let file = std::fs::read_dir(dir.path().join("s"))
@@ -364,12 +362,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().to_path_buf()));
         let d = Digest::of(b"z");
-        let first = store.lease("r", "a", &d);
+        let first = store.lease("http://r", "a", &d);
         first.save(&session("http://r/v2/a/blobs/uploads/u1"));
-        let second = store.lease("r", "a", &d);
+        let second = store.lease("http://r", "a", &d);
         assert!(second.load().is_none(), "two leases on one session");
         drop(first);
-        let third = store.lease("r", "a", &d);
+        let third = store.lease("http://r", "a", &d);
         assert!(third.load().is_some());
         drop(third);
         let file = std::fs::read_dir(dir.path())
@@ -391,10 +389,14 @@ mod tests {
 
     #[test]
     fn origins() {
-        assert!(same_origin("https://r:5000/v2/x?y", "r:5000"));
-        assert!(same_origin("https://[::1]:5000/v2/x", "[::1]:5000"));
-        assert!(same_origin("https://r/v2/x", "r"));
-        assert!(!same_origin("https://r:5001/v2/x", "r:5000"));
-        assert!(!same_origin("https://other/v2/x", "r"));
+        assert!(same_origin("https://r:5000/v2/x?y", "https://r:5000"));
+        assert!(same_origin("https://[::1]:5000/v2/x", "https://[::1]:5000"));
+        assert!(same_origin("https://r/v2/x", "https://r"));
+        assert!(same_origin("https://r:443/v2/x", "https://r"));
+        assert!(!same_origin("https://r:5001/v2/x", "https://r:5000"));
+        assert!(!same_origin("https://r:5001/v2/x", "https://r"));
+        assert!(!same_origin("https://other/v2/x", "https://r"));
+        assert!(!same_origin("http://r:5000/v2/x", "https://r:5000"));
+        assert!(!same_origin("https://r:5000/v2/x", "http://r:5000"));
     }
 }

@@ -537,7 +537,7 @@ async fn upload_target(
     if !health.takes_chunks() {
         return stream_whole(registry, repo, digest, None, rx).await;
     }
-    let lease = state.lease(registry.host(), repo, digest);
+    let lease = state.lease(&registry.origin(), repo, digest);
     let mut session = match lease.load() {
         Some(saved) => match registry.upload_status(repo, &saved).await {
             Ok(Some(s)) if s.offset <= size => {

@@ -2,19 +2,18 @@
 //! destination at once), then the steps after the transfer, and the report:
 //!
 //! ```text
-//! cli ──► pipeline::Run ──► engine (transfer) ──► PackageOutcome
-//!                               ──► charts step (Helm OCI artifacts, added as images)
-//!                               ──► publish step, per platform side ──► Publication
+//! cli ──► pipeline::Run { targets } ──► engine (transfer, charts included) ──► PackageOutcome
+//!                               ──► publish step, per target with a platform ──► Publication
 //!                           ──► report::PackageReport::build(outcome, publications)
 //! ```
 //!
 //! Contract: a step reads the [`PackageOutcome`] the engine produced (its images' states per
-//! destination and the package metadata). The chart step adds its artifacts to it as images;
-//! the publishing step returns a
-//! [`Publication`](crate::platform::artifacts::Publication). The report is built from both at the end.
-//! No step reaches into the engine, the sink or the source.
+//! destination and the package metadata); the publishing step returns a
+//! [`Publication`](crate::platform::artifacts::Publication). The report is built from both at
+//! the end. No step reaches into the engine, the sink or the source: a chart package's
+//! charts are images of the package (`source::chart::ChartImages`, a source addition), so
+//! they travel the engine's one transfer path to every target.
 
-mod charts;
 mod publish;
 
 pub use publish::Publisher;
@@ -31,20 +30,77 @@ use crate::report::{ErrorReport, PackageReport, RunReport, Totals};
 use crate::sink::{Registry, RegistryApi};
 use crate::source::Package;
 
+/// Which side of a DR pair a target is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Primary,
+    /// The DR standby: when its registry does not answer it is left out, and the primary
+    /// still gets everything.
+    Standby,
+}
+
+/// One place a run writes to: a registry, and the platform whose Marketplace gets the
+/// resources of what reached that registry, if any.
+pub struct Target {
+    pub role: Role,
+    pub registry: Arc<Registry>,
+    pub publisher: Option<Publisher>,
+}
+
+impl Target {
+    /// A registry only (no platform resources).
+    pub fn registry(role: Role, registry: Arc<Registry>) -> Self {
+        Target {
+            role,
+            registry,
+            publisher: None,
+        }
+    }
+}
+
+/// What a run does with the packages (`--dry-run`, `--skip-push`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Push the images, write the resources.
+    Push,
+    /// Change nothing: plan the pushes and the resources.
+    DryRun,
+    /// Check that the images are in the registries (pushing none), then write the resources
+    /// (or, with `dry_run`, plan them).
+    SkipPush { dry_run: bool },
+}
+
+impl Mode {
+    pub fn from_flags(dry_run: bool, skip_push: bool) -> Self {
+        match (dry_run, skip_push) {
+            (_, true) => Mode::SkipPush { dry_run },
+            (true, false) => Mode::DryRun,
+            (false, false) => Mode::Push,
+        }
+    }
+
+    /// Whether the engine sends anything.
+    pub fn transfers(self) -> bool {
+        self == Mode::Push
+    }
+
+    /// Whether nothing is written anywhere (registries nor platforms).
+    pub fn is_dry_run(self) -> bool {
+        matches!(self, Mode::DryRun | Mode::SkipPush { dry_run: true })
+    }
+}
+
 /// One run over packages: check every registry, push each package through one engine (to
-/// every destination at once), then the after-push steps; the report of it all.
+/// every target at once), then the after-push steps; the report of it all.
 pub struct Run<'a> {
     pub packages: &'a [Package],
-    pub registries: &'a [Arc<Registry>],
+    /// Primary first.
+    pub targets: &'a [Target],
     pub engine: EngineOptions,
     /// Charts of chart packages go to this repository of every registry as Helm OCI
     /// artifacts (`--target-chartrepo`); None: charts are not pushed.
     pub chart_repo: Option<&'a str>,
-    /// After-push steps, one per platform side (primary, DR standby).
-    pub publishers: &'a [Publisher],
-    /// Only check that the images are there (the engine surveys), then publish.
-    pub skip_push: bool,
-    pub dry_run: bool,
+    pub mode: Mode,
     /// No progress output.
     pub quiet: bool,
     /// Packages pushed at the same time (each with the engine's own blob concurrency).
@@ -61,8 +117,12 @@ impl Run<'_> {
         let mut report = RunReport {
             ok: false,
             exit_code: 0,
-            dry_run: self.dry_run,
-            destinations: self.registries.iter().map(|r| r.host.clone()).collect(),
+            dry_run: self.mode.is_dry_run(),
+            destinations: self
+                .targets
+                .iter()
+                .map(|t| t.registry.host.clone())
+                .collect(),
             packages: Vec::new(),
             totals: Totals::default(),
             seconds: 0.0,
@@ -72,11 +132,12 @@ impl Run<'_> {
         };
         // The primary registry must answer; a DR standby that does not is reported and left
         // out, so that the primary still gets everything.
-        let mut live: Vec<Arc<Registry>> = Vec::new();
-        for (i, registry) in self.registries.iter().enumerate() {
-            match registry.check().await {
-                Ok(()) => live.push(registry.clone()),
-                Err(e) if i > 0 => {
+        // indices into `targets` of those that answered: the engine's destinations, in order
+        let mut live: Vec<usize> = Vec::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            match target.registry.check().await {
+                Ok(()) => live.push(i),
+                Err(e) if target.role == Role::Standby => {
                     let e = e.context("DR standby left out of this run");
                     tracing::error!("{}", e.message);
                     report.error = Some(ErrorReport::from(&e));
@@ -91,40 +152,49 @@ impl Run<'_> {
         if !live.is_empty() {
             tokio::spawn(watch_signals(stop.clone()));
             let progress = Progress::start(
-                live.iter().map(|r| r.counters.clone()).collect(),
+                live.iter()
+                    .map(|&i| self.targets[i].registry.counters.clone())
+                    .collect(),
                 self.quiet,
             );
             let mut opts = self.engine;
-            opts.dry_run = opts.dry_run || self.skip_push;
-            let apis = live.iter().map(|r| r.clone() as Arc<dyn RegistryApi>);
+            opts.dry_run = !self.mode.transfers();
+            let apis = live
+                .iter()
+                .map(|&i| self.targets[i].registry.clone() as Arc<dyn RegistryApi>);
             let engine = Engine::new(opts, apis.collect());
             // Several packages at once through the one engine: a directory of many small
             // packages is otherwise bound by per-package round trips, not by the link. The
             // report keeps the packages' order.
             let (engine_ref, progress_ref) = (&engine, &progress);
-            let skip_push = self.skip_push;
-            let publishers = self.publishers;
-            let chart_repo = self.chart_repo;
-            let (live_ref, dry_run) = (&live, self.dry_run);
+            let (targets, live, mode, chart_repo) =
+                (self.targets, &live, self.mode, self.chart_repo);
             report.packages = futures::stream::iter(self.packages)
                 .map(|pkg| async move {
-                    let mut outcome = engine_ref.push_package(pkg, progress_ref).await;
-                    if skip_push {
+                    let pkg = match chart_repo {
+                        Some(repo) => pkg.with_charts(repo),
+                        None => pkg.clone(),
+                    };
+                    let mut outcome = engine_ref.push_package(&pkg, progress_ref).await;
+                    if let Mode::SkipPush { .. } = mode {
                         require_present(&mut outcome);
                     }
-                    if let Some(repo) = chart_repo {
-                        charts::push_charts(
-                            pkg,
-                            &mut outcome,
-                            live_ref,
-                            repo,
-                            dry_run || skip_push,
-                        )
-                        .await;
-                    }
                     let mut publications = Vec::new();
-                    for publisher in publishers {
-                        publications.push(publisher.publish(&outcome).await);
+                    for (i, target) in targets.iter().enumerate() {
+                        let Some(publisher) = &target.publisher else {
+                            continue;
+                        };
+                        // the engine's destinations are the live targets, in order
+                        let dest = live
+                            .iter()
+                            .position(|&l| l == i)
+                            .and_then(|d| outcome.destinations.get(d));
+                        let side = publish::Side {
+                            label: target.registry.label(),
+                            dest,
+                            dry_run: mode.is_dry_run(),
+                        };
+                        publications.push(publisher.publish(&outcome, side).await);
                     }
                     PackageReport::build(&outcome, &publications)
                 })
@@ -135,7 +205,7 @@ impl Run<'_> {
         }
         report.seconds = started.elapsed().as_secs_f64();
         let sum = |f: fn(&crate::sink::Counters) -> u64| {
-            self.registries.iter().map(|r| f(&r.counters)).sum()
+            self.targets.iter().map(|t| f(&t.registry.counters)).sum()
         };
         use std::sync::atomic::Ordering::Relaxed;
         report.totals.bytes_sent = sum(|c| c.bytes_sent.load(Relaxed));
@@ -193,5 +263,22 @@ pub fn require_present(outcome: &mut PackageOutcome) {
         }
         d.plan = None;
         d.blobs = Default::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Mode;
+
+    #[test]
+    fn modes_from_the_flags() {
+        assert_eq!(Mode::from_flags(false, false), Mode::Push);
+        assert!(Mode::Push.transfers() && !Mode::Push.is_dry_run());
+        assert_eq!(Mode::from_flags(true, false), Mode::DryRun);
+        let skip = Mode::from_flags(false, true);
+        assert!(!skip.transfers() && !skip.is_dry_run());
+        let both = Mode::from_flags(true, true);
+        assert_eq!(both, Mode::SkipPush { dry_run: true });
+        assert!(!both.transfers() && both.is_dry_run());
     }
 }

@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use crate::engine::{ImageState, PackageOutcome};
+use crate::engine::{DestinationOutcome, ImageState, PackageOutcome};
 use crate::error::Error;
 use crate::platform::artifacts::{self, ArtifactSpec, Publication};
-use crate::platform::Platform;
-use crate::source::SourceRef;
+use crate::platform::inventory::GLOBAL;
+use crate::platform::{Platform, CLUSTERS_AT_ONCE};
+use crate::source::{PackageKind, SourceRef};
 
 /// Writes the Marketplace resources of pushed packages.
 pub struct Publisher {
@@ -16,32 +17,33 @@ pub struct Publisher {
     pub registry_host: String,
     /// Repository prefix in that registry (`--dest-repo host/prefix`), empty for none.
     pub registry_prefix: String,
-    /// `--clusters` (operator bundles go to each; default `global`).
-    pub clusters: Vec<String>,
-    /// Whether `--clusters` was given (plugins and charts ignore it, with a warning).
-    pub clusters_given: bool,
+    /// `--clusters`: operator bundles go to each. None: `global` only (and plugins and
+    /// charts, which always go to `global`, need no warning).
+    pub clusters: Option<Vec<String>>,
     pub catalog_source: String,
+}
+
+/// What the run knows of the publisher's own target when the package is through.
+pub struct Side<'a> {
+    /// The target's registry (`host[:port][/prefix]`), for messages.
+    pub label: String,
+    /// The engine's outcome for that registry; None when it was left out of the run.
+    pub dest: Option<&'a DestinationOutcome>,
+    /// Plan the resources, write nothing.
     pub dry_run: bool,
 }
 
 impl Publisher {
-    /// `host[:port][/prefix]` of this side's registry, as the engine labels destinations.
-    fn registry_label(&self) -> String {
-        crate::sink::registry_label(&self.registry_host, &self.registry_prefix)
-    }
-
     /// Writes the package's resources on this side, or says why none were written. Only this
     /// side's registry matters: a failed standby image does not hold back the primary's
     /// resources, nor the other way round.
-    pub async fn publish(&self, outcome: &PackageOutcome) -> Publication {
+    pub async fn publish(&self, outcome: &PackageOutcome, side: Side<'_>) -> Publication {
         let mut publication = Publication {
             platform: self.platform.host(),
             ..Default::default()
         };
-        let label = self.registry_label();
-        let images = outcome
-            .destination(&label)
-            .map_or(&[][..], |d| &d.images[..]);
+        let label = &side.label;
+        let images = side.dest.map_or(&[][..], |d| &d.images[..]);
         let any_images = outcome.destinations.iter().any(|d| !d.images.is_empty());
         if any_images && images.is_empty() {
             publication.skipped = Some(format!("no image of the package reached registry {label}"));
@@ -75,40 +77,36 @@ impl Publisher {
                 return publication;
             }
         };
-        let clusters = match meta.spec.kind.as_str() {
-            "bundle" => self.clusters.clone(),
+        let global = || vec![GLOBAL.to_string()];
+        let clusters = match meta.spec.kind {
+            PackageKind::Bundle => self.clusters.clone().unwrap_or_else(global),
             other => {
-                if self.clusters_given && self.clusters != ["global"] {
+                if self.clusters.as_ref().is_some_and(|c| c != &global()) {
                     publication.warnings.push(format!(
                         "--clusters is ignored for {} packages: their resources go to cluster \
                          global, and the platform distributes them",
-                        if other == "plugin" {
+                        if other == PackageKind::Plugin {
                             "cluster plugin"
                         } else {
-                            other
+                            other.as_str()
                         }
                     ));
                 }
-                vec!["global".to_string()]
+                global()
             }
         };
-        let writes = clusters.iter().map(|name| {
-            let spec = &spec;
-            async move {
-                match self.platform.cluster(name) {
-                    Ok(c) => artifacts::publish(&c, spec, self.dry_run).await,
-                    Err(e) => vec![artifacts::ResourceOutcome {
-                        kind: "Artifact".into(),
-                        name: spec.artifact_name(),
-                        cluster: name.clone(),
-                        action: artifacts::Action::Failed,
-                        error: Some(e),
-                    }],
-                }
+        let (spec, dry_run) = (&spec, side.dry_run);
+        let written = self
+            .platform
+            .each_cluster(&clusters, CLUSTERS_AT_ONCE, |c| async move {
+                Ok(artifacts::publish(&c, spec, dry_run).await)
+            })
+            .await;
+        for (cluster, r) in written {
+            match r {
+                Ok(outcomes) => publication.resources.extend(outcomes),
+                Err(e) => publication.unreachable.push((cluster, e)),
             }
-        });
-        for outcomes in futures::future::join_all(writes).await {
-            publication.resources.extend(outcomes);
         }
         publication
     }
@@ -142,7 +140,7 @@ impl Publisher {
                 .display_name
                 .clone()
                 .unwrap_or_else(|| name.clone()),
-            kind: meta.spec.kind.clone(),
+            kind: meta.spec.kind,
             version: meta.metadata.version.clone(),
             registry: self.registry_host.clone(),
             repository: if self.registry_prefix.is_empty() {
@@ -151,7 +149,8 @@ impl Publisher {
                 format!("{}/{repository}", self.registry_prefix)
             },
             tag,
-            catalog_source: (meta.spec.kind == "bundle").then(|| self.catalog_source.clone()),
+            catalog_source: (meta.spec.kind == PackageKind::Bundle)
+                .then(|| self.catalog_source.clone()),
         })
     }
 }

@@ -80,13 +80,11 @@ pub async fn apply(cluster: &Cluster, obj: &Value, dry_run: bool) -> ResourceOut
         kind,
         name,
         cluster: cluster.name.clone(),
-        action: match &r {
-            Ok(Action::Created) if dry_run => Action::WouldCreate,
-            Ok(_) if dry_run => Action::WouldUpdate,
-            Ok(a) => *a,
-            Err(_) => Action::Failed,
-        },
-        error: r.err(),
+        result: r.map(|a| match a {
+            Action::Created if dry_run => Action::WouldCreate,
+            _ if dry_run => Action::WouldUpdate,
+            a => a,
+        }),
     }
 }
 

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 use super::cluster::status_code;
 use super::Cluster;
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::PackageKind;
 
 pub const NAMESPACE: &str = "cpaas-system";
 const GROUP: &str = "app.alauda.io";
@@ -26,7 +27,7 @@ pub struct ArtifactSpec {
     pub name: String,
     pub display_name: String,
     /// Package type: bundle, plugin, chart.
-    pub kind: String,
+    pub kind: PackageKind,
     pub version: String,
     /// Destination registry `host[:port]`.
     pub registry: String,
@@ -48,17 +49,16 @@ pub enum Action {
     WouldCreate,
     /// Dry run: would be updated.
     WouldUpdate,
-    Failed,
 }
 
-/// One resource written (or planned) on one cluster.
+/// One resource written (or planned) on one cluster: what was done to it, or why nothing
+/// was (never both).
 #[derive(Debug, Clone)]
 pub struct ResourceOutcome {
     pub kind: String,
     pub name: String,
     pub cluster: String,
-    pub action: Action,
-    pub error: Option<Error>,
+    pub result: Result<Action>,
 }
 
 /// What the publishing step did for one package on one platform side (primary or DR
@@ -70,6 +70,9 @@ pub struct Publication {
     pub resources: Vec<ResourceOutcome>,
     /// Why no resources were written (images missing from this side's registry, ...).
     pub skipped: Option<String>,
+    /// Clusters that could not be spoken to at all (no client for them): nothing was written
+    /// there.
+    pub unreachable: Vec<(String, Error)>,
     pub warnings: Vec<String>,
     /// The resources could not even be described (package.yaml lacks what they need).
     pub error: Option<Error>,
@@ -122,7 +125,7 @@ impl ArtifactSpec {
     }
 
     fn artifact_labels(&self) -> Value {
-        let mut labels = json!({ "cpaas.io/artifact-type": label_value(&self.kind) });
+        let mut labels = json!({ "cpaas.io/artifact-type": label_value(self.kind.as_str()) });
         if let Some(cs) = &self.catalog_source {
             labels["cpaas.io/catalog-source"] = json!(label_value(cs));
         }
@@ -131,7 +134,7 @@ impl ArtifactSpec {
 
     fn artifact_spec(&self) -> Value {
         json!({
-            "type": self.kind,
+            "type": self.kind.as_str(),
             "displayName": self.display_name,
             "registry": self.registry,
             "repository": self.repository,
@@ -166,8 +169,7 @@ pub async fn publish(
         kind: kind.to_string(),
         name,
         cluster: cluster.name.clone(),
-        action: *r.as_ref().unwrap_or(&Action::Failed),
-        error: r.as_ref().err().cloned(),
+        result: r.clone(),
     };
     let artifact = async {
         let (ar, _) = cluster.discover(GROUP, "Artifact").await?;
@@ -177,12 +179,13 @@ pub async fn publish(
             spec: spec.artifact_spec(),
             owner: None,
         };
-        apply(cluster, &ar, &desired, dry_run).await
+        let (action, uid) = apply(cluster, &ar, &desired, dry_run).await?;
+        Ok((action, uid, ar.api_version))
     }
     .await;
-    let (a_action, uid) = match artifact {
-        Ok((a, uid)) => (Ok(a), uid),
-        Err(e) => (Err(e), None),
+    let (a_action, uid, owner_api) = match artifact {
+        Ok((a, uid, api)) => (Ok(a), uid, api),
+        Err(e) => (Err(e), None, String::new()),
     };
     out.push(outcome("Artifact", spec.artifact_name(), &a_action));
     if a_action.is_err() {
@@ -190,9 +193,11 @@ pub async fn publish(
     }
     let version = async {
         let (ar, _) = cluster.discover(GROUP, "ArtifactVersion").await?;
+        // the owner's apiVersion as discovery found it: the version the cluster serves
+        // Artifacts in, which is what the garbage collector resolves the reference by
         let owner = uid.map(|uid| {
             json!([{
-                "apiVersion": format!("{GROUP}/v1alpha1"),
+                "apiVersion": owner_api,
                 "kind": "Artifact",
                 "name": spec.artifact_name(),
                 "uid": uid,
@@ -365,7 +370,7 @@ mod tests {
         ArtifactSpec {
             name: "topolvm-operator".into(),
             display_name: "NativeStor".into(),
-            kind: "bundle".into(),
+            kind: PackageKind::Bundle,
             version: "2.3.0".into(),
             registry: "10.0.0.1:11443".into(),
             repository: "acp/topolvm-operator-bundle".into(),

@@ -164,7 +164,23 @@ impl Cluster {
         }
         let g = kube::discovery::group(&self.client, group)
             .await
-            .map_err(|e| self.error(e, &format!("discovery of API group {group}")))?;
+            .map_err(|e| match e {
+                // the platform answered: the group is not served there. kube's message for it
+                // reads like a network failure ("cannot reach"), which sends people the wrong
+                // way; one mapping here serves every command that uses discovery
+                kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_)) => {
+                    Error::new(
+                        ErrorKind::Platform,
+                        format!(
+                            "cluster {}: the API group {group} is not served there (no {kind} \
+                             resource): is this the global cluster's platform address, and an \
+                             ACP cluster with that component installed?",
+                            self.name
+                        ),
+                    )
+                }
+                e => self.error(e, &format!("discovery of API group {group}")),
+            })?;
         let found = g.recommended_kind(kind).ok_or_else(|| {
             Error::new(
                 ErrorKind::Platform,

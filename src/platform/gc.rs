@@ -27,7 +27,7 @@ mod exec;
 #[cfg(test)]
 mod tests;
 
-pub use exec::{delete, delete_in_order, restorable};
+pub use exec::{delete, delete_in_order, execute, restorable};
 
 /// One object to delete, as it was when planned.
 #[derive(Debug, Clone)]
@@ -72,7 +72,6 @@ pub enum Outcome {
     /// An Artifact or ModulePlugin left alone because a planned version or config of it was
     /// not deleted.
     Kept,
-    Failed,
 }
 
 /// The kind and name of what owns a planned version or config (gc deletes it after them).

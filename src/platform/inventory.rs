@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use super::artifacts::NAMESPACE;
 use super::{Cluster, Platform};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 mod plugins;
 
@@ -139,8 +139,7 @@ pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
         clusters,
         ..Inventory::default()
     };
-    let reads = inv.clusters.iter().map(|name| async move {
-        let c = platform.cluster(name)?;
+    let reads = platform.each_cluster(&inv.clusters, super::CLUSTERS_AT_ONCE, |c| async move {
         uploaded(&c).await
     });
     let (plugins, reads) = futures::join!(
@@ -150,17 +149,17 @@ pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
                 Err(e) => (Vec::new(), vec![e]),
             }
         },
-        futures::future::join_all(reads)
+        reads
     );
     (inv.plugins, inv.plugin_errors) = plugins;
-    for (name, r) in inv.clusters.iter().zip(reads) {
+    for (name, r) in reads {
         match r {
             Ok((u, unknown)) => {
                 inv.uploads.extend(u);
                 inv.unknown
                     .extend(unknown.into_iter().map(|e| (name.clone(), e)));
             }
-            Err(e) => inv.failures.push((name.clone(), e)),
+            Err(e) => inv.failures.push((name, e)),
         }
     }
     // A plugin is removable only if installed nowhere; a cluster of the platform that could
@@ -191,21 +190,7 @@ async fn list(
     kind: &str,
     ns: Option<&str>,
 ) -> Result<Vec<DynamicObject>> {
-    let (ar, _) = c.discover(group, kind).await.map_err(|e| {
-        // kube reports a group the server does not serve as a discovery error that reads
-        // like a network failure; say what it is (the CRDs are not installed there).
-        if e.message.contains("Missing Api Group") {
-            Error::new(
-                ErrorKind::Platform,
-                format!(
-                    "cluster {}: the API group {group} is not served (no {kind} CRD installed there)",
-                    c.name
-                ),
-            )
-        } else {
-            e
-        }
-    })?;
+    let (ar, _) = c.discover(group, kind).await?;
     let api = match ns {
         Some(ns) => c.namespaced(&ar, ns),
         None => c.all(&ar),

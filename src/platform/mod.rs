@@ -5,16 +5,26 @@
 //! * [`Platform::connect`] logs in (a token as given, or the five-call password flow in
 //!   [`login`]) and hands out one [`Cluster`] per cluster name: a `kube::Client` pointed at
 //!   `<platform>/kubernetes/<cluster>` with the bearer token.
+//!   [`Platform::each_cluster`] is the one way to do something on several clusters at once
+//!   (publishing, the inventory, gc's deletes): bounded, each cluster's result on its own.
+//! * [`kubeconfig`]: the other way in, for `ferry sync` on a node: the cluster of the node's
+//!   kubeconfig, spoken to directly with its own credentials and CA, not through a platform.
 //! * [`registry`] finds the platform's registry and its credentials (`ProductBase` `base`,
 //!   Secret `cpaas-system/registry-admin`).
 //! * [`artifacts`] writes the Marketplace resources (`Artifact`, `ArtifactVersion`) of a
-//!   package once every image of it is in the registry.
+//!   package once every image of it is in the registry (create, or update on 409; the
+//!   ArtifactVersion owned by the Artifact in the version discovery found).
+//! * [`apply`] server-side applies a core package's manifests (field manager `ferry`,
+//!   forcing conflicts, as `kubectl apply --server-side --force-conflicts` does).
+//! * [`preflight`] (`sync --preflight`) reads the upgrade checks from the
+//!   `ClusterVersionShadow` named after the cluster (`config.alauda.io`, `cpaas-system`).
 //! * [`inventory`] reads what is uploaded and installed where (`ferry list`); [`gc`] plans
 //!   and performs the cleanup of old uploads (`ferry gc`).
 //!
 //! What this module is not: it never touches the registry's bytes, and it reads only the
 //! package's metadata and the push outcome, never the engine's or the sink's internals.
 
+mod address;
 pub mod apply;
 pub mod artifacts;
 mod cluster;
@@ -27,17 +37,24 @@ pub mod registry;
 pub mod upgrade;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use url::Url;
 
+pub use address::parse_address;
+use address::{host_of, read_pem_certs};
 pub use cluster::Cluster;
 pub use login::PasswordLogin;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::Secret;
+
+/// Clusters spoken to at once by [`Platform::each_cluster`]: every cluster of a usual
+/// platform, while one with hundreds does not open hundreds of connections at once.
+pub const CLUSTERS_AT_ONCE: usize = 16;
 
 /// How to authenticate to the platform.
 #[derive(Clone, Debug)]
@@ -182,106 +199,38 @@ impl Platform {
         Ok(c)
     }
 
+    /// Runs `f` on each named cluster, up to `limit` at once, and returns every cluster's
+    /// result in the order of `names`: one cluster failing (no client for it, or `f`'s
+    /// error) never stops the others, and each caller decides what a failure means.
+    pub async fn each_cluster<T, F, Fut>(
+        &self,
+        names: &[String],
+        limit: usize,
+        f: F,
+    ) -> Vec<(String, Result<T>)>
+    where
+        F: Fn(Cluster) -> Fut,
+        Fut: Future<Output = Result<T>>,
+    {
+        use futures::StreamExt;
+        let f = &f;
+        futures::stream::iter(names)
+            .map(|name| async move {
+                let r = match self.cluster(name) {
+                    Ok(c) => f(c).await,
+                    Err(e) => Err(e),
+                };
+                (name.clone(), r)
+            })
+            .buffered(limit.max(1))
+            .collect()
+            .await
+    }
+
     /// For messages: the platform's `host[:port]`.
     pub fn host(&self) -> String {
         host_of(&self.address)
     }
-}
-
-fn host_of(u: &Url) -> String {
-    match (u.host_str(), u.port()) {
-        (Some(h), Some(p)) => format!("{h}:{p}"),
-        (Some(h), None) => h.to_string(),
-        _ => u.to_string(),
-    }
-}
-
-/// `https://host[:port]` (a bare host means https). A path is dropped with a warning: a URL
-/// pasted from the browser (`https://host/console-platform/...`) names the same platform.
-/// `http://` is refused unless `plain_http` (the user's `--platform-plain-http`): the token,
-/// the password and then the registry Secret would travel in clear.
-pub fn parse_address(s: &str, plain_http: bool) -> Result<Url> {
-    let bad = |why: String| {
-        Error::new(
-            ErrorKind::Usage,
-            format!("--platform-address {s:?}: {why} (expected https://host[:port])"),
-        )
-    };
-    let with_scheme = if s.contains("://") {
-        s.to_string()
-    } else {
-        format!("https://{s}")
-    };
-    let mut u = Url::parse(&with_scheme).map_err(|e| bad(e.to_string()))?;
-    match (u.scheme(), plain_http) {
-        ("https", _) => {}
-        ("http", true) => tracing::warn!(
-            "the platform at {} is spoken to in plain HTTP (--platform-plain-http): its token, \
-             password and the registry credentials it holds travel unencrypted",
-            host_of(&u)
-        ),
-        ("http", false) => {
-            return Err(bad(
-                "plain HTTP would send the token, the password and the registry Secret in \
-                 clear: use https://, or --platform-plain-http if the platform really serves \
-                 only plain HTTP"
-                    .into(),
-            ))
-        }
-        (other, _) => return Err(bad(format!("scheme {other:?} is not https"))),
-    }
-    if u.host_str().is_none() {
-        return Err(bad("no host".into()));
-    }
-    if !u.username().is_empty() || u.password().is_some() {
-        return Err(bad(
-            "credentials do not belong in the address; use --platform-username/--platform-token"
-                .into(),
-        ));
-    }
-    if !u.path().trim_matches('/').is_empty() || u.query().is_some() || u.fragment().is_some() {
-        tracing::warn!(
-            "--platform-address: the path {:?} was dropped; the platform is {}",
-            u.path(),
-            host_of(&u)
-        );
-    }
-    u.set_path("/");
-    u.set_query(None);
-    u.set_fragment(None);
-    Ok(u)
-}
-
-fn read_pem_certs(path: &std::path::Path) -> Result<Vec<Vec<u8>>> {
-    use rustls_pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| {
-        Error::new(
-            ErrorKind::Usage,
-            format!("--platform-ca-file {}: cannot read: {e}", path.display()),
-        )
-    })?;
-    let certs: Vec<Vec<u8>> = rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-        .map(|c| c.map(|c| c.to_vec()))
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::Usage,
-                format!(
-                    "--platform-ca-file {}: not PEM certificates: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Usage,
-            format!(
-                "--platform-ca-file {}: no certificate in it",
-                path.display()
-            ),
-        ));
-    }
-    Ok(certs)
 }
 
 /// A transport error in words an operator can act on: the whole chain of causes (each said
@@ -347,41 +296,5 @@ mod tests {
             describe_transport_error(&e, "check kubeconfig x"),
             "connection refused"
         );
-    }
-
-    #[test]
-    fn addresses() {
-        assert_eq!(
-            parse_address("https://example.com", false)
-                .unwrap()
-                .as_str(),
-            "https://example.com/"
-        );
-        assert_eq!(
-            parse_address("example.com:8443/", false).unwrap().as_str(),
-            "https://example.com:8443/"
-        );
-        assert_eq!(
-            parse_address("https://[fd00::10]", false).unwrap().as_str(),
-            "https://[fd00::10]/"
-        );
-        assert_eq!(
-            parse_address("https://[fd00::10]:8443", false)
-                .unwrap()
-                .join("kubernetes/global")
-                .unwrap()
-                .as_str(),
-            "https://[fd00::10]:8443/kubernetes/global"
-        );
-        assert!(parse_address("https://u:p@example.com", false).is_err());
-        assert_eq!(
-            parse_address("https://example.com/console-platform/#/home?x=1", false)
-                .unwrap()
-                .as_str(),
-            "https://example.com/"
-        );
-        assert!(parse_address("ftp://example.com", false).is_err());
-        assert!(parse_address("http://example.com", false).is_err());
-        assert!(parse_address("http://example.com", true).is_ok());
     }
 }

@@ -3,12 +3,15 @@
 //! built from package contents, registry host names and our own error messages.
 
 pub mod progress;
+mod resources;
+
+pub use resources::{ResourceAction, ResourceReport};
 
 use serde::Serialize;
 
 use crate::engine::{ImageState, PackageOutcome};
 use crate::error::{Error, ErrorKind};
-use crate::platform::artifacts::{Action, Publication};
+use crate::platform::artifacts::Publication;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
@@ -72,35 +75,8 @@ pub struct PackageReport {
     pub resources_skipped: Option<String>,
 }
 
-/// One platform resource of a package on one cluster.
-#[derive(Debug, Clone, Serialize)]
-pub struct ResourceReport {
-    pub kind: String,
-    pub name: String,
-    pub cluster: String,
-    /// The platform (`host[:port]`) the cluster belongs to (primary or DR standby).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub platform: String,
-    pub action: crate::platform::artifacts::Action,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorReport>,
-}
-
-impl From<&crate::platform::artifacts::ResourceOutcome> for ResourceReport {
-    fn from(o: &crate::platform::artifacts::ResourceOutcome) -> Self {
-        ResourceReport {
-            kind: o.kind.clone(),
-            name: o.name.clone(),
-            cluster: o.cluster.clone(),
-            platform: String::new(),
-            action: o.action,
-            error: o.error.as_ref().map(ErrorReport::from),
-        }
-    }
-}
-
 impl PackageReport {
-    /// The report of one package: the engine's outcome (with what the chart step added) and
+    /// The report of one package: the engine's outcome (charts included, as images) and
     /// what each platform side's publishing step did.
     pub fn build(outcome: &PackageOutcome, publications: &[Publication]) -> Self {
         let meta = outcome.meta.as_ref();
@@ -108,7 +84,7 @@ impl PackageReport {
             file: outcome.file.clone(),
             name: meta.map(|m| m.metadata.name.clone()).unwrap_or_default(),
             version: meta.map(|m| m.metadata.version.clone()).unwrap_or_default(),
-            kind: outcome.kind().to_string(),
+            kind: outcome.kind().as_str().to_string(),
             images: Vec::new(),
             blobs: BlobCounts::default(),
             plan: Vec::new(),
@@ -141,6 +117,16 @@ impl PackageReport {
             report.warnings.extend(p.warnings.iter().cloned());
             if report.error.is_none() {
                 report.error = p.error.as_ref().map(ErrorReport::from);
+            }
+            for (cluster, e) in &p.unreachable {
+                let e = e.clone().context(format!(
+                    "cluster {cluster} of {}: no resources written there",
+                    p.platform
+                ));
+                match report.error {
+                    None => report.error = Some(ErrorReport::from(&e)),
+                    Some(_) => report.warnings.push(e.message),
+                }
             }
             skipped.extend(p.skipped.clone());
             report.resources.extend(p.resources.iter().map(|o| {
@@ -279,12 +265,12 @@ impl RunReport {
             }
             for r in &p.resources {
                 let action = match r.action {
-                    Action::Created => "created       ",
-                    Action::Updated => "updated       ",
-                    Action::Unchanged => "unchanged     ",
-                    Action::WouldCreate => "would create  ",
-                    Action::WouldUpdate => "would update  ",
-                    Action::Failed => "FAILED        ",
+                    ResourceAction::Created => "created       ",
+                    ResourceAction::Updated => "updated       ",
+                    ResourceAction::Unchanged => "unchanged     ",
+                    ResourceAction::WouldCreate => "would create  ",
+                    ResourceAction::WouldUpdate => "would update  ",
+                    ResourceAction::Failed => "FAILED        ",
                 };
                 s.push_str(&format!(
                     "  {action}{} {} (cluster {}{})\n",

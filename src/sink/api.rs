@@ -28,6 +28,12 @@ pub type BodyStream = BoxStream<'static, std::io::Result<Bytes>>;
 pub trait RegistryApi: Send + Sync {
     /// `host[:port]`.
     fn host(&self) -> &str;
+    /// `https://host[:port]` or `http://...`: where saved upload sessions may be resumed
+    /// (a session saved over plain HTTP must never be continued by a TLS run, nor the
+    /// reverse: the credentials would follow the scheme of the saved location).
+    fn origin(&self) -> String {
+        format!("https://{}", self.host())
+    }
     /// `host[:port][/prefix]`, as reports name the destination.
     fn label(&self) -> String;
     /// Bytes sent, retries and requests, for progress and the report.
@@ -123,6 +129,11 @@ pub trait RegistryApi: Send + Sync {
 impl RegistryApi for Registry {
     fn host(&self) -> &str {
         &self.host
+    }
+
+    fn origin(&self) -> String {
+        let scheme = if self.plain_http { "http" } else { "https" };
+        format!("{scheme}://{}", self.host)
     }
 
     fn label(&self) -> String {

@@ -260,6 +260,7 @@ pub(super) fn read_head(file: &dyn ArchiveBytes) -> Result<PackageHead> {
         images: index.manifests,
         docs,
         charts,
+        extra_images: Vec::new(),
         warnings: Vec::new(),
     })
 }

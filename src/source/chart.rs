@@ -3,11 +3,19 @@
 //! (the chart `.tgz` itself, `application/vnd.cncf.helm.chart.content.v1.tar+gzip`) and an OCI
 //! image manifest over both. Built in memory: charts are small (capped at
 //! [`MAX_CHART_BYTES`]).
+//!
+//! [`ChartImages`] makes a chart package's charts images of the package, so that they travel
+//! the one transfer path (the engine: progress, stop, retries, every DR destination) and
+//! the engine needs no notion of a chart.
 
+use std::collections::{HashMap, HashSet};
 use std::io::Read;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::{ArchiveBytes, BlobSink, Flow, Image, ImageGraph, PackageHead, PackageKind, Wanted};
+use super::{Descriptor, Source};
 use crate::error::{Error, Result};
 use crate::oci::Digest;
 
@@ -86,4 +94,105 @@ pub fn helm_artifact(file: &str, chart: Vec<u8>) -> Result<HelmArtifact> {
         layer: (layer_d, layer),
         manifest: (Digest::of(&manifest), manifest),
     })
+}
+
+/// A source with the charts of a chart package (`charts/*.tgz`) added as images
+/// (`<repo>/<chart>:<version>`, `+` written `_`), whose source name is the chart file. Other
+/// packages pass through unchanged.
+#[derive(Debug)]
+pub struct ChartImages {
+    inner: Arc<dyn Source>,
+    /// Repository prefix of the charts (`--target-chartrepo`).
+    repo: String,
+    /// The chart archives (the artifacts' layers) read for the head: the stream hands them
+    /// out from memory rather than reading the package again (charts are small, capped).
+    layers: Mutex<HashMap<Digest, Bytes>>,
+}
+
+impl ChartImages {
+    pub fn new(inner: Arc<dyn Source>, repo: &str) -> Self {
+        ChartImages {
+            inner,
+            repo: repo.trim_matches('/').to_string(),
+            layers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn add_chart(&self, head: &mut PackageHead, file: &str) -> Result<()> {
+        let chart = helm_artifact(file, self.inner.read_chart(file)?)?;
+        let root = Descriptor {
+            media_type: HelmArtifact::MANIFEST_MEDIA_TYPE.to_string(),
+            digest: chart.manifest.0.clone(),
+            size: chart.manifest.1.len() as u64,
+            annotations: None,
+            platform: None,
+        };
+        // the manifest and config as documents, as a package's own are: the engine pushes
+        // configs from memory and manifests last
+        head.docs.insert(chart.config.0.clone(), chart.config.1);
+        head.docs.insert(chart.manifest.0, chart.manifest.1);
+        let graph = ImageGraph::resolve(&root, &head.docs)?;
+        head.extra_images.push(Image {
+            source: file.to_string(),
+            repo: format!("{}/{}", self.repo, chart.name),
+            reference: chart.version.replace('+', "_"),
+            graph,
+        });
+        self.layers
+            .lock()
+            .expect("not poisoned")
+            .insert(chart.layer.0, chart.layer.1);
+        Ok(())
+    }
+}
+
+impl Source for ChartImages {
+    fn read_head(&self) -> Result<PackageHead> {
+        let mut head = self.inner.read_head()?;
+        if head.meta.spec.kind != PackageKind::Chart {
+            return Ok(head);
+        }
+        let files = if head.charts.is_empty() {
+            self.inner.list_charts()?
+        } else {
+            head.charts.clone()
+        };
+        for file in files {
+            self.add_chart(&mut head, &file)?;
+        }
+        Ok(head)
+    }
+
+    fn stream_blobs(&self, wanted: &Wanted, sink: &mut BlobSink<'_>) -> Result<HashSet<Digest>> {
+        let held = self.layers.lock().expect("not poisoned").clone();
+        let mut rest = wanted.clone();
+        for d in wanted.keys() {
+            if let Some(bytes) = held.get(d) {
+                rest.shift_remove(d);
+                if sink(d, bytes.len() as u64, &mut &bytes[..])? == Flow::Enough {
+                    return Ok(HashSet::new());
+                }
+            }
+        }
+        if rest.is_empty() {
+            return Ok(HashSet::new());
+        }
+        self.inner.stream_blobs(&rest, sink)
+    }
+
+    fn list_charts(&self) -> Result<Vec<String>> {
+        self.inner.list_charts()
+    }
+
+    fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
+        self.inner.read_chart(name)
+    }
+
+    fn check_unchanged(&self) -> Result<()> {
+        self.inner.check_unchanged()
+    }
+
+    fn archive(&self) -> Option<&dyn ArchiveBytes> {
+        self.inner.archive()
+    }
 }

@@ -49,11 +49,11 @@ fn sorted_with_ext(dir: &Path, ext: &[&str]) -> Result<Vec<PathBuf>> {
 
 fn core_meta(yaml: &[u8], root: &Path) -> Result<PackageMeta> {
     let meta = PackageMeta::parse(yaml)?;
-    if meta.spec.kind != "core" {
+    if meta.spec.kind != super::PackageKind::Core {
         return Err(Error::package(format!(
             "{}: package.yaml says type {:?}, not core: use `ferry push` for it",
             root.display(),
-            meta.spec.kind
+            meta.spec.kind.as_str()
         )));
     }
     Ok(meta)

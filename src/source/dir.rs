@@ -44,6 +44,7 @@ impl Source for DirSource {
             images: index.manifests,
             docs,
             charts: list_charts(root),
+            extra_images: Vec::new(),
             warnings: Vec::new(),
         })
     }

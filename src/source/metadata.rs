@@ -34,7 +34,7 @@ pub struct Metadata {
 #[serde(rename_all = "camelCase")]
 pub struct Spec {
     #[serde(default, rename = "type")]
-    pub kind: String,
+    pub kind: PackageKind,
     #[serde(default)]
     pub lifecycle: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,6 +44,62 @@ pub struct Spec {
 }
 
 const TYPES: &[&str] = &["bundle", "plugin", "chart", "core"];
+
+/// `spec.type`, parsed once when package.yaml is read: every later decision (where the
+/// resources go, whether the package has charts, whether `push` or `core` takes it) matches
+/// on this, never on the text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum PackageKind {
+    /// No `spec.type` given.
+    #[default]
+    Unspecified,
+    /// An operator bundle (OLM).
+    Bundle,
+    /// A cluster plugin.
+    Plugin,
+    Chart,
+    /// The platform's own core package (`ferry sync`).
+    Core,
+}
+
+impl PackageKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageKind::Unspecified => "",
+            PackageKind::Bundle => "bundle",
+            PackageKind::Plugin => "plugin",
+            PackageKind::Chart => "chart",
+            PackageKind::Core => "core",
+        }
+    }
+}
+
+impl TryFrom<String> for PackageKind {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        Ok(match s.as_str() {
+            "" => PackageKind::Unspecified,
+            "bundle" => PackageKind::Bundle,
+            "plugin" => PackageKind::Plugin,
+            "chart" => PackageKind::Chart,
+            "core" => PackageKind::Core,
+            _ => return Err(format!("spec.type must be one of {TYPES:?}, found {s:?}")),
+        })
+    }
+}
+
+impl From<PackageKind> for String {
+    fn from(k: PackageKind) -> String {
+        k.as_str().to_string()
+    }
+}
+
+impl std::fmt::Display for PackageKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 const LIFECYCLES: &[&str] = &["aligned", "agnostic", "core"];
 
 impl PackageMeta {
@@ -70,12 +126,6 @@ impl PackageMeta {
         }
         if self.metadata.version.trim().is_empty() {
             return bad("metadata.version is required".into());
-        }
-        if !self.spec.kind.is_empty() && !TYPES.contains(&self.spec.kind.as_str()) {
-            return bad(format!(
-                "spec.type must be one of {TYPES:?}, found {:?}",
-                self.spec.kind
-            ));
         }
         if !self.spec.lifecycle.is_empty() && !LIFECYCLES.contains(&self.spec.lifecycle.as_str()) {
             return bad(format!(
@@ -124,7 +174,7 @@ mod tests {
     fn parses_good_metadata() {
         let m = PackageMeta::parse(GOOD.as_bytes()).unwrap();
         assert_eq!(m.metadata.name, "topolvm-operator");
-        assert_eq!(m.spec.kind, "bundle");
+        assert_eq!(m.spec.kind, PackageKind::Bundle);
         assert_eq!(m.file_arch(), "amd64");
     }
 

@@ -46,7 +46,7 @@ use bytes::Bytes;
 use crate::error::{Error, Result};
 use crate::oci::Digest;
 pub use layout::{Descriptor, ImageGraph, Index, SourceRef};
-pub use metadata::PackageMeta;
+pub use metadata::{PackageKind, PackageMeta};
 
 /// Everything but the layers: enough to plan a push and to `show` a package.
 #[derive(Debug, Clone)]
@@ -58,6 +58,9 @@ pub struct PackageHead {
     pub docs: HashMap<Digest, Bytes>,
     /// Chart archives found under `charts/`.
     pub charts: Vec<String>,
+    /// Images a source made itself, already named and resolved (a chart package's charts as
+    /// Helm OCI artifacts, see [`chart::ChartImages`]); pushed after those of index.json.
+    pub extra_images: Vec<Image>,
     /// Warnings found while reading (file name disagreeing with package.yaml, unknown media types).
     pub warnings: Vec<String>,
 }
@@ -98,6 +101,7 @@ impl PackageHead {
                 }),
             }
         }
+        ok.extend(self.extra_images.iter().cloned());
         (ok, broken)
     }
 
@@ -223,6 +227,15 @@ impl Package {
         Package {
             source: Arc::new(archive::TgzSource::new(label_of(&path), Box::new(bytes))),
             path,
+        }
+    }
+
+    /// The same package with its charts (if it is a chart package) as images in repository
+    /// prefix `repo`: see [`chart::ChartImages`].
+    pub fn with_charts(&self, repo: &str) -> Package {
+        Package {
+            path: self.path.clone(),
+            source: Arc::new(chart::ChartImages::new(self.source.clone(), repo)),
         }
     }
 

@@ -44,7 +44,7 @@ pub fn pack(
     level: u32,
 ) -> Result<PackSummary> {
     let meta_text = std::fs::read(metadata).map_err(io("reading --metadata"))?;
-    let is_core = PackageMeta::parse(&meta_text)?.spec.kind == "core";
+    let is_core = PackageMeta::parse(&meta_text)?.spec.kind == super::PackageKind::Core;
     let index_text =
         std::fs::read(from.join("index.json")).map_err(io("reading index.json of --from"))?;
     let index = Index::parse(&index_text, "index.json")?;

@@ -73,6 +73,7 @@ pub(super) fn read_head(dir: &Path) -> Result<PackageHead> {
         images: index.manifests,
         docs,
         charts: Vec::new(),
+        extra_images: Vec::new(),
         warnings: Vec::new(),
     })
 }

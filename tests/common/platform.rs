@@ -181,6 +181,8 @@ pub struct PlatformOpts {
     pub expired: bool,
     pub clusters: Vec<&'static str>,
     pub product_base_version: &'static str,
+    /// The version `app.alauda.io` Artifacts and ArtifactVersions are served in.
+    pub artifact_version: &'static str,
 }
 
 impl Default for PlatformOpts {
@@ -191,16 +193,30 @@ impl Default for PlatformOpts {
             expired: false,
             clusters: vec!["global"],
             product_base_version: "v1alpha1",
+            artifact_version: "v1alpha1",
         }
     }
 }
 
 impl FakePlatform {
     pub fn start(opts: PlatformOpts) -> FakePlatform {
-        let dir = tempfile::tempdir().unwrap();
         let ip = if opts.ipv6 { "[::1]" } else { "127.0.0.1" };
-        let listener = std::net::TcpListener::bind(format!("{ip}:0")).unwrap();
-        let port = listener.local_addr().unwrap().port();
+        Self::start_on(
+            opts,
+            std::net::TcpListener::bind(format!("{ip}:0")).unwrap(),
+        )
+    }
+
+    /// As `start`, on a listener the caller bound (examples/fake-platform.rs listens on a
+    /// fixed address); its certificate names localhost, 127.0.0.1 and ::1.
+    pub fn start_on(opts: PlatformOpts, listener: std::net::TcpListener) -> FakePlatform {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = listener.local_addr().unwrap();
+        let ip = match addr.ip() {
+            std::net::IpAddr::V4(a) => a.to_string(),
+            std::net::IpAddr::V6(a) => format!("[{a}]"),
+        };
+        let port = addr.port();
 
         // a CA and a server certificate it signs (kubectl and ferry verify the chain)
         let ca_key = rcgen::KeyPair::generate().unwrap();
@@ -244,7 +260,15 @@ impl FakePlatform {
         tokens.insert(WEAK_TOKEN.to_string(), false);
         let state = Arc::new(Mutex::new(State {
             clusters: opts.clusters.iter().map(|s| s.to_string()).collect(),
-            kinds: kinds(opts.product_base_version),
+            kinds: kinds(opts.product_base_version)
+                .into_iter()
+                .map(|mut k| {
+                    if k.group == "app.alauda.io" && k.plural.starts_with("artifact") {
+                        k.version = opts.artifact_version;
+                    }
+                    k
+                })
+                .collect(),
             key,
             pubkey_pem,
             flows: HashMap::new(),

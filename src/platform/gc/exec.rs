@@ -1,30 +1,70 @@
 //! Carrying out a plan: the backup form of an object and its delete.
 
+use std::collections::BTreeMap;
+
 use kube::api::{DeleteParams, Preconditions, PropagationPolicy};
 use kube::discovery::ApiResource;
 use serde_json::Value;
 
-use super::{Outcome, Planned};
-use crate::error::Error;
-use crate::platform::Platform;
+use super::{Outcome, Plan, Planned};
+use crate::error::Result;
+use crate::platform::{Cluster, Platform, CLUSTERS_AT_ONCE};
+
+/// Deletes what `plan` holds: clusters in parallel, each cluster's objects in plan order
+/// (owned before owner). Returns each item's result, in the plan's order; a cluster that
+/// cannot be spoken to fails each of its items with that error.
+pub async fn execute(platform: &Platform, plan: &Plan) -> Vec<Result<Outcome>> {
+    let mut by_cluster: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, p) in plan.items.iter().enumerate() {
+        by_cluster.entry(p.cluster.clone()).or_default().push(i);
+    }
+    let names: Vec<String> = by_cluster.keys().cloned().collect();
+    let by_cluster = &by_cluster;
+    let done = platform
+        .each_cluster(&names, CLUSTERS_AT_ONCE, |c| async move {
+            let items: Vec<&Planned> = by_cluster[&c.name]
+                .iter()
+                .map(|i| &plan.items[*i])
+                .collect();
+            Ok(delete_in_order(&c, &items).await)
+        })
+        .await;
+    let mut results: Vec<Option<Result<Outcome>>> = plan.items.iter().map(|_| None).collect();
+    for (name, r) in done {
+        let idx = &by_cluster[&name];
+        match r {
+            Ok(outcomes) => {
+                for (i, o) in idx.iter().zip(outcomes) {
+                    results[*i] = Some(o);
+                }
+            }
+            Err(e) => {
+                for i in idx {
+                    results[*i] = Some(Err(e.clone()));
+                }
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.expect("every item belongs to a cluster"))
+        .collect()
+}
 
 /// Deletes one cluster's share of the plan, in plan order (versions and configs before their
 /// owner). An owner some of whose planned dependants were not deleted (changed since the
 /// plan, or failed) is kept: deleting it would leave them without their owner, out of gc's
 /// sight from then on.
-pub async fn delete_in_order(
-    platform: &Platform,
-    items: &[&Planned],
-) -> Vec<(Outcome, Option<Error>)> {
+pub async fn delete_in_order(cluster: &Cluster, items: &[&Planned]) -> Vec<Result<Outcome>> {
     let mut held: Vec<(&str, String)> = Vec::new();
     let mut out = Vec::new();
     for p in items {
         let r = if held.iter().any(|(k, n)| *k == p.kind && *n == p.name) {
-            (Outcome::Kept, None)
+            Ok(Outcome::Kept)
         } else {
-            delete(platform, p).await
+            delete(cluster, p).await
         };
-        if !matches!(r.0, Outcome::Deleted | Outcome::Gone) {
+        if !matches!(r, Ok(Outcome::Deleted | Outcome::Gone)) {
             if let Some(owner) = super::owner_of(p) {
                 held.push(owner);
             }
@@ -73,37 +113,31 @@ pub fn restorable(p: &Planned) -> Value {
     out.into()
 }
 
-/// Deletes one planned object with the uid and resourceVersion it had when planned.
-pub async fn delete(platform: &Platform, p: &Planned) -> (Outcome, Option<Error>) {
-    let run = async {
-        let cluster = platform.cluster(&p.cluster)?;
-        let (ar, _): (ApiResource, _) = cluster.discover(p.group, p.kind).await?;
-        let api = match &p.namespace {
-            Some(ns) => cluster.namespaced(&ar, ns),
-            None => cluster.all(&ar),
-        };
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: p.object.metadata.uid.clone(),
-                resource_version: p.object.metadata.resource_version.clone(),
-            }),
-            // Only what was planned goes: the default (background) propagation would let the
-            // garbage collector take every object this one owns, planned and backed up or not
-            // (an ArtifactVersion that was skipped, or uploaded after the plan).
-            propagation_policy: Some(PropagationPolicy::Orphan),
-            ..DeleteParams::default()
-        };
-        Ok::<_, Error>(match api.delete(&p.name, &params).await {
-            Ok(_) => (Outcome::Deleted, None),
-            Err(e) => match crate::platform::cluster::status_code(&e) {
-                Some(409) => (Outcome::Skipped, None),
-                Some(404) => (Outcome::Gone, None),
-                _ => (
-                    Outcome::Failed,
-                    Some(cluster.error(e, &format!("deleting {} {}", p.kind, p.name))),
-                ),
-            },
-        })
+/// Deletes one planned object (of `cluster`) with the uid and resourceVersion it had when
+/// planned.
+pub async fn delete(cluster: &Cluster, p: &Planned) -> Result<Outcome> {
+    let (ar, _): (ApiResource, _) = cluster.discover(p.group, p.kind).await?;
+    let api = match &p.namespace {
+        Some(ns) => cluster.namespaced(&ar, ns),
+        None => cluster.all(&ar),
     };
-    run.await.unwrap_or_else(|e| (Outcome::Failed, Some(e)))
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: p.object.metadata.uid.clone(),
+            resource_version: p.object.metadata.resource_version.clone(),
+        }),
+        // Only what was planned goes: the default (background) propagation would let the
+        // garbage collector take every object this one owns, planned and backed up or not
+        // (an ArtifactVersion that was skipped, or uploaded after the plan).
+        propagation_policy: Some(PropagationPolicy::Orphan),
+        ..DeleteParams::default()
+    };
+    match api.delete(&p.name, &params).await {
+        Ok(_) => Ok(Outcome::Deleted),
+        Err(e) => match crate::platform::cluster::status_code(&e) {
+            Some(409) => Ok(Outcome::Skipped),
+            Some(404) => Ok(Outcome::Gone),
+            _ => Err(cluster.error(e, &format!("deleting {} {}", p.kind, p.name))),
+        },
+    }
 }
