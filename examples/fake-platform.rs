@@ -11,6 +11,9 @@
 //! ProductBase `base` (spec.registry.address = the registry) and, with credentials, Secret
 //! cpaas-system/registry-admin; serves until killed.
 
+// the simulated cluster-version operator the fake carries (off: nothing installs it here)
+#[path = "../tests/common/cvo.rs"]
+mod cvo;
 #[path = "../tests/common/platform.rs"]
 mod platform;
 #[path = "../tests/common/serve.rs"]

@@ -9,6 +9,7 @@ mod push;
 mod show;
 mod sync;
 mod transfer_flags;
+mod upgrade;
 mod verify;
 
 use std::path::PathBuf;
@@ -61,6 +62,14 @@ const LIST_EXAMPLES: &str = "Examples:
 const GC_EXAMPLES: &str = "Examples:
   ferry gc --platform-address https://example.com --platform-token \"$TOKEN\" --dry-run
   ferry gc --platform-address https://example.com --platform-token \"$TOKEN\" --clusters region1 --yes";
+
+const UPGRADE_EXAMPLES: &str = "Examples:
+  ferry upgrade status --platform-address https://example.com --platform-token \"$TOKEN\"
+  ferry upgrade --to-latest --wait --platform-address https://example.com --platform-token \"$TOKEN\"
+  ferry upgrade --to v4.2.0 --clusters region1,region2 --wait --yes --platform-address https://example.com --platform-token \"$TOKEN\"
+  # DR: the standby's global first, then the primary's
+  ferry upgrade --to v4.2.0 --wait --platform-address https://example.com --platform-token \"$TOKEN\" --standby-platform-address https://standby.example.com --standby-platform-token \"$TOKEN2\"
+Exit codes: 0 all Ready (without --wait: requested), 8 a gate refused, 9 Degraded, Stalled or --timeout passed.";
 
 const VERIFY_EXAMPLES: &str = "Examples:
   ferry verify ./packages --keyring /etc/ferry/trusted-keys.asc
@@ -134,6 +143,10 @@ pub enum Command {
     /// ArtifactVersions, uninstalled cluster plugins (dry run, confirmation, backup).
     #[command(after_help = GC_EXAMPLES)]
     Gc(Box<gc::GcArgs>),
+    /// Request, gate and follow the cluster upgrade (ClusterVersionShadow desiredUpdate): the
+    /// DR standby's global first, then global, then the workload clusters at once.
+    #[command(after_help = UPGRADE_EXAMPLES)]
+    Upgrade(Box<upgrade::UpgradeArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to write the script for.
@@ -266,6 +279,7 @@ pub fn main() -> i32 {
         Command::Sync(args) => sync::run(*args),
         Command::List(args) => list::run(*args),
         Command::Gc(args) => gc::run(*args),
+        Command::Upgrade(args) => upgrade::run(*args),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());

@@ -34,6 +34,7 @@ pub mod kubeconfig;
 pub mod login;
 pub mod preflight;
 pub mod registry;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -86,6 +86,12 @@ impl Preflight {
 /// name: the error lists the clusters `cluster` knows (a mistyped `--cluster` is the usual
 /// cause, and the names are not otherwise at hand on the node).
 pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
+    Ok(summarize(name, &get(cluster, name).await?))
+}
+
+/// The ClusterVersionShadow named `name` in `cpaas-system`, metadata included (`sync
+/// --preflight` and `ferry upgrade` read the same object).
+pub async fn get(cluster: &Cluster, name: &str) -> Result<Value> {
     let (ar, _) = cluster
         .discover("config.alauda.io", "ClusterVersionShadow")
         .await?;
@@ -109,7 +115,7 @@ pub async fn read(cluster: &Cluster, name: &str) -> Result<Preflight> {
     };
     let mut v = obj.data.clone();
     v["metadata"] = serde_json::to_value(&obj.metadata).unwrap_or_default();
-    Ok(summarize(name, &v))
+    Ok(v)
 }
 
 pub fn summarize(cluster: &str, v: &Value) -> Preflight {

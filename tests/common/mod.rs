@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod core_sync;
+pub mod cvo;
 pub mod discard;
 pub mod platform;
 pub mod proxy;

@@ -137,7 +137,8 @@ pub struct State {
     counter: u64,
     /// "METHOD path" of every request, for assertions.
     pub log: Vec<String>,
-    /// Answer the next N replace (PUT) calls with 409 Conflict, as if someone wrote first.
+    /// Answer the next N replace (PUT) or merge-patch calls with 409 Conflict, as if someone
+    /// wrote first.
     pub inject_conflicts: usize,
     /// Names of objects another writer changes (a new resourceVersion) just before a DELETE
     /// of them arrives: what a concurrent edit between a plan and its execution looks like.
@@ -158,6 +159,8 @@ pub struct State {
     /// "cluster plural limit=N continue=T" of every list call that asked for a page.
     pub list_pages: Vec<String>,
     base_url: String,
+    /// The simulated cluster-version operator (tests/common/cvo.rs), off unless installed.
+    pub cvo: super::cvo::Cvo,
 }
 
 pub struct FakePlatform {
@@ -285,6 +288,7 @@ impl FakePlatform {
             max_in_flight: 0,
             list_pages: Vec::new(),
             base_url: format!("https://{ip}:{port}"),
+            cvo: Default::default(),
         }));
 
         let mut server = rustls::ServerConfig::builder_with_provider(Arc::new(
@@ -766,6 +770,7 @@ impl State {
             if !self.clusters.iter().any(|c| c == cluster) {
                 return status(404, "NotFound", format!("cluster {cluster} not found"));
             }
+            self.cvo.tick(&mut self.objects, &mut self.rv);
             let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
             if let ["apis", g, ..] = segs.as_slice() {
                 if self.missing_groups.contains(&format!("{cluster}|{g}")) {
@@ -959,8 +964,11 @@ impl State {
                     self.objects.insert(key(n), obj.clone());
                     respond(200, obj)
                 }
+                ("PATCH", Some(n)) if content_type == "application/merge-patch+json" => {
+                    self.merge_patch(&key(n), &gr, n, body)
+                }
                 ("PATCH", Some(n)) => {
-                    // server-side apply only: what ferry sends
+                    // server-side apply (what ferry applies with) or a merge patch (above)
                     if content_type != "application/apply-patch+yaml" {
                         return status(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/apply-patch+yaml (got {content_type})"));
                     }
@@ -1139,5 +1147,62 @@ impl State {
         };
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv,
                "resources": resources})
+    }
+}
+
+// --- JSON merge patch (RFC 7386), what `ferry upgrade` writes with ---------------------------
+
+/// `patch` onto `into`: objects merged key by key, `null` removes, anything else replaces.
+fn merge_patch_into(into: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !into.is_object() {
+                *into = json!({});
+            }
+            let o = into.as_object_mut().unwrap();
+            for (k, v) in p {
+                if v.is_null() {
+                    o.remove(k);
+                } else {
+                    merge_patch_into(o.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        v => *into = v.clone(),
+    }
+}
+
+impl State {
+    /// A merge patch: a `metadata.resourceVersion` in it is a precondition (409 Conflict when
+    /// the object changed since), and a change of `spec` bumps `metadata.generation`.
+    fn merge_patch(&mut self, key: &str, gr: &str, n: &str, body: &[u8]) -> Resp {
+        let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+            return status(400, "BadRequest", "body is not JSON".into());
+        };
+        if self.inject_conflicts > 0 && self.objects.contains_key(key) {
+            // someone else writes first
+            self.inject_conflicts -= 1;
+            self.rv += 1;
+            let rv = json!(self.rv.to_string());
+            self.objects.get_mut(key).unwrap()["metadata"]["resourceVersion"] = rv;
+        }
+        let Some(cur) = self.objects.get(key).cloned() else {
+            return status(404, "NotFound", format!("{gr} \"{n}\" not found"));
+        };
+        if let Some(want) = patch["metadata"]["resourceVersion"].as_str() {
+            if json!(want) != cur["metadata"]["resourceVersion"] {
+                return status(409, "Conflict", format!("Operation cannot be fulfilled on {gr} \"{n}\": the object has been modified; please apply your changes to the latest version and try again"));
+            }
+        }
+        let mut obj = cur.clone();
+        merge_patch_into(&mut obj, &patch);
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        if obj["spec"] != cur["spec"] {
+            let g = cur["metadata"]["generation"].as_i64().unwrap_or(1);
+            obj["metadata"]["generation"] = json!(g + 1);
+        }
+        self.objects.insert(key.to_string(), obj.clone());
+        respond(200, obj)
     }
 }

@@ -1,0 +1,308 @@
+//! The gates before any write: a pure function of the ClusterVersionShadows read. Each
+//! refusal names the gate, the cluster and what to do.
+
+use std::cmp::Ordering;
+
+use serde::Serialize;
+
+use super::Shadow;
+use crate::platform::gc::version_cmp;
+
+/// What was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Version(String),
+    /// The highest of the cluster's `availableUpdates`.
+    Latest,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Gate {
+    Order,
+    TargetOffered,
+    Preflight,
+}
+
+impl std::fmt::Display for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Gate::Order => "order",
+            Gate::TargetOffered => "target offered",
+            Gate::Preflight => "preflight",
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "kebab-case")]
+pub enum Decision {
+    /// At (or past) the target: nothing to do.
+    AlreadyAtTarget,
+    /// `desiredUpdate` already names the target: not written again, only followed.
+    AlreadyRequested,
+    /// Every gate passed: write `desiredUpdate`.
+    Request,
+    /// Refused by `gate`; `why` says what to do.
+    Gated { gate: Gate, why: String },
+}
+
+/// One cluster's plan.
+#[derive(Debug, Clone, Serialize)]
+pub struct Planned {
+    pub cluster: String,
+    pub from: String,
+    /// Empty when no target could be resolved (`--to-latest` with nothing offered).
+    pub to: String,
+    #[serde(flatten)]
+    pub decision: Decision,
+    /// Preflight checks that pass with a warning (or were skipped).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A layer that must be at the target before `s` may go: ("global", its shadow), and with a
+/// DR standby ("the standby's global", its shadow).
+pub type Layer<'a> = (&'a str, &'a Shadow);
+
+pub fn decide(s: &Shadow, target: &Target, allow_explicit: bool, layers: &[Layer]) -> Planned {
+    let mut plan = Planned {
+        cluster: s.cluster.clone(),
+        from: s.current.clone(),
+        to: String::new(),
+        decision: Decision::Request,
+        warnings: Vec::new(),
+    };
+    let name = &s.cluster;
+    let gated = |plan: &mut Planned, gate, why: String| {
+        plan.decision = Decision::Gated { gate, why };
+    };
+    let offered = |v: &str| {
+        s.available_updates
+            .iter()
+            .find(|u| version_cmp(u, v) == Ordering::Equal)
+            .cloned()
+    };
+    plan.to = match target {
+        Target::Version(v) => offered(v).unwrap_or_else(|| v.clone()),
+        Target::Latest => match s.available_updates.iter().max_by(|a, b| version_cmp(a, b)) {
+            Some(v) => v.clone(),
+            None if !s.current.is_empty() && (s.desired.is_empty() || s.desired == s.current) => {
+                // nothing newer offered and nothing pending: it is at the latest it knows
+                plan.to = s.current.clone();
+                plan.decision = Decision::AlreadyAtTarget;
+                return plan;
+            }
+            None => {
+                gated(
+                    &mut plan,
+                    Gate::TargetOffered,
+                    format!(
+                        "cluster {name} offers no update (status.availableUpdates is empty): \
+                         is the ProductManifest of the target version created and processed? \
+                         Or name the version with --to V --allow-explicit-upgrade"
+                    ),
+                );
+                return plan;
+            }
+        },
+    };
+    let to = plan.to.clone();
+    if !s.current.is_empty() && version_cmp(&s.current, &to) != Ordering::Less {
+        plan.decision = Decision::AlreadyAtTarget;
+        return plan;
+    }
+    if !s.desired.is_empty() && version_cmp(&s.desired, &to) == Ordering::Equal {
+        plan.decision = Decision::AlreadyRequested;
+        return plan;
+    }
+    for (label, layer) in layers {
+        if layer.current.is_empty() || version_cmp(&layer.current, &to) == Ordering::Less {
+            gated(
+                &mut plan,
+                Gate::Order,
+                format!(
+                    "cluster {name} is a workload cluster and {label} is at {}, not yet at \
+                     {to}: upgrade {label} first (ferry upgrade --cluster global --to {to} --wait)",
+                    if layer.current.is_empty() {
+                        "an unknown version"
+                    } else {
+                        &layer.current
+                    }
+                ),
+            );
+            return plan;
+        }
+    }
+    if !allow_explicit && offered(&to).is_none() {
+        gated(
+            &mut plan,
+            Gate::TargetOffered,
+            format!(
+                "cluster {name} does not offer {to} (its availableUpdates: {}): the \
+                 ProductManifest of {to} is likely not created yet; or request it anyway with \
+                 --allow-explicit-upgrade",
+                if s.available_updates.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.available_updates.join(", ")
+                }
+            ),
+        );
+        return plan;
+    }
+    let p = &s.preflight;
+    if !p.passed() {
+        let failing: Vec<String> = p
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| {
+                format!(
+                    "{} {}{}",
+                    c.name,
+                    if c.state.is_empty() {
+                        "no result"
+                    } else {
+                        &c.state
+                    },
+                    if c.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", c.message)
+                    }
+                )
+            })
+            .collect();
+        let what = if p.stale {
+            "the checks are stale (they ran for an earlier desired update)".to_string()
+        } else if !failing.is_empty() {
+            format!("check {}", failing.join(", "))
+        } else if p.checks.is_empty() {
+            "no preflight result yet".to_string()
+        } else {
+            format!("PreflightReady is {}", p.result)
+        };
+        gated(
+            &mut plan,
+            Gate::Preflight,
+            format!(
+                "cluster {name}: preflight did not pass: {what}; fix it and look again with \
+                 `ferry upgrade status --cluster {name}`"
+            ),
+        );
+        return plan;
+    }
+    plan.warnings = p
+        .checks
+        .iter()
+        .filter(|c| !c.state.eq_ignore_ascii_case("passed"))
+        .filter(|c| !c.state.eq_ignore_ascii_case("succeeded"))
+        .map(|c| format!("preflight check {} {}: {}", c.name, c.state, c.message))
+        .collect();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn shadow(name: &str, current: &str, available: &[&str], check: &str) -> Shadow {
+        let ups: Vec<_> = available.iter().map(|v| json!({"version": v})).collect();
+        Shadow::parse(
+            name,
+            &json!({"metadata": {"generation": 2},
+                "status": {"current": {"version": current}, "availableUpdates": ups,
+                    "observedGeneration": 2,
+                    "conditions": [{"type": "PreflightReady", "status": if check == "Failed" {"False"} else {"True"}, "observedGeneration": 2}],
+                    "preflight": {"checks": [
+                        {"name": "etcd-health", "state": "Passed"},
+                        {"name": "registry-images", "state": check, "message": "3 images missing"}]}}}),
+        )
+    }
+
+    fn v(s: &str) -> Target {
+        Target::Version(s.into())
+    }
+
+    #[test]
+    fn the_gates_in_order() {
+        let g = shadow("global", "v4.1.3", &["v4.2.0", "v4.10.0"], "Passed");
+        assert_eq!(
+            decide(&g, &v("v4.2.0"), false, &[]).decision,
+            Decision::Request
+        );
+        let latest = decide(&g, &Target::Latest, false, &[]);
+        assert_eq!(
+            (latest.to.as_str(), latest.decision),
+            ("v4.10.0", Decision::Request)
+        );
+        // not offered, unless explicitly allowed
+        let p = decide(&g, &v("v4.3.0"), false, &[]);
+        assert!(matches!(
+            p.decision,
+            Decision::Gated {
+                gate: Gate::TargetOffered,
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(&g, &v("v4.3.0"), true, &[]).decision,
+            Decision::Request
+        );
+        // a workload cluster before global
+        let w = shadow("region1", "v4.1.3", &[], "Passed");
+        let p = decide(&w, &v("v4.2.0"), false, &[("global", &g)]);
+        let Decision::Gated {
+            gate: Gate::Order,
+            why,
+        } = p.decision
+        else {
+            panic!("{p:?}")
+        };
+        assert!(
+            why.contains("region1") && why.contains("global is at v4.1.3"),
+            "{why}"
+        );
+        // failed preflight names the check
+        let f = shadow("global", "v4.1.3", &["v4.2.0"], "Failed");
+        let Decision::Gated {
+            gate: Gate::Preflight,
+            why,
+        } = decide(&f, &v("v4.2.0"), true, &[]).decision
+        else {
+            panic!()
+        };
+        assert!(
+            why.contains("registry-images Failed (3 images missing)"),
+            "{why}"
+        );
+        let r = shadow("global", "v4.1.3", &["v4.2.0"], "Retry");
+        assert!(matches!(
+            decide(&r, &v("v4.2.0"), false, &[]).decision,
+            Decision::Gated {
+                gate: Gate::Preflight,
+                ..
+            }
+        ));
+        let w = shadow("global", "v4.1.3", &["v4.2.0"], "Warning");
+        assert_eq!(decide(&w, &v("v4.2.0"), false, &[]).warnings.len(), 1);
+        // idempotent
+        let at = shadow("global", "v4.2.0", &[], "Passed");
+        assert_eq!(
+            decide(&at, &v("v4.2.0"), false, &[]).decision,
+            Decision::AlreadyAtTarget
+        );
+        assert_eq!(
+            decide(&at, &Target::Latest, false, &[]).decision,
+            Decision::AlreadyAtTarget
+        );
+        let mut asked = g.clone();
+        asked.desired = "v4.2.0".into();
+        assert_eq!(
+            decide(&asked, &v("v4.2.0"), false, &[]).decision,
+            Decision::AlreadyRequested
+        );
+    }
+}
