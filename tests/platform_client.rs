@@ -206,3 +206,30 @@ fn lists_are_read_page_by_page() {
         "{pages:?}"
     );
 }
+
+/// A narrower `FERRY_LOG` directive cannot lift the cap on kube's logs: a ProductBase whose
+/// answer does not parse (kube logs such an answer whole) never shows its password.
+#[test]
+fn ferry_log_cannot_lift_the_cap_on_dependency_logs() {
+    let p = FakePlatform::start(PlatformOpts::default());
+    p.put(
+        "global",
+        "productbases",
+        json!({"apiVersion": "product.alauda.io/v1alpha1", "kind": "ProductBase",
+            "metadata": {"name": "base", "labels": 7},
+            "spec": {"registry": {"address": "127.0.0.1:1", "username": "u", "password": PASSWORD}}}),
+    );
+    let mut args: Vec<String> = vec![
+        "push".into(),
+        fixture("oam-application").display().to_string(),
+        "--debug".into(),
+    ];
+    args.extend(p.token_flags());
+    let run = ferry_with(
+        &args,
+        &[("FERRY_LOG", "trace,kube_client::client=trace,kube=trace")],
+        None,
+    );
+    assert_ne!(run.code, 0, "{}", run.all());
+    assert_never_shown(&run, &[PASSWORD, TOKEN]);
+}

@@ -205,16 +205,29 @@ fn init_logging(debug: bool) {
         "ferry=info,error"
     };
     let filter = std::env::var("FERRY_LOG").unwrap_or_else(|_| filter.to_string());
-    // Whatever the filter (--debug, FERRY_LOG), two targets are capped, so that no answer
-    // body, token or Secret data can reach the log: oci-client logs token answers at debug;
-    // kube-client logs whole answers at warn when they do not parse (a Secret's data among
-    // them) and error answers at debug.
-    let filter = format!("{filter},oci_client=info,kube=error,kube_client=error,kube_core=error");
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+    // Whatever the filter says (--debug, FERRY_LOG, even a directive for a narrower target
+    // such as `kube_client::client=warn`), these targets are capped by a filter of their
+    // own in front of it, so that no answer body, token or Secret data can reach the log:
+    // kube-client logs whole answers at warn when they do not parse (a Secret's or a
+    // ProductBase's credentials among them) and error answers at debug; oci-client logged
+    // token answers at debug.
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let caps = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::TRACE)
+        .with_target("kube", tracing::Level::ERROR)
+        .with_target("kube_client", tracing::Level::ERROR)
+        .with_target("kube_core", tracing::Level::ERROR)
+        .with_target("oci_client", tracing::Level::INFO);
+    let output = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_filter(tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::registry()
+        .with(caps)
+        .with(output)
         .init();
 }
 

@@ -120,7 +120,17 @@ impl CorePackage {
         let mut has_images = false;
         let mut has_tree = false;
         let mut hashes = BTreeMap::new();
+        let mut seen = std::collections::HashSet::new();
         let mut visit = |name: &str, size: u64, r: &mut dyn Read| -> Result<()> {
+            // one name, one entry: with two copies of a file, the copy whose hash is checked
+            // and the copy that is applied could differ (names arrive normalised, so
+            // `./manifests/a.yaml` and `manifests/a.yaml` are the same name here)
+            if !seen.insert(name.to_string()) {
+                return Err(Error::package(format!(
+                    "{name} appears twice in the archive: refused (which copy would be checked \
+                     and which used?); rebuild the package"
+                )));
+            }
             let parts: Vec<&str> = name.split('/').collect();
             let small = match parts.as_slice() {
                 ["package.yaml"] | ["checksums.sha256"] => true,
@@ -363,6 +373,33 @@ mod tests {
 
     fn sha(s: &str) -> String {
         hex::encode(Sha256::digest(s.as_bytes()))
+    }
+
+    #[test]
+    fn a_name_twice_in_the_archive_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let core = dir.path().join("core");
+        crate::devtools::core_package(&core, "v4.2.0", &[]).unwrap();
+        let tgz = dir.path().join("core.tgz");
+        let f = std::fs::File::create(&tgz).unwrap();
+        let gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+        let mut b = tar::Builder::new(gz);
+        b.append_dir_all(".", &core).unwrap();
+        // a second copy of a manifest, as `tar -r` appends one
+        let manifest = std::fs::read_dir(core.join("manifests"))
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let name = format!(
+            "manifests/{}",
+            manifest.file_name().unwrap().to_string_lossy()
+        );
+        b.append_path_with_name(&manifest, name).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+        let e = CorePackage::open(&tgz, true).err().expect("refused");
+        assert!(e.message.contains("appears twice"), "{}", e.message);
     }
 
     #[test]
