@@ -106,3 +106,43 @@ fn push_without_a_destination_names_both_ways() {
         run.stderr
     );
 }
+
+#[test]
+fn the_platforms_ca_is_also_trusted_for_the_registry_its_product_base_names() {
+    let reg = Registry::start(RegistryOpts {
+        tls: true,
+        ..Default::default()
+    });
+    let p = FakePlatform::start(PlatformOpts::default());
+    p.set_product_base(&reg.host(), None, false);
+    // one CA file for both, as when one CA issued the platform's and the registry's certificates
+    let both = p.dir.path().join("both.pem");
+    let mut pem = std::fs::read(p.ca()).unwrap();
+    pem.extend(std::fs::read(reg.ca()).unwrap());
+    std::fs::write(&both, pem).unwrap();
+    let pkg = fixture("oam-application").display().to_string();
+    let run = ferry(&[
+        "push",
+        &pkg,
+        "--platform-address",
+        &p.url(),
+        "--platform-token",
+        TOKEN,
+        "--platform-ca-file",
+        both.to_str().unwrap(),
+        "--no-auth",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("trusting --platform-ca-file for it too); TLS"),
+        "{}",
+        run.stderr
+    );
+    for (reference, _) in package_images(&fixture("oam-application")) {
+        assert!(
+            reg.skopeo_raw(&path_of(&reference)).is_some(),
+            "{reference} did not land"
+        );
+    }
+}

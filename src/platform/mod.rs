@@ -227,6 +227,11 @@ impl Platform {
             .await
     }
 
+    /// The CA certificates (DER) given for the platform (`--platform-ca-file`), if any.
+    pub fn ca_der(&self) -> Option<&[Vec<u8>]> {
+        self.ca_der.as_deref()
+    }
+
     /// For messages: the platform's `host[:port]`.
     pub fn host(&self) -> String {
         host_of(&self.address)

@@ -155,8 +155,23 @@ impl<'a> Side<'a> {
                     )
                 })?;
                 let mut d = Destination::from_server(self.role, &address, self.trust.clone(), p)?;
+                // on ACP the platform's certificate and its registry's are usually issued by
+                // one CA: with no CA given for the registry, the platform's is trusted for it
+                // too (in addition to the system roots), and the registry line says so
+                let platform_ca = self
+                    .publisher
+                    .as_ref()
+                    .and_then(|pl| pl.ca_der())
+                    .filter(|_| self.trust.ca_file.is_none() && !self.trust.insecure);
+                let also = match platform_ca {
+                    Some(cas) => {
+                        d.extra_roots.extend(cas.iter().cloned());
+                        format!("; trusting --{p}platform-ca-file for it too")
+                    }
+                    None => String::new(),
+                };
                 d.why = format!(
-                    "from ProductBase base in cluster global of {platform}{}",
+                    "from ProductBase base in cluster global of {platform}{}{also}",
                     if product.external {
                         ", an external registry"
                     } else {
