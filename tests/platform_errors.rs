@@ -61,3 +61,38 @@ fn list_counts_the_clusters_it_read_and_names_the_rest() {
         run.stderr
     );
 }
+
+#[test]
+fn file_arguments_of_gc_and_sync_are_checked_before_the_first_network_call() {
+    let p = FakePlatform::start(PlatformOpts::default());
+    let mut args: Vec<String> = vec![
+        "gc".into(),
+        "--yes".into(),
+        "--backup-dir".into(),
+        "/nonexistent/backups".into(),
+    ];
+    args.extend(p.token_flags());
+    let run = ferry(&args);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("--backup-dir /nonexistent/backups: cannot write there"),
+        "{}",
+        run.stderr
+    );
+    let run = ferry(&[
+        "sync",
+        "--package",
+        fixtures().to_str().unwrap(),
+        "--kubeconfig",
+        "/nonexistent/kubeconfig",
+    ]);
+    assert_eq!(run.code, 2, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("--kubeconfig /nonexistent/kubeconfig: cannot read"),
+        "{}",
+        run.stderr
+    );
+    assert!(p.log().is_empty(), "the platform was called: {:?}", p.log());
+}

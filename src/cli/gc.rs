@@ -46,6 +46,11 @@ pub struct GcArgs {
 }
 
 pub fn run(args: GcArgs) -> Result<i32> {
+    if !args.dry_run {
+        // the backup is written before any delete: a directory it cannot go to is found
+        // now, not after the platform was read and the plan confirmed
+        check_writable(&args.backup_dir)?;
+    }
     let rt = super::runtime()?;
     let platform = args.platform.connect(&rt, args.timeout, "ferry gc")?;
     let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
@@ -106,6 +111,21 @@ pub fn run(args: GcArgs) -> Result<i32> {
         (None, Some(code)) => code,
         (None, None) => 0,
     })
+}
+
+fn check_writable(dir: &Path) -> Result<()> {
+    let probe = dir.join(format!(".ferry-gc-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .and_then(|_| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Usage,
+                format!(
+                    "--backup-dir {}: cannot write there ({e}); choose another --backup-dir",
+                    dir.display()
+                ),
+            )
+        })
 }
 
 /// One file per cluster (a `kubectl apply -f` restores it on that cluster), owner-only.

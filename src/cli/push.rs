@@ -143,6 +143,19 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
+    super::check_readable(&[
+        ("--keyring", args.keyring.as_deref()),
+        ("--ca-file", args.ca_file.as_deref()),
+        ("--standby-ca-file", args.standby_ca_file.as_deref()),
+        (
+            "--platform-ca-file",
+            args.platform.platform_ca_file.as_deref(),
+        ),
+        (
+            "--standby-platform-ca-file",
+            args.standby_platform.platform_ca_file.as_deref(),
+        ),
+    ])?;
     if args.verify {
         super::verify::before_push(
             &packages,
@@ -155,18 +168,6 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     }
     let retry = args.transfer.retry_policy();
     let timeout = args.transfer.timeout();
-    super::check_readable(&[
-        ("--ca-file", args.ca_file.as_deref()),
-        ("--standby-ca-file", args.standby_ca_file.as_deref()),
-        (
-            "--platform-ca-file",
-            args.platform.platform_ca_file.as_deref(),
-        ),
-        (
-            "--standby-platform-ca-file",
-            args.standby_platform.platform_ca_file.as_deref(),
-        ),
-    ])?;
     if args.dest_repo.is_none() && args.platform.platform_address.is_none() {
         return Err(Error::new(
             ErrorKind::Usage,

@@ -64,6 +64,10 @@ struct SyncReport {
 }
 
 pub fn run(args: SyncArgs) -> Result<i32> {
+    super::check_readable(&[
+        ("--kubeconfig", args.kubeconfig.as_deref()),
+        ("--ca-file", args.ca_file.as_deref()),
+    ])?;
     let rt = super::runtime()?;
     if args.preflight {
         return rt.block_on(run_preflight(&args));
