@@ -7,6 +7,7 @@ mod list;
 mod platform_flags;
 mod push;
 mod show;
+mod standby_flags;
 mod sync;
 mod transfer_flags;
 mod upgrade;

@@ -8,6 +8,7 @@ use clap::Args;
 
 use super::destination::{CredentialFlags, RegistryFrom, Role, Side, Trust};
 use super::platform_flags::{PlatformFlags, StandbyPlatformFlags, StdinSecret};
+use super::standby_flags::StandbyRegistryFlags;
 use super::transfer_flags::TransferFlags;
 use super::Output;
 use crate::error::{Error, ErrorKind};
@@ -58,28 +59,8 @@ pub struct PushArgs {
     /// Send no credentials, even if a login is stored.
     #[arg(long, conflicts_with_all = ["username", "password", "password_stdin"])]
     pub no_auth: bool,
-    /// DR: also push to the standby global cluster's registry, from the same read of each
-    /// package (every blob is decompressed and verified once, sent to both).
-    #[arg(long, env = "FERRY_STANDBY_REGISTRY")]
-    pub standby_registry: Option<String>,
-    /// User of the standby registry.
-    #[arg(long, env = "FERRY_STANDBY_USERNAME")]
-    pub standby_username: Option<String>,
-    /// Password of the standby registry (prefer FERRY_STANDBY_PASSWORD: argv is visible).
-    #[arg(long, env = "FERRY_STANDBY_PASSWORD", hide_env_values = true)]
-    pub standby_password: Option<String>,
-    /// Send no credentials to the standby registry.
-    #[arg(long, conflicts_with_all = ["standby_username", "standby_password"])]
-    pub standby_no_auth: bool,
-    /// CA certificate (PEM) for the standby registry [default: --ca-file].
-    #[arg(long)]
-    pub standby_ca_file: Option<PathBuf>,
-    /// Speak plain HTTP to the standby registry (--plain is for the primary only).
-    #[arg(long)]
-    pub standby_plain: bool,
-    /// Do not verify the standby registry's TLS certificate (--insecure is for the primary only).
-    #[arg(long)]
-    pub standby_insecure: bool,
+    #[command(flatten)]
+    pub standby: StandbyRegistryFlags,
     /// DR in one run: the standby global cluster's platform (`--standby-platform-address`
     /// and the twin of every platform flag). Its images go to --standby-registry, else to the
     /// registry its own ProductBase names; its resources are written there once its images
@@ -146,7 +127,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     super::check_readable(&[
         ("--keyring", args.keyring.as_deref()),
         ("--ca-file", args.ca_file.as_deref()),
-        ("--standby-ca-file", args.standby_ca_file.as_deref()),
+        ("--standby-ca-file", args.standby.standby_ca_file.as_deref()),
         (
             "--platform-ca-file",
             args.platform.platform_ca_file.as_deref(),
@@ -226,25 +207,12 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
     // exit code; the primary still gets everything. A re-run completes the standby (what the
     // primary already holds is skipped there).
     let mut left_out = None;
-    if args.standby_registry.is_some() || standby_platform.is_some() {
+    if args.standby.standby_registry.is_some() || standby_platform.is_some() {
         let standby = |platform: Option<Arc<Platform>>| -> Result<Side, Error> {
-            let flags = Side::standby(
-                args.standby_registry.as_ref(),
-                CredentialFlags::standby(
-                    args.standby_no_auth,
-                    args.standby_username.as_ref(),
-                    args.standby_password.as_ref(),
-                    &stdin,
-                ),
-                Trust {
-                    plain: args.standby_plain,
-                    insecure: args.standby_insecure,
-                    ca_file: args
-                        .standby_ca_file
-                        .clone()
-                        .or_else(|| args.ca_file.clone()),
-                    token_realms: args.transfer.allow_token_realm.clone(),
-                },
+            let flags = args.standby.side(
+                &stdin,
+                args.ca_file.as_ref(),
+                &args.transfer.allow_token_realm,
             );
             Ok(Side {
                 global: global_of(platform.as_deref()).map_err(|e| e.context("DR standby"))?,
@@ -289,7 +257,7 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
                 eprintln!("error: {}", e.message);
                 // its registry, when given by flag, still gets the images; its resources wait
                 // for a re-run with the platform back
-                if args.standby_registry.is_some() && e.kind != ErrorKind::Usage {
+                if args.standby.standby_registry.is_some() && e.kind != ErrorKind::Usage {
                     let registry_only = standby(None)
                         .and_then(|s| rt.block_on(s.resolve()))
                         .and_then(|d| d.registry(&retry, timeout).map(|_| d));

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::super::standby_flags::StandbyRegistryFlags;
 use super::super::transfer_flags::TransferFlags;
 use super::super::Output;
 
@@ -47,29 +48,8 @@ pub struct SyncArgs {
     /// The global VIP, to reach the built-in registry [default: the kubeconfig's API host].
     #[arg(long)]
     pub vip: Option<String>,
-    /// DR: also sync to the standby global cluster's registry, from the same read.
-    #[arg(long)]
-    pub standby_registry: Option<String>,
-    /// User of the standby registry.
-    #[arg(long, requires = "standby_registry")]
-    pub standby_username: Option<String>,
-    /// Password of the standby registry (prefer FERRY_STANDBY_PASSWORD: argv is visible).
-    #[arg(
-        long,
-        env = "FERRY_STANDBY_PASSWORD",
-        hide_env_values = true,
-        requires = "standby_registry"
-    )]
-    pub standby_password: Option<String>,
-    /// Send no credentials to the standby registry.
-    #[arg(long, requires = "standby_registry", conflicts_with_all = ["standby_username", "standby_password"])]
-    pub standby_no_auth: bool,
-    /// Speak plain HTTP to the standby registry (--plain is for the primary only, as in push).
-    #[arg(long, requires = "standby_registry")]
-    pub standby_plain: bool,
-    /// Do not verify the standby registry's TLS certificate.
-    #[arg(long, requires = "standby_registry")]
-    pub standby_insecure: bool,
+    #[command(flatten)]
+    pub standby: StandbyRegistryFlags,
     /// Trust this CA (PEM) for the registries [default: system roots + the kubeconfig's CA].
     #[arg(long)]
     pub ca_file: Option<PathBuf>,

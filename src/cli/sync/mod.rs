@@ -64,9 +64,11 @@ struct SyncReport {
 }
 
 pub fn run(args: SyncArgs) -> Result<i32> {
+    args.standby.require_registry()?;
+    // (--kubeconfig is read, when it is needed at all, before the first call it serves)
     super::check_readable(&[
-        ("--kubeconfig", args.kubeconfig.as_deref()),
         ("--ca-file", args.ca_file.as_deref()),
+        ("--standby-ca-file", args.standby.standby_ca_file.as_deref()),
     ])?;
     let rt = super::runtime()?;
     if args.preflight {
@@ -187,22 +189,12 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             Role::Primary,
             dest.registry(&retry, timeout)?,
         )];
-        if args.standby_registry.is_some() {
+        if args.standby.standby_registry.is_some() {
             // the standby is given by its flags only: sync reaches one cluster
-            let standby = Side::standby(
-                args.standby_registry.as_ref(),
-                CredentialFlags::standby(
-                    args.standby_no_auth,
-                    args.standby_username.as_ref(),
-                    args.standby_password.as_ref(),
-                    &stdin,
-                ),
-                Trust {
-                    plain: args.standby_plain,
-                    insecure: args.standby_insecure,
-                    ca_file: args.ca_file.clone(),
-                    token_realms: args.transfer.allow_token_realm.clone(),
-                },
+            let standby = args.standby.side(
+                &stdin,
+                args.ca_file.as_ref(),
+                &args.transfer.allow_token_realm,
             );
             let mut d = rt.block_on(standby.resolve())?;
             d.extra_roots = extra_roots.clone();
