@@ -39,7 +39,7 @@ pub struct Destination {
     pub extra_roots: Vec<Vec<u8>>,
     pub credentials: Option<Credentials>,
     /// Where the credentials came from, for the line printed before the run and for errors.
-    pub credential_origin: String,
+    pub credential_origin: CredentialSource,
     /// Why this registry (which flag, or which platform resource named it).
     pub why: String,
     /// The platform whose Marketplace gets this side's resources, if any.
@@ -61,7 +61,7 @@ impl Destination {
             token_realms: trust.token_realms,
             extra_roots: Vec::new(),
             credentials: None,
-            credential_origin: CredentialSource::None.to_string(),
+            credential_origin: CredentialSource::None,
             why: String::new(),
             platform: None,
         })
@@ -155,7 +155,7 @@ impl Destination {
             ca_file: self.ca_file.clone(),
             extra_roots: self.extra_roots.clone(),
             credentials: self.credentials.clone(),
-            credential_origin: Some(self.credential_origin.clone()),
+            credential_origin: Some(self.credential_origin.to_string()),
             token_realms: self.token_realms.clone(),
             retry: retry.clone(),
             timeout,

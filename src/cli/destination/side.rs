@@ -126,7 +126,7 @@ impl<'a> Side<'a> {
                 _ => (credentials, source),
             };
             d.credentials = credentials;
-            d.credential_origin = source.to_string();
+            d.credential_origin = source;
             d.why = format!("from {}", self.dest_flag);
             d.platform = self.publisher.clone();
             return Ok(Resolved::To(Box::new(d)));
@@ -203,7 +203,7 @@ impl<'a> Side<'a> {
             platform_credentials(global, &product).await?
         };
         d.credentials = credentials;
-        d.credential_origin = source.to_string();
+        d.credential_origin = source;
         d.platform = self.publisher.clone();
         Ok(Resolved::To(Box::new(d)))
     }

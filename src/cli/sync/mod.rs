@@ -157,7 +157,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
             let decision = Decision {
                 registry: Some(d.label()),
                 why: d.why.clone(),
-                credentials: d.credential_origin.clone(),
+                credentials: d.credential_origin.to_string(),
                 skip_sync: false,
             };
             (decision, Some(*d))
