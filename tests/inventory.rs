@@ -131,6 +131,22 @@ fn ferry_on(p: &FakePlatform, args: &[&str]) -> Run {
     ferry(&all)
 }
 
+/// `ferry list --output json` (its apps.yaml goes to a temp dir).
+fn list_json(p: &FakePlatform) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("apps.yaml");
+    ferry_on(
+        p,
+        &[
+            "list",
+            "--output",
+            "json",
+            "--output-file",
+            file.to_str().unwrap(),
+        ],
+    )
+}
+
 fn names(p: &FakePlatform, cluster: &str, resource: &str, all_namespaces: bool) -> Vec<String> {
     let mut args = vec!["get", resource, "-o", "json"];
     if all_namespaces {
@@ -594,18 +610,7 @@ fn a_plugin_a_module_info_shows_installed_is_listed_and_never_deleted() {
         Some("v1.1.0"),
     );
 
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("apps.yaml");
-    let run = ferry_on(
-        &p,
-        &[
-            "list",
-            "--output",
-            "json",
-            "--output-file",
-            file.to_str().unwrap(),
-        ],
-    );
+    let run = list_json(&p);
     assert_eq!(run.code, 0, "{}", run.all());
     let apps = run.json();
     assert_eq!(
@@ -748,18 +753,7 @@ fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
     );
 
     // list still lists region1's uploads, with the install state marked unknown
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("apps.yaml");
-    let run = ferry_on(
-        &p,
-        &[
-            "list",
-            "--output",
-            "json",
-            "--output-file",
-            file.to_str().unwrap(),
-        ],
-    );
+    let run = list_json(&p);
     assert_eq!(run.code, 7, "{}", run.all());
     let apps = &run.json()["applications"];
     let unknown_on = |app: &str| -> Vec<String> {

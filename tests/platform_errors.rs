@@ -5,6 +5,18 @@ mod common;
 use common::platform::*;
 use common::*;
 
+/// `ferry list` against the fake (its apps.yaml goes to a temp dir).
+fn list(p: &FakePlatform) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let mut args: Vec<String> = vec![
+        "list".into(),
+        "--output-file".into(),
+        dir.path().join("apps.yaml").display().to_string(),
+    ];
+    args.extend(p.token_flags());
+    ferry(&args)
+}
+
 #[test]
 fn a_missing_api_group_names_the_group_and_the_cluster_not_cannot_reach() {
     let p = FakePlatform::start(PlatformOpts::default());
@@ -13,14 +25,7 @@ fn a_missing_api_group_names_the_group_and_the_cluster_not_cannot_reach() {
         .unwrap()
         .missing_groups
         .push("global|cluster.alauda.io".into());
-    let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec![
-        "list".into(),
-        "--output-file".into(),
-        dir.path().join("apps.yaml").display().to_string(),
-    ];
-    args.extend(p.token_flags());
-    let run = ferry(&args);
+    let run = list(&p);
     assert_eq!(run.code, 7, "{}", run.all());
     assert!(
         run.stderr
@@ -45,14 +50,7 @@ fn list_counts_the_clusters_it_read_and_names_the_rest() {
         .unwrap()
         .failing_reads
         .push("region1|artifacts".into());
-    let dir = tempfile::tempdir().unwrap();
-    let mut args: Vec<String> = vec![
-        "list".into(),
-        "--output-file".into(),
-        dir.path().join("apps.yaml").display().to_string(),
-    ];
-    args.extend(p.token_flags());
-    let run = ferry(&args);
+    let run = list(&p);
     assert_eq!(run.code, 7, "{}", run.all());
     assert!(
         run.stderr
