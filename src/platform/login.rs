@@ -160,13 +160,15 @@ async fn call<T: for<'de> Deserialize<'de>>(
     what: &str,
 ) -> Result<T> {
     let unreachable = |e: reqwest::Error| {
+        let plain_http = e.url().is_some_and(|u| u.scheme() == "http");
         Error::new(
             ErrorKind::Unreachable,
             format!(
                 "platform login failed at step {step}/5 ({what}): {}",
                 super::describe_transport_error(
                     &e.without_url(),
-                    super::cluster::PLATFORM_TLS_HINT
+                    super::cluster::PLATFORM_TLS_HINT,
+                    plain_http
                 )
             ),
         )

@@ -246,6 +246,7 @@ impl Platform {
 pub(crate) fn describe_transport_error(
     e: &(dyn std::error::Error + 'static),
     tls_hint: &str,
+    plain_http: bool,
 ) -> String {
     let mut msg = e.to_string();
     let mut src = e.source();
@@ -259,7 +260,47 @@ pub(crate) fn describe_transport_error(
     if msg.contains("certificate") || msg.contains("UnknownIssuer") {
         msg = format!("{msg} ({tls_hint})");
     }
+    if let Some(hint) = scheme_hint(&msg, plain_http) {
+        msg = format!("{msg} ({hint})");
+    }
     msg
+}
+
+/// A likely wrong scheme, from what the failure looks like: plain HTTP sent to a TLS port is
+/// answered with a TLS alert (which hyper reads as a bad HTTP version) or a reset; a TLS
+/// hello sent to a plain-HTTP port is answered in HTTP, which rustls reads as a record of an
+/// invalid content type.
+fn scheme_hint(msg: &str, plain_http: bool) -> Option<&'static str> {
+    let lower = msg.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| lower.contains(w));
+    if plain_http
+        && any(&[
+            "invalid http version",
+            "connection reset",
+            "connection closed before message completed",
+            "invalid status code",
+        ])
+    {
+        Some(
+            "the server there seems to speak HTTPS: give the address with https:// (and drop \
+             --platform-plain-http)",
+        )
+    } else if !plain_http
+        && any(&[
+            "invalidcontenttype",
+            "invalid content type",
+            "corrupt message",
+            "wrong version number",
+            "record overflow",
+        ])
+    {
+        Some(
+            "the server there does not seem to speak TLS: check the address's scheme; a \
+             platform that really serves plain HTTP needs http:// and --platform-plain-http",
+        )
+    } else {
+        None
+    }
 }
 
 #[cfg(test)]
@@ -292,13 +333,22 @@ mod tests {
             ))),
         );
         assert_eq!(
-            describe_transport_error(&e, cluster::PLATFORM_TLS_HINT),
+            describe_transport_error(&e, cluster::PLATFORM_TLS_HINT, false),
             "client error (Connect): invalid peer certificate: UnknownIssuer (give the \
              platform's CA with --platform-ca-file, or skip verification with --platform-insecure)"
         );
+        // the wrong scheme, each way
+        let e = Layer(
+            "client error (SendRequest)",
+            Some(Box::new(Layer("invalid HTTP version parsed", None))),
+        );
+        assert!(describe_transport_error(&e, "", true).contains("give the address with https://"));
+        assert!(!describe_transport_error(&e, "", false).contains("https://"));
+        let e = Layer("received corrupt message of type InvalidContentType", None);
+        assert!(describe_transport_error(&e, "", false).contains("check the address's scheme"));
         let e = Layer("connection refused", None);
         assert_eq!(
-            describe_transport_error(&e, "check kubeconfig x"),
+            describe_transport_error(&e, "check kubeconfig x", false),
             "connection refused"
         );
     }
