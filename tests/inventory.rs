@@ -720,7 +720,8 @@ fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
     let p = platform();
     {
         let mut s = p.state.lock().unwrap();
-        s.missing_groups.push("region1|operators.coreos.com".into());
+        s.failing_reads
+            .push("region1|clusterserviceversions".into());
         s.failing_reads.push("global|moduleinfoes".into());
         s.failing_reads.push("global|helmrequests".into());
     }
@@ -732,7 +733,10 @@ fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
     let unknown = report["not_planned"].as_array().unwrap();
     assert!(
         unknown.iter().any(|u| u["cluster"] == "region1"
-            && u["why"].as_str().unwrap().contains("operators.coreos.com")),
+            && u["why"]
+                .as_str()
+                .unwrap()
+                .contains("ClusterServiceVersions")),
         "{unknown:?}"
     );
     assert!(
@@ -747,7 +751,7 @@ fn an_install_state_that_cannot_be_read_is_unknown_never_not_installed() {
     assert!(
         text.stdout
             .lines()
-            .any(|l| l.contains("region1") && l.contains("operators.coreos.com")),
+            .any(|l| l.contains("region1") && l.contains("ClusterServiceVersions")),
         "{}",
         text.stdout
     );
@@ -1002,4 +1006,124 @@ fn dry_run_plans_nothing_installed_or_promised_to_be_kept() {
         assert!(!plan.iter().any(|n| n == kept), "{kept} planned: {plan:?}");
     }
     assert!(plan.contains(&"es-operator.v2.7.0".to_string()), "{plan:?}");
+}
+
+#[test]
+fn a_cluster_without_olm_has_no_operator_installed_a_warning_not_an_error() {
+    let p = platform();
+    p.state
+        .lock()
+        .unwrap()
+        .missing_groups
+        .push("region1|operators.coreos.com".into());
+    // list: region1's operator is not installed (not unknown), said as a warning; exit 0
+    let run = list_json(&p);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains(
+            "warning: cluster region1: the API group operators.coreos.com (OLM) is not served \
+             there, so no operator can be installed there"
+        ),
+        "{}",
+        run.stderr
+    );
+    let apps = &run.json()["applications"];
+    assert_eq!(
+        apps["opensearch-operator"]["installed"],
+        json!([]),
+        "{apps}"
+    );
+    assert!(
+        apps["opensearch-operator"].get("unknown").is_none(),
+        "{apps}"
+    );
+    // gc: no CSV can exist there, so its versions are planned as those of any operator not
+    // installed (the cluster itself was read; nothing unknown)
+    let run = ferry_on(
+        &p,
+        &[
+            "gc",
+            "--dry-run",
+            "--clusters",
+            "region1",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert!(
+        run.stderr.contains("operators.coreos.com (OLM)"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        planned_names(&run.json()),
+        ["opensearch-operator.v2.8.0", "opensearch-operator"]
+    );
+    // a group the command needs stays an error: exit 7, naming the group and the cluster
+    p.state
+        .lock()
+        .unwrap()
+        .missing_groups
+        .push("region1|app.alauda.io".into());
+    let run = list_json(&p);
+    assert_eq!(run.code, 7, "{}", run.all());
+    assert!(
+        run.stderr
+            .contains("cluster region1: the API group app.alauda.io is not served there"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[test]
+fn gc_keeps_what_the_server_answers_without_uid_or_resource_version() {
+    let p = platform();
+    upload(
+        &p,
+        "region2",
+        "bare-operator",
+        LONG_AGO,
+        &[("1.0.0", LONG_AGO), ("1.1.0", LONG_AGO)],
+    );
+    p.state
+        .lock()
+        .unwrap()
+        .bare_metadata
+        .push("bare-operator.v1.0.0".into());
+    let backups = tempfile::tempdir().unwrap();
+    let run = ferry_on(
+        &p,
+        &[
+            "gc",
+            "--yes",
+            "--clusters",
+            "region2",
+            "--output",
+            "json",
+            "--backup-dir",
+            backups.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+    let report = run.json();
+    assert_eq!(planned_names(&report), ["bare-operator.v1.1.0"]);
+    let kept = report["not_planned"].as_array().unwrap();
+    assert!(
+        kept.iter().any(|k| k["name"] == "bare-operator.v1.0.0"
+            && k["why"]
+                .as_str()
+                .unwrap()
+                .contains("no metadata.uid and metadata.resourceVersion")),
+        "{kept:?}"
+    );
+    // checked with kubectl: the version without identity and its Artifact are still there
+    assert_eq!(
+        names(&p, "region2", "artifactversions.app.alauda.io", true),
+        ["bare-operator.v1.0.0"]
+    );
+    assert_eq!(
+        names(&p, "region2", "artifacts.app.alauda.io", true),
+        ["bare-operator"]
+    );
 }

@@ -54,6 +54,9 @@ pub fn run(args: GcArgs) -> Result<i32> {
     let rt = super::runtime()?;
     let platform = args.platform.connect(&rt, args.timeout, "ferry gc")?;
     let inv = rt.block_on(inventory::read(&platform, &args.clusters))?;
+    for w in &inv.warnings {
+        eprintln!("warning: {w}");
+    }
     for (cluster, e) in &inv.failures {
         eprintln!(
             "error: cluster {cluster} could not be read, nothing is deleted there: {}",

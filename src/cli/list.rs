@@ -105,6 +105,9 @@ pub fn run(args: ListArgs) -> Result<i32> {
         },
         args.output_file.display()
     );
+    for w in &inv.warnings {
+        eprintln!("warning: {w}");
+    }
     for (cluster, e) in &inv.failures {
         eprintln!(
             "error: cluster {cluster} could not be read, its uploads are left out: {}",
@@ -181,11 +184,12 @@ fn applications(inv: &Inventory) -> Apps {
             unknown: Vec::new(),
         });
         match &u.installed {
-            InstallState::Installed(version) => {
-                app.installed.push(Installed {
+            // two versions while OLM replaces one by the next: both are listed
+            InstallState::Installed(versions) => {
+                app.installed.extend(versions.iter().map(|v| Installed {
                     cluster_name: u.cluster.clone(),
-                    version: version.clone(),
-                });
+                    version: v.clone(),
+                }));
                 app.installed.sort();
             }
             InstallState::Unknown(why) => app.unknown.push(Unknown {

@@ -22,6 +22,9 @@ pub struct Cluster {
     /// What to do about a certificate that is refused (which flag or file to look at): said
     /// by whoever built the client, since only it knows where the trust came from.
     tls_hint: Arc<str>,
+    /// The API is spoken to in plain HTTP (an `http://` address): decides which wrong-scheme
+    /// hint a transport error gets.
+    plain_http: bool,
     /// Discovery results by "group/kind": each is asked for once per run.
     discovered: Arc<Mutex<HashMap<String, (ApiResource, ApiCapabilities)>>>,
 }
@@ -112,6 +115,7 @@ impl Cluster {
                 ),
             ),
         };
+        let plain_http = cfg.cluster_url.scheme_str() == Some("http");
         let mut tls = tls;
         tls.alpn_protocols.clear(); // hyper-rustls sets its own (http/1.1)
         let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -147,40 +151,48 @@ impl Cluster {
             name: name.to_string(),
             client: kube::Client::new(service, cfg.default_namespace),
             tls_hint: tls_hint.into(),
+            plain_http,
             discovered: Default::default(),
         })
     }
 
     /// Finds the served version of `group`'s `kind` by discovery (the platform has shipped
-    /// v1alpha1 and v1alpha2 of some of its kinds; the preferred served version wins).
+    /// v1alpha1 and v1alpha2 of some of its kinds; the preferred served version wins). A group
+    /// the cluster does not serve is an error naming the group and the cluster: for a group
+    /// the command cannot do without. Where it can, see [`Cluster::discover_if_served`].
     pub async fn discover(
         &self,
         group: &str,
         kind: &str,
     ) -> Result<(ApiResource, ApiCapabilities)> {
+        self.discover_if_served(group, kind)
+            .await?
+            .ok_or_else(|| self.missing_group(group, kind))
+    }
+
+    /// As [`Cluster::discover`], but `None` when the cluster answered that it does not serve
+    /// `group` at all (its `/apis` lists no such group): for a group that is optional for the
+    /// command, such as OLM's `operators.coreos.com` for `list` and `gc`. Any other failure
+    /// (the cluster unreachable, an error answer, the group served without `kind`) is still
+    /// an error: only the platform's own answer says "not there".
+    pub async fn discover_if_served(
+        &self,
+        group: &str,
+        kind: &str,
+    ) -> Result<Option<(ApiResource, ApiCapabilities)>> {
         let key = format!("{group}/{kind}");
         if let Some(found) = self.discovered.lock().expect("not poisoned").get(&key) {
-            return Ok(found.clone());
+            return Ok(Some(found.clone()));
         }
-        let g = kube::discovery::group(&self.client, group)
-            .await
-            .map_err(|e| match e {
-                // the platform answered: the group is not served there. kube's message for it
-                // reads like a network failure ("cannot reach"), which sends people the wrong
-                // way; one mapping here serves every command that uses discovery
-                kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_)) => {
-                    Error::new(
-                        ErrorKind::Platform,
-                        format!(
-                            "cluster {}: the API group {group} is not served there (no {kind} \
-                             resource): is this the global cluster's platform address, and an \
-                             ACP cluster with that component installed?",
-                            self.name
-                        ),
-                    )
-                }
-                e => self.error(e, &format!("discovery of API group {group}")),
-            })?;
+        let g = match kube::discovery::group(&self.client, group).await {
+            Ok(g) => g,
+            // the platform answered: the group is not served there. kube's message for it
+            // reads like a network failure ("cannot reach"), which sends people the wrong way
+            Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingApiGroup(_))) => {
+                return Ok(None)
+            }
+            Err(e) => return Err(self.error(e, &format!("discovery of API group {group}"))),
+        };
         let found = g.recommended_kind(kind).ok_or_else(|| {
             Error::new(
                 ErrorKind::Platform,
@@ -195,7 +207,21 @@ impl Cluster {
             .lock()
             .expect("not poisoned")
             .insert(key, found.clone());
-        Ok(found)
+        Ok(Some(found))
+    }
+
+    /// The one mapping of a group the cluster does not serve, for every command that uses
+    /// discovery: the platform answered, so not "cannot reach" (exit 7, not 6).
+    pub fn missing_group(&self, group: &str, kind: &str) -> Error {
+        Error::new(
+            ErrorKind::Platform,
+            format!(
+                "cluster {}: the API group {group} is not served there (no {kind} resource): is \
+                 this the global cluster's platform address, and an ACP cluster with that \
+                 component installed?",
+                self.name
+            ),
+        )
     }
 
     /// A namespaced API for a discovered resource.
@@ -210,7 +236,7 @@ impl Cluster {
 
     /// Maps a kube error to ours, naming this cluster and `what` was being done.
     pub fn error(&self, e: kube::Error, what: &str) -> Error {
-        map_error(&self.name, e, what, &self.tls_hint)
+        map_error(&self.name, e, what, &self.tls_hint, self.plain_http)
     }
 }
 
@@ -222,7 +248,13 @@ pub fn status_code(e: &kube::Error) -> Option<u16> {
     }
 }
 
-pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str, tls_hint: &str) -> Error {
+pub(super) fn map_error(
+    cluster: &str,
+    e: kube::Error,
+    what: &str,
+    tls_hint: &str,
+    plain_http: bool,
+) -> Error {
     let at = format!("cluster {cluster}: {what}");
     match e {
         kube::Error::Api(s) => {
@@ -283,7 +315,7 @@ pub(super) fn map_error(cluster: &str, e: kube::Error, what: &str, tls_hint: &st
                 ErrorKind::Unreachable,
                 format!(
                     "{at}cannot reach the platform: {}",
-                    super::describe_transport_error(&other, tls_hint)
+                    super::describe_transport_error(&other, tls_hint, plain_http)
                 ),
             )
             .retryable(true)

@@ -6,6 +6,14 @@
 //!   its `Artifact` goes only with all of them (never leaving versions without their owner);
 //! * of an installed operator, the `keep` newest versions older than the installed one stay,
 //!   older ones go; the installed version and newer ones (an upgrade uploaded ahead) stay;
+//!   while OLM replaces one version by the next, both are installed and "older" means older
+//!   than the lower of the two;
+//! * a cluster that does not serve OLM's API group at all has no operator installed (no
+//!   ClusterServiceVersion can exist there): its operators' versions go as for any operator
+//!   not installed. A cluster whose CSVs cannot be read is unknown, as below;
+//! * an object the server answered without `metadata.uid` or `metadata.resourceVersion` is
+//!   never planned (kept, with the reason): its delete could carry no precondition, so a
+//!   change made since the plan would go unnoticed;
 //! * a `ModulePlugin` (aligned or agnostic) that neither its status nor a `ModuleInfo` shows
 //!   installed on any cluster goes, with its `ModuleConfig`s; only when `global` is among the
 //!   clusters considered;
@@ -116,6 +124,29 @@ impl Plan {
         why: &str,
     ) -> bool {
         let name = o.metadata.name.clone().unwrap_or_default();
+        let missing: Vec<&str> = [
+            ("metadata.uid", &o.metadata.uid),
+            ("metadata.resourceVersion", &o.metadata.resource_version),
+        ]
+        .into_iter()
+        .filter(|(_, v)| v.as_deref().is_none_or(str::is_empty))
+        .map(|(field, _)| field)
+        .collect();
+        if !missing.is_empty() {
+            // a delete without both preconditions could take an object changed (or replaced)
+            // since the plan: a hostile or odd answer must not make gc delete blindly
+            self.skip(
+                cluster,
+                kind,
+                &name,
+                format!(
+                    "kept: the server's answer has no {}, so it cannot be deleted with \
+                     preconditions",
+                    missing.join(" and ")
+                ),
+            );
+            return false;
+        }
         match age::old_enough(o, policy.now, policy.min_age) {
             Ok(a) => {
                 let why = match a {
@@ -188,19 +219,27 @@ fn operator(plan: &mut Plan, policy: &Policy, u: &super::inventory::Uploaded) {
             versions.iter().map(|(v, _)| *v).collect(),
             format!("operator {} is not installed on this cluster", u.name),
         ),
-        // Older than the installed one, newest first; the first `keep` of them stay.
-        InstallState::Installed(installed) => (
-            versions
+        // Older than every installed one (two while OLM replaces one by the next: both are
+        // protected), newest first; the first `keep` of them stay.
+        InstallState::Installed(installed) => {
+            let lowest = installed
                 .iter()
-                .filter(|(_, version)| version_cmp(version, installed) == Ordering::Less)
-                .skip(policy.keep)
-                .map(|(v, _)| *v)
-                .collect(),
-            format!(
-                "older than the installed {installed}, not among the {} kept (--keep)",
-                policy.keep
-            ),
-        ),
+                .min_by(|a, b| version_cmp(a, b))
+                .map_or("", String::as_str);
+            (
+                versions
+                    .iter()
+                    .filter(|(_, version)| version_cmp(version, lowest) == Ordering::Less)
+                    .skip(policy.keep)
+                    .map(|(v, _)| *v)
+                    .collect(),
+                format!(
+                    "older than the installed {}, not among the {} kept (--keep)",
+                    installed.join(" and "),
+                    policy.keep
+                ),
+            )
+        }
     };
     let mut all_taken = true;
     for v in candidates {

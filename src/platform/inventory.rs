@@ -12,13 +12,21 @@
 //! * operators and charts: `Artifact`s (`spec.type` bundle / chart) and their
 //!   `ArtifactVersion`s in `cpaas-system` of each cluster; an operator is installed on a
 //!   cluster when a `ClusterServiceVersion` (`operators.coreos.com`) named `<artifact>.v…`
-//!   exists there (copies OLM makes into other namespaces are ignored); a chart is installed
-//!   where a `HelmRequest` (`app.alauda.io`) names it in `spec.chart` (`<repo>/<chart>`).
+//!   exists there (copies OLM makes into other namespaces are ignored; during an OLM upgrade
+//!   two exist, the old one replaced by the new, and both versions count as installed); a
+//!   chart is installed where a `HelmRequest` (`app.alauda.io`) names it in `spec.chart`
+//!   (`<repo>/<chart>`).
 //!
 //! What cannot be read is recorded as unknown, never as "not installed": a cluster whose
 //! Artifacts cannot be read is a failure; one whose CSVs or HelmRequests cannot be read has
 //! its operators or charts in [`InstallState::Unknown`]; plugins whose records cannot be read
 //! are flagged in [`Inventory::plugin_errors`].
+//!
+//! One absence is an answer, not a failure: a cluster that does not serve
+//! `operators.coreos.com` at all (no OLM; its `/apis` lists no such group) can hold no
+//! ClusterServiceVersion, so no operator is installed there. Its operators are
+//! [`InstallState::NotInstalled`] and the fact is a warning ([`Inventory::warnings`]), not an
+//! error. Any other failure to read the CSVs (an error answer, a timeout) stays unknown.
 
 use std::collections::BTreeMap;
 
@@ -55,7 +63,8 @@ pub struct Plugin {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstallState {
     NotInstalled,
-    Installed(String),
+    /// The versions installed, lowest first: one, or two while OLM replaces one by the next.
+    Installed(Vec<String>),
     /// The cluster could not tell (why, naming the call that failed).
     Unknown(String),
 }
@@ -94,6 +103,9 @@ pub struct Inventory {
     /// Clusters whose uploads were read but part of whose install state was not (CSVs,
     /// HelmRequests); the uploads concerned are [`InstallState::Unknown`].
     pub unknown: Vec<(String, Error)>,
+    /// What was found absent where that is an answer, not a failure (a cluster without OLM):
+    /// said as a warning, the exit code untouched.
+    pub warnings: Vec<String>,
 }
 
 impl Inventory {
@@ -159,8 +171,9 @@ pub async fn read(platform: &Platform, only: &[String]) -> Result<Inventory> {
     (inv.plugins, inv.plugin_errors) = plugins;
     for (name, r) in reads {
         match r {
-            Ok((u, unknown)) => {
+            Ok((u, unknown, warnings)) => {
                 inv.uploads.extend(u);
+                inv.warnings.extend(warnings);
                 inv.unknown
                     .extend(unknown.into_iter().map(|e| (name.clone(), e)));
             }
@@ -196,9 +209,32 @@ async fn list(
     ns: Option<&str>,
 ) -> Result<Vec<DynamicObject>> {
     let (ar, _) = c.discover(group, kind).await?;
+    list_of(c, &ar, kind, ns).await
+}
+
+/// As [`list`], for a group optional to the command: `None` when the cluster does not serve
+/// it at all.
+async fn list_if_served(
+    c: &Cluster,
+    group: &str,
+    kind: &str,
+    ns: Option<&str>,
+) -> Result<Option<Vec<DynamicObject>>> {
+    match c.discover_if_served(group, kind).await? {
+        Some((ar, _)) => list_of(c, &ar, kind, ns).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+async fn list_of(
+    c: &Cluster,
+    ar: &kube::discovery::ApiResource,
+    kind: &str,
+    ns: Option<&str>,
+) -> Result<Vec<DynamicObject>> {
     let api = match ns {
-        Some(ns) => c.namespaced(&ar, ns),
-        None => c.all(&ar),
+        Some(ns) => c.namespaced(ar, ns),
+        None => c.all(ar),
     };
     // page by page, so that each answer stays well below the client's cap on one answer
     // (cluster.rs, MAX_API_ANSWER) however many objects there are; a page of 250 operators'
@@ -270,18 +306,30 @@ fn english(raw: &str) -> String {
         .unwrap_or_else(|| raw.to_string())
 }
 
-/// The Artifacts of one cluster with their versions and what is installed from them, and
-/// what of the install state could not be read. Fails only when the Artifacts cannot be.
-async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>)> {
+/// The Artifacts of one cluster with their versions and what is installed from them, what of
+/// the install state could not be read, and warnings. Fails only when the Artifacts cannot be.
+async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>, Vec<String>)> {
     let artifacts = list(c, "app.alauda.io", "Artifact", Some(NAMESPACE)).await?;
     let versions = list(c, "app.alauda.io", "ArtifactVersion", Some(NAMESPACE)).await?;
     let kinds: Vec<UploadKind> = artifacts.iter().map(upload_kind).collect();
     let mut unknown = Vec::new();
+    let mut warnings = Vec::new();
     let csvs = if kinds.contains(&UploadKind::Operator) {
-        installed_csvs(c).await.map_err(|e| {
-            unknown.push(e.clone());
-            e.message
-        })
+        match installed_csvs(c).await {
+            Ok(Some(csvs)) => Ok(csvs),
+            Ok(None) => {
+                warnings.push(format!(
+                    "cluster {}: the API group {OLM} (OLM) is not served there, so no operator \
+                     can be installed there: its operators are shown as not installed",
+                    c.name
+                ));
+                Ok(Vec::new())
+            }
+            Err(e) => {
+                unknown.push(e.clone());
+                Err(e.message)
+            }
+        }
     } else {
         Ok(Vec::new())
     };
@@ -293,9 +341,9 @@ async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>)> {
     } else {
         Ok(BTreeMap::new())
     };
-    let state = |found: Option<&String>| match found {
-        Some(v) => InstallState::Installed(v.clone()),
-        None => InstallState::NotInstalled,
+    let state = |found: Vec<String>| match found.is_empty() {
+        false => InstallState::Installed(found),
+        true => InstallState::NotInstalled,
     };
     let mut out = Vec::new();
     for (a, kind) in artifacts.into_iter().zip(kinds) {
@@ -311,15 +359,10 @@ async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>)> {
             .cloned()
             .collect();
         let installed = match (kind, &csvs, &charts) {
-            (UploadKind::Operator, Ok(csvs), _) => {
-                let prefix = format!("{name}.v");
-                state(
-                    csvs.iter()
-                        .find(|(csv, _)| csv.starts_with(&prefix))
-                        .map(|(_, version)| version),
-                )
+            (UploadKind::Operator, Ok(csvs), _) => state(installed_versions(&name, csvs)),
+            (UploadKind::Chart, _, Ok(charts)) => {
+                state(charts.get(&name).cloned().into_iter().collect())
             }
-            (UploadKind::Chart, _, Ok(charts)) => state(charts.get(&name)),
             (UploadKind::Operator, Err(why), _) | (UploadKind::Chart, _, Err(why)) => {
                 InstallState::Unknown(why.clone())
             }
@@ -335,7 +378,7 @@ async fn uploaded(c: &Cluster) -> Result<(Vec<Uploaded>, Vec<Error>)> {
             installed,
         });
     }
-    Ok((out, unknown))
+    Ok((out, unknown, warnings))
 }
 
 fn upload_kind(a: &DynamicObject) -> UploadKind {
@@ -350,26 +393,49 @@ fn upload_kind(a: &DynamicObject) -> UploadKind {
     }
 }
 
-/// (CSV name, version) of every operator installed on the cluster, copies left out.
-async fn installed_csvs(c: &Cluster) -> Result<Vec<(String, String)>> {
-    let items = list(c, "operators.coreos.com", "ClusterServiceVersion", None).await?;
-    Ok(items
-        .into_iter()
-        .filter(|csv| label(csv, "olm.copiedFrom").is_none())
-        .filter(|csv| csv.data["status"]["reason"].as_str() != Some("Copied"))
-        .filter_map(|csv| {
-            let name = csv.metadata.name.clone()?;
-            let version = csv.data["spec"]["version"]
-                .as_str()
-                .map(str::to_string)
-                .unwrap_or_else(|| {
-                    name.split_once(".v")
-                        .map(|(_, v)| v.to_string())
-                        .unwrap_or_default()
-                });
-            Some((name, version))
-        })
-        .collect())
+/// OLM's API group: optional for `list` and `gc` (a cluster may run without OLM).
+const OLM: &str = "operators.coreos.com";
+
+/// Every version of `artifact` its CSVs show installed, lowest first: each CSV named
+/// `<artifact>.v…` counts, not only the first found. While OLM upgrades an operator the old
+/// CSV (being replaced) and the new one both exist, and both versions must stay protected.
+fn installed_versions(artifact: &str, csvs: &[(String, String)]) -> Vec<String> {
+    let prefix = format!("{artifact}.v");
+    let mut found: Vec<String> = csvs
+        .iter()
+        .filter(|(csv, _)| csv.starts_with(&prefix))
+        .map(|(_, version)| version.clone())
+        .collect();
+    found.sort_by(|a, b| super::gc::version_cmp(a, b));
+    found.dedup();
+    found
+}
+
+/// (CSV name, version) of every operator installed on the cluster, copies left out; `None`
+/// when the cluster does not serve OLM's API group at all.
+async fn installed_csvs(c: &Cluster) -> Result<Option<Vec<(String, String)>>> {
+    let Some(items) = list_if_served(c, OLM, "ClusterServiceVersion", None).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        items
+            .into_iter()
+            .filter(|csv| label(csv, "olm.copiedFrom").is_none())
+            .filter(|csv| csv.data["status"]["reason"].as_str() != Some("Copied"))
+            .filter_map(|csv| {
+                let name = csv.metadata.name.clone()?;
+                let version = csv.data["spec"]["version"]
+                    .as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| {
+                        name.split_once(".v")
+                            .map(|(_, v)| v.to_string())
+                            .unwrap_or_default()
+                    });
+                Some((name, version))
+            })
+            .collect(),
+    ))
 }
 
 /// Chart name → installed version, from the cluster's HelmRequests (`spec.chart` is
@@ -385,4 +451,29 @@ async fn installed_charts(c: &Cluster) -> Result<BTreeMap<String, String>> {
             Some((name, version.to_string()))
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::installed_versions;
+
+    #[test]
+    fn every_matching_csv_counts_as_installed_not_only_the_first() {
+        let csvs: Vec<(String, String)> = [
+            ("es-operator.v2.10.0", "2.10.0"),
+            ("other-operator.v1.0.0", "1.0.0"),
+            // OLM upgrading: the old CSV (replaced) still exists beside the new one
+            ("es-operator.v2.9.0", "2.9.0"),
+            ("es-operator-extra.v9.0.0", "9.0.0"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            installed_versions("es-operator", &csvs),
+            ["2.9.0", "2.10.0"]
+        );
+        assert_eq!(installed_versions("other-operator", &csvs), ["1.0.0"]);
+        assert!(installed_versions("absent", &csvs).is_empty());
+    }
 }

@@ -151,6 +151,9 @@ pub struct State {
     pub failing_reads: Vec<String>,
     /// "cluster|group": API groups this cluster does not serve (no CRD installed there).
     pub missing_groups: Vec<String>,
+    /// Names of objects answered (get and list) without `metadata.uid` and
+    /// `metadata.resourceVersion`: an odd or hostile API server.
+    pub bare_metadata: Vec<String>,
     /// Sleep this long before answering any /kubernetes/ call (latency benchmark).
     pub api_delay: std::time::Duration,
     /// Kubernetes API calls being answered now, and the most there ever were at once.
@@ -283,6 +286,7 @@ impl FakePlatform {
             failing_reads: Vec::new(),
             created_before_delete: Vec::new(),
             missing_groups: Vec::new(),
+            bare_metadata: Vec::new(),
             api_delay: std::time::Duration::ZERO,
             in_flight: 0,
             max_in_flight: 0,
@@ -627,6 +631,22 @@ async fn handle(state: Arc<Mutex<State>>, req: Request<hyper::body::Incoming>) -
 }
 
 impl State {
+    /// The object as the API answers it ([`State::bare_metadata`] strips its identity).
+    fn as_answered(&self, o: &Value) -> Value {
+        let mut o = o.clone();
+        let name = o["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if self.bare_metadata.contains(&name) {
+            if let Some(m) = o["metadata"].as_object_mut() {
+                m.remove("uid");
+                m.remove("resourceVersion");
+            }
+        }
+        o
+    }
+
     fn next(&mut self, prefix: &str) -> String {
         self.counter += 1;
         format!("{prefix}{}{}", self.counter, self.rv)
@@ -861,7 +881,7 @@ impl State {
             }
             match (method, name) {
                 ("GET", Some(n)) => match self.objects.get(&key(n)) {
-                    Some(o) => respond(200, o.clone()),
+                    Some(o) => respond(200, self.as_answered(o)),
                     None => status(404, "NotFound", format!("{gr} \"{n}\" not found")),
                 },
                 ("GET", None) => {
@@ -887,7 +907,7 @@ impl State {
                             more = true;
                             break;
                         }
-                        items.push(v.clone());
+                        items.push(self.as_answered(v));
                         last = k.clone();
                     }
                     let mut meta = json!({"resourceVersion": self.rv.to_string()});

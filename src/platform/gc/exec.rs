@@ -116,6 +116,13 @@ pub fn restorable(p: &Planned) -> Value {
 /// Deletes one planned object (of `cluster`) with the uid and resourceVersion it had when
 /// planned.
 pub async fn delete(cluster: &Cluster, p: &Planned) -> Result<Outcome> {
+    let meta = &p.object.metadata;
+    if meta.uid.as_deref().is_none_or(str::is_empty)
+        || meta.resource_version.as_deref().is_none_or(str::is_empty)
+    {
+        // never planned (gc.rs `take`); kept rather than deleted without preconditions
+        return Ok(Outcome::Kept);
+    }
     let (ar, _): (ApiResource, _) = cluster.discover(p.group, p.kind).await?;
     let api = match &p.namespace {
         Some(ns) => cluster.namespaced(&ar, ns),

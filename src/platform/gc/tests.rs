@@ -26,7 +26,8 @@ fn now() -> Timestamp {
 
 fn object(kind: &str, name: &str, created: Option<&str>) -> DynamicObject {
     let mut o = json!({"apiVersion": "app.alauda.io/v1alpha1", "kind": kind,
-        "metadata": {"name": name, "namespace": "cpaas-system", "uid": format!("uid-{name}")}});
+        "metadata": {"name": name, "namespace": "cpaas-system", "uid": format!("uid-{name}"),
+            "resourceVersion": "1"}});
     if let Some(c) = created {
         o["metadata"]["creationTimestamp"] = json!(c);
     }
@@ -73,7 +74,7 @@ fn names(inv: &Inventory, p: &Policy) -> Vec<String> {
 fn keep_counts_only_versions_older_than_the_installed_one() {
     let inv = inventory(vec![operator(
         &["2.7.0", "2.10.0", "2.8.0", "2.9.0"],
-        InstallState::Installed("2.9.0".into()),
+        InstallState::Installed(vec!["2.9.0".into()]),
     )]);
     assert_eq!(
         names(&inv, &policy(0)),
@@ -83,6 +84,48 @@ fn keep_counts_only_versions_older_than_the_installed_one() {
     assert!(names(&inv, &policy(3)).is_empty());
     let why = &plan(&inv, &policy(1)).items[0].why;
     assert!(why.starts_with("older than the installed 2.9.0"), "{why}");
+}
+
+#[test]
+fn while_olm_replaces_a_version_both_installed_versions_are_protected() {
+    let inv = inventory(vec![operator(
+        &["2.7.0", "2.8.0", "2.9.0", "2.10.0"],
+        InstallState::Installed(vec!["2.9.0".into(), "2.10.0".into()]),
+    )]);
+    assert_eq!(
+        names(&inv, &policy(0)),
+        ["es-operator.v2.8.0", "es-operator.v2.7.0"]
+    );
+    let why = &plan(&inv, &policy(0)).items[0].why;
+    assert!(
+        why.starts_with("older than the installed 2.9.0 and 2.10.0"),
+        "{why}"
+    );
+}
+
+#[test]
+fn an_object_without_uid_or_resource_version_is_kept_not_deleted_blindly() {
+    let mut u = operator(&["1.0.0", "1.1.0"], InstallState::NotInstalled);
+    u.versions[0].metadata.uid = None;
+    u.versions[1].metadata.resource_version = Some(String::new());
+    let p = plan(&inventory(vec![u]), &policy(0));
+    assert!(p.items.is_empty(), "{:?}", p.items);
+    let why: Vec<&str> = p.not_planned.iter().map(|n| n.why.as_str()).collect();
+    assert!(
+        why.iter()
+            .any(|w| w.starts_with("kept: the server's answer has no metadata.uid,")),
+        "{why:?}"
+    );
+    assert!(
+        why.iter()
+            .any(|w| w.contains("no metadata.resourceVersion,")),
+        "{why:?}"
+    );
+    // and the Artifact stays with them
+    assert!(
+        why.iter().any(|w| w.contains("without an owner")),
+        "{why:?}"
+    );
 }
 
 #[test]
