@@ -284,3 +284,73 @@ fn dr_a_refused_primary_leaves_the_standby_alone_and_a_deadline_exits_9() {
     args.extend_from_slice(FAST);
     says(&up(&standby, &args), 9, &["timeout", "--timeout passed"]);
 }
+
+#[test]
+fn a_workload_cluster_waits_for_global_to_be_ready_not_only_at_the_version() {
+    let p = setup(
+        &[("global", "v4.2.0"), ("region1", "v4.1.3")],
+        &["v4.2.0"],
+        200,
+    );
+    p.state.lock().unwrap().cvo.not_ready.push("global".into());
+    let run = up(&p, &["--cluster", "region1", "--to", "v4.2.0", "--yes"]);
+    says(
+        &run,
+        8,
+        &[
+            "order",
+            "region1",
+            "global is at v4.2.0 but not Ready (Ready=False, Reconciling",
+        ],
+    );
+    assert_eq!(patches(&p), 0);
+    assert_eq!(versions(&p, "region1"), ("".into(), "v4.1.3".into()));
+    // once global is Ready, the same command goes through
+    p.state.lock().unwrap().cvo.not_ready.clear();
+    let run = up(&p, &["--cluster", "region1", "--to", "v4.2.0", "--yes"]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(versions(&p, "region1").0, "v4.2.0");
+}
+
+#[test]
+fn to_latest_with_nothing_offered_is_refused_naming_sync_not_already_at_target() {
+    let p = setup(&[("global", "v4.1.3")], &[], 200);
+    let run = up(&p, &["--to-latest", "--yes"]);
+    says(
+        &run,
+        8,
+        &[
+            "target offered",
+            "no ProductManifest of a newer version",
+            "ferry sync",
+        ],
+    );
+    assert!(!run.all().contains("already at target"), "{}", run.all());
+    assert_eq!(patches(&p), 0);
+    assert_eq!(versions(&p, "global"), ("".into(), "v4.1.3".into()));
+}
+
+#[test]
+fn without_a_terminal_one_line_per_change() {
+    let p = setup(&[("global", "v4.1.3")], &["v4.2.0"], 150);
+    let mut args = vec!["--to", "v4.2.0", "--wait"];
+    args.extend_from_slice(FAST);
+    let run = up(&p, &args);
+    assert_eq!(run.code, 0, "{}", run.all());
+    // each state once, however many polls saw it (a poll every 50 ms, stages of 150 ms)
+    let lines: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("global: stage "))
+        .collect();
+    assert!(lines.len() >= 3, "{}", run.stderr);
+    let states: Vec<&str> = lines
+        .iter()
+        .map(|l| l.rsplit_once(" [").map_or(*l, |(s, _)| s))
+        .collect();
+    let mut unique = states.clone();
+    unique.dedup();
+    assert_eq!(states, unique, "{}", run.stderr);
+    // no terminal: no live-line control sequences
+    assert!(!run.stderr.contains('\u{1b}'), "{:?}", run.stderr);
+}

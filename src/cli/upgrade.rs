@@ -15,6 +15,7 @@ use crate::platform::{inventory::GLOBAL, kubeconfig, Cluster, Platform};
 use render::{render_plan, render_summary};
 
 mod cluster;
+mod live;
 mod render;
 
 use cluster::{one, skipped, Ctx, Outcome};
@@ -214,6 +215,7 @@ fn request(a: RequestArgs) -> Result<i32> {
     let with_global = names.iter().any(|n| n == GLOBAL);
     let workloads: Vec<String> = names.into_iter().filter(|n| n != GLOBAL).collect();
     let started = Instant::now();
+    let json = a.which.output == Output::Json;
     let ctx = Ctx {
         target,
         allow: a.allow_explicit_upgrade,
@@ -221,8 +223,8 @@ fn request(a: RequestArgs) -> Result<i32> {
         deadline: started + Duration::from_secs(a.timeout),
         poll: Duration::from_secs_f64(a.poll_interval),
         started,
+        live: live::Live::new(json),
     };
-    let json = a.which.output == Output::Json;
 
     // the plan, from what is read now
     let g = rt.block_on(upgrade::read(&global, GLOBAL))?;

@@ -36,6 +36,9 @@ pub struct Cvo {
     pub fail_preflight: HashMap<String, (String, String)>,
     /// cluster → operation (of the ControlPlane stage) that fails: the run ends Degraded.
     pub degrade: HashMap<String, String>,
+    /// Clusters that, with no run going, are still reconciling: `Ready=False` and
+    /// `Reconciling=True` at their current version.
+    pub not_ready: Vec<String>,
     /// cluster → when a run was started (a desiredUpdate write seen).
     pub requested_at: HashMap<String, Instant>,
     /// cluster → when its run reached Ready.
@@ -218,6 +221,16 @@ impl Cvo {
                         ));
                         conditions.push(cond("Reconciling", true, "Progressing", "", generation));
                     }
+                }
+                _ if self.not_ready.contains(&name) => {
+                    conditions.push(cond(
+                        "Ready",
+                        false,
+                        "Reconciling",
+                        "components still rolling out",
+                        generation,
+                    ));
+                    conditions.push(cond("Reconciling", true, "Progressing", "", generation));
                 }
                 _ => {
                     conditions.push(ready(&current, generation));

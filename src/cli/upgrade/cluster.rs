@@ -35,6 +35,8 @@ pub(super) struct Ctx {
     pub(super) deadline: Instant,
     pub(super) poll: Duration,
     pub(super) started: Instant,
+    /// Live lines on a terminal, plain lines otherwise.
+    pub(super) live: super::live::Live,
 }
 
 pub(super) fn skipped(ctx: &Ctx, side: &'static str, s: &Shadow, why: &str) -> Outcome {
@@ -79,7 +81,7 @@ pub(super) async fn one(
         seconds: 0.0,
     };
     for w in &p.warnings {
-        eprintln!("warning: {label}: {w}");
+        ctx.live.say(&format!("warning: {label}: {w}"));
     }
     let begun = Instant::now();
     let generation = match &p.decision {
@@ -94,16 +96,20 @@ pub(super) async fn one(
             return o;
         }
         Decision::AlreadyRequested => {
-            eprintln!("{label}: {} already requested; not written again", p.to);
+            ctx.live.say(&format!(
+                "{label}: {} already requested; not written again",
+                p.to
+            ));
             s.generation
         }
         Decision::Request => match upgrade::request(global, s, &p.to).await {
             Ok(g) => {
-                eprintln!("{label}: requested {} -> {}", p.from, p.to);
+                ctx.live
+                    .say(&format!("{label}: requested {} -> {}", p.from, p.to));
                 g
             }
             Err(e) => {
-                eprintln!("error: {}", e.message);
+                ctx.live.say(&format!("error: {}", e.message));
                 o.result = "error";
                 o.detail = e.message;
                 return o;
@@ -113,27 +119,27 @@ pub(super) async fn one(
     if !(wait || ctx.wait) {
         return o;
     }
+    let mut line = ctx.live.cluster(&label);
     let watched = upgrade::watch::follow(
         global,
         &s.cluster,
         &p.to,
         generation,
         (ctx.deadline, ctx.poll),
-        |line| eprintln!("{label}: {line} [{}s]", ctx.started.elapsed().as_secs()),
+        |state| line.update(state, ctx.started.elapsed().as_secs()),
     )
     .await;
-    (o.result, o.detail) = match watched {
-        Watched::Ready => {
-            eprintln!("{label}: Ready at {}", p.to);
-            ("ready", String::new())
-        }
-        Watched::Failed(why) => {
-            eprintln!("{label}: {why}");
-            ("degraded", why)
-        }
-        Watched::TimedOut(why) => ("timeout", why),
-        Watched::Error(e) => ("error", e.message),
+    let (end, (result, detail)) = match watched {
+        Watched::Ready => (
+            format!("{label}: Ready at {}", p.to),
+            ("ready", String::new()),
+        ),
+        Watched::Failed(why) => (format!("{label}: {why}"), ("degraded", why)),
+        Watched::TimedOut(why) => (format!("{label}: timeout: {why}"), ("timeout", why)),
+        Watched::Error(e) => (format!("error: {}", e.message), ("error", e.message)),
     };
+    line.finish(&end);
+    (o.result, o.detail) = (result, detail);
     o.seconds = (begun.elapsed().as_secs_f64() * 10.0).round() / 10.0;
     o
 }

@@ -61,6 +61,45 @@ pub struct Planned {
     pub warnings: Vec<String>,
 }
 
+fn or_unknown(v: &str) -> &str {
+    if v.is_empty() {
+        "an unknown version"
+    } else {
+        v
+    }
+}
+
+/// Why a layer at the target is not settled yet (`Ready` not True, or `Reconciling` True),
+/// or `None` when it is.
+fn unsettled(layer: &Shadow) -> Option<String> {
+    let said = |kind: &str| match layer.condition(kind) {
+        Some(c) => {
+            let why = [c.reason.as_str(), c.message.as_str()]
+                .into_iter()
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+                .join(": ");
+            format!(
+                "{kind}={}{}",
+                c.status,
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {why}")
+                }
+            )
+        }
+        None => format!("no {kind} condition"),
+    };
+    if !layer.is("Ready") {
+        Some(said("Ready"))
+    } else if layer.is("Reconciling") {
+        Some(said("Reconciling"))
+    } else {
+        None
+    }
+}
+
 /// A layer that must be at the target before `s` may go: ("global", its shadow), and with a
 /// DR standby ("the standby's global", its shadow).
 pub type Layer<'a> = (&'a str, &'a Shadow);
@@ -87,20 +126,43 @@ pub fn decide(s: &Shadow, target: &Target, allow_explicit: bool, layers: &[Layer
         Target::Version(v) => offered(v).unwrap_or_else(|| v.clone()),
         Target::Latest => match s.available_updates.iter().max_by(|a, b| version_cmp(a, b)) {
             Some(v) => v.clone(),
-            None if !s.current.is_empty() && (s.desired.is_empty() || s.desired == s.current) => {
-                // nothing newer offered and nothing pending: it is at the latest it knows
+            // an upgrade already requested and not reached: follow it
+            None if !s.desired.is_empty()
+                && (s.current.is_empty()
+                    || version_cmp(&s.desired, &s.current) == Ordering::Greater) =>
+            {
+                plan.to = s.desired.clone();
+                plan.decision = Decision::AlreadyRequested;
+                return plan;
+            }
+            // a workload cluster at its global's version: nothing newer can be offered to it
+            // before global moves on
+            None if !layers.is_empty()
+                && !s.current.is_empty()
+                && layers.iter().all(|(_, l)| {
+                    !l.current.is_empty() && version_cmp(&s.current, &l.current) != Ordering::Less
+                }) =>
+            {
                 plan.to = s.current.clone();
                 plan.decision = Decision::AlreadyAtTarget;
                 return plan;
             }
+            // Nothing offered. From the cluster alone "at the newest version there is" and "the
+            // newer version was never uploaded" look the same; the second is the mistake to
+            // catch (an "already at target" would read as done), so it is refused
             None => {
+                plan.to = String::new();
                 gated(
                     &mut plan,
                     Gate::TargetOffered,
                     format!(
-                        "cluster {name} offers no update (status.availableUpdates is empty): \
-                         is the ProductManifest of the target version created and processed? \
-                         Or name the version with --to V --allow-explicit-upgrade"
+                        "cluster {name} offers no update (status.availableUpdates is empty) and \
+                         is at {}: most likely no ProductManifest of a newer version is on the \
+                         platform yet: run `ferry sync` with the new core package first (then \
+                         `ferry sync --preflight`); if {} is already the newest version you \
+                         have, there is nothing to do",
+                        or_unknown(&s.current),
+                        or_unknown(&s.current),
                     ),
                 );
                 return plan;
@@ -124,11 +186,22 @@ pub fn decide(s: &Shadow, target: &Target, allow_explicit: bool, layers: &[Layer
                 format!(
                     "cluster {name} is a workload cluster and {label} is at {}, not yet at \
                      {to}: upgrade {label} first (ferry upgrade --cluster global --to {to} --wait)",
-                    if layer.current.is_empty() {
-                        "an unknown version"
-                    } else {
-                        &layer.current
-                    }
+                    or_unknown(&layer.current)
+                ),
+            );
+            return plan;
+        }
+        // at the version is not enough: global still reconciling (its upgrade's last stages,
+        // or a new one under way) is not the settled layer the workload clusters may follow
+        if let Some(why) = unsettled(layer) {
+            gated(
+                &mut plan,
+                Gate::Order,
+                format!(
+                    "cluster {name} is a workload cluster and {label} is at {} but not Ready \
+                     ({why}): wait until {label} is Ready (ferry upgrade status --cluster \
+                     global), then run again",
+                    layer.current
                 ),
             );
             return plan;
@@ -206,6 +279,7 @@ pub fn decide(s: &Shadow, target: &Target, allow_explicit: bool, layers: &[Layer
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::platform::upgrade::Condition;
     use serde_json::json;
 
     fn shadow(name: &str, current: &str, available: &[&str], check: &str) -> Shadow {
@@ -294,15 +368,131 @@ mod tests {
             decide(&at, &v("v4.2.0"), false, &[]).decision,
             Decision::AlreadyAtTarget
         );
-        assert_eq!(
-            decide(&at, &Target::Latest, false, &[]).decision,
-            Decision::AlreadyAtTarget
-        );
         let mut asked = g.clone();
         asked.desired = "v4.2.0".into();
         assert_eq!(
             decide(&asked, &v("v4.2.0"), false, &[]).decision,
             Decision::AlreadyRequested
+        );
+    }
+
+    #[test]
+    fn to_latest_with_nothing_offered_is_refused_unless_there_is_nothing_newer_to_offer() {
+        // global alone: "newest" and "newer never uploaded" look alike; refused, naming sync
+        let at = shadow("global", "v4.2.0", &[], "Passed");
+        let p = decide(&at, &Target::Latest, false, &[]);
+        let Decision::Gated {
+            gate: Gate::TargetOffered,
+            why,
+        } = p.decision
+        else {
+            panic!("{p:?}")
+        };
+        assert!(
+            why.contains("no ProductManifest of a newer version") && why.contains("ferry sync"),
+            "{why}"
+        );
+        // a workload cluster behind its global with nothing offered: refused too
+        let mut g = shadow("global", "v4.3.0", &[], "Passed");
+        g.conditions.push(ready(true));
+        let w = shadow("region1", "v4.2.0", &[], "Passed");
+        assert!(matches!(
+            decide(&w, &Target::Latest, false, &[("global", &g)]).decision,
+            Decision::Gated {
+                gate: Gate::TargetOffered,
+                ..
+            }
+        ));
+        // ... but at its global's version it is as far as it can go
+        let w = shadow("region1", "v4.3.0", &[], "Passed");
+        assert_eq!(
+            decide(&w, &Target::Latest, false, &[("global", &g)]).decision,
+            Decision::AlreadyAtTarget
+        );
+        // an upgrade already requested (nothing offered while it runs): followed
+        let mut asked = shadow("global", "v4.2.0", &[], "Passed");
+        asked.desired = "v4.3.0".into();
+        let p = decide(&asked, &Target::Latest, false, &[]);
+        assert_eq!(
+            (p.to.as_str(), p.decision),
+            ("v4.3.0", Decision::AlreadyRequested)
+        );
+    }
+
+    fn ready(yes: bool) -> Condition {
+        Condition {
+            kind: "Ready".into(),
+            status: if yes { "True" } else { "False" }.into(),
+            reason: if yes { "AsExpected" } else { "Progressing" }.into(),
+            message: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_order_gate_wants_global_ready_not_only_at_the_version() {
+        let w = shadow("region1", "v4.1.3", &["v4.2.0"], "Passed");
+        let mut g = shadow("global", "v4.2.0", &[], "Passed");
+        g.conditions.push(ready(false));
+        let p = decide(&w, &v("v4.2.0"), false, &[("global", &g)]);
+        let Decision::Gated {
+            gate: Gate::Order,
+            why,
+        } = p.decision
+        else {
+            panic!("{p:?}")
+        };
+        assert!(
+            why.contains("global is at v4.2.0 but not Ready (Ready=False, Progressing)"),
+            "{why}"
+        );
+        // no Ready condition at all: not settled either
+        g.conditions.clear();
+        assert!(matches!(
+            decide(&w, &v("v4.2.0"), false, &[("global", &g)]).decision,
+            Decision::Gated {
+                gate: Gate::Order,
+                ..
+            }
+        ));
+        // Ready but still reconciling
+        g.conditions = vec![
+            ready(true),
+            Condition {
+                kind: "Reconciling".into(),
+                status: "True".into(),
+                reason: "Progressing".into(),
+                message: "upgrading addons".into(),
+            },
+        ];
+        let p = decide(&w, &v("v4.2.0"), false, &[("global", &g)]);
+        let Decision::Gated { why, .. } = p.decision else {
+            panic!("{p:?}")
+        };
+        assert!(
+            why.contains("Reconciling=True, Progressing: upgrading addons"),
+            "{why}"
+        );
+        // Ready and settled, past the target too: requested; the standby's global counts alike
+        g.conditions = vec![ready(true)];
+        g.current = "v4.3.0".into();
+        assert_eq!(
+            decide(&w, &v("v4.2.0"), false, &[("global", &g)]).decision,
+            Decision::Request
+        );
+        let mut sg = g.clone();
+        sg.conditions = vec![ready(false)];
+        let p = decide(
+            &w,
+            &v("v4.2.0"),
+            false,
+            &[("global", &g), ("the standby's global", &sg)],
+        );
+        let Decision::Gated { why, .. } = p.decision else {
+            panic!("{p:?}")
+        };
+        assert!(
+            why.contains("the standby's global is at v4.3.0 but not Ready"),
+            "{why}"
         );
     }
 }

@@ -19,7 +19,8 @@ pub enum Watched {
 }
 
 /// Reads `name`'s ClusterVersionShadow every `poll` until the upgrade to `to` (written as
-/// `generation`) is Ready or failed, or `deadline` passed; `report` gets one line per change.
+/// `generation`) is Ready or failed, or `deadline` passed; `report` gets where it stands at
+/// every poll (the caller shows a live line, or prints the changes).
 pub async fn follow(
     global: &Cluster,
     name: &str,
@@ -34,11 +35,10 @@ pub async fn follow(
             Ok(now) => match progress(&now, to, generation) {
                 Progress::Ready => return Watched::Ready,
                 Progress::Failed(why) => return Watched::Failed(why),
-                Progress::Running(line) if line != last => {
+                Progress::Running(line) => {
                     report(&line);
                     last = line;
                 }
-                Progress::Running(_) => {}
             },
             Err(e) if e.retryable => report(&format!("{} (still waiting)", e.message)),
             Err(e) => return Watched::Error(e),
