@@ -321,9 +321,12 @@ fn ferry_command<S: AsRef<std::ffi::OsStr>>(
     child.wait_with_output().unwrap()
 }
 
-/// A HOME of its own per process of tests, so that no real docker login leaks in.
+/// A HOME of its own per process of tests, so that no real docker login leaks in. Under
+/// cargo's scratch directory for tests (target/tmp), not /tmp, where one left per test
+/// process would pile up run after run.
 pub fn scratch_home() -> PathBuf {
-    let p = std::env::temp_dir().join(format!("ferry-test-home-{}", std::process::id()));
+    let p = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("ferry-test-home-{}", std::process::id()));
     std::fs::create_dir_all(&p).unwrap();
     p
 }
