@@ -3,12 +3,18 @@
 //! its `RepoTags` and one uncompressed tar per layer; there is no registry manifest.
 //!
 //! The manifest is made as containers/image makes it when it reads such an archive
-//! (`docker/internal/tarfile/src.go`, what `skopeo copy docker-archive:... docker://` pushes
-//! with `--preserve-digests`): Docker schema 2, config `application/vnd.docker.container.
-//! image.v1+json`, one `application/vnd.docker.image.rootfs.diff.tar` layer per entry of the
-//! config's `rootfs.diff_ids`, in that order (a repeated layer listed each time), digest the
-//! diff ID, size the layer file's; serialized as Go's `encoding/json` does (field order of
-//! the struct, no spaces). Layers are pushed as they are: their digest is their diff ID.
+//! (`docker/internal/tarfile/src.go`, what `skopeo copy --preserve-digests docker-archive:...
+//! docker://` pushes): Docker schema 2, config `application/vnd.docker.container.image.v1+
+//! json`, one layer per entry of the config's `rootfs.diff_ids`, in that order (a repeated
+//! layer listed each time), digest the diff ID, size the layer file's; serialized as Go's
+//! `encoding/json` does (field order of the struct, no spaces). Layers are pushed as they
+//! are: their digest is their diff ID.
+//!
+//! The layer media type is containers/image's too: `...rootfs.diff.tar.gzip`, although the
+//! layers are plain tars (containers/image issue #1270, open since 2021). That is a choice:
+//! with the exact `...diff.tar` the manifest's digest would differ from skopeo's, so an image
+//! pushed by ferry and the same archive pushed by skopeo would be two images; pullers
+//! (containerd, docker, CRI-O) find a layer's compression from its bytes, not its label.
 //!
 //! Two passes over the file: `manifest.json` comes last in every writer, so the first pass
 //! lists the entries (sizes, links) and holds the small files (configs), and the second
@@ -31,7 +37,8 @@ use crate::oci::media::DOCKER_MANIFEST;
 use crate::oci::{Descriptor, Digest};
 
 pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
-pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+/// Not `...diff.tar`: see the module documentation.
+pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
 
 /// Small files held in the first pass (configs are a few kB; a small layer may be held too).
 const MAX_HELD_BYTES: u64 = 64 << 20;
@@ -305,7 +312,12 @@ impl Source for DockerArchiveSource {
             };
             let what = format!("manifest.json entry {}", i + 1);
             if m.names.is_empty() {
-                images.push(named(desc.clone(), Err(String::new()), &what, &mut warnings));
+                images.push(named(
+                    desc.clone(),
+                    Err(String::new()),
+                    &what,
+                    &mut warnings,
+                ));
             }
             for n in &m.names {
                 let name = super::image_names::normalize(n).ok_or_else(|| n.clone());
@@ -361,7 +373,9 @@ impl Source for DockerArchiveSource {
     }
 
     fn read_chart(&self, name: &str) -> Result<Vec<u8>> {
-        Err(Error::package(format!("{name}: a docker archive has no charts")))
+        Err(Error::package(format!(
+            "{name}: a docker archive has no charts"
+        )))
     }
 
     fn check_unchanged(&self) -> Result<()> {

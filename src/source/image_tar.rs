@@ -85,7 +85,11 @@ fn kind_of_top_level(name: &str) -> FileKind {
         "blobs" | "index.json" | "oci-layout" => FileKind::OciArchive,
         "manifest.json" | "repositories" => FileKind::DockerArchive,
         n if hex(n) => FileKind::DockerArchive,
-        n if n.strip_suffix(".json").or(n.strip_suffix(".tar")).is_some_and(hex) => {
+        n if n
+            .strip_suffix(".json")
+            .or(n.strip_suffix(".tar"))
+            .is_some_and(hex) =>
+        {
             FileKind::DockerArchive
         }
         _ => FileKind::Package,
