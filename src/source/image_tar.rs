@@ -6,7 +6,7 @@
 //! Also the one place that tells what kind of file a command line names ([`FileKind`]).
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::Component;
 
 use flate2::bufread::MultiGzDecoder;
@@ -202,13 +202,70 @@ pub(super) fn member<R: Read>(entry: &tar::Entry<R>) -> Result<Member> {
     })
 }
 
-/// Visits every entry of the archive in order, until `f` says [`Flow::Enough`].
+/// Visits every entry of the archive in order, until `f` says [`Flow::Enough`]. An
+/// uncompressed archive on disk (what `docker save` writes) skips the data `f` does not
+/// read by seeking: a pass that wants only the small entries reads little more than them.
 pub(super) fn walk(
     bytes: &dyn ArchiveBytes,
     f: &mut dyn FnMut(&Member, &mut dyn Read) -> Result<Flow>,
 ) -> Result<Compression> {
+    if let Some(mut file) = bytes.open_seekable()? {
+        let mut magic = Vec::new();
+        (&mut file)
+            .take(4)
+            .read_to_end(&mut magic)
+            .map_err(archive_error)?;
+        if Compression::sniff(&magic) == Compression::Plain {
+            file.seek(SeekFrom::Start(0)).map_err(archive_error)?;
+            let skipping = Skipping {
+                inner: BufReader::with_capacity(256 << 10, file),
+                pos: 0,
+            };
+            let mut tar = GuardedTar::new(skipping, None);
+            visit(tar.entries_seeking()?, f)?;
+            return Ok(Compression::Plain);
+        }
+    }
     let (mut tar, compression) = open(bytes)?;
-    for entry in tar.entries()? {
+    visit(tar.entries()?, f)?;
+    Ok(compression)
+}
+
+/// A buffered file that keeps its buffer on a short skip forward (std's `BufReader::seek`
+/// always drops it: every small entry skipped would cost a refill).
+struct Skipping<R> {
+    inner: BufReader<R>,
+    pos: u64,
+}
+
+impl<R: Read> Read for Skipping<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: Read + Seek> Seek for Skipping<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        match to {
+            SeekFrom::Current(d) => {
+                self.inner.seek_relative(d)?;
+                self.pos = self.pos.checked_add_signed(d).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek out of range")
+                })?;
+            }
+            other => self.pos = self.inner.seek(other)?,
+        }
+        Ok(self.pos)
+    }
+}
+
+fn visit<R: Read>(
+    entries: super::tar_guard::Entries<'_, R>,
+    f: &mut dyn FnMut(&Member, &mut dyn Read) -> Result<Flow>,
+) -> Result<()> {
+    for entry in entries {
         let mut entry = entry?;
         let m = member(&entry)?;
         if m == Member::Skip {
@@ -218,7 +275,7 @@ pub(super) fn walk(
             break;
         }
     }
-    Ok(compression)
+    Ok(())
 }
 
 /// Follows links from `path` to the regular file it names (a few hops at most).
@@ -286,6 +343,57 @@ mod tests {
             None
         );
         assert_eq!(join_lexically(&base, std::path::Path::new("/etc")), None);
+    }
+
+    /// The seeking walk (a plain tar file) and the streaming one (the same, gzip'd) see the
+    /// same entries and contents, whatever `f` leaves unread.
+    #[test]
+    fn seeking_and_streaming_walks_agree() {
+        let mut b = tar::Builder::new(Vec::new());
+        let big: Vec<u8> = (0..700_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for (name, data) in [
+            ("a.json", b"{}".to_vec()),
+            ("big/layer.tar", big.clone()),
+            ("c.json", b"[1]".to_vec()),
+        ] {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(data.len() as u64);
+            h.set_mode(0o644);
+            h.set_cksum();
+            b.append_data(&mut h, name, data.as_slice()).unwrap();
+        }
+        let tar = b.into_inner().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("x.tar");
+        std::fs::write(&plain, &tar).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &tar).unwrap();
+        let gzipped = dir.path().join("x.tar.gz");
+        std::fs::write(&gzipped, gz.finish().unwrap()).unwrap();
+        let mut seen = Vec::new();
+        for path in [&plain, &gzipped] {
+            let file = crate::source::PinnedFile::open(path).unwrap();
+            let mut got = Vec::new();
+            let c = walk(&file, &mut |m, r| {
+                if let Member::File { path, size } = m {
+                    let mut data = Vec::new();
+                    if *size < 100 {
+                        r.read_to_end(&mut data).unwrap();
+                    } else {
+                        r.take(3).read_to_end(&mut data).unwrap();
+                    }
+                    got.push((path.clone(), data));
+                }
+                Ok(Flow::More)
+            })
+            .unwrap();
+            seen.push((c, got));
+        }
+        assert_eq!(seen[0].0, Compression::Plain);
+        assert_eq!(seen[1].0, Compression::Gzip);
+        assert_eq!(seen[0].1, seen[1].1);
+        assert_eq!(seen[0].1[1].1, big[..3].to_vec());
+        assert_eq!(seen[0].1[2], ("c.json".to_string(), b"[1]".to_vec()));
     }
 
     #[test]

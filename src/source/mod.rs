@@ -196,6 +196,12 @@ impl<R: Read> Read for Counted<R> {
 /// The bytes of a `.tgz` package, readable from the start as often as a reading needs.
 pub trait ArchiveBytes: Send + Sync + std::fmt::Debug {
     fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// The same bytes, able to skip ahead, when they are a file of their own: an
+    /// uncompressed image archive then skips the entries it does not want instead of reading
+    /// them (see [`image_tar`]).
+    fn open_seekable(&self) -> Result<Option<PositionedReader>> {
+        Ok(None)
+    }
     /// Fails when the bytes may have changed since they were first read.
     fn check_unchanged(&self) -> Result<()>;
 }
