@@ -124,6 +124,7 @@ pub fn parse_link_speed(s: &str) -> Result<u64, String> {
 pub fn run(args: PushArgs) -> Result<i32, Error> {
     let started = Instant::now();
     let packages = source::find_packages(&args.packages)?;
+    refuse_foreign_on_platform(&packages, &args)?;
     super::check_readable(&[
         ("--keyring", args.keyring.as_deref()),
         ("--ca-file", args.ca_file.as_deref()),
@@ -337,6 +338,26 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         }
     }
     Ok(report.exit_code)
+}
+
+/// A Docker or OCI archive has no package.yaml: nothing to make the platform's Artifact
+/// from. Its images go to a registry only.
+fn refuse_foreign_on_platform(packages: &[source::Package], args: &PushArgs) -> Result<(), Error> {
+    let platform = args.platform.platform_address.is_some()
+        || args.standby_platform.platform_address.is_some();
+    match packages.iter().find(|p| p.foreign_format().is_some()) {
+        Some(p) if platform => Err(Error::new(
+            ErrorKind::Usage,
+            format!(
+                "{} is a {} (no package.yaml): its images can go to a registry only, and it \
+                 has nothing to make a platform resource from; push it with --dest-repo and \
+                 without --platform-address / --standby-platform-address",
+                p.label(),
+                p.foreign_format().expect("found above").as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Cluster `global` of the platform, where its registry and credentials are read.

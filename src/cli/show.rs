@@ -4,11 +4,14 @@ use std::path::Path;
 
 use super::Output;
 use crate::error::Error;
-use crate::source::Package;
+use crate::source::{Package, PackageHead};
 
 pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result<i32, Error> {
     let pkg = Package::open(path)?;
     let head = pkg.read_head()?;
+    if let Some(format) = pkg.foreign_format() {
+        return show_foreign(&pkg, &head, format.as_str(), output);
+    }
     let m = &head.meta;
     let images: Vec<&str> = head.images.iter().filter_map(|d| d.ref_name()).collect();
     if output == Output::Json {
@@ -60,6 +63,52 @@ pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result
             for c in &head.charts {
                 println!("Chart:     {c}");
             }
+        }
+    }
+    for w in &head.warnings {
+        eprintln!("warning: {w}");
+    }
+    Ok(0)
+}
+
+/// A Docker or OCI archive: no package.yaml to show, only the images it holds (always,
+/// `--all` or not: they are all it has), by the names they are pushed under, and the entries
+/// that cannot be pushed, with why.
+fn show_foreign(
+    pkg: &Package,
+    head: &PackageHead,
+    format: &str,
+    output: Output,
+) -> Result<i32, Error> {
+    let (images, broken) = head.resolve_images();
+    if output == Output::Json {
+        let v = serde_json::json!({
+            "file": pkg.label(),
+            "format": format,
+            "images": images.iter().map(|i| serde_json::json!({
+                "name": i.source,
+                "digest": i.graph.root.digest.to_string(),
+                "mediaType": i.graph.root.media_type,
+                "blobs": i.graph.blobs.len(),
+                "bytes": i.graph.blobs.iter().map(|b| b.size).sum::<u64>(),
+            })).collect::<Vec<_>>(),
+            "unpushable": broken.iter().map(|b| serde_json::json!({
+                "name": b.source,
+                "digest": b.digest.to_string(),
+                "error": b.error.message,
+            })).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v).expect("json"));
+    } else {
+        println!("File:      {}", pkg.label());
+        println!("Format:    {format} (no package.yaml: push it with --dest-repo)");
+        println!("Images:");
+        for i in &images {
+            let bytes: u64 = i.graph.blobs.iter().map(|b| b.size).sum();
+            println!("  {}  {}  {bytes} bytes", i.source, i.graph.root.digest);
+        }
+        for b in &broken {
+            println!("  (not pushable) {}: {}", b.digest, b.error.message);
         }
     }
     for w in &head.warnings {

@@ -3,7 +3,10 @@
 //! Every kind of package is a [`Source`]: a `.tgz` ([`archive::TgzSource`], read as a stream:
 //! one sequential pass, never extracted to disk; the file itself, or an entry of another
 //! package's archive, see [`nested`]), an extracted package directory ([`dir::DirSource`]), or
-//! a directory whose images are a registry storage tree ([`storage::StorageSource`]).
+//! a directory whose images are a registry storage tree ([`storage::StorageSource`]), or
+//! an archive another tool wrote, pushed without a package.yaml: a Docker archive
+//! ([`docker_archive::DockerArchiveSource`]) or an OCI archive
+//! ([`oci_archive::OciArchiveSource`]); [`image_tar::FileKind`] tells which a file is.
 //! [`Package`] is one of them with its name, and adds the package's name to every error.
 //!
 //! Contract of a source:
@@ -25,9 +28,14 @@ pub mod archive;
 pub mod chart;
 pub mod core;
 pub mod dir;
+pub mod docker_archive;
+pub mod foreign;
+pub mod image_names;
+pub mod image_tar;
 pub mod layout;
 pub mod metadata;
 pub mod nested;
+pub mod oci_archive;
 pub mod pack;
 pub mod pinned;
 pub mod storage;
@@ -149,6 +157,10 @@ pub trait Source: Send + Sync + std::fmt::Debug {
     fn archive(&self) -> Option<&dyn ArchiveBytes> {
         None
     }
+    /// For an archive another tool wrote (no package.yaml, a stand-in identity): which kind.
+    fn foreign_format(&self) -> Option<foreign::ForeignFormat> {
+        None
+    }
 }
 
 /// One package: a [`Source`] and the path it was named by.
@@ -184,6 +196,12 @@ impl<R: Read> Read for Counted<R> {
 /// The bytes of a `.tgz` package, readable from the start as often as a reading needs.
 pub trait ArchiveBytes: Send + Sync + std::fmt::Debug {
     fn open(&self) -> Result<Box<dyn Read + Send>>;
+    /// The same bytes, able to skip ahead, when they are a file of their own: an
+    /// uncompressed image archive then skips the entries it does not want instead of reading
+    /// them (see [`image_tar`]).
+    fn open_seekable(&self) -> Result<Option<PositionedReader>> {
+        Ok(None)
+    }
     /// Fails when the bytes may have changed since they were first read.
     fn check_unchanged(&self) -> Result<()>;
 }
@@ -205,7 +223,7 @@ impl Package {
         let meta = std::fs::metadata(path)
             .map_err(|e| Error::package(format!("{}: cannot open: {e}", path.display())))?;
         let source: Arc<dyn Source> = if !meta.is_dir() {
-            Arc::new(archive::TgzSource::file(path))
+            open_file(path)
         } else if !path.join("images/index.json").exists() && storage::is_storage_package(path) {
             Arc::new(storage::StorageSource::new(path))
         } else {
@@ -215,6 +233,11 @@ impl Package {
             path: path.to_path_buf(),
             source,
         })
+    }
+
+    /// For an archive another tool wrote: its format (see [`Source::foreign_format`]).
+    pub fn foreign_format(&self) -> Option<foreign::ForeignFormat> {
+        self.source.foreign_format()
     }
 
     /// The package stored as `entry` (e.g. `plugins/x.tgz`) in `outer`'s archive.
@@ -279,6 +302,23 @@ impl Package {
 
     fn in_context<T>(&self, r: Result<T>) -> Result<T> {
         r.map_err(|e| e.context(format!("package {}", self.label())))
+    }
+}
+
+/// A file: a `.tgz` package, or a Docker or OCI archive (the file's first entry decides,
+/// see [`image_tar::FileKind`]). Every reading goes through the one descriptor opened here.
+fn open_file(path: &Path) -> Arc<dyn Source> {
+    let bytes = pinned::LazyPinned::new(path);
+    let label = label_of(path);
+    match image_tar::FileKind::of(&bytes) {
+        image_tar::FileKind::Package => Arc::new(archive::TgzSource::new(label, Box::new(bytes))),
+        image_tar::FileKind::DockerArchive => Arc::new(docker_archive::DockerArchiveSource::new(
+            label,
+            Box::new(bytes),
+        )),
+        image_tar::FileKind::OciArchive => {
+            Arc::new(oci_archive::OciArchiveSource::new(label, Box::new(bytes)))
+        }
     }
 }
 

@@ -91,9 +91,30 @@ impl Read for PositionedReader {
     }
 }
 
+/// Skipping ahead (what an uncompressed tar needs to pass over entries unread). Positions
+/// are the file's; seeking past its end is allowed, as for a file, and reads nothing there.
+impl std::io::Seek for PositionedReader {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let (base, delta) = match pos {
+            std::io::SeekFrom::Start(n) => (0, n as i128),
+            std::io::SeekFrom::Current(d) => (self.pos as i128, d as i128),
+            std::io::SeekFrom::End(d) => (self.file.metadata()?.len() as i128, d as i128),
+        };
+        let to = u64::try_from(base + delta).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before the start")
+        })?;
+        self.pos = to;
+        Ok(to)
+    }
+}
+
 impl super::ArchiveBytes for PinnedFile {
     fn open(&self) -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(self.reader()?))
+    }
+
+    fn open_seekable(&self) -> Result<Option<PositionedReader>> {
+        self.reader().map(Some)
     }
 
     fn check_unchanged(&self) -> Result<()> {
@@ -129,6 +150,10 @@ impl LazyPinned {
 impl super::ArchiveBytes for LazyPinned {
     fn open(&self) -> Result<Box<dyn Read + Send>> {
         self.pinned()?.open()
+    }
+
+    fn open_seekable(&self) -> Result<Option<PositionedReader>> {
+        self.pinned()?.open_seekable()
     }
 
     /// Never opened: nothing was read, so nothing can have changed under us.

@@ -132,6 +132,16 @@ impl<R: Read> Read for Guarded<R> {
     }
 }
 
+/// An uncompressed archive skipping an entry: the stream position moves as if it had been
+/// read (`tar` takes the position it is told back as its own).
+impl<R: Read + std::io::Seek> std::io::Seek for Guarded<R> {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let at = self.inner.seek(pos)?;
+        self.watch.out.store(at, Ordering::Relaxed);
+        Ok(at)
+    }
+}
+
 /// A tar archive read through the guards.
 pub struct GuardedTar<R: Read> {
     archive: tar::Archive<Guarded<R>>,
@@ -154,6 +164,16 @@ impl<R: Read> GuardedTar<R> {
     pub fn entries(&mut self) -> crate::error::Result<Entries<'_, R>> {
         Ok(Entries {
             inner: self.archive.entries().map_err(archive_error)?,
+            watch: self.watch.clone(),
+        })
+    }
+}
+
+impl<R: Read + std::io::Seek> GuardedTar<R> {
+    /// Like [`GuardedTar::entries`], but the data of an entry not read is skipped by seeking.
+    pub fn entries_seeking(&mut self) -> crate::error::Result<Entries<'_, R>> {
+        Ok(Entries {
+            inner: self.archive.entries_with_seek().map_err(archive_error)?,
             watch: self.watch.clone(),
         })
     }
