@@ -80,16 +80,8 @@ pub fn pack(
         }
     }
 
-    let tmp = output.with_extension("tgz.partial");
-    let file = File::create(&tmp).map_err(io("creating output"))?;
-    let hashing = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-    };
-    let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
-    let mut tar = tar::Builder::new(gz);
-    append(
-        &mut tar,
+    let mut w = TgzWriter::create(output, level)?;
+    w.append(
         "package.yaml",
         meta_text.len() as u64,
         meta_text.as_slice(),
@@ -97,17 +89,15 @@ pub fn pack(
     if is_core {
         // the wrapper operators run, as `bash upgrade.sh ...` (see docs/package-format.md)
         let script = include_str!("../../scripts/upgrade.sh").as_bytes();
-        append_mode(&mut tar, "upgrade.sh", script.len() as u64, script, 0o755)?;
+        w.append_mode("upgrade.sh", script.len() as u64, script, 0o755)?;
     }
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    append(
-        &mut tar,
+    w.append(
         "images/oci-layout",
         layout.len() as u64,
         &layout[..],
     )?;
-    append(
-        &mut tar,
+    w.append(
         "images/index.json",
         index_text.len() as u64,
         index_text.as_slice(),
@@ -120,7 +110,7 @@ pub fn pack(
         crate::oci::verify(d, b.len() as u64, b)
             .map_err(|e| e.context(format!("layout {} is damaged", from.display())))?;
         bytes += b.len() as u64;
-        append(&mut tar, &blob_path(d), b.len() as u64, &b[..])?;
+        w.append(&blob_path(d), b.len() as u64, &b[..])?;
     }
     for (d, size) in &layers {
         let p = from.join("blobs/sha256").join(d.hex());
@@ -134,9 +124,9 @@ pub fn pack(
             )));
         }
         let mut verifying = CheckingReader::new(f, d, *size);
-        append(&mut tar, &blob_path(d), *size, &mut verifying)?;
+        w.append(&blob_path(d), *size, &mut verifying)?;
         if let Err(e) = verifying.finish() {
-            let _ = std::fs::remove_file(&tmp);
+            w.abandon();
             return Err(e.context(format!("layout {}", from.display())));
         }
         bytes += size;
@@ -155,21 +145,10 @@ pub fn pack(
                 "charts/{}",
                 p.file_name().expect("listed file").to_string_lossy()
             );
-            append(&mut tar, &name, len, f)?;
+            w.append(&name, len, f)?;
         }
     }
-    let gz = tar.into_inner().map_err(io("writing output"))?;
-    let mut hashing = gz.finish().map_err(io("writing output"))?;
-    hashing.inner.flush().map_err(io("writing output"))?;
-    let sha256 = hex::encode(hashing.hasher.finalize());
-    std::fs::rename(&tmp, output).map_err(io("renaming output"))?;
-    let file_name = output
-        .file_name()
-        .expect("output is a file")
-        .to_string_lossy();
-    let mut sums = output.as_os_str().to_owned();
-    sums.push(".sha256");
-    std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
+    let sha256 = w.finish()?;
     Ok(PackSummary {
         output: output.to_path_buf(),
         sha256,
@@ -206,7 +185,82 @@ fn append_mode<W: Write>(
         .map_err(|e| Error::internal(format!("writing {path}: {e}")))
 }
 
-struct HashingWriter<W> {
+/// The `.tgz` of a package being written: to `<output>.partial`, renamed to `output` only
+/// once complete, with `<output>.sha256` beside it. Dropped without [`TgzWriter::finish`], it
+/// removes the partial file: a failed run leaves no output behind.
+pub struct TgzWriter {
+    tar: Option<tar::Builder<flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>>>,
+    tmp: PathBuf,
+    output: PathBuf,
+    done: bool,
+}
+
+impl TgzWriter {
+    pub fn create(output: &Path, level: u32) -> Result<Self> {
+        let tmp = output.with_extension("tgz.partial");
+        let file = File::create(&tmp).map_err(io("creating output"))?;
+        let hashing = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        };
+        let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
+        Ok(TgzWriter {
+            tar: Some(tar::Builder::new(gz)),
+            tmp,
+            output: output.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// One regular file (mode 0644, mtime 0, owner 0) of `size` bytes read from `data`.
+    pub fn append(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+        append(self.tar.as_mut().expect("not finished"), path, size, data)
+    }
+
+    pub fn append_mode(&mut self, path: &str, size: u64, data: impl Read, mode: u32) -> Result<()> {
+        append_mode(self.tar.as_mut().expect("not finished"), path, size, data, mode)
+    }
+
+    /// Removes the partial output now.
+    pub fn abandon(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// Ends the archive, renames it into place and writes the `.sha256`; the file's sha256.
+    pub fn finish(mut self) -> Result<String> {
+        let tar = self.tar.take().expect("not finished");
+        let gz = tar.into_inner().map_err(io("writing output"))?;
+        let mut hashing = gz.finish().map_err(io("writing output"))?;
+        hashing.inner.flush().map_err(io("writing output"))?;
+        hashing
+            .inner
+            .get_ref()
+            .sync_all()
+            .map_err(io("writing output"))?;
+        let sha256 = hex::encode(hashing.hasher.finalize());
+        std::fs::rename(&self.tmp, &self.output).map_err(io("renaming output"))?;
+        self.done = true;
+        let file_name = self
+            .output
+            .file_name()
+            .expect("output is a file")
+            .to_string_lossy();
+        let mut sums = self.output.as_os_str().to_owned();
+        sums.push(".sha256");
+        std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
+        Ok(sha256)
+    }
+}
+
+impl Drop for TgzWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.abandon();
+        }
+    }
+}
+
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
 }
