@@ -189,7 +189,7 @@ fn append_mode<W: Write>(
 /// once complete, with `<output>.sha256` beside it. Dropped without [`TgzWriter::finish`], it
 /// removes the partial file: a failed run leaves no output behind.
 pub struct TgzWriter {
-    tar: Option<tar::Builder<flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>>>,
+    tar: Option<tar::Builder<Rechunk<flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>>>>,
     tmp: PathBuf,
     output: PathBuf,
     done: bool,
@@ -205,7 +205,7 @@ impl TgzWriter {
         };
         let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
         Ok(TgzWriter {
-            tar: Some(tar::Builder::new(gz)),
+            tar: Some(tar::Builder::new(Rechunk::new(gz))),
             tmp,
             output: output.to_path_buf(),
             done: false,
@@ -229,7 +229,10 @@ impl TgzWriter {
     /// Ends the archive, renames it into place and writes the `.sha256`; the file's sha256.
     pub fn finish(mut self) -> Result<String> {
         let tar = self.tar.take().expect("not finished");
-        let gz = tar.into_inner().map_err(io("writing output"))?;
+        let gz = tar
+            .into_inner()
+            .and_then(Rechunk::finish)
+            .map_err(io("writing output"))?;
         let mut hashing = gz.finish().map_err(io("writing output"))?;
         hashing.inner.flush().map_err(io("writing output"))?;
         hashing
@@ -257,6 +260,49 @@ impl Drop for TgzWriter {
         if !self.done {
             self.abandon();
         }
+    }
+}
+
+/// Hands the compressor its input in fixed-size pieces whatever the sizes of the writes:
+/// deflate's block boundaries (even stored blocks at level 0) follow the pieces it is given,
+/// so without this the same bytes written in differently sized reads (a blob from memory, or
+/// from a temporary file) would give a different `.tgz`.
+pub struct Rechunk<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+}
+
+const RECHUNK: usize = 1 << 20;
+
+impl<W: Write> Rechunk<W> {
+    fn new(inner: W) -> Self {
+        Rechunk {
+            inner,
+            buf: Vec::with_capacity(RECHUNK),
+        }
+    }
+
+    /// Writes what is left; the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.inner.write_all(&self.buf)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Rechunk<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len().min(RECHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == RECHUNK {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    /// A flush does not cut a piece short (that would move a block boundary again).
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
