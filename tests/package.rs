@@ -64,7 +64,12 @@ fn locked<'a>(lock: &'a Value, repo: &str) -> &'a Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| i["reference"].as_str().unwrap().contains(&format!("/{repo}:")))
+        .find(|i| {
+            i["reference"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/{repo}:"))
+        })
         .unwrap_or_else(|| panic!("{repo} not in {lock}"))
 }
 
@@ -113,7 +118,10 @@ fn plugin_for_amd64_rewrites_the_indexes_and_pushes_byte_exact() {
         .iter()
         .find(|i| i["reference"].as_str().unwrap().ends_with("/acp/web:v1"))
         .unwrap();
-    assert_eq!(web["rewritten_from"].as_str(), p.filled.indexes["acp/web"].as_str().into());
+    assert_eq!(
+        web["rewritten_from"].as_str(),
+        p.filled.indexes["acp/web"].as_str().into()
+    );
 
     // ferry reads it; pushed to a second registry, skopeo sees the amd64 manifests and layers
     // byte for byte and an index that lists amd64 only, under the same tag
@@ -131,16 +139,32 @@ fn plugin_for_amd64_rewrites_the_indexes_and_pushes_byte_exact() {
         let amd = &p.filled.manifests[&(repo.to_string(), "amd64".to_string())];
         let at = |r: &Registry| r.skopeo_raw(&format!("{repo}@{amd}")).unwrap();
         assert_eq!(at(&dest), at(&src));
-        assert!(dest.skopeo_raw(&format!("{repo}@{}", p.filled.manifests[&(repo.to_string(), "arm64".to_string())])).is_none());
+        assert!(dest
+            .skopeo_raw(&format!(
+                "{repo}@{}",
+                p.filled.manifests[&(repo.to_string(), "arm64".to_string())]
+            ))
+            .is_none());
     }
     let stored = stored_blobs(&dest);
     for ((repo, arch), layers) in &p.filled.layers {
         for l in layers {
-            let shared = p.filled.layers.iter().any(|((_, a), ls)| a == "amd64" && ls.contains(l));
+            let shared = p
+                .filled
+                .layers
+                .iter()
+                .any(|((_, a), ls)| a == "amd64" && ls.contains(l));
             if arch == "amd64" || shared {
-                assert_eq!(stored.get(l.hex()), Some(&p.filled.sizes[l]), "{repo} {arch} {l}");
+                assert_eq!(
+                    stored.get(l.hex()),
+                    Some(&p.filled.sizes[l]),
+                    "{repo} {arch} {l}"
+                );
             } else {
-                assert!(!stored.contains_key(l.hex()), "{repo} {arch} {l} was not asked for");
+                assert!(
+                    !stored.contains_key(l.hex()),
+                    "{repo} {arch} {l} was not asked for"
+                );
             }
         }
     }
@@ -168,40 +192,87 @@ fn both_arches_keep_indexes_byte_for_byte_and_rebuilds_are_identical() {
     let legacy = locked(lock, "acp/legacy");
     assert_eq!(legacy["indexRewritten"], true);
     assert_eq!(legacy["manifests"].as_array().unwrap().len(), 1);
-    assert!(legacy["note"].as_str().unwrap().contains("support_arm: false"));
+    assert!(legacy["note"]
+        .as_str()
+        .unwrap()
+        .contains("support_arm: false"));
 
     // the plan: bytes per image and platform, nothing written
-    let run = ferry(&["package", "build", dir.to_str().unwrap(), "--plain", "--dry-run", "-o", work.path().join("dry").to_str().unwrap()]);
+    let run = ferry(&[
+        "package",
+        "build",
+        dir.to_str().unwrap(),
+        "--plain",
+        "--dry-run",
+        "-o",
+        work.path().join("dry").to_str().unwrap(),
+    ]);
     assert_eq!(run.code, 0, "{}", run.all());
-    assert!(run.stdout.contains("linux/arm64: ") && run.stdout.contains("support_arm: false"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains("linux/arm64: ") && run.stdout.contains("support_arm: false"),
+        "{}",
+        run.stdout
+    );
     assert!(!work.path().join("dry").exists());
 
     // two builds of one lock: one fetch at a time, and 8 at once with no memory budget (every
     // blob fetched ahead of the writer waits in a file); a tag moved in between changes nothing
-    let (a, ra) = built(&dir, &work.path().join("a"), &["--no-cache", "--concurrency", "1"]);
+    let (a, ra) = built(
+        &dir,
+        &work.path().join("a"),
+        &["--no-cache", "--concurrency", "1"],
+    );
     p.multiarch("acp/web", "v1", 99, 10_000);
-    let (b, rb) = built(&dir, &work.path().join("b"), &["--no-cache", "--concurrency", "8", "--memory-mib", "0"]);
+    let (b, rb) = built(
+        &dir,
+        &work.path().join("b"),
+        &["--no-cache", "--concurrency", "8", "--memory-mib", "0"],
+    );
     assert_eq!(a.file_name().unwrap(), "demo-plugin.ALL.v1.2.0.tgz");
     assert!(rb["spilled_bytes"].as_u64().unwrap() > 0, "{rb}");
     assert_eq!(tar_names(&a), tar_names(&b));
     assert_eq!(ra["sha256"], rb["sha256"]);
-    assert!(std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(), "rebuild differs");
+    assert!(
+        std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
+        "rebuild differs"
+    );
 
     // canonical order: documents before the first layer, nothing after the layers but charts
     let names = tar_names(&a);
-    assert_eq!(&names[..3], ["package.yaml", "images/oci-layout", "images/index.json"]);
-    let first_layer = names.iter().position(|n| p.filled.sizes.keys().any(|d| n.ends_with(d.hex()))).unwrap();
+    assert_eq!(
+        &names[..3],
+        ["package.yaml", "images/oci-layout", "images/index.json"]
+    );
+    let first_layer = names
+        .iter()
+        .position(|n| p.filled.sizes.keys().any(|d| n.ends_with(d.hex())))
+        .unwrap();
     for n in &names[first_layer..] {
-        assert!(p.filled.sizes.keys().any(|d| n.ends_with(d.hex())), "{n} after a layer");
+        assert!(
+            p.filled.sizes.keys().any(|d| n.ends_with(d.hex())),
+            "{n} after a layer"
+        );
     }
 
     let dest = Registry::start(RegistryOpts::default());
     push_to(&dest, &a);
-    for repo in ["acp/worker"] {
-        assert_eq!(dest.skopeo_raw(&format!("{repo}:v1")), src.skopeo_raw(&format!("{repo}@{}", p.filled.indexes[repo])));
+    // the indexes of the lock, byte for byte, under their tags (acp/web's tag moved in the
+    // source since: the package still carries what the lock says)
+    for repo in ["acp/web", "acp/worker"] {
+        let digest = locked(lock, repo)["digest"].as_str().unwrap().to_string();
+        assert_eq!(
+            dest.skopeo_raw(&format!("{repo}:v1")),
+            src.skopeo_raw(&format!("{repo}@{digest}"))
+        );
     }
     let legacy = dest.skopeo_raw("acp/legacy:v1").unwrap();
-    assert_eq!(serde_json::from_slice::<Value>(&legacy).unwrap()["manifests"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&legacy).unwrap()["manifests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 fn tar_names(pkg: &Path) -> Vec<String> {
@@ -225,15 +296,28 @@ fn a_bundle_and_a_chart() {
     assert_eq!(meta["metadata"]["version"], "2.0.0");
     assert_eq!(meta["metadata"]["displayName"], "Demo Operator");
     assert_eq!(meta["spec"]["type"], "bundle");
-    let refs: Vec<&str> = created["lock"]["images"].as_array().unwrap().iter().map(|i| i["reference"].as_str().unwrap()).collect();
+    let refs: Vec<&str> = created["lock"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
     assert_eq!(refs.len(), 3, "{refs:?}");
     assert_eq!(refs[0], bundle);
-    assert!(refs[1].ends_with("/acp/operand:v2") && refs[2].ends_with("/acp/operator:v2"), "{refs:?}");
+    assert!(
+        refs[1].ends_with("/acp/operand:v2") && refs[2].ends_with("/acp/operator:v2"),
+        "{refs:?}"
+    );
     let (pkg, _) = built(&dir, &work.path().join("out"), &[]);
     assert_eq!(pkg.file_name().unwrap(), "demo-operator.amd64.v2.0.0.tgz");
     let show = ferry(&["show", pkg.to_str().unwrap(), "--all", "--output", "json"]);
     assert_eq!(show.code, 0, "{}", show.all());
-    assert_eq!(show.json()["images"].as_array().unwrap().len(), 3, "{}", show.stdout);
+    assert_eq!(
+        show.json()["images"].as_array().unwrap().len(),
+        3,
+        "{}",
+        show.stdout
+    );
 
     // a chart without module-plugin.yaml is a chart package: its archive under charts/
     let chart = p.chart();

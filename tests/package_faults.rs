@@ -24,22 +24,40 @@ fn source_behind_proxy() -> (Registry, Proxy, Pusher) {
 
 fn create(dir: &Path, artifact: &str) {
     let run = ferry(&[
-        "package", "create", dir.to_str().unwrap(), "--artifact", artifact, "--platforms",
-        "linux/amd64", "--plain",
+        "package",
+        "create",
+        dir.to_str().unwrap(),
+        "--artifact",
+        artifact,
+        "--platforms",
+        "linux/amd64",
+        "--plain",
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
 }
 
 fn build_args<'a>(dir: &'a Path, out: &'a Path, cache: &'a Path) -> Vec<&'a str> {
     vec![
-        "package", "build", dir.to_str().unwrap(), "-o", out.to_str().unwrap(), "--plain",
-        "--cache", cache.to_str().unwrap(), "--concurrency", "1",
+        "package",
+        "build",
+        dir.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--plain",
+        "--cache",
+        cache.to_str().unwrap(),
+        "--concurrency",
+        "1",
     ]
 }
 
 fn files_in(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir)
-        .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|r| {
+            r.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -51,18 +69,28 @@ fn a_corrupt_blob_stops_the_build_naming_image_and_blob_and_leaves_nothing() {
     let dir = work.path().join("demo");
     create(&dir, &artifact);
     let bad = p.filled.layers[&("acp/worker".to_string(), "amd64".to_string())][1].clone();
-    proxy.set_rules(vec![Rule::new("GET", bad.as_str(), Fault::CorruptBody).times(usize::MAX)]);
+    proxy.set_rules(vec![
+        Rule::new("GET", bad.as_str(), Fault::CorruptBody).times(usize::MAX)
+    ]);
     let out = work.path().join("out");
     let cache = work.path().join("cache");
     let run = ferry(&build_args(&dir, &out, &cache));
     assert_eq!(run.code, 3, "{}", run.all());
     assert!(
-        run.stderr.contains("acp/worker:v1") && run.stderr.contains(bad.as_str()) && run.stderr.contains("digest mismatch"),
+        run.stderr.contains("acp/worker:v1")
+            && run.stderr.contains(bad.as_str())
+            && run.stderr.contains("digest mismatch"),
         "{}",
         run.stderr
     );
-    assert!(files_in(&out).is_empty(), "left behind: {:?}", files_in(&out));
-    assert!(!files_in(&cache.join("sha256")).iter().any(|f| f.starts_with(bad.hex())));
+    assert!(
+        files_in(&out).is_empty(),
+        "left behind: {:?}",
+        files_in(&out)
+    );
+    assert!(!files_in(&cache.join("sha256"))
+        .iter()
+        .any(|f| f.starts_with(bad.hex())));
 }
 
 /// GET requests for blob `d` in the registry's access log, from byte `from` of the log on.
@@ -82,7 +110,9 @@ fn a_killed_build_run_again_downloads_only_what_was_missing() {
     create(&dir, &artifact);
     // the worker's own amd64 layer is the last layer written; hold its download
     let held = p.filled.layers[&("acp/worker".to_string(), "amd64".to_string())][1].clone();
-    proxy.set_rules(vec![Rule::new("GET", held.as_str(), Fault::Hold).times(usize::MAX)]);
+    proxy.set_rules(vec![
+        Rule::new("GET", held.as_str(), Fault::Hold).times(usize::MAX)
+    ]);
     let out = work.path().join("out");
     let cache = work.path().join("cache");
     let mut layers: Vec<ferry::oci::Digest> = Vec::new();
@@ -100,8 +130,15 @@ fn a_killed_build_run_again_downloads_only_what_was_missing() {
             .filter(|l| cache.join("sha256").join(l.hex()).exists())
             .count()
     };
-    wait_for(60, "every other layer in the cache", || cached() == layers.len() - 1);
-    wait_for(20, "the held download", || proxy.stats.holding.load(std::sync::atomic::Ordering::SeqCst));
+    wait_for(60, "every other layer in the cache", || {
+        cached() == layers.len() - 1
+    });
+    wait_for(20, "the held download", || {
+        proxy
+            .stats
+            .holding
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(!out.join("demo-plugin.amd64.v1.2.0.tgz").exists());
@@ -113,7 +150,11 @@ fn a_killed_build_run_again_downloads_only_what_was_missing() {
     assert!(out.join("demo-plugin.amd64.v1.2.0.tgz").exists());
     for l in &layers {
         let want = usize::from(l == &held);
-        assert_eq!(blob_gets(&reg, mark, l), want, "GETs of {l} on the second run");
+        assert_eq!(
+            blob_gets(&reg, mark, l),
+            want,
+            "GETs of {l} on the second run"
+        );
     }
     // a damaged cache entry is noticed and fetched again
     let victim = layers.iter().find(|l| *l != &held).unwrap();
@@ -138,14 +179,31 @@ fn a_signed_build_passes_verify_require_signature() {
     let gpg = |args: &[&str]| {
         let out = Command::new("gpg")
             .env("GNUPGHOME", gnupg.path())
-            .args(["--batch", "--yes", "--pinentry-mode", "loopback", "--passphrase", ""])
+            .args([
+                "--batch",
+                "--yes",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "",
+            ])
             .args(args)
             .output()
             .expect("gpg is installed by scripts/test.sh");
-        assert!(out.status.success(), "gpg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out.stdout
     };
-    gpg(&["--quick-gen-key", "Release <release@ferry.test>", "ed25519", "sign", "never"]);
+    gpg(&[
+        "--quick-gen-key",
+        "Release <release@ferry.test>",
+        "ed25519",
+        "sign",
+        "never",
+    ]);
     let secret = work.path().join("release.key");
     std::fs::write(&secret, gpg(&["--armor", "--export-secret-keys"])).unwrap();
     let public = work.path().join("release.pub");
@@ -158,7 +216,13 @@ fn a_signed_build_passes_verify_require_signature() {
     assert_eq!(run.code, 0, "{}", run.all());
     let pkg = out.join("demo-plugin.amd64.v1.2.0.tgz");
     assert!(Path::new(&format!("{}.sig", pkg.display())).exists());
-    let verify = ferry(&["verify", pkg.to_str().unwrap(), "--require-signature", "--keyring", public.to_str().unwrap()]);
+    let verify = ferry(&[
+        "verify",
+        pkg.to_str().unwrap(),
+        "--require-signature",
+        "--keyring",
+        public.to_str().unwrap(),
+    ]);
     assert_eq!(verify.code, 0, "{}", verify.all());
     // and GnuPG agrees
     let sig = format!("{}.sig", pkg.display());

@@ -212,8 +212,16 @@ fn create(a: CreateArgs) -> Result<i32, Error> {
             a.name.join(crate::package::lock::LOCK_FILE).display()
         );
         for i in &created.lock.images {
-            let rewritten = if i.index_rewritten { " (index rewritten: platforms dropped)" } else { "" };
-            let note = i.note.as_deref().map(|n| format!(" — {n}")).unwrap_or_default();
+            let rewritten = if i.index_rewritten {
+                " (index rewritten: platforms dropped)"
+            } else {
+                ""
+            };
+            let note = i
+                .note
+                .as_deref()
+                .map(|n| format!(" — {n}"))
+                .unwrap_or_default();
             println!("  {} @ {}{rewritten}{note}", i.reference, i.digest.short());
         }
     }
@@ -226,14 +234,20 @@ fn build(a: BuildArgs) -> Result<i32, Error> {
         None => None,
     };
     let lock = crate::package::lock::Lock::read(&a.name)?;
-    let host = lock.artifact.reference.split('/').next().unwrap_or("").to_string();
+    let host = lock
+        .artifact
+        .reference
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
     let access = access(&a.source, host)?;
     let cache = if a.no_cache {
         None
     } else {
-        a.cache.clone().or_else(|| {
-            crate::engine::StateStore::default_dir().map(|d| d.join("package-cache"))
-        })
+        a.cache
+            .clone()
+            .or_else(|| crate::engine::StateStore::default_dir().map(|d| d.join("package-cache")))
     };
     let opts = BuildOptions {
         dir: a.name.clone(),

@@ -140,7 +140,11 @@ pub async fn build(opts: &BuildOptions, conns: Arc<Connections>) -> Result<Build
     let bar = progress.counter();
     let written = tokio::task::spawn_blocking(move || -> Result<String> {
         let mut w = TgzWriter::create(&out, level)?;
-        w.append("package.yaml", plan.meta_text.len() as u64, &plan.meta_text[..])?;
+        w.append(
+            "package.yaml",
+            plan.meta_text.len() as u64,
+            &plan.meta_text[..],
+        )?;
         let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
         w.append("images/oci-layout", layout.len() as u64, &layout[..])?;
         w.append(
@@ -241,7 +245,9 @@ async fn plan_image(
                     )));
                 }
                 let child = reg.get_manifest(&at.repository, m.digest.as_str()).await?;
-                let bytes = add_manifest(&at, &child.bytes, &m.media_type, conns, p, seen, &mut image).await?;
+                let bytes =
+                    add_manifest(&at, &child.bytes, &m.media_type, conns, p, seen, &mut image)
+                        .await?;
                 image.platforms.insert(m.platform.clone(), bytes);
                 push_doc(p, seen, &child.digest, child.bytes);
             }
@@ -258,7 +264,8 @@ async fn plan_image(
             }
         }
         Document::Manifest { .. } => {
-            let bytes = add_manifest(&at, &root.bytes, &l.media_type, conns, p, seen, &mut image).await?;
+            let bytes =
+                add_manifest(&at, &root.bytes, &l.media_type, conns, p, seen, &mut image).await?;
             let platform = l
                 .manifests
                 .first()

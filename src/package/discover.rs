@@ -108,8 +108,8 @@ pub fn full_reference(registry: &str, repository: &str, tag: &str) -> String {
 
 /// `global.images` of `values.yaml`, in key order.
 pub fn chart_images(values: &[u8], registry: &str) -> Result<Vec<Named>> {
-    let v: Value = serde_yaml::from_slice(values)
-        .map_err(|e| Error::package(format!("values.yaml: {e}")))?;
+    let v: Value =
+        serde_yaml::from_slice(values).map_err(|e| Error::package(format!("values.yaml: {e}")))?;
     let Some(images) = v.get("global").and_then(|g| g.get("images")) else {
         return Ok(Vec::new());
     };
@@ -196,8 +196,14 @@ pub fn read_csv(text: &[u8], file: &str) -> Result<Csv> {
             .and_then(|m| m.get("name"))
             .and_then(scalar)
             .unwrap_or_default(),
-        display_name: v.get("spec").and_then(|s| s.get("displayName")).and_then(scalar),
-        version: v.get("spec").and_then(|s| s.get("version")).and_then(scalar),
+        display_name: v
+            .get("spec")
+            .and_then(|s| s.get("displayName"))
+            .and_then(scalar),
+        version: v
+            .get("spec")
+            .and_then(|s| s.get("version"))
+            .and_then(scalar),
         images: Vec::new(),
     };
     let mut add = |reference: Option<String>, from: String| {
@@ -231,7 +237,10 @@ pub fn read_csv(text: &[u8], file: &str) -> Result<Csv> {
         .and_then(Value::as_sequence);
     for d in deployments.into_iter().flatten() {
         let dname = d.get("name").and_then(scalar).unwrap_or_default();
-        let pod = d.get("spec").and_then(|s| s.get("template")).and_then(|t| t.get("spec"));
+        let pod = d
+            .get("spec")
+            .and_then(|s| s.get("template"))
+            .and_then(|t| t.get("spec"));
         for list in ["initContainers", "containers"] {
             for c in pod
                 .and_then(|p| p.get(list))
@@ -262,7 +271,11 @@ pub fn bundle_files(layer: &[u8]) -> Result<Vec<(String, Vec<u8>)>> {
     let mut out = Vec::new();
     for entry in archive.entries().map_err(|e| bad(&e))? {
         let mut entry = entry.map_err(|e| bad(&e))?;
-        let path = entry.path().map_err(|e| bad(&e))?.to_string_lossy().into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| bad(&e))?
+            .to_string_lossy()
+            .into_owned();
         let path = path.trim_start_matches("./").to_string();
         if !(path.starts_with("manifests/") || path.starts_with("metadata/"))
             || !entry.header().entry_type().is_file()
@@ -328,7 +341,10 @@ spec:
         let text = b"metadata:\n  name: demo-operator.v1.0.0\nspec:\n  version: 1.0.0\n  displayName: Demo\n  relatedImages:\n  - name: op\n    image: r/acp/op@sha256:aa\n  - name: operand\n    image: r/acp/operand:v1\n  install:\n    spec:\n      deployments:\n      - name: demo\n        spec:\n          template:\n            spec:\n              containers:\n              - image: r/acp/op@sha256:aa\n              - image: r/acp/sidecar:v2\n";
         let c = read_csv(text, "manifests/demo.clusterserviceversion.yaml").unwrap();
         let refs: Vec<_> = c.images.iter().map(|n| n.reference.as_str()).collect();
-        assert_eq!(refs, ["r/acp/op@sha256:aa", "r/acp/operand:v1", "r/acp/sidecar:v2"]);
+        assert_eq!(
+            refs,
+            ["r/acp/op@sha256:aa", "r/acp/operand:v1", "r/acp/sidecar:v2"]
+        );
         assert_eq!(c.version.as_deref(), Some("1.0.0"));
         assert_eq!(c.name, "demo-operator.v1.0.0");
     }

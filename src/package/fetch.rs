@@ -294,7 +294,10 @@ fn cached(dir: &Path, digest: &Digest, size: u64) -> Option<File> {
         check.update(&buf[..n]);
     }
     if check.finish().is_err() {
-        tracing::warn!("cache entry {} is damaged: removed, downloading again", path.display());
+        tracing::warn!(
+            "cache entry {} is damaged: removed, downloading again",
+            path.display()
+        );
         let _ = std::fs::remove_file(&path);
         return None;
     }

@@ -92,7 +92,8 @@ impl Lock {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_yaml::to_string(self)
             .map_err(|e| Error::internal(format!("writing {LOCK_FILE}: {e}")))?;
-        let header = "# Written by `ferry package create`; `ferry package build` packs exactly this.\n";
+        let header =
+            "# Written by `ferry package create`; `ferry package build` packs exactly this.\n";
         std::fs::write(dir.join(LOCK_FILE), format!("{header}{text}"))
             .map_err(|e| Error::internal(format!("writing {}: {e}", dir.join(LOCK_FILE).display())))
     }

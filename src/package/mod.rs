@@ -151,7 +151,10 @@ impl Platform {
         let field = |k: &str| p.get(k).and_then(|v| v.as_str()).unwrap_or("");
         field("os") == self.os
             && field("architecture") == self.arch
-            && self.variant.as_deref().is_none_or(|v| field("variant") == v)
+            && self
+                .variant
+                .as_deref()
+                .is_none_or(|v| field("variant") == v)
     }
 }
 
@@ -182,10 +185,14 @@ mod tests {
     #[test]
     fn platforms_parse_and_match() {
         let p = Platform::parse("linux/arm64").unwrap();
-        assert!(p.matches(&serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"})));
+        assert!(p.matches(
+            &serde_json::json!({"os": "linux", "architecture": "arm64", "variant": "v8"})
+        ));
         assert!(!p.matches(&serde_json::json!({"os": "linux", "architecture": "amd64"})));
         let v = Platform::parse("linux/arm/v7").unwrap();
-        assert!(!v.matches(&serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v6"})));
+        assert!(
+            !v.matches(&serde_json::json!({"os": "linux", "architecture": "arm", "variant": "v6"}))
+        );
         assert!(Platform::parse("amd64").is_err());
         assert_eq!(v.to_string(), "linux/arm/v7");
     }

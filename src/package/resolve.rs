@@ -87,7 +87,9 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
             let first = children.first().ok_or_else(|| {
                 Error::package(format!("{}: an empty image index", opts.artifact))
             })?;
-            let child = reg.get_manifest(&art.repository, first.digest.as_str()).await?;
+            let child = reg
+                .get_manifest(&art.repository, first.digest.as_str())
+                .await?;
             match Document::parse(&child.bytes, &child.media_type)? {
                 Document::Manifest { config, layers } => (config, layers),
                 Document::Index(_) => {
@@ -114,7 +116,12 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
         let layer = layers
             .iter()
             .find(|l| l.media_type == HELM_CHART)
-            .ok_or_else(|| Error::package(format!("{}: a Helm artifact without its chart layer", opts.artifact)))?;
+            .ok_or_else(|| {
+                Error::package(format!(
+                    "{}: a Helm artifact without its chart layer",
+                    opts.artifact
+                ))
+            })?;
         let tgz = blob_bytes(conns, &art, &layer.digest, layer.size, MAX_SMALL_BLOB).await?;
         let chart = discover::read_chart(&tgz)?;
         if let Some(values) = &chart.values {
@@ -147,7 +154,12 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
         let name = info.name.unwrap_or_else(|| chart.name.clone());
         (
             kind,
-            (name, info.display_name, chart.version.clone(), info.lifecycle),
+            (
+                name,
+                info.display_name,
+                chart.version.clone(),
+                info.lifecycle,
+            ),
         )
     } else {
         // an OLM bundle image: its CSV names the images
@@ -172,13 +184,16 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
             .iter()
             .find(|(p, _)| p == "metadata/annotations.yaml")
             .and_then(|(_, t)| discover::bundle_package_name(t));
-        let name = package.unwrap_or_else(|| {
-            csv.name.split(".v").next().unwrap_or(&csv.name).to_string()
-        });
-        let version = csv.version.clone().ok_or_else(|| {
-            Error::package(format!("{csv_file}: spec.version is missing"))
-        })?;
-        (opts.kind.unwrap_or(PackageKind::Bundle), (name, csv.display_name, version, None))
+        let name =
+            package.unwrap_or_else(|| csv.name.split(".v").next().unwrap_or(&csv.name).to_string());
+        let version = csv
+            .version
+            .clone()
+            .ok_or_else(|| Error::package(format!("{csv_file}: spec.version is missing")))?;
+        (
+            opts.kind.unwrap_or(PackageKind::Bundle),
+            (name, csv.display_name, version, None),
+        )
     };
     for r in &opts.images {
         named.push(Named {
@@ -189,7 +204,15 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
     }
 
     // the artifact itself is an image of plugin and bundle packages
-    let mut artifact = lock_root(conns, &art, &opts.artifact, "artifact", &opts.platforms, &mut warnings).await?;
+    let mut artifact = lock_root(
+        conns,
+        &art,
+        &opts.artifact,
+        "artifact",
+        &opts.platforms,
+        &mut warnings,
+    )
+    .await?;
     artifact.digest = root.digest.clone();
     let mut images = Vec::new();
     if kind != PackageKind::Chart {
@@ -265,8 +288,8 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
 fn write(dir: &Path, meta: &PackageMeta, lock: &Lock) -> Result<()> {
     let io = |e: std::io::Error| Error::internal(format!("writing {}: {e}", dir.display()));
     std::fs::create_dir_all(dir).map_err(io)?;
-    let text = serde_yaml::to_string(meta)
-        .map_err(|e| Error::internal(format!("package.yaml: {e}")))?;
+    let text =
+        serde_yaml::to_string(meta).map_err(|e| Error::internal(format!("package.yaml: {e}")))?;
     std::fs::write(dir.join(META_FILE), text).map_err(io)?;
     lock.write(dir)
 }
@@ -332,7 +355,9 @@ async fn lock_root(
             let platform = format!(
                 "{}/{}",
                 cfg.get("os").and_then(Value::as_str).unwrap_or("unknown"),
-                cfg.get("architecture").and_then(Value::as_str).unwrap_or("unknown")
+                cfg.get("architecture")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
             );
             if !wanted.iter().any(|p| p.matches(&cfg)) {
                 let note = format!("a single-platform image ({platform}), kept as it is");

@@ -22,7 +22,8 @@ pub fn load_key(path: &Path) -> Result<SignedSecretKey> {
         )
     };
     let file = std::fs::File::open(path).map_err(|e| bad(&e))?;
-    let (key, _) = SignedSecretKey::from_reader_single(BufReader::new(file)).map_err(|e| bad(&e))?;
+    let (key, _) =
+        SignedSecretKey::from_reader_single(BufReader::new(file)).map_err(|e| bad(&e))?;
     key.verify_bindings().map_err(|e| bad(&e))?;
     Ok(key)
 }

@@ -112,13 +112,19 @@ impl Registry {
                 .ok_or_else(|| {
                     Error::new(
                         ErrorKind::Registry,
-                        format!("registry {}: {what}: a redirect without a Location", self.host),
+                        format!(
+                            "registry {}: {what}: a redirect without a Location",
+                            self.host
+                        ),
                     )
                 })?;
             if hops > MAX_REDIRECTS {
                 return Err(Error::new(
                     ErrorKind::Registry,
-                    format!("registry {}: {what}: more than {MAX_REDIRECTS} redirects", self.host),
+                    format!(
+                        "registry {}: {what}: more than {MAX_REDIRECTS} redirects",
+                        self.host
+                    ),
                 ));
             }
             // the storage backend gets no credentials of ours
@@ -126,10 +132,7 @@ impl Registry {
             if offset > 0 {
                 rb = rb.header(reqwest::header::RANGE, format!("bytes={offset}-"));
             }
-            resp = rb
-                .send()
-                .await
-                .map_err(|e| self.transport_error(e, repo))?;
+            resp = rb.send().await.map_err(|e| self.transport_error(e, repo))?;
         }
         match resp.status() {
             StatusCode::OK => Ok(BlobBody {
@@ -190,11 +193,9 @@ impl Registry {
 
 async fn read_limited(mut resp: reqwest::Response, cap: usize) -> Result<Bytes> {
     let mut body = Vec::new();
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| Error::new(ErrorKind::Registry, format!("reading the answer: {e}")).retryable(true))?
-    {
+    while let Some(chunk) = resp.chunk().await.map_err(|e| {
+        Error::new(ErrorKind::Registry, format!("reading the answer: {e}")).retryable(true)
+    })? {
         if body.len() + chunk.len() > cap {
             return Err(Error::new(
                 ErrorKind::Registry,

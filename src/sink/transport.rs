@@ -59,7 +59,11 @@ impl Registry {
             // count towards an account lockout
             return Err(e);
         }
-        let actions = if access.pull_only { "pull" } else { "pull,push" };
+        let actions = if access.pull_only {
+            "pull"
+        } else {
+            "pull,push"
+        };
         let mut scopes = vec![format!(
             "repository:{}:{actions}",
             self.full_repo(access.repo)

@@ -81,22 +81,14 @@ pub fn pack(
     }
 
     let mut w = TgzWriter::create(output, level)?;
-    w.append(
-        "package.yaml",
-        meta_text.len() as u64,
-        meta_text.as_slice(),
-    )?;
+    w.append("package.yaml", meta_text.len() as u64, meta_text.as_slice())?;
     if is_core {
         // the wrapper operators run, as `bash upgrade.sh ...` (see docs/package-format.md)
         let script = include_str!("../../scripts/upgrade.sh").as_bytes();
         w.append_mode("upgrade.sh", script.len() as u64, script, 0o755)?;
     }
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    w.append(
-        "images/oci-layout",
-        layout.len() as u64,
-        &layout[..],
-    )?;
+    w.append("images/oci-layout", layout.len() as u64, &layout[..])?;
     w.append(
         "images/index.json",
         index_text.len() as u64,
@@ -185,11 +177,14 @@ fn append_mode<W: Write>(
         .map_err(|e| Error::internal(format!("writing {path}: {e}")))
 }
 
+/// gzip over the output file, hashed as written.
+type Compressor = flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>;
+
 /// The `.tgz` of a package being written: to `<output>.partial`, renamed to `output` only
 /// once complete, with `<output>.sha256` beside it. Dropped without [`TgzWriter::finish`], it
 /// removes the partial file: a failed run leaves no output behind.
 pub struct TgzWriter {
-    tar: Option<tar::Builder<Rechunk<flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>>>>,
+    tar: Option<tar::Builder<Rechunk<Compressor>>>,
     tmp: PathBuf,
     output: PathBuf,
     done: bool,
@@ -218,7 +213,13 @@ impl TgzWriter {
     }
 
     pub fn append_mode(&mut self, path: &str, size: u64, data: impl Read, mode: u32) -> Result<()> {
-        append_mode(self.tar.as_mut().expect("not finished"), path, size, data, mode)
+        append_mode(
+            self.tar.as_mut().expect("not finished"),
+            path,
+            size,
+            data,
+            mode,
+        )
     }
 
     /// Removes the partial output now.

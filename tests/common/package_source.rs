@@ -132,12 +132,16 @@ impl Pusher {
         self.multiarch("acp/legacy", "v1", 30, 300_000);
         let values = "global:\n  registry:\n    address: registry.example\n  images:\n    web:\n      repository: acp/web\n      tag: v1\n      support_arm: true\n    worker:\n      repository: acp/worker\n      tag: v1\n    legacy:\n      repository: acp/legacy\n      tag: v1\n      support_arm: false\n      thirdparty: true\n";
         let module_plugin = "apiVersion: cluster.alauda.io/v1alpha1\nkind: ModulePlugin\nmetadata:\n  name: demo-plugin\n  annotations:\n    cpaas.io/display-name: '{\"en\": \"Demo Plugin\"}'\nspec:\n  name: demo-plugin\n  mainChart: acp/chart-demo-plugin\n";
-        let chart_yaml = "apiVersion: v2\nname: chart-demo-plugin\nversion: 1.2.0\nappVersion: v1.2.0\n";
+        let chart_yaml =
+            "apiVersion: v2\nname: chart-demo-plugin\nversion: 1.2.0\nappVersion: v1.2.0\n";
         let tgz = tgz(&[
             ("chart-demo-plugin/Chart.yaml", chart_yaml),
             ("chart-demo-plugin/values.yaml", values),
             ("chart-demo-plugin/module-plugin.yaml", module_plugin),
-            ("chart-demo-plugin/templates/deploy.yaml", "kind: Deployment\n"),
+            (
+                "chart-demo-plugin/templates/deploy.yaml",
+                "kind: Deployment\n",
+            ),
         ]);
         self.helm(CHART_REPO, CHART_TAG, chart_yaml, &tgz);
         format!("{}/{CHART_REPO}:{CHART_TAG}", self.host)
@@ -187,7 +191,12 @@ impl Pusher {
         let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd, "size": cn},
             "layers": [{"mediaType": OCI_LAYER, "digest": ld, "size": ln}]});
-        self.manifest(BUNDLE_REPO, "v2.0.0", OCI_MANIFEST, &serde_json::to_vec(&m).unwrap());
+        self.manifest(
+            BUNDLE_REPO,
+            "v2.0.0",
+            OCI_MANIFEST,
+            &serde_json::to_vec(&m).unwrap(),
+        );
         format!("{}/{BUNDLE_REPO}:v2.0.0", self.host)
     }
 }
