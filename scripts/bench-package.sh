@@ -59,7 +59,7 @@ h=127.0.0.1:$(sed -n 's/.*addr: 127.0.0.1:\([0-9]*\).*/\1/p' "$regdir/config.yml
 rm -f "$work/corpus.tgz"
 python3 - "$work/corpus/layout/index.json" "$h" >"$work/repos" <<'PY'
 # pushes a chart (Helm OCI artifact) whose values.yaml names every image; prints the repos
-import hashlib, io, json, sys, tarfile, urllib.request
+import hashlib, io, json, sys, tarfile, urllib.error, urllib.request
 index = json.load(open(sys.argv[1])); h = sys.argv[2]
 refs = [m["annotations"]["org.opencontainers.image.ref.name"].split("/", 1)[1] for m in index["manifests"]]
 values = "global:\n  images:\n" + "".join(
@@ -74,7 +74,10 @@ def blob(data):
     r = urllib.request.urlopen(urllib.request.Request(f"http://{h}/v2/acp/bench-chart/blobs/uploads/", method="POST"))
     loc = r.headers["Location"]; loc = loc if loc.startswith("http") else f"http://{h}{loc}"
     sep = "&" if "?" in loc else "?"
-    urllib.request.urlopen(urllib.request.Request(f"{loc}{sep}digest={d}", data=data, method="PUT"))
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{loc}{sep}digest={d}", data=data, method="PUT", headers={"Content-Type": "application/octet-stream"}))
+    except urllib.error.HTTPError as e:
+        sys.exit(f"upload of {d} to {loc}: {e.code} {e.read()[:300]!r}")
     return {"digest": d, "size": len(data)}
 cfg = blob(json.dumps({"name": "bench-chart", "version": "1.0.0"}).encode())
 layer = blob(buf.getvalue())
@@ -97,7 +100,7 @@ measure "ferry package build --compression-level 6" "$work/f6" -- \
   "$ferry" package build "$work/pkg" -o "$work/f6" --plain --no-cache --compression-level 6
 rm -rf "$work/f6"
 measure "skopeo sync --dest dir + tar czf" "$work/s" -- sh -c '
-  for r in $(cat "$1/repos"); do skopeo sync --quiet --all --src docker --dest dir --src-tls-verify=false "$2/$r" "$1/s/dir" || exit 1; done
+  for r in $(cat "$1/repos"); do skopeo sync --all --src docker --dest dir --src-tls-verify=false "$2/$r" "$1/s/dir" || exit 1; done
   tar czf "$1/s/images.tgz" -C "$1/s" dir && rm -rf "$1/s/dir"' sh "$work" "$h"
 
 python3 - "$results" "$corpus_bytes" "$quick" >"$work/report.md" <<'PY'
