@@ -125,8 +125,16 @@ fn plugin_for_amd64_rewrites_the_indexes_and_pushes_byte_exact() {
 
     // ferry reads it; pushed to a second registry, skopeo sees the amd64 manifests and layers
     // byte for byte and an index that lists amd64 only, under the same tag
-    let show = ferry(&["show", pkg.to_str().unwrap(), "--all", "--output", "json"]);
+    let show = ferry(&["show", pkg.to_str().unwrap(), "--all"]);
     assert_eq!(show.code, 0, "{}", show.all());
+    assert!(
+        show.stdout.contains(&format!(
+            "/acp/web:v1 (index rewritten to the package's platforms; the registry's was {})",
+            p.filled.indexes["acp/web"]
+        )),
+        "{}",
+        show.stdout
+    );
     let dest = Registry::start(RegistryOpts::default());
     push_to(&dest, &pkg);
     for repo in ["acp/web", "acp/worker", "acp/legacy"] {

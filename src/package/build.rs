@@ -139,7 +139,7 @@ pub async fn build(opts: &BuildOptions, conns: Arc<Connections>) -> Result<Build
     let progress = super::progress::Progress::start(report.layer_bytes);
     let bar = progress.counter();
     let written = tokio::task::spawn_blocking(move || -> Result<String> {
-        let mut w = TgzWriter::create(&out, level)?;
+        let mut w = TgzWriter::create_rechunked(&out, level)?;
         w.append(
             "package.yaml",
             plan.meta_text.len() as u64,

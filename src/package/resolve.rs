@@ -204,7 +204,7 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
     }
 
     // the artifact itself is an image of plugin and bundle packages
-    let mut artifact = lock_root(
+    let artifact = lock_root(
         conns,
         &art,
         &opts.artifact,
@@ -213,7 +213,6 @@ pub async fn create(opts: &CreateOptions, conns: &Connections) -> Result<Created
         &mut warnings,
     )
     .await?;
-    artifact.digest = root.digest.clone();
     let mut images = Vec::new();
     if kind != PackageKind::Chart {
         images.push(artifact.clone());

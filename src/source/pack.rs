@@ -191,7 +191,19 @@ pub struct TgzWriter {
 }
 
 impl TgzWriter {
+    /// For `pack`: the input's pieces are a function of the layout alone (files copied
+    /// whole), so the archive is reproducible as it is (and the fixtures stay byte-identical).
     pub fn create(output: &Path, level: u32) -> Result<Self> {
+        Self::create_with_pieces(output, level, 0)
+    }
+
+    /// For bytes that arrive in pieces of varying size (from the network, memory or a
+    /// temporary file): the compressor gets them in fixed pieces (see [`Rechunk`]).
+    pub fn create_rechunked(output: &Path, level: u32) -> Result<Self> {
+        Self::create_with_pieces(output, level, RECHUNK)
+    }
+
+    fn create_with_pieces(output: &Path, level: u32, piece: usize) -> Result<Self> {
         let tmp = output.with_extension("tgz.partial");
         let file = File::create(&tmp).map_err(io("creating output"))?;
         let hashing = HashingWriter {
@@ -200,7 +212,7 @@ impl TgzWriter {
         };
         let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
         Ok(TgzWriter {
-            tar: Some(tar::Builder::new(Rechunk::new(gz))),
+            tar: Some(tar::Builder::new(Rechunk::new(gz, piece))),
             tmp,
             output: output.to_path_buf(),
             done: false,
@@ -271,15 +283,18 @@ impl Drop for TgzWriter {
 pub struct Rechunk<W: Write> {
     inner: W,
     buf: Vec<u8>,
+    /// 0: writes go through as they come.
+    piece: usize,
 }
 
 const RECHUNK: usize = 1 << 20;
 
 impl<W: Write> Rechunk<W> {
-    fn new(inner: W) -> Self {
+    fn new(inner: W, piece: usize) -> Self {
         Rechunk {
             inner,
-            buf: Vec::with_capacity(RECHUNK),
+            buf: Vec::with_capacity(piece),
+            piece,
         }
     }
 
@@ -292,9 +307,12 @@ impl<W: Write> Rechunk<W> {
 
 impl<W: Write> Write for Rechunk<W> {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = data.len().min(RECHUNK - self.buf.len());
+        if self.piece == 0 {
+            return self.inner.write(data);
+        }
+        let n = data.len().min(self.piece - self.buf.len());
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == RECHUNK {
+        if self.buf.len() == self.piece {
             self.inner.write_all(&self.buf)?;
             self.buf.clear();
         }
@@ -303,6 +321,9 @@ impl<W: Write> Write for Rechunk<W> {
 
     /// A flush does not cut a piece short (that would move a block boundary again).
     fn flush(&mut self) -> std::io::Result<()> {
+        if self.piece == 0 {
+            return self.inner.flush();
+        }
         Ok(())
     }
 }
