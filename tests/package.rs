@@ -330,8 +330,39 @@ fn a_bundle_and_a_chart() {
     // a chart without module-plugin.yaml is a chart package: its archive under charts/
     let chart = p.chart();
     let cdir = work.path().join("chart");
-    let created = create(&cdir, &chart, "linux/amd64");
+    let list = work.path().join("images.txt");
+    let operand = refs[1].to_string();
+    std::fs::write(
+        &list,
+        format!("# more images\n{operand}  # the operand\n\n"),
+    )
+    .unwrap();
+    let run = ferry(&[
+        "package",
+        "create",
+        cdir.to_str().unwrap(),
+        "--artifact",
+        &chart,
+        "--plain",
+        "--images",
+        list.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let created = run.json();
     assert_eq!(created["package"]["spec"]["type"], "chart");
+    let refs: Vec<&str> = created["lock"]["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reference"].as_str().unwrap())
+        .collect();
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    assert!(
+        refs.contains(&operand.as_str()) && refs[1].ends_with("/acp/web:v1"),
+        "{refs:?}"
+    );
     let (cpkg, _) = built(&cdir, &work.path().join("out"), &[]);
     let names = tar_names(&cpkg);
     assert_eq!(names.last().unwrap(), "charts/plain-chart-0.3.0.tgz");

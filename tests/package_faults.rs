@@ -169,6 +169,39 @@ fn a_killed_build_run_again_downloads_only_what_was_missing() {
 }
 
 #[test]
+fn ctrl_c_stops_the_build_with_exit_130_and_no_partial_file() {
+    let (_reg, proxy, mut p) = source_behind_proxy();
+    let artifact = p.plugin();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("demo");
+    create(&dir, &artifact);
+    let held = p.filled.layers[&("acp/worker".to_string(), "amd64".to_string())][1].clone();
+    proxy.set_rules(vec![
+        Rule::new("GET", held.as_str(), Fault::Hold).times(usize::MAX)
+    ]);
+    let out = work.path().join("out");
+    let cache = work.path().join("cache");
+    let child = ferry_spawn(&build_args(&dir, &out, &cache));
+    wait_for(60, "the held download", || {
+        proxy
+            .stats
+            .holding
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    assert!(files_in(&out).iter().any(|f| f.ends_with(".partial")));
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr);
+    assert_eq!(done.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    assert!(
+        files_in(&out).is_empty(),
+        "left behind: {:?}",
+        files_in(&out)
+    );
+}
+
+#[test]
 fn a_signed_build_passes_verify_require_signature() {
     let (_reg, _proxy, mut p) = source_behind_proxy();
     let artifact = p.plugin();
