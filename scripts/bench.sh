@@ -2,6 +2,7 @@
 # Benchmarks ferry against skopeo and the physical floors, side by side in one run.
 #   scripts/bench.sh           full run (~3-5 min on 2 cores)
 #   scripts/bench.sh --quick   small corpus (~1 min)
+#   BENCH_PACKAGE=1 scripts/bench.sh   also `ferry package build` vs skopeo sync + tar (bench-package.sh)
 # Writes the results between the markers in docs/benchmarks.md (full run) or prints them
 # (--quick, or BENCH_OUT=file to choose). Cleans up its registries, network namespace and
 # temp storage even when interrupted.
@@ -239,6 +240,11 @@ scripts/bench-sync.sh $([ $quick = 1 ] && echo --quick)
 
 # A distant link (40 ms RTT, 1 Gbit/s) and many small blobs.
 scripts/bench-latency.sh $([ $quick = 1 ] && echo --quick)
+
+# Opt-in: `ferry package build` against skopeo sync + tar czf (BENCH_PACKAGE=1).
+if [ "${BENCH_PACKAGE:-0}" = 1 ]; then
+  scripts/bench-package.sh $([ $quick = 1 ] && echo --quick)
+fi
 
 # The streaming ceiling: ferry alone, into a registry that discards the bytes.
 echo "ceiling (discard registry):" >&2

@@ -7,6 +7,7 @@
 //! * [`engine`]  — moves bytes: verifies every blob while it streams, feeds the sinks, retries.
 //! * [`sink`]    — talks to one registry (OCI distribution API): HEAD, mount, chunked upload, manifests.
 //! * [`report`]  — progress display and the end-of-run summary (text or JSON).
+//! * [`package`] — `ferry package create/build`: packages made straight from a registry.
 //! * [`cli`]     — the command line (`pack`, `show`, `push`).
 
 pub mod cli;
@@ -16,6 +17,7 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod oci;
+pub mod package;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;

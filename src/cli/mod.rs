@@ -4,6 +4,7 @@
 mod destination;
 mod gc;
 mod list;
+mod package;
 mod platform_flags;
 mod push;
 mod show;
@@ -148,6 +149,10 @@ pub enum Command {
     /// DR standby's global first, then global, then the workload clusters at once.
     #[command(after_help = UPGRADE_EXAMPLES)]
     Upgrade(Box<upgrade::UpgradeArgs>),
+    /// Make packages straight from a registry: `create` resolves an artifact and its images
+    /// into a lock, `build` streams them into the .tgz.
+    #[command(subcommand)]
+    Package(package::PackageCommand),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions {
         /// The shell to write the script for.
@@ -294,6 +299,7 @@ pub fn main() -> i32 {
         Command::List(args) => list::run(*args),
         Command::Gc(args) => gc::run(*args),
         Command::Upgrade(args) => upgrade::run(*args),
+        Command::Package(cmd) => package::run(cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ferry", &mut std::io::stdout());

@@ -4,6 +4,7 @@ use std::path::Path;
 
 use super::Output;
 use crate::error::Error;
+use crate::package::build::REWRITTEN_FROM;
 use crate::source::{Package, PackageHead};
 
 pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result<i32, Error> {
@@ -14,6 +15,15 @@ pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result
     }
     let m = &head.meta;
     let images: Vec<&str> = head.images.iter().filter_map(|d| d.ref_name()).collect();
+    // indexes `ferry package build` reduced to the asked platforms: reference → old digest
+    let rewritten: std::collections::BTreeMap<&str, &str> = head
+        .images
+        .iter()
+        .filter_map(|d| {
+            let from = d.annotations.as_ref()?.get(REWRITTEN_FROM)?;
+            Some((d.ref_name()?, from.as_str()))
+        })
+        .collect();
     if output == Output::Json {
         let mut v = serde_json::json!({
             "name": m.metadata.name,
@@ -27,6 +37,9 @@ pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result
             v["artifact"] = serde_json::json!(m.spec.artifact);
             v["images"] = serde_json::json!(images);
             v["charts"] = serde_json::json!(head.charts);
+            if !rewritten.is_empty() {
+                v["rewrittenIndexes"] = serde_json::json!(rewritten);
+            }
         }
         println!("{}", serde_json::to_string_pretty(&v).expect("json"));
     } else if violet_style {
@@ -58,7 +71,12 @@ pub fn run(path: &Path, all: bool, output: Output, violet_style: bool) -> Result
             println!("Artifact:  {}", m.spec.artifact.as_deref().unwrap_or("-"));
             println!("Images:");
             for i in &images {
-                println!("  {i}");
+                match rewritten.get(i) {
+                    Some(from) => println!(
+                        "  {i} (index rewritten to the package's platforms; the registry's was {from})"
+                    ),
+                    None => println!("  {i}"),
+                }
             }
             for c in &head.charts {
                 println!("Chart:     {c}");

@@ -88,6 +88,7 @@ impl Registry {
         let access = Access {
             repo,
             pull_from: Some(from),
+            pull_only: false,
         };
         let sent = self
             .send_full(Method::POST, url, None, None, access, &what)

@@ -11,6 +11,7 @@ mod api;
 pub mod auth;
 mod blobs;
 mod manifests;
+mod pull;
 pub mod retry;
 pub mod tls;
 mod transport;
@@ -36,6 +37,7 @@ use crate::oci::{Digest, Verified};
 pub use api::{BodyStream, RegistryApi};
 pub use auth::{Challenge, Credentials, RealmHost, Scheme, Secret};
 pub use blobs::{MountOutcome, UploadError};
+pub use pull::{BlobBody, Pulled};
 pub use retry::RetryPolicy;
 
 #[derive(Clone, Debug)]
@@ -123,7 +125,7 @@ struct Body {
 /// Bytes of an error answer read for its message.
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
-const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
 impl Registry {
     pub fn new(opts: RegistryOptions) -> Result<Self> {

@@ -11,6 +11,9 @@ use super::*;
 pub(super) struct Access<'a> {
     pub repo: &'a str,
     pub pull_from: Option<&'a str>,
+    /// Reading only (`ferry package`): the token asks for `pull` alone, which a source
+    /// registry grants to accounts that may not push.
+    pub pull_only: bool,
 }
 
 impl<'a> Access<'a> {
@@ -18,6 +21,15 @@ impl<'a> Access<'a> {
         Access {
             repo,
             pull_from: None,
+            pull_only: false,
+        }
+    }
+
+    pub fn pull(repo: &'a str) -> Self {
+        Access {
+            repo,
+            pull_from: None,
+            pull_only: true,
         }
     }
 }
@@ -47,8 +59,13 @@ impl Registry {
             // count towards an account lockout
             return Err(e);
         }
+        let actions = if access.pull_only {
+            "pull"
+        } else {
+            "pull,push"
+        };
         let mut scopes = vec![format!(
-            "repository:{}:pull,push",
+            "repository:{}:{actions}",
             self.full_repo(access.repo)
         )];
         if let Some(from) = access.pull_from {

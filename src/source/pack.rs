@@ -80,34 +80,16 @@ pub fn pack(
         }
     }
 
-    let tmp = output.with_extension("tgz.partial");
-    let file = File::create(&tmp).map_err(io("creating output"))?;
-    let hashing = HashingWriter {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-    };
-    let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
-    let mut tar = tar::Builder::new(gz);
-    append(
-        &mut tar,
-        "package.yaml",
-        meta_text.len() as u64,
-        meta_text.as_slice(),
-    )?;
+    let mut w = TgzWriter::create(output, level)?;
+    w.append("package.yaml", meta_text.len() as u64, meta_text.as_slice())?;
     if is_core {
         // the wrapper operators run, as `bash upgrade.sh ...` (see docs/package-format.md)
         let script = include_str!("../../scripts/upgrade.sh").as_bytes();
-        append_mode(&mut tar, "upgrade.sh", script.len() as u64, script, 0o755)?;
+        w.append_mode("upgrade.sh", script.len() as u64, script, 0o755)?;
     }
     let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
-    append(
-        &mut tar,
-        "images/oci-layout",
-        layout.len() as u64,
-        &layout[..],
-    )?;
-    append(
-        &mut tar,
+    w.append("images/oci-layout", layout.len() as u64, &layout[..])?;
+    w.append(
         "images/index.json",
         index_text.len() as u64,
         index_text.as_slice(),
@@ -120,7 +102,7 @@ pub fn pack(
         crate::oci::verify(d, b.len() as u64, b)
             .map_err(|e| e.context(format!("layout {} is damaged", from.display())))?;
         bytes += b.len() as u64;
-        append(&mut tar, &blob_path(d), b.len() as u64, &b[..])?;
+        w.append(&blob_path(d), b.len() as u64, &b[..])?;
     }
     for (d, size) in &layers {
         let p = from.join("blobs/sha256").join(d.hex());
@@ -134,9 +116,9 @@ pub fn pack(
             )));
         }
         let mut verifying = CheckingReader::new(f, d, *size);
-        append(&mut tar, &blob_path(d), *size, &mut verifying)?;
+        w.append(&blob_path(d), *size, &mut verifying)?;
         if let Err(e) = verifying.finish() {
-            let _ = std::fs::remove_file(&tmp);
+            w.abandon();
             return Err(e.context(format!("layout {}", from.display())));
         }
         bytes += size;
@@ -155,21 +137,10 @@ pub fn pack(
                 "charts/{}",
                 p.file_name().expect("listed file").to_string_lossy()
             );
-            append(&mut tar, &name, len, f)?;
+            w.append(&name, len, f)?;
         }
     }
-    let gz = tar.into_inner().map_err(io("writing output"))?;
-    let mut hashing = gz.finish().map_err(io("writing output"))?;
-    hashing.inner.flush().map_err(io("writing output"))?;
-    let sha256 = hex::encode(hashing.hasher.finalize());
-    std::fs::rename(&tmp, output).map_err(io("renaming output"))?;
-    let file_name = output
-        .file_name()
-        .expect("output is a file")
-        .to_string_lossy();
-    let mut sums = output.as_os_str().to_owned();
-    sums.push(".sha256");
-    std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
+    let sha256 = w.finish()?;
     Ok(PackSummary {
         output: output.to_path_buf(),
         sha256,
@@ -206,7 +177,158 @@ fn append_mode<W: Write>(
         .map_err(|e| Error::internal(format!("writing {path}: {e}")))
 }
 
-struct HashingWriter<W> {
+/// gzip over the output file, hashed as written.
+type Compressor = flate2::write::GzEncoder<HashingWriter<BufWriter<File>>>;
+
+/// The `.tgz` of a package being written: to `<output>.partial`, renamed to `output` only
+/// once complete, with `<output>.sha256` beside it. Dropped without [`TgzWriter::finish`], it
+/// removes the partial file: a failed run leaves no output behind.
+pub struct TgzWriter {
+    tar: Option<tar::Builder<Rechunk<Compressor>>>,
+    tmp: PathBuf,
+    output: PathBuf,
+    done: bool,
+}
+
+impl TgzWriter {
+    /// For `pack`: the input's pieces are a function of the layout alone (files copied
+    /// whole), so the archive is reproducible as it is (and the fixtures stay byte-identical).
+    pub fn create(output: &Path, level: u32) -> Result<Self> {
+        Self::create_with_pieces(output, level, 0)
+    }
+
+    /// For bytes that arrive in pieces of varying size (from the network, memory or a
+    /// temporary file): the compressor gets them in fixed pieces (see [`Rechunk`]).
+    pub fn create_rechunked(output: &Path, level: u32) -> Result<Self> {
+        Self::create_with_pieces(output, level, RECHUNK)
+    }
+
+    fn create_with_pieces(output: &Path, level: u32, piece: usize) -> Result<Self> {
+        let tmp = output.with_extension("tgz.partial");
+        let file = File::create(&tmp).map_err(io("creating output"))?;
+        let hashing = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+        };
+        let gz = flate2::write::GzEncoder::new(hashing, flate2::Compression::new(level));
+        Ok(TgzWriter {
+            tar: Some(tar::Builder::new(Rechunk::new(gz, piece))),
+            tmp,
+            output: output.to_path_buf(),
+            done: false,
+        })
+    }
+
+    /// One regular file (mode 0644, mtime 0, owner 0) of `size` bytes read from `data`.
+    pub fn append(&mut self, path: &str, size: u64, data: impl Read) -> Result<()> {
+        append(self.tar.as_mut().expect("not finished"), path, size, data)
+    }
+
+    pub fn append_mode(&mut self, path: &str, size: u64, data: impl Read, mode: u32) -> Result<()> {
+        append_mode(
+            self.tar.as_mut().expect("not finished"),
+            path,
+            size,
+            data,
+            mode,
+        )
+    }
+
+    /// Removes the partial output now.
+    pub fn abandon(&mut self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+
+    /// Ends the archive, renames it into place and writes the `.sha256`; the file's sha256.
+    pub fn finish(mut self) -> Result<String> {
+        let tar = self.tar.take().expect("not finished");
+        let gz = tar
+            .into_inner()
+            .and_then(Rechunk::finish)
+            .map_err(io("writing output"))?;
+        let mut hashing = gz.finish().map_err(io("writing output"))?;
+        hashing.inner.flush().map_err(io("writing output"))?;
+        hashing
+            .inner
+            .get_ref()
+            .sync_all()
+            .map_err(io("writing output"))?;
+        let sha256 = hex::encode(hashing.hasher.finalize());
+        std::fs::rename(&self.tmp, &self.output).map_err(io("renaming output"))?;
+        self.done = true;
+        let file_name = self
+            .output
+            .file_name()
+            .expect("output is a file")
+            .to_string_lossy();
+        let mut sums = self.output.as_os_str().to_owned();
+        sums.push(".sha256");
+        std::fs::write(&sums, format!("{sha256}  {file_name}\n")).map_err(io("writing .sha256"))?;
+        Ok(sha256)
+    }
+}
+
+impl Drop for TgzWriter {
+    fn drop(&mut self) {
+        if !self.done {
+            self.abandon();
+        }
+    }
+}
+
+/// Hands the compressor its input in fixed-size pieces whatever the sizes of the writes:
+/// deflate's block boundaries (even stored blocks at level 0) follow the pieces it is given,
+/// so without this the same bytes written in differently sized reads (a blob from memory, or
+/// from a temporary file) would give a different `.tgz`.
+pub struct Rechunk<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    /// 0: writes go through as they come.
+    piece: usize,
+}
+
+const RECHUNK: usize = 1 << 20;
+
+impl<W: Write> Rechunk<W> {
+    fn new(inner: W, piece: usize) -> Self {
+        Rechunk {
+            inner,
+            buf: Vec::with_capacity(piece),
+            piece,
+        }
+    }
+
+    /// Writes what is left; the inner writer.
+    fn finish(mut self) -> std::io::Result<W> {
+        self.inner.write_all(&self.buf)?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for Rechunk<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.piece == 0 {
+            return self.inner.write(data);
+        }
+        let n = data.len().min(self.piece - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == self.piece {
+            self.inner.write_all(&self.buf)?;
+            self.buf.clear();
+        }
+        Ok(n)
+    }
+
+    /// A flush does not cut a piece short (that would move a block boundary again).
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.piece == 0 {
+            return self.inner.flush();
+        }
+        Ok(())
+    }
+}
+
+pub struct HashingWriter<W> {
     inner: W,
     hasher: Sha256,
 }

@@ -33,6 +33,8 @@ pub enum Fault {
     /// Forward the whole request and wait for the registry's answer, then close the client's
     /// connection without relaying it: the request took effect, the client never heard.
     DropAnswer,
+    /// Forward normally, but flip one byte of the answer's body (a faulty cache or proxy).
+    CorruptBody,
 }
 
 #[derive(Clone, Debug)]
@@ -309,6 +311,20 @@ fn handle(
                 .collect();
             client_w.write_all(rewritten.join("\r\n").as_bytes())?;
             std::io::copy(&mut up, &mut client_w)?;
+        }
+        Some(Fault::CorruptBody) => {
+            let mut head = Vec::new();
+            let mut b = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && up.read(&mut b)? == 1 {
+                head.push(b[0]);
+            }
+            client_w.write_all(&head)?;
+            let mut body = Vec::new();
+            up.read_to_end(&mut body)?;
+            if let Some(first) = body.first_mut() {
+                *first ^= 0xff;
+            }
+            client_w.write_all(&body)?;
         }
         Some(Fault::Dribble(every)) => {
             let mut b = [0u8; 1];
