@@ -3,6 +3,8 @@
 #   scripts/bench.sh           full run (~3-5 min on 2 cores)
 #   scripts/bench.sh --quick   small corpus (~1 min)
 #   BENCH_PACKAGE=1 scripts/bench.sh   also `ferry package build` vs skopeo sync + tar (bench-package.sh)
+#   scripts/bench.sh --scale   only the field-scale run: 1,000 images, ~3 GB (scripts/bench-scale.sh,
+#                              10-20 min on 2 cores)
 # Writes the results between the markers in docs/benchmarks.md (full run) or prints them
 # (--quick, or BENCH_OUT=file to choose). Cleans up its registries, network namespace and
 # temp storage even when interrupted.
@@ -12,6 +14,7 @@ cd "$(dirname "$0")/.."
 install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 curl:curl \
   /usr/bin/time:time ip:iproute2 tc:iproute2
 
+[ "${1:-}" = "--scale" ] && exec scripts/bench-scale.sh
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1
 if [ $quick = 1 ]; then images=6; scale=0.25; scales="1 2"; else images=12; scale=0.5; scales="1 2 4"; fi

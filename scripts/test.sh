@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg kubectl:kubernetes-client openssl:openssl
+install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 gpg:gnupg kubectl:kubernetes-client openssl:openssl \
+  /usr/bin/time:time
 # Release mode: the tests hash hundreds of MB, which an unoptimised build makes slow.
 # `cargo build --all-targets` first: it also links the example programs (the demo's fake
 # platform, which a test runs), which `cargo test` builds only as test harnesses; with the

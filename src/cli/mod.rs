@@ -190,6 +190,17 @@ pub enum DevCommand {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// Write the field-scale corpus: many images of ~4 blobs each (layout + package.yaml).
+    Scale {
+        out: PathBuf,
+        #[arg(long, default_value_t = 1000)]
+        images: usize,
+        /// Mean size of an image's own layers, in kB.
+        #[arg(long, default_value_t = 1)]
+        mean_kb: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write the benchmark corpus (layout + package.yaml).
     Corpus {
         out: PathBuf,
@@ -342,6 +353,15 @@ fn dev(what: DevCommand) -> Result<i32, Error> {
             seed,
         } => {
             let bytes = crate::devtools::corpus(&out, images, scale, seed)?;
+            println!("{}", bytes);
+        }
+        DevCommand::Scale {
+            out,
+            images,
+            mean_kb,
+            seed,
+        } => {
+            let bytes = crate::devtools::scale_corpus(&out, images, mean_kb, seed)?;
             println!("{}", bytes);
         }
         DevCommand::SmallBlobs { out, blobs, seed } => {

@@ -361,6 +361,50 @@ pub fn small_blob_corpus(out: &Path, blobs: usize, seed: u64) -> Result<u64> {
     Ok(total)
 }
 
+/// The field-scale corpus: `images` images (a core package has a thousand or more) over 50
+/// repositories, each on one of 8 shared base layers (4x `mean_kb`) plus 3 own layers of
+/// 0.2-1.8x `mean_kb`: about 4 blobs per image with its config. With `mean_kb` 1 the count is
+/// what matters (the memory test); with 750 it is several GB (`scripts/bench.sh --scale`).
+pub fn scale_corpus(out: &Path, images: usize, mean_kb: usize, seed: u64) -> Result<u64> {
+    let mut w = LayoutWriter::create(&out.join("layout"))?;
+    let mut rng = Rng::new(seed);
+    let mean = mean_kb.max(1) * 1000;
+    let mut total = 0u64;
+    let mut bases = Vec::new();
+    for b in 0..8u64 {
+        let l = w.layer(seed ^ (0xBA5E + b), 4 * mean, false)?;
+        total += l.size;
+        bases.push(l);
+    }
+    for i in 0..images {
+        let mut layers = vec![bases[i % bases.len()].clone()];
+        for j in 0..3 {
+            let size = mean / 5 + (rng.next_u64() % (mean as u64 * 8 / 5)) as usize;
+            let l = w.layer(
+                seed.wrapping_mul(1_000_003)
+                    .wrapping_add((i * 4 + j) as u64 + 1),
+                size,
+                false,
+            )?;
+            total += l.size;
+            layers.push(l);
+        }
+        let name = format!("scale-{i:04}");
+        let m = w.image(&name, "amd64", &layers, false)?;
+        w.tag(&m, &format!("{SRC}/bench/scale{:02}/{name}:v1", i % 50));
+    }
+    w.finish()?;
+    write_metadata(
+        &out.join("package.yaml"),
+        "bench-scale",
+        "1.0.0",
+        "core",
+        &["linux/amd64"],
+        &format!("{SRC}/bench/scale00/scale-0000:v1"),
+    )?;
+    Ok(total)
+}
+
 /// A small core package directory (what `tar xzf` of a core package gives): two core images in
 /// `images/`, the given plugin packages under `plugins/`, a Deployment in `manifests/` that
 /// uses one of the images, `upgrade.sh` (the wrapper around `ferry sync`) and

@@ -7,7 +7,7 @@
 //! blob so holds at most 2 MiB beyond its size. Smaller reads come from the heap, which
 //! serves them without new mappings.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 
@@ -27,74 +27,129 @@ pub(super) fn held_for(size: u64) -> u64 {
     }
 }
 
+/// All read buffers of a run, in use and idle: `concurrency + 2` chunks (48 MiB with the
+/// defaults): each of the `concurrency` large uploads sends one chunk while the reader fills
+/// one and one waits for its upload. The in-flight budget (`stream::InFlight`, two chunks per
+/// large blob) decides how many blobs go at once; this bounds the bytes they hold, which the
+/// budget did not: a blob's chunks also wait in channels and, with several destinations, at
+/// the slowest of them (up to five chunks of one blob alive at once), and idle buffers of
+/// the wrong size sat on top. A 1,000-image push peaked at 78 MB of buffers for the 64 MiB
+/// budget, 104-113 MB of RSS in all (heaptrack, docs/benchmarks.md). 48 rather than 64 MiB
+/// measured no slower on loopback and keeps a single push under 100 MiB with a margin.
+pub(super) fn cap(concurrency: usize, chunk: usize) -> usize {
+    (concurrency.max(1) + 2) * chunk.max(GRAIN)
+}
+
+/// The reader waits in [`Pool::take`] until the buffer it needs fits under the cap, after
+/// freeing idle ones; buffers in use are released by the uploads, never by the reader, so
+/// the wait ends.
 pub struct Pool {
     keep_bytes: usize,
-    idle: Mutex<Vec<Vec<u8>>>,
+    cap: usize,
+    inner: Mutex<Inner>,
+    freed: Condvar,
+}
+
+#[derive(Default)]
+struct Inner {
+    idle: Vec<Vec<u8>>,
+    idle_bytes: usize,
+    /// Bytes of the buffers handed out and not yet returned (heap ones included).
+    live_bytes: usize,
+}
+
+impl Inner {
+    fn drop_oldest_idle(&mut self) {
+        let buf = self.idle.remove(0);
+        self.idle_bytes -= buf.len();
+    }
 }
 
 impl Pool {
-    pub(super) fn new(chunk: usize) -> Arc<Pool> {
+    /// A pool for chunks of `chunk` bytes whose buffers stay within `cap` bytes in all.
+    pub(super) fn new(chunk: usize, cap: usize) -> Arc<Pool> {
+        let chunk = chunk.max(GRAIN);
         Arc::new(Pool {
-            keep_bytes: chunk.max(GRAIN) * KEEP_CHUNKS,
-            idle: Mutex::new(Vec::new()),
+            keep_bytes: chunk * KEEP_CHUNKS,
+            // one chunk always fits, so the reader can always make progress
+            cap: cap.max(chunk + GRAIN),
+            inner: Mutex::new(Inner::default()),
+            freed: Condvar::new(),
         })
     }
 
-    /// A buffer of at least `len` bytes to read into (its first `len` are for the data).
+    /// A buffer of at least `len` bytes to read into (its first `len` are for the data);
+    /// waits while the buffers in use leave no room for it.
     pub(super) fn take(self: &Arc<Self>, len: usize) -> Filling {
-        if len < GRAIN {
-            return Filling {
-                buf: vec![0u8; len],
-                pool: None,
-            };
-        }
-        let size = len.next_multiple_of(GRAIN);
-        let reused = {
-            let mut idle = self.idle.lock().expect("not poisoned");
+        let size = if len < GRAIN {
+            len
+        } else {
+            len.next_multiple_of(GRAIN)
+        };
+        let mut inner = self.inner.lock().expect("not poisoned");
+        let reused = if len < GRAIN {
+            None
+        } else {
             // the smallest idle buffer that fits, with at most 1 MiB to spare
             let most = held_for(len as u64) as usize;
-            let at = (0..idle.len())
-                .filter(|&i| (size..=most).contains(&idle[i].len()))
-                .min_by_key(|&i| idle[i].len());
-            at.map(|i| idle.remove(i))
+            let at = (0..inner.idle.len())
+                .filter(|&i| (size..=most).contains(&inner.idle[i].len()))
+                .min_by_key(|&i| inner.idle[i].len());
+            at.map(|i| {
+                let buf = inner.idle.remove(i);
+                inner.idle_bytes -= buf.len();
+                buf
+            })
         };
+        let buf = match reused {
+            Some(buf) => buf,
+            None => {
+                while inner.live_bytes + inner.idle_bytes + size > self.cap {
+                    if inner.idle.is_empty() {
+                        inner = self.freed.wait(inner).expect("not poisoned");
+                    } else {
+                        inner.drop_oldest_idle();
+                    }
+                }
+                vec![0u8; size]
+            }
+        };
+        inner.live_bytes += buf.len();
         Filling {
-            buf: reused.unwrap_or_else(|| vec![0u8; size]),
-            pool: Some(self.clone()),
+            buf,
+            pool: self.clone(),
         }
     }
 
     fn give_back(&self, buf: Vec<u8>) {
-        let mut idle = self.idle.lock().expect("not poisoned");
-        idle.push(buf);
-        let mut held: usize = idle.iter().map(Vec::len).sum();
-        while held > self.keep_bytes {
-            held -= idle.remove(0).len();
+        let mut inner = self.inner.lock().expect("not poisoned");
+        inner.live_bytes -= buf.len();
+        if buf.len() >= GRAIN {
+            inner.idle_bytes += buf.len();
+            inner.idle.push(buf);
+            while inner.idle_bytes > self.keep_bytes {
+                inner.drop_oldest_idle();
+            }
         }
+        drop(inner);
+        self.freed.notify_all();
     }
 }
 
 /// A buffer being filled by the reader.
 pub(super) struct Filling {
     pub buf: Vec<u8>,
-    pool: Option<Arc<Pool>>,
+    pool: Arc<Pool>,
 }
 
 impl Filling {
     /// The first `len` bytes, shared; the buffer returns to the pool when the last clone goes.
     pub fn freeze(self, len: usize) -> Bytes {
-        match self.pool {
-            Some(pool) => Bytes::from_owner(Pooled {
-                buf: self.buf,
-                len,
-                pool,
-            }),
-            None => {
-                let mut buf = self.buf;
-                buf.truncate(len);
-                Bytes::from(buf)
-            }
-        }
+        Bytes::from_owner(Pooled {
+            buf: self.buf,
+            len,
+            pool: self.pool,
+        })
     }
 }
 
@@ -113,5 +168,48 @@ impl AsRef<[u8]> for Pooled {
 impl Drop for Pooled {
     fn drop(&mut self) {
         self.pool.give_back(std::mem::take(&mut self.buf));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn idle_buffers_are_freed_before_the_cap_is_passed() {
+        let pool = Pool::new(8 << 20, 24 << 20);
+        let a = pool.take(8 << 20).freeze(8 << 20);
+        let b = pool.take(8 << 20).freeze(8 << 20);
+        drop((a, b)); // 16 MiB idle, of a size the next buffers cannot use
+        let c = pool.take(5 << 20).freeze(5 << 20);
+        let d = pool.take(5 << 20).freeze(5 << 20);
+        let inner = pool.inner.lock().unwrap();
+        assert_eq!(inner.live_bytes, 10 << 20);
+        assert_eq!(
+            inner.idle_bytes,
+            8 << 20,
+            "one idle buffer freed to stay under 24 MiB"
+        );
+        drop(inner);
+        drop((c, d));
+    }
+
+    #[test]
+    fn the_reader_waits_for_buffers_in_use_and_goes_on_when_they_return() {
+        let pool = Pool::new(1 << 20, 2 << 20);
+        let held = pool.take(2 << 20).freeze(2 << 20);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = pool.clone();
+        let reader = std::thread::spawn(move || {
+            let next = p.take(1 << 20);
+            tx.send(()).unwrap();
+            drop(next);
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(rx.try_recv().is_err(), "over the cap: the reader waits");
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the reader goes on once the buffer is back");
+        reader.join().unwrap();
     }
 }

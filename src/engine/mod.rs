@@ -131,7 +131,10 @@ impl Engine {
             stall: opts.stall,
             stop: opts.stop.clone(),
             in_flight: stream::InFlight::new(opts.concurrency, opts.chunk_size),
-            buffers: buffers::Pool::new(opts.chunk_size),
+            buffers: buffers::Pool::new(
+                opts.chunk_size,
+                buffers::cap(opts.concurrency, opts.chunk_size),
+            ),
             health: registries.iter().map(|_| Default::default()).collect(),
         });
         let dests = registries
