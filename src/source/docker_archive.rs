@@ -287,7 +287,7 @@ fn make_image(item: &ManifestItem, config: Bytes, cat: &Catalog) -> Result<Made>
 }
 
 impl DockerArchiveSource {
-    fn made(&self) -> Result<Vec<Made>> {
+    fn made(&self, budget: &mut DocBudget) -> Result<Vec<Made>> {
         let bytes = self.bytes.as_ref();
         let mut cat = catalog(bytes)?;
         let manifest = cat.manifest.take().ok_or_else(|| {
@@ -311,7 +311,6 @@ impl DockerArchiveSource {
             let fetched = fetch(bytes, &missing)?;
             cat.held.extend(fetched);
         }
-        let mut budget = DocBudget::default();
         items
             .iter()
             .zip(config_paths)
@@ -338,7 +337,8 @@ impl DockerArchiveSource {
 
 impl Source for DockerArchiveSource {
     fn read_head(&self) -> Result<PackageHead> {
-        let made = self.made()?;
+        let mut budget = DocBudget::default();
+        let made = self.made(&mut budget)?;
         let mut docs = HashMap::new();
         let mut images = Vec::new();
         let mut warnings = Vec::new();
@@ -352,6 +352,13 @@ impl Source for DockerArchiveSource {
                 platform: None,
             };
             let what = format!("manifest.json entry {}", i + 1);
+            // Each name is an image of its own (resolved, held, pushed): its manifest counts
+            // once per name, as each index.json entry of a package does. One manifest.json of
+            // 4 MiB could otherwise name one 300-layer image 400 000 times (tens of GB held).
+            let names = m.names.len().max(1) as u64;
+            budget
+                .take(m.manifest.len() as u64 * names)
+                .map_err(|e| e.context(format!("{what} ({names} names)")))?;
             if m.names.is_empty() {
                 images.push(named(
                     desc.clone(),
