@@ -196,3 +196,54 @@ fn one_image_under_countless_names_is_refused_with_bounded_memory() {
     let peak = usage.ru_maxrss as u64 * 1024;
     assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
 }
+
+/// The OCI side of the same: `index.json` may list one big manifest under thousands of
+/// names; each entry counts that manifest against the documents' total.
+#[test]
+fn one_oci_manifest_under_countless_index_entries_is_refused_with_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = br#"{"rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let layers: Vec<serde_json::Value> = (0..3000u32)
+        .map(|i| {
+            json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                   "digest": sha(&i.to_be_bytes()), "size": 1000})
+        })
+        .collect();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(&config), "size": config.len()},
+        "layers": layers}))
+    .unwrap();
+    let entries: Vec<serde_json::Value> = (0..2000)
+        .map(|i| {
+            json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "digest": sha(&manifest), "size": manifest.len(),
+                   "annotations": {"org.opencontainers.image.ref.name": format!("example.com/a/b:v{i}")}})
+        })
+        .collect();
+    let mut b = tar::Builder::new(Vec::new());
+    file(
+        &mut b,
+        &format!("blobs/sha256/{}", hex_of(&sha(&config))),
+        &config,
+    );
+    file(
+        &mut b,
+        &format!("blobs/sha256/{}", hex_of(&sha(&manifest))),
+        &manifest,
+    );
+    let index = json!({"schemaVersion": 2, "manifests": entries});
+    file(&mut b, "index.json", &serde_json::to_vec(&index).unwrap());
+    let f = write(tmp.path(), "entries.tar", &b.into_inner().unwrap());
+
+    shown_refused(&f, &["entries.tar", "index.json entry", "MiB"]);
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let peak = usage.ru_maxrss as u64 * 1024;
+    assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
+}

@@ -17,7 +17,7 @@ use bytes::Bytes;
 
 use super::foreign::{named, stand_in_meta, ForeignFormat};
 use super::image_tar::{self, Member};
-use super::layout::{Index, MAX_DOCUMENT_BYTES};
+use super::layout::{ImageGraph, Index, MAX_DOCUMENT_BYTES};
 use super::{read_limited, ArchiveBytes, BlobSink, DocBudget, DocWanted, Flow, PackageHead};
 use super::{Source, Wanted};
 use crate::error::{Error, Result};
@@ -177,6 +177,22 @@ fn adopt(
 impl Source for OciArchiveSource {
     fn read_head(&self) -> Result<PackageHead> {
         let (index, docs) = read_head(self.bytes.as_ref())?;
+        // Each entry is an image of its own (its graph resolved, held, pushed): what its
+        // manifests weigh counts once per entry, else one index.json could list one big
+        // manifest thousands of times (2000 entries of a 3000-layer manifest, a 1 MB file,
+        // held 1.6 GB). An entry that does not resolve weighs nothing: it is reported broken.
+        let mut weights: HashMap<Digest, u64> = HashMap::new();
+        let mut budget = DocBudget::default();
+        for (i, d) in index.manifests.iter().enumerate() {
+            let w = *weights.entry(d.digest.clone()).or_insert_with(|| {
+                ImageGraph::resolve(d, &docs)
+                    .map(|g| g.manifests.iter().map(|(_, b)| b.len() as u64).sum())
+                    .unwrap_or(0)
+            });
+            budget
+                .take(w)
+                .map_err(|e| e.context(format!("index.json entry {} ({})", i + 1, d.digest)))?;
+        }
         let mut warnings = Vec::new();
         let images = index
             .manifests
