@@ -247,3 +247,24 @@ fn one_oci_manifest_under_countless_index_entries_is_refused_with_bounded_memory
     let peak = usage.ru_maxrss as u64 * 1024;
     assert!(peak < 200 << 20, "peak RSS {} MB", peak >> 20);
 }
+
+/// A damaged header's error from the tar reader quotes the entry's name: escaped too.
+#[test]
+fn a_damaged_header_naming_escapes_is_reported_escaped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = tar::Builder::new(Vec::new());
+    file(&mut b, "manifest.json", b"[]");
+    file(&mut b, "\u{1b}]0;owned\u{7}x", b"data");
+    let mut tar = b.into_inner().unwrap();
+    // the second header (after manifest.json's header and data block): its size field
+    // unreadable, its checksum recomputed so that the size is what fails
+    let h = &mut tar[1024..1536];
+    h[124..136].copy_from_slice(b"zzzzzzzzzzz\0");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let f = write(tmp.path(), "damaged.tar", &tar);
+    let err = shown_refused(&f, &["damaged.tar", "owned"]);
+    assert!(!err.contains('\u{1b}'), "raw escape printed: {err:?}");
+    assert!(!err.contains('\u{7}'), "raw escape printed: {err:?}");
+}
