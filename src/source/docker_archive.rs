@@ -42,6 +42,12 @@ pub const DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar.gzi
 
 /// Small files held in the first pass (configs are a few kB; a small layer may be held too).
 const MAX_HELD_BYTES: u64 = 64 << 20;
+/// What the first pass's list of entries may hold, names included: `manifest.json` comes
+/// last, so every entry is listed, and a name can be a MiB (GNU long names). A docker save
+/// of a thousand images of fifty layers lists some 150 000 entries of under 200 bytes.
+const MAX_CATALOG_BYTES: u64 = 64 << 20;
+/// What one listed entry costs besides its names (map slots, size, held bytes' handle).
+const ENTRY_OVERHEAD: u64 = 128;
 
 #[derive(Debug)]
 pub struct DockerArchiveSource {
@@ -116,7 +122,35 @@ struct Catalog {
 fn catalog(bytes: &dyn ArchiveBytes) -> Result<Catalog> {
     let mut c = Catalog::default();
     let mut held_bytes = 0u64;
+    let mut listed = 0u64;
     image_tar::walk(bytes, &mut |m, r| {
+        let (path, names) = match m {
+            Member::Link { path, target } => (path, path.len() + target.len()),
+            Member::File { path, .. } => (path, path.len()),
+            Member::Skip => return Ok(Flow::More),
+        };
+        listed += names as u64 + ENTRY_OVERHEAD;
+        if listed > MAX_CATALOG_BYTES {
+            return Err(Error::package(format!(
+                "the archive lists more entries, or longer names, than {} MiB hold: refusing a \
+                 hostile or broken archive (a docker save lists a few entries per layer, each \
+                 named in under 200 bytes)",
+                MAX_CATALOG_BYTES >> 20
+            )));
+        }
+        // `tar -x` and docker load keep the last of two entries of one name: refusing them
+        // means ferry pushes what any other reader of the archive sees
+        let twice = if path == "manifest.json" {
+            c.manifest.is_some() || c.links.contains_key(path)
+        } else {
+            c.files.contains_key(path) || c.links.contains_key(path)
+        };
+        if twice {
+            return Err(Error::package(format!(
+                "entry {path:?} appears twice: refusing an archive that other tools would read \
+                 otherwise (docker save and podman save write each name once); save the images again"
+            )));
+        }
         match m {
             Member::Link { path, target } => {
                 c.links.insert(path.clone(), target.clone());
@@ -128,7 +162,7 @@ fn catalog(bytes: &dyn ArchiveBytes) -> Result<Catalog> {
                 let small = *size <= MAX_DOCUMENT_BYTES && held_bytes + size <= MAX_HELD_BYTES;
                 let mut head = Vec::new();
                 if small {
-                    head = read_limited(r, *size, *size, path)?;
+                    head = read_limited(r, *size, *size, &format!("{path:?}"))?;
                     held_bytes += size;
                 } else {
                     std::io::Read::read_to_end(&mut std::io::Read::take(r, 6), &mut head)
@@ -159,7 +193,12 @@ fn fetch(bytes: &dyn ArchiveBytes, paths: &HashSet<String>) -> Result<HashMap<St
             if paths.contains(path) {
                 out.insert(
                     path.clone(),
-                    Bytes::from(read_limited(r, *size, MAX_DOCUMENT_BYTES, path)?),
+                    Bytes::from(read_limited(
+                        r,
+                        *size,
+                        MAX_DOCUMENT_BYTES,
+                        &format!("{path:?}"),
+                    )?),
                 );
             }
         }
@@ -183,15 +222,15 @@ struct Made {
 
 fn make_image(item: &ManifestItem, config: Bytes, cat: &Catalog) -> Result<Made> {
     let what = match item.repo_tags.as_deref() {
-        Some([first, ..]) => format!("image {first}"),
-        _ => format!("image with config {}", item.config),
+        Some([first, ..]) => format!("image {first:?}"),
+        _ => format!("image with config {:?}", item.config),
     };
     let fail = |m: String| Error::package(format!("{what}: {m}"));
     let parsed: ImageConfig = serde_json::from_slice(&config)
-        .map_err(|e| fail(format!("config {} is not valid: {e}", item.config)))?;
+        .map_err(|e| fail(format!("config {:?} is not valid: {e}", item.config)))?;
     let diff_ids = parsed
         .rootfs
-        .ok_or_else(|| fail(format!("config {} has no rootfs", item.config)))?
+        .ok_or_else(|| fail(format!("config {:?} has no rootfs", item.config)))?
         .diff_ids;
     if diff_ids.len() != item.layers.len() {
         return Err(fail(format!(
@@ -207,12 +246,13 @@ fn make_image(item: &ManifestItem, config: Bytes, cat: &Catalog) -> Result<Made>
         let path = resolve(&cat.links, layer);
         let &(size, compression) = cat.files.get(&path).ok_or_else(|| {
             fail(format!(
-                "layer {layer} (diff ID {diff_id}) is not in the archive"
+                "layer {layer:?} (diff ID {diff_id}) is not in the archive: it is incomplete; \
+                 save the image again"
             ))
         })?;
         if let Some(c) = compression {
             return Err(fail(format!(
-                "layer {layer} is {c}-compressed: a docker archive's layers are plain tars \
+                "layer {layer:?} is {c}-compressed: a docker archive's layers are plain tars \
                  (their digest is their diff ID); re-save the image with docker, podman or skopeo"
             )));
         }
@@ -247,7 +287,7 @@ fn make_image(item: &ManifestItem, config: Bytes, cat: &Catalog) -> Result<Made>
 }
 
 impl DockerArchiveSource {
-    fn made(&self) -> Result<Vec<Made>> {
+    fn made(&self, budget: &mut DocBudget) -> Result<Vec<Made>> {
         let bytes = self.bytes.as_ref();
         let mut cat = catalog(bytes)?;
         let manifest = cat.manifest.take().ok_or_else(|| {
@@ -271,20 +311,20 @@ impl DockerArchiveSource {
             let fetched = fetch(bytes, &missing)?;
             cat.held.extend(fetched);
         }
-        let mut budget = DocBudget::default();
         items
             .iter()
             .zip(config_paths)
             .map(|(item, path)| {
                 let config = cat.held.get(&path).cloned().ok_or_else(|| {
                     Error::package(format!(
-                        "config {} of image {} is not in the archive (or over {} bytes)",
+                        "config {:?} of image {} is not in the archive (or over {} bytes): \
+                         the archive is incomplete; save the image again",
                         item.config,
                         item.repo_tags
                             .as_ref()
                             .and_then(|t| t.first())
-                            .map(String::as_str)
-                            .unwrap_or("without a name"),
+                            .map(|t| format!("{t:?}"))
+                            .unwrap_or_else(|| "without a name".into()),
                         MAX_DOCUMENT_BYTES
                     ))
                 })?;
@@ -297,7 +337,8 @@ impl DockerArchiveSource {
 
 impl Source for DockerArchiveSource {
     fn read_head(&self) -> Result<PackageHead> {
-        let made = self.made()?;
+        let mut budget = DocBudget::default();
+        let made = self.made(&mut budget)?;
         let mut docs = HashMap::new();
         let mut images = Vec::new();
         let mut warnings = Vec::new();
@@ -311,6 +352,13 @@ impl Source for DockerArchiveSource {
                 platform: None,
             };
             let what = format!("manifest.json entry {}", i + 1);
+            // Each name is an image of its own (resolved, held, pushed): its manifest counts
+            // once per name, as each index.json entry of a package does. One manifest.json of
+            // 4 MiB could otherwise name one 300-layer image 400 000 times (tens of GB held).
+            let names = m.names.len().max(1) as u64;
+            budget
+                .take(m.manifest.len() as u64 * names)
+                .map_err(|e| e.context(format!("{what} ({names} names)")))?;
             if m.names.is_empty() {
                 images.push(named(
                     desc.clone(),

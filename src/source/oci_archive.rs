@@ -5,9 +5,11 @@
 //!
 //! Head: one pass that holds small blobs until `index.json` says which are documents; the
 //! writers that list the directory in order (skopeo) put `index.json` after `blobs/`, so
-//! that pass reads to the end, but it decompresses layers only to skip them. It stops as
-//! soon as every document is found when `index.json` comes first. Blobs: one more pass,
-//! each wanted blob handed over as it passes by.
+//! that pass reads to the end, but it decompresses layers only to skip them. It reads to the
+//! end also when `index.json` comes first and every document is found early: a second
+//! `index.json` further on (which `tar -x`, and so other tools, would take instead) must be
+//! seen and refused before anything is pushed. Blobs: one more pass, each wanted blob handed
+//! over as it passes by.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,7 +17,7 @@ use bytes::Bytes;
 
 use super::foreign::{named, stand_in_meta, ForeignFormat};
 use super::image_tar::{self, Member};
-use super::layout::{Index, MAX_DOCUMENT_BYTES};
+use super::layout::{ImageGraph, Index, MAX_DOCUMENT_BYTES};
 use super::{read_limited, ArchiveBytes, BlobSink, DocBudget, DocWanted, Flow, PackageHead};
 use super::{Source, Wanted};
 use crate::error::{Error, Result};
@@ -24,6 +26,9 @@ use crate::oci::Digest;
 /// Small blobs held while `index.json` is not read yet; past this, another pass reads the
 /// documents still missing.
 const MAX_HELD_BYTES: u64 = 64 << 20;
+/// What one held blob costs besides its bytes (its digest, the map's slot): thousands of
+/// empty blobs cost that much memory, not nothing.
+const HELD_OVERHEAD: u64 = 256;
 /// Passes over the archive spent looking for documents.
 const MAX_HEAD_PASSES: usize = 4;
 
@@ -51,6 +56,18 @@ fn blob_digest(path: &str) -> Result<Option<Digest>> {
     }
 }
 
+/// `tar -x` (and so anything reading the layout it leaves) keeps the last `index.json` of
+/// two, ferry would read the first: refused, so what is pushed is what others see.
+fn second_index(seen: usize) -> Result<()> {
+    if seen > 1 {
+        return Err(Error::package(
+            "entry \"index.json\" appears twice: refusing an archive that other tools would read \
+             otherwise (an OCI layout has one); write the archive again",
+        ));
+    }
+    Ok(())
+}
+
 fn read_head(bytes: &dyn ArchiveBytes) -> Result<(Index, HashMap<Digest, Bytes>)> {
     let mut index: Option<Index> = None;
     let mut wanted = DocWanted::default();
@@ -60,11 +77,20 @@ fn read_head(bytes: &dyn ArchiveBytes) -> Result<(Index, HashMap<Digest, Bytes>)
         let mut held: HashMap<Digest, Bytes> = HashMap::new();
         let mut held_bytes = 0u64;
         let mut dropped = false;
+        let mut indexes_seen = 0;
         image_tar::walk(bytes, &mut |m, r| {
             let Member::File { path, size } = m else {
                 return Ok(Flow::More);
             };
             let size = *size;
+            if path == "index.json" {
+                indexes_seen += 1;
+                second_index(indexes_seen)?;
+            }
+            if index.is_some() && wanted.missing(&docs).next().is_none() {
+                // every document is in: the rest is only looked over for a second index.json
+                return Ok(Flow::More);
+            }
             if path == "index.json" && index.is_none() {
                 let text = read_limited(r, size, MAX_DOCUMENT_BYTES, "index.json")?;
                 let parsed = Index::parse(&text, "index.json")?;
@@ -82,17 +108,16 @@ fn read_head(bytes: &dyn ArchiveBytes) -> Result<(Index, HashMap<Digest, Bytes>)
                         budget.take(size)?;
                         let b = read_limited(r, size, MAX_DOCUMENT_BYTES, path)?;
                         docs.insert(d, Bytes::from(b));
-                    } else if held_bytes + size <= MAX_HELD_BYTES {
+                    } else if held_bytes + size + HELD_OVERHEAD <= MAX_HELD_BYTES {
                         held.insert(d, Bytes::from(read_limited(r, size, size, path)?));
-                        held_bytes += size;
+                        held_bytes += size + HELD_OVERHEAD;
                     } else {
                         dropped = true;
                     }
                 }
             }
             adopt(&mut wanted, &mut docs, &mut held, &mut budget)?;
-            let done = index.is_some() && wanted.missing(&docs).next().is_none();
-            Ok(if done { Flow::Enough } else { Flow::More })
+            Ok(Flow::More)
         })?;
         adopt(&mut wanted, &mut docs, &mut held, &mut budget)?;
         if index.is_none() {
@@ -152,6 +177,22 @@ fn adopt(
 impl Source for OciArchiveSource {
     fn read_head(&self) -> Result<PackageHead> {
         let (index, docs) = read_head(self.bytes.as_ref())?;
+        // Each entry is an image of its own (its graph resolved, held, pushed): what its
+        // manifests weigh counts once per entry, else one index.json could list one big
+        // manifest thousands of times (2000 entries of a 3000-layer manifest, a 1 MB file,
+        // held 1.6 GB). An entry that does not resolve weighs nothing: it is reported broken.
+        let mut weights: HashMap<Digest, u64> = HashMap::new();
+        let mut budget = DocBudget::default();
+        for (i, d) in index.manifests.iter().enumerate() {
+            let w = *weights.entry(d.digest.clone()).or_insert_with(|| {
+                ImageGraph::resolve(d, &docs)
+                    .map(|g| g.manifests.iter().map(|(_, b)| b.len() as u64).sum())
+                    .unwrap_or(0)
+            });
+            budget
+                .take(w)
+                .map_err(|e| e.context(format!("index.json entry {} ({})", i + 1, d.digest)))?;
+        }
         let mut warnings = Vec::new();
         let images = index
             .manifests
@@ -182,10 +223,15 @@ impl Source for OciArchiveSource {
         if remaining.is_empty() {
             return Ok(remaining);
         }
+        let mut indexes_seen = 0;
         image_tar::walk(self.bytes.as_ref(), &mut |m, r| {
             let Member::File { path, size } = m else {
                 return Ok(Flow::More);
             };
+            if path == "index.json" {
+                indexes_seen += 1;
+                second_index(indexes_seen)?;
+            }
             match blob_digest(path)? {
                 Some(d) if remaining.remove(&d) => {
                     let flow = sink(&d, *size, r)?;

@@ -48,8 +48,23 @@ pub fn archive_error(e: std::io::Error) -> Error {
         return Error::package(r.0.clone());
     }
     Error::package(format!(
-        "archive is unreadable ({e}); the .tgz may be truncated or corrupt: check it with `ferry verify` or copy it again"
+        "archive is unreadable ({}); the .tgz may be truncated or corrupt: check it with `ferry verify` or copy it again",
+        without_controls(&e.to_string())
     ))
+}
+
+/// `tar`'s errors quote entry names as they are: a name from a hostile archive could carry
+/// terminal escapes to the operator's screen. Control characters are shown escaped.
+fn without_controls(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Counts the compressed bytes read, for the bomb guard.
