@@ -524,3 +524,45 @@ fn manifests_and_configs_beyond_the_total_limit_are_refused() {
         run.all()
     );
 }
+
+/// One big manifest listed under thousands of names in index.json: every entry resolves a
+/// graph of its own, so each counts the manifest against the documents' total (a 1 MB
+/// index.json and one 230 kB manifest held 1.6 GB before).
+#[test]
+fn one_manifest_under_countless_names_is_refused_with_bounded_memory() {
+    use ferry::oci::media::OCI_MANIFEST;
+    const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+    const LAYER: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("names");
+    let mut w = ferry::devtools::LayoutWriter::create(&pkg.join("images")).unwrap();
+    let config = w.blob(OCI_CONFIG, b"{}").unwrap();
+    let layers: Vec<serde_json::Value> = (0..3000u32)
+        .map(|i| {
+            let d = ferry::oci::Digest::of(&i.to_be_bytes());
+            serde_json::json!({"mediaType": LAYER, "digest": d.to_string(), "size": 1000})
+        })
+        .collect();
+    let m = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": config, "layers": layers,
+    });
+    let d = w
+        .blob(OCI_MANIFEST, &serde_json::to_vec(&m).unwrap())
+        .unwrap();
+    for i in 0..2000 {
+        w.tag(&d, &format!("registry.alauda.cn:60080/acp/many:v{i}"));
+    }
+    w.finish().unwrap();
+    write_package_yaml(&pkg, "names");
+    let reg = Registry::start(RegistryOpts::default());
+    refused(&reg, &pkg, &["index.json entry", "64 MiB"]);
+    assert!(!reg.log().contains("\"PUT /v2/"), "something was pushed");
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
+    assert_eq!(
+        unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) },
+        0
+    );
+    let peak = usage.ru_maxrss as u64 * 1024;
+    assert!(peak < 300 << 20, "peak RSS {} MB", peak >> 20);
+}

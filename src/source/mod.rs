@@ -96,11 +96,34 @@ pub struct BrokenImage {
 
 impl PackageHead {
     /// Names and resolves every entry of index.json.
+    ///
+    /// Every resolved image holds its own graph, so what its manifests weigh counts once per
+    /// entry against [`MAX_DOCS_TOTAL_BYTES`]: else one index.json could list one big
+    /// manifest thousands of times (a small file, gigabytes held). Past the bound the
+    /// remaining entries are not resolved and every image is reported broken.
     pub fn resolve_images(&self) -> (Vec<Image>, Vec<BrokenImage>) {
         let mut ok = Vec::new();
         let mut broken = Vec::new();
-        for desc in &self.images {
-            match self.resolve_image(desc) {
+        let mut budget = DocBudget::default();
+        let mut over = None;
+        for (i, desc) in self.images.iter().enumerate() {
+            let resolved = match &over {
+                Some(e) => Err(Error::package(format!("not resolved: {e}"))),
+                None => self.resolve_image(desc).and_then(|img| {
+                    let weight = img
+                        .graph
+                        .manifests
+                        .iter()
+                        .map(|(_, b)| b.len() as u64)
+                        .sum();
+                    budget.take(weight).map(|()| img).map_err(|e| {
+                        let e = e.context(format!("index.json entry {} ({})", i + 1, desc.digest));
+                        over = Some(e.to_string());
+                        e
+                    })
+                }),
+            };
+            match resolved {
                 Ok(img) => ok.push(img),
                 Err(error) => broken.push(BrokenImage {
                     source: desc.ref_name().unwrap_or("").to_string(),
@@ -108,6 +131,18 @@ impl PackageHead {
                     error,
                 }),
             }
+        }
+        if let Some(e) = over {
+            // a package over the bound is refused whole: no image of it is pushed
+            broken.splice(
+                0..0,
+                ok.drain(..).map(|img: Image| BrokenImage {
+                    source: img.source,
+                    digest: img.graph.root.digest,
+                    error: Error::package(format!("not pushed: {e}")),
+                }),
+            );
+            return (ok, broken);
         }
         ok.extend(self.extra_images.iter().cloned());
         (ok, broken)
