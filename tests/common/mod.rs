@@ -135,7 +135,28 @@ impl Registry {
             .expect("start docker-registry");
         let started = Instant::now();
         let ip = if opts.ipv6 { "::1" } else { "127.0.0.1" };
-        while TcpStream::connect((ip, port)).is_err() {
+        let mut child = child;
+        // free_port's port is free only until someone else binds it: another test's server
+        // may take it first, and then our connect reaches *that* server while ours exits
+        // with "address already in use" (seen as a flake: the other test ended and our
+        // "registry" vanished). A registry that exits at start is started again on another port.
+        let lost_port = |child: &mut Child| {
+            child.try_wait().ok().flatten().is_some()
+                && std::fs::read_to_string(dir.path().join("registry.log"))
+                    .unwrap_or_default()
+                    .contains("address already in use")
+        };
+        loop {
+            if lost_port(&mut child) {
+                return Registry::start(opts);
+            }
+            if TcpStream::connect((ip, port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(150));
+                if lost_port(&mut child) {
+                    return Registry::start(opts);
+                }
+                break;
+            }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
                 "registry did not start: {}",
