@@ -93,6 +93,12 @@ pub struct ImageGraph {
 }
 
 impl ImageGraph {
+    /// What this image's manifests and indexes weigh: each resolved image holds its own
+    /// graph, so a bound on what a package holds counts this once per image.
+    pub fn manifest_bytes(&self) -> u64 {
+        self.manifests.iter().map(|(_, b)| b.len() as u64).sum()
+    }
+
     /// Walks from `root` through `docs` (the in-memory manifests/configs of the package).
     pub fn resolve(root: &Descriptor, docs: &HashMap<Digest, Bytes>) -> Result<Self> {
         let mut graph = ImageGraph {

@@ -110,17 +110,15 @@ impl PackageHead {
             let resolved = match &over {
                 Some(e) => Err(Error::package(format!("not resolved: {e}"))),
                 None => self.resolve_image(desc).and_then(|img| {
-                    let weight = img
-                        .graph
-                        .manifests
-                        .iter()
-                        .map(|(_, b)| b.len() as u64)
-                        .sum();
-                    budget.take(weight).map(|()| img).map_err(|e| {
-                        let e = e.context(format!("index.json entry {} ({})", i + 1, desc.digest));
-                        over = Some(e.to_string());
-                        e
-                    })
+                    budget
+                        .take(img.graph.manifest_bytes())
+                        .map(|()| img)
+                        .map_err(|e| {
+                            let e =
+                                e.context(format!("index.json entry {} ({})", i + 1, desc.digest));
+                            over = Some(e.to_string());
+                            e
+                        })
                 }),
             };
             match resolved {

@@ -186,7 +186,7 @@ impl Source for OciArchiveSource {
         for (i, d) in index.manifests.iter().enumerate() {
             let w = *weights.entry(d.digest.clone()).or_insert_with(|| {
                 ImageGraph::resolve(d, &docs)
-                    .map(|g| g.manifests.iter().map(|(_, b)| b.len() as u64).sum())
+                    .map(|g| g.manifest_bytes())
                     .unwrap_or(0)
             });
             budget
