@@ -8,6 +8,11 @@
 # registries offer HTTP/2: ferry's default (HTTP/1.1) against FERRY_HTTP2=1, on this corpus and
 # on one of large blobs.
 #   scripts/bench-latency.sh [--quick]      (scripts/bench.sh runs it too)
+#   scripts/bench-latency.sh --many         only the many-image corpus (issue 25: 200 images of
+#                                           ~4 blobs, 170 MB): near and far into the discard
+#                                           registry, RUNS times each (default 3), alternating
+#                                           with FERRY_OLD=<binary> when given; table between the
+#                                           bench-latency-many markers
 # Writes its table between the bench-latency markers of docs/benchmarks.md (full run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +20,13 @@ cd "$(dirname "$0")/.."
 install_missing docker-registry:docker-registry skopeo:skopeo python3:python3 curl:curl \
   /usr/bin/time:time ip:iproute2 tc:iproute2 openssl:openssl
 
-quick=0
+quick=0 many=0
 [ "${1:-}" = "--quick" ] && quick=1
+[ "${1:-}" = "--many" ] && many=1
 if [ $quick = 1 ]; then blobs=400; else blobs=2000; fi
 delay_ms=${DELAY_MS:-20}
 out=${BENCH_OUT:-}
-[ -z "$out" ] && [ $quick = 0 ] && out=docs/benchmarks.md
+[ -z "$out" ] && [ $quick = 0 ] && [ -z "${FERRY_OLD:-}" ] && out=docs/benchmarks.md
 
 cargo build --release --quiet
 cargo build --release --quiet --example discard-registry
@@ -54,11 +60,13 @@ measure() { # measure SCENARIO TOOL -- CMD...
   echo "  $scenario / $tool: ${wall}s" >&2
 }
 
+if [ $many = 0 ]; then
 echo "== corpus: $blobs small blobs" >&2
 "$ferry" dev small-blobs "$work/small" --blobs "$blobs" >/dev/null
 "$ferry" pack --from "$work/small/layout" --metadata "$work/small/package.yaml" -o "$work/small.tgz" >/dev/null
 bytes=$(du -sb "$work/small/layout/blobs" | cut -f1)
 nblobs=$(ls "$work/small/layout/blobs/sha256" | wc -l)
+fi
 
 # the link: namespace behind a veth shaped to 1 Gbit/s; registry side 10.251.<x>.2
 ip netns add "$ns"
@@ -104,6 +112,50 @@ scheme=http
 # the registry's certificate, for the proxy's address (the client sees 127.0.0.1)
 openssl req -x509 -newkey rsa:2048 -nodes -keyout "$work/key.pem" -out "$work/cert.pem" \
   -days 2 -subj "/CN=127.0.0.1" -addext "subjectAltName=IP:127.0.0.1" 2>/dev/null
+
+many_images() { # the many-image corpus, near and far, into fresh discard registries
+  echo "== many images: 200 images of ~4 blobs" >&2
+  "$ferry" dev scale "$work/many" --images 200 --mean-kb 270 >/dev/null
+  "$ferry" pack --from "$work/many/layout" --metadata "$work/many/package.yaml" -o "$work/many.tgz" >/dev/null
+  local mbytes mblobs runs=${RUNS:-3} bins=("$ferry") i b
+  mbytes=$(du -sb "$work/many/layout/blobs" | cut -f1)
+  mblobs=$(ls "$work/many/layout/blobs/sha256" | wc -l)
+  [ -n "${FERRY_OLD:-}" ] && bins+=("$FERRY_OLD")
+  for i in $(seq "$runs"); do
+    for b in "${bins[@]}"; do
+      local tool=ferry
+      [ "$b" != "$ferry" ] && tool="ferry (FERRY_OLD)"
+      far_registry discard
+      measure "many, near" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$remote:5000" --plain --quiet
+      far_registry discard
+      measure "many, far" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$h" --plain --quiet
+    done
+  done
+  python3 - "$results" "$mbytes" "$mblobs" "$delay_ms" >"$work/many.md" <<'PY'
+import sys, datetime, os, statistics
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.startswith("many")]
+size, nblobs, delay = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+wire = size / 125e6
+print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; 200 images, {nblobs} blobs, {size/1e6:.0f} MB;"
+      f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s, into the discard registry. Wire floor {wire:.2f} s."
+      f" Command: `scripts/bench-latency.sh --many`\n")
+print("| tool | near s (no delay) | far s (40 ms RTT) | far, x wire floor | far / near | CPU s (far) | peak RSS MB (far) |")
+print("|---|---|---|---:|---:|---:|---:|")
+for tool in dict.fromkeys(r[1] for r in rows):
+    near = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, near"]
+    far = [(float(r[2]), r[3], r[4]) for r in rows if r[1] == tool and r[0] == "many, far"]
+    n, f = statistics.median(near), statistics.median(x[0] for x in far)
+    cpu = statistics.median(float(x[1]) for x in far)
+    rss = max(int(x[2]) for x in far)
+    print(f"| {tool} | {n:.2f} (runs: {', '.join(f'{x:.2f}' for x in near)}) | {f:.2f} (runs: {', '.join(f'{x[0]:.2f}' for x in far)}) | {f/wire:.2f} | {f/n:.2f} | {cpu} | {rss} |")
+PY
+  cat "$work/many.md"
+}
+if [ $many = 1 ]; then
+  many_images
+  [ -n "$out" ] && write_block "$out" bench-latency-many 'Many images at 40 ms RTT (`scripts/bench-latency.sh --many`)' "$work/many.md"
+  exit 0
+fi
 
 echo "== floors" >&2
 port=$(free_port)

@@ -338,3 +338,71 @@ fn uploads_start_while_the_survey_is_still_asking_and_skip_what_is_there() {
         store.heads_answered
     );
 }
+
+/// Mounts and manifests do not wait for the end of the pass: an image whose blobs are all in
+/// goes up while another image's slow blob is still on its way, and a blob uploaded for one
+/// repository is mounted into the next one as soon as it is in (issue 25: on a distant link
+/// each is a round trip of nothing on the wire after the last upload). The rules stay: each
+/// manifest only after every one of its parts, in its repository.
+#[test]
+fn an_image_whose_blobs_are_in_goes_up_while_another_is_still_uploading() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("pkg");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    let shared = w.layer(1, 20_000, false).unwrap();
+    let fast_own = w.layer(2, 5_000, false).unwrap();
+    let slow_own = w.layer(3, 5_000, false).unwrap();
+    let fast = w
+        .image("fast", "amd64", &[shared.clone(), fast_own], false)
+        .unwrap();
+    w.tag(&fast, "registry.alauda.cn:60080/acp/fast:v1");
+    let slow = w
+        .image("slow", "amd64", &[shared.clone(), slow_own.clone()], false)
+        .unwrap();
+    w.tag(&slow, "registry.alauda.cn:60080/acp/slow:v1");
+    w.finish().unwrap();
+    common::write_package_yaml(&pkg, "early");
+
+    let registry = FakeRegistry::new(Behaviour {
+        slow_commits: Some(("acp/slow", std::time::Duration::from_millis(400))),
+        ..Default::default()
+    });
+    let outcome = push(&pkg, &registry);
+    assert!(
+        states(&outcome).iter().all(|(_, s)| s == "pushed"),
+        "{:?}",
+        states(&outcome)
+    );
+    assert_manifests_after_their_parts(&registry);
+    let store = registry.store.lock().unwrap();
+    let at = |wanted: &Event| {
+        store
+            .log
+            .iter()
+            .position(|e| e == wanted)
+            .unwrap_or_else(|| panic!("{wanted:?} not in {:?}", store.log))
+    };
+    let slow_layer = at(&Event::Blob {
+        repo: "acp/slow".into(),
+        digest: slow_own.digest.clone(),
+    });
+    let fast_manifest = at(&Event::Manifest {
+        repo: "acp/fast".into(),
+        reference: "v1".into(),
+    });
+    let shared_mounted = at(&Event::Blob {
+        repo: "acp/slow".into(),
+        digest: shared.digest.clone(),
+    });
+    assert_eq!(store.mounts, 1, "the shared layer is uploaded once");
+    assert!(
+        fast_manifest < slow_layer,
+        "acp/fast:v1 waited for the slow blob of another image: {:?}",
+        store.log
+    );
+    assert!(
+        shared_mounted < slow_layer,
+        "the mount waited for the end of the pass: {:?}",
+        store.log
+    );
+}

@@ -8,6 +8,7 @@
 //! a blob both need is decompressed and hashed once and sent to both.
 
 mod buffers;
+mod early;
 mod gate;
 mod manifests;
 pub mod outcome;
@@ -31,7 +32,7 @@ use std::sync::Arc;
 
 use futures::stream::{self as fstream, StreamExt};
 use gate::Gate;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
 
 pub use state::StateStore;
 use stream::{StreamCtx, StreamJob, Target};
@@ -227,8 +228,15 @@ impl Engine {
             images: &images,
             sizes: &sizes,
         };
-        self.move_blobs(&shipment, &mut runs, observer, line.as_ref())
+        let early_manifests = self
+            .move_blobs(&shipment, &mut runs, observer, line.as_ref())
             .await;
+        for ((di, i), r) in early_manifests {
+            runs[di].images[i] = match r {
+                Ok(()) => ImageState::Pushed,
+                Err(e) => ImageState::Failed(e),
+            };
+        }
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -275,16 +283,19 @@ impl Engine {
     }
 
     /// The blob surveys and the first upload pass together (each blob streamed as soon as
-    /// its own HEADs are in), then the mounts, then further passes for what failed
-    /// transiently or whose mount was declined, up to `passes` in all.
+    /// its own HEADs are in, mounts and manifests as soon as their own blobs are in), then
+    /// the mounts left, then further passes for what failed transiently or whose mount was
+    /// declined, up to `passes` in all. Gives back the manifests already put, by
+    /// (destination, image).
     async fn move_blobs(
         &self,
         ship: &Shipment<'_>,
         runs: &mut [DestRun],
         observer: &dyn Observer,
         line: &dyn PackageObserver,
-    ) {
-        let first = self.survey_and_send(ship, runs, observer, line).await;
+    ) -> HashMap<(usize, usize), Shared<()>> {
+        let (first, early) = self.survey_and_send(ship, runs, observer, line).await;
+        let mut mounted = early.mounts;
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
         let mut mounts: Vec<(usize, Mount)> = Vec::new();
@@ -307,13 +318,16 @@ impl Engine {
             let last = pass + 1 == passes || self.opts.stop.requested();
             // Mounts (from repositories that hold the blob) first: cheap, and a declined
             // mount becomes an upload in this same pass.
-            for (di, mount, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+            for (di, mount, r) in self
+                .mount_all(std::mem::take(&mut mounts), &mut mounted)
+                .await
+            {
                 todo.extend(record_mount(runs, di, mount, r));
             }
             if todo.is_empty() {
                 break;
             }
-            let outcomes = self.upload_all(ship, std::mem::take(&mut todo)).await;
+            let outcomes = self.upload_all(ship, std::mem::take(&mut todo), None).await;
             self.settle(
                 outcomes,
                 last,
@@ -327,7 +341,10 @@ impl Engine {
             }
         }
         // Mounts still queued after the last pass get their one try.
-        for (di, mount, r) in self.mount_all(std::mem::take(&mut mounts)).await {
+        for (di, mount, r) in self
+            .mount_all(std::mem::take(&mut mounts), &mut mounted)
+            .await
+        {
             if let Some((digest, Target { dest, repo })) = record_mount(runs, di, mount, r) {
                 let e = Error::new(
                     crate::error::ErrorKind::Registry,
@@ -339,6 +356,7 @@ impl Engine {
                 runs[dest].blobs.insert((repo, digest), Err(e));
             }
         }
+        early.manifests
     }
 
     /// Pass one: every destination's blob survey runs while the package streams; each blob
@@ -350,7 +368,7 @@ impl Engine {
         runs: &mut [DestRun],
         observer: &dyn Observer,
         line: &dyn PackageObserver,
-    ) -> Vec<stream::Outcome> {
+    ) -> (Vec<stream::Outcome>, early::EarlyResults) {
         // in image order, as the surveys ask: the order a directory source streams them in
         let mut seen = HashSet::new();
         let streamable: Vec<Digest> = ship
@@ -366,12 +384,26 @@ impl Engine {
             .cloned()
             .collect();
         let gate = Arc::new(Gate::new(streamable, self.dests.len()));
+        let states: Vec<&[ImageState]> = runs.iter().map(|r| r.images.as_slice()).collect();
+        let tracker = early::Tracker::new(ship.images, &states, self.opts.allow_nondistributable);
+        let (told, told_rx) = mpsc::unbounded_channel();
+        let (uploaded, uploaded_rx) = mpsc::unbounded_channel();
+        let inbox = early::Inbox {
+            told: told_rx,
+            uploaded: uploaded_rx,
+        };
+        let early = self.early_work(ship.pkg, ship.images, tracker, inbox);
+        let uploaded_by_stream = uploaded.clone();
         let surveys = async {
-            let blobs = runs
-                .iter_mut()
-                .enumerate()
-                .map(|(di, run)| self.survey_blobs(di, run, ship.images, ship.sizes, Some(&gate)));
+            let blobs = runs.iter_mut().enumerate().map(|(di, run)| {
+                let live = survey::Live {
+                    gate: &gate,
+                    told: &told,
+                };
+                self.survey_blobs(di, run, ship.images, ship.sizes, Some(live))
+            });
             futures::future::join_all(blobs).await;
+            drop(told); // the early work hears no more from the surveys
             let (mut uploads, mut bytes) = (0, 0);
             let mut from_memory = Vec::new();
             for (di, run) in runs.iter().enumerate() {
@@ -400,7 +432,7 @@ impl Engine {
                     crate::report::human_bytes(bytes)
                 ));
             }
-            self.upload_all(ship, from_memory).await
+            self.upload_all(ship, from_memory, Some(uploaded)).await
         };
         let jobs = gate
             .digests()
@@ -415,10 +447,11 @@ impl Engine {
             ship.pkg.clone(),
             jobs,
             Some(gate.clone()),
+            Some(uploaded_by_stream),
         );
-        let (mut outcomes, streamed) = futures::future::join(surveys, streamed).await;
+        let (mut outcomes, streamed, early) = futures::join!(surveys, streamed, early);
         outcomes.extend(streamed);
-        outcomes
+        (outcomes, early)
     }
 
     /// Takes one pass's upload outcomes in: placed blobs are recorded and their mounts
@@ -465,16 +498,30 @@ impl Engine {
         }
     }
 
-    /// Mounts, per destination index; each comes back with its outcome.
+    /// Mounts, per destination index; each comes back with its outcome. Those the early work
+    /// did already (in `mounted`) are not asked again.
     async fn mount_all(
         &self,
         mounts: Vec<(usize, Mount)>,
+        mounted: &mut HashMap<(usize, String, Digest), Shared<MountOutcome>>,
     ) -> Vec<(usize, Mount, Shared<MountOutcome>)> {
-        fstream::iter(mounts.into_iter().map(|(di, m)| async move {
-            let r = self.dests[di]
-                .registry
-                .mount(&m.repo, &m.from, &m.digest)
-                .await;
+        let mounts: Vec<_> = mounts
+            .into_iter()
+            .map(|(di, m)| {
+                let done = mounted.remove(&(di, m.repo.clone(), m.digest.clone()));
+                (di, m, done)
+            })
+            .collect();
+        fstream::iter(mounts.into_iter().map(|(di, m, done)| async move {
+            let r = match done {
+                Some(r) => r,
+                None => {
+                    self.dests[di]
+                        .registry
+                        .mount(&m.repo, &m.from, &m.digest)
+                        .await
+                }
+            };
             (di, m, r)
         }))
         .buffer_unordered(self.small_requests())
@@ -482,11 +529,13 @@ impl Engine {
         .await
     }
 
-    /// Uploads: blobs held in memory (configs) directly, the rest in one streaming pass.
+    /// Uploads: blobs held in memory (configs) directly, the rest in one streaming pass; each
+    /// outcome told to `uploaded` as it comes, if given.
     async fn upload_all(
         &self,
         ship: &Shipment<'_>,
         todo: Vec<(Digest, Target)>,
+        uploaded: Option<mpsc::UnboundedSender<stream::Outcome>>,
     ) -> Vec<stream::Outcome> {
         let Shipment {
             pkg, head, sizes, ..
@@ -499,6 +548,7 @@ impl Engine {
                 None => streamed.entry(digest).or_default().push(target),
             }
         }
+        let told = uploaded.as_ref();
         let mut outcomes: Vec<stream::Outcome> = fstream::iter(from_memory.into_iter().map(
             |(digest, target, bytes)| async move {
                 let r = match crate::oci::verify(&digest, sizes[&digest], &bytes) {
@@ -515,6 +565,9 @@ impl Engine {
                 };
                 let outcome = (digest, target, r);
                 self.stream.record(std::slice::from_ref(&outcome));
+                if let Some(tx) = told {
+                    let _ = tx.send(outcome.clone());
+                }
                 outcome
             },
         ))
@@ -530,7 +583,8 @@ impl Engine {
                     targets,
                 })
                 .collect();
-            outcomes.extend(stream::run_pass(self.stream.clone(), pkg.clone(), jobs, None).await);
+            let pass = stream::run_pass(self.stream.clone(), pkg.clone(), jobs, None, uploaded);
+            outcomes.extend(pass.await);
         }
         outcomes
     }

@@ -206,11 +206,15 @@ impl InFlight {
 /// With a `gate`, the jobs' own targets are not used: the reader, meeting a blob, waits for
 /// its targets at the gate (the surveys decide them meanwhile); a blob with none is skipped,
 /// and once nothing further can be wanted the reading stops.
+/// One streaming pass over `pkg` for `jobs` (with `gate`, their targets come from the
+/// surveys as they decide). Each outcome is also told to `uploaded`, if given, as soon as its
+/// blob is done, so that work waiting for that blob need not wait for the whole pass.
 pub async fn run_pass(
     ctx: Arc<StreamCtx>,
     pkg: Package,
     jobs: Vec<StreamJob>,
     gate: Option<Arc<Gate>>,
+    uploaded: Option<mpsc::UnboundedSender<Outcome>>,
 ) -> Vec<Outcome> {
     let wanted: Wanted = jobs.iter().map(|j| (j.digest.clone(), j.size)).collect();
     let by_digest: HashMap<Digest, StreamJob> =
@@ -270,10 +274,16 @@ pub async fn run_pass(
             }
             continue;
         };
-        let ctx = ctx.clone();
+        let (ctx, uploaded) = (ctx.clone(), uploaded.clone());
         tasks.spawn(async move {
             let out = blob_task(&ctx, &job, start.rx).await;
             drop(permit);
+            if let Some(tx) = &uploaded {
+                for o in &out {
+                    // the listener only ever hears: if it has gone, nothing is lost
+                    let _ = tx.send(o.clone());
+                }
+            }
             out
         });
     }

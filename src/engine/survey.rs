@@ -11,12 +11,22 @@ use std::collections::{HashMap, HashSet};
 
 use futures::stream::{self as fstream, StreamExt};
 
+use tokio::sync::mpsc;
+
+use super::early::Told;
 use super::gate::Gate;
 use super::stream::Target;
 use super::{DestRun, Engine, ImageState, Placed, Shared};
 use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Plan};
 use crate::source::{Descriptor, Image};
+
+/// A survey running beside the first streaming pass: it tells the gate where each blob
+/// goes, and the early work what is present and what was planned.
+pub(super) struct Live<'a> {
+    pub gate: &'a Gate,
+    pub told: &'a mpsc::UnboundedSender<Told>,
+}
 
 impl Engine {
     /// Asks destination `di` which images it already has (tag HEADs).
@@ -46,15 +56,14 @@ impl Engine {
     }
 
     /// Asks destination `di` which blobs of its missing images it has and plans the rest into
-    /// `run.plan`, telling `gate` (if any) each blob's upload targets as soon as they are
-    /// known.
+    /// `run.plan`, telling `live` (if any) each blob's plan as soon as it is known.
     pub(super) async fn survey_blobs(
         &self,
         di: usize,
         run: &mut DestRun,
         images: &[Image],
         sizes: &HashMap<Digest, u64>,
-        gate: Option<&Gate>,
+        live: Option<Live<'_>>,
     ) {
         let reg = &self.dests[di].registry;
         let wanted = wanted_by_digest(images, &run.images);
@@ -78,6 +87,13 @@ impl Engine {
                 match heads.next().await.expect("one answer per HEAD") {
                     Ok(true) => {
                         run.blobs.insert(key.clone(), Ok(Placed::Present));
+                        if let Some(live) = &live {
+                            let _ = live.told.send(Told::Present {
+                                dest: di,
+                                repo: key.0.clone(),
+                                digest: key.1.clone(),
+                            });
+                        }
                         here.insert(key);
                     }
                     Ok(false) => {}
@@ -86,7 +102,7 @@ impl Engine {
                     }
                 }
             }
-            if let Some(gate) = gate {
+            if let Some(live) = &live {
                 let needs: Vec<ImageNeeds> = repos
                     .iter()
                     .map(|(repo, b)| ImageNeeds {
@@ -96,16 +112,26 @@ impl Engine {
                     .collect();
                 let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
                 let one = without_failed(one, &run.blobs);
-                let targets = one.uploads.into_iter().map(|u| Target {
+                let targets: Vec<Target> = one
+                    .uploads
+                    .iter()
+                    .map(|u| Target {
+                        dest: di,
+                        repo: u.repo.clone(),
+                    })
+                    .collect();
+                // the early work first: it must know where to mount an upload before the
+                // upload can end
+                let _ = live.told.send(Told::Decided {
                     dest: di,
-                    repo: u.repo,
+                    plan: one,
                 });
-                gate.decide(digest, di, targets);
+                live.gate.decide(digest, di, targets);
             }
             present.extend(here);
         }
-        if let Some(gate) = gate {
-            gate.finish(di);
+        if let Some(live) = &live {
+            live.gate.finish(di);
         }
 
         // The whole plan once more, from the same answers: the one the report and the later

@@ -96,11 +96,57 @@ fn answer_sized(code: u16, size: u64, digest: &str) -> Resp {
         .unwrap()
 }
 
+/// With `DISCARD_TRACE=<file>` (set for examples/discard-registry.rs by a benchmark), one line
+/// per request: milliseconds since the first request at its start and at its answer, method,
+/// what it was for, body bytes. To see where a push spends its round trips.
+fn trace(start: std::time::Instant, method: &str, path: &str, query: &str, n: u64) {
+    use std::io::Write as _;
+    static FILE: std::sync::OnceLock<Option<Mutex<(std::fs::File, std::time::Instant)>>> =
+        std::sync::OnceLock::new();
+    let file = FILE.get_or_init(|| {
+        let path = std::env::var_os("DISCARD_TRACE")?;
+        Some(Mutex::new((std::fs::File::create(path).ok()?, start)))
+    });
+    if let Some(file) = file {
+        let mut f = file.lock().unwrap();
+        let t0 = f.1;
+        let kind = if path.contains("/manifests/") {
+            "manifest"
+        } else if query.contains("mount=") {
+            "mount"
+        } else if path.contains("/blobs/uploads/") {
+            "upload"
+        } else if path.contains("/blobs/") {
+            "blob"
+        } else {
+            "other"
+        };
+        let ms = |t: std::time::Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
+        let _ = writeln!(
+            f.0,
+            "{:.1}\t{:.1}\t{method}\t{kind}\t{n}",
+            ms(start),
+            ms(std::time::Instant::now())
+        );
+    }
+}
+
 async fn handle(
     req: Request<hyper::body::Incoming>,
     counts: Arc<Counts>,
     state: Arc<Mutex<State>>,
 ) -> Result<Resp, Infallible> {
+    let started = std::time::Instant::now();
+    let r = answer_request(req, &counts, &state).await;
+    trace(started, &r.1, &r.2, &r.3, r.4);
+    Ok(r.0)
+}
+
+async fn answer_request(
+    req: Request<hyper::body::Incoming>,
+    counts: &Counts,
+    state: &Mutex<State>,
+) -> (Resp, String, String, String, u64) {
     counts.requests.fetch_add(1, Ordering::Relaxed);
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
@@ -119,27 +165,41 @@ async fn handle(
         }
     }
     counts.body_bytes.fetch_add(n, Ordering::Relaxed);
+    let resp = route(&method, &path, &query, n, hasher, counts, state);
+    (resp, method, path, query, n)
+}
+
+fn route(
+    method: &str,
+    path: &str,
+    query: &str,
+    n: u64,
+    hasher: Sha256,
+    counts: &Counts,
+    state: &Mutex<State>,
+) -> Resp {
+    let manifest = path.contains("/manifests/");
     let Some(rest) = path.strip_prefix("/v2/") else {
-        return Ok(answer(404, &[]));
+        return answer(404, &[]);
     };
     if rest.is_empty() {
-        return Ok(answer(200, &[]));
+        return answer(200, &[]);
     }
-    let r = if let Some((name, id)) = rest.split_once("/blobs/uploads/") {
-        match method.as_str() {
+    if let Some((name, id)) = rest.split_once("/blobs/uploads/") {
+        match method {
             "POST" => {
                 let mut st = state.lock().unwrap();
-                let mount = (query_param(&query, "mount"), query_param(&query, "from"));
+                let mount = (query_param(query, "mount"), query_param(query, "from"));
                 if let (Some(digest), Some(from)) = mount {
                     if let Some(&size) = st.blobs.get(&(from, digest.clone())) {
                         st.blobs.insert((name.to_string(), digest.clone()), size);
-                        return Ok(answer(
+                        return answer(
                             201,
                             &[
                                 ("Location", format!("/v2/{name}/blobs/{digest}")),
                                 ("Docker-Content-Digest", digest),
                             ],
-                        ));
+                        );
                     }
                 }
                 let id = format!("u{}", counts.requests.load(Ordering::Relaxed));
@@ -168,7 +228,7 @@ async fn handle(
             "PUT" => {
                 let mut st = state.lock().unwrap();
                 let size = st.uploads.remove(id).unwrap_or(0) + n;
-                let digest = query_param(&query, "digest").unwrap_or_default();
+                let digest = query_param(query, "digest").unwrap_or_default();
                 st.blobs.insert((name.to_string(), digest.clone()), size);
                 answer(
                     201,
@@ -200,6 +260,5 @@ async fn handle(
     } else {
         // HEAD of manifests: none is kept.
         answer(404, &[])
-    };
-    Ok(r)
+    }
 }

@@ -24,6 +24,8 @@ pub struct Behaviour {
     pub decline_mounts: bool,
     /// Answer every blob HEAD only after this long, as a distant registry does.
     pub head_delay: Option<std::time::Duration>,
+    /// Commit uploads into this repository only after this long (a slow blob).
+    pub slow_commits: Option<(&'static str, std::time::Duration)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,6 +57,37 @@ pub struct FakeRegistry {
 }
 
 impl FakeRegistry {
+    /// Takes an upload session's bytes as the blob, if they hash to its digest.
+    fn commit(
+        &self,
+        repo: &str,
+        verified: &Verified,
+        session: &UploadSession,
+        tail: Bytes,
+    ) -> Result<()> {
+        let mut store = self.store.lock().unwrap();
+        let mut data = store
+            .sessions
+            .remove(&session.location)
+            .ok_or_else(|| refused(format!("upload session {} unknown", session.location)))?;
+        data.extend_from_slice(&tail);
+        let digest = verified.digest().clone();
+        if Digest::of(&data) != digest {
+            return Err(refused(format!("DIGEST_INVALID: {digest}")));
+        }
+        store
+            .blobs
+            .insert((repo.to_string(), digest.clone()), Bytes::from(data));
+        if store.heads_before_first_upload.is_none() {
+            store.heads_before_first_upload = Some(store.heads_answered);
+        }
+        store.log.push(Event::Blob {
+            repo: repo.to_string(),
+            digest,
+        });
+        Ok(())
+    }
+
     pub fn new(behaviour: Behaviour) -> Arc<Self> {
         Arc::new(FakeRegistry {
             behaviour,
@@ -259,30 +292,16 @@ impl RegistryApi for FakeRegistry {
         session: &'a UploadSession,
         tail: Bytes,
     ) -> BoxFuture<'a, Result<()>> {
-        let mut store = self.store.lock().unwrap();
-        let r = (|| {
-            let mut data = store
-                .sessions
-                .remove(&session.location)
-                .ok_or_else(|| refused(format!("upload session {} unknown", session.location)))?;
-            data.extend_from_slice(&tail);
-            let digest = verified.digest().clone();
-            if Digest::of(&data) != digest {
-                return Err(refused(format!("DIGEST_INVALID: {digest}")));
+        let delay = match self.behaviour.slow_commits {
+            Some((slow, delay)) if slow == repo => Some(delay),
+            _ => None,
+        };
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
             }
-            store
-                .blobs
-                .insert((repo.to_string(), digest.clone()), Bytes::from(data));
-            if store.heads_before_first_upload.is_none() {
-                store.heads_before_first_upload = Some(store.heads_answered);
-            }
-            store.log.push(Event::Blob {
-                repo: repo.to_string(),
-                digest,
-            });
-            Ok(())
-        })();
-        Box::pin(async move { r })
+            self.commit(repo, verified, session, tail)
+        })
     }
 
     fn cancel<'a>(
