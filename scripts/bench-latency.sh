@@ -103,7 +103,7 @@ far_registry() { # [tls|discard] a fresh registry across the link, behind the de
   fi
   echo $! >"$d/pid"
   for _ in $(seq 100); do curl -skf "$scheme://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
-  python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" &
+  python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" ${HANDSHAKE:+--handshake} &
   echo $! >"$work/proxy$n.pid"
   for _ in $(seq 100); do curl -skf "$scheme://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
   h=127.0.0.1:$port
@@ -129,6 +129,8 @@ many_images() { # the many-image corpus, near and far, into fresh discard regist
       measure "many, near" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$remote:5000" --plain --quiet
       far_registry discard
       measure "many, far" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$h" --plain --quiet
+      HANDSHAKE=1 far_registry discard
+      measure "many, far+handshake" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$h" --plain --quiet
     done
   done
   python3 - "$results" "$mbytes" "$mblobs" "$delay_ms" >"$work/many.md" <<'PY'
@@ -139,15 +141,16 @@ wire = size / 125e6
 print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; 200 images, {nblobs} blobs, {size/1e6:.0f} MB;"
       f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s, into the discard registry. Wire floor {wire:.2f} s."
       f" Command: `scripts/bench-latency.sh --many`\n")
-print("| tool | near s (no delay) | far s (40 ms RTT) | far, x wire floor | far / near | CPU s (far) | peak RSS MB (far) |")
-print("|---|---|---|---:|---:|---:|---:|")
+print("| tool | near s (no delay) | far s (40 ms RTT) | far, x wire floor | far / near | far + handshake s | CPU s (far) | peak RSS MB (far) |")
+print("|---|---|---|---:|---:|---|---:|---:|")
 for tool in dict.fromkeys(r[1] for r in rows):
     near = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, near"]
     far = [(float(r[2]), r[3], r[4]) for r in rows if r[1] == tool and r[0] == "many, far"]
+    hs = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, far+handshake"]
     n, f = statistics.median(near), statistics.median(x[0] for x in far)
     cpu = statistics.median(float(x[1]) for x in far)
     rss = max(int(x[2]) for x in far)
-    print(f"| {tool} | {n:.2f} (runs: {', '.join(f'{x:.2f}' for x in near)}) | {f:.2f} (runs: {', '.join(f'{x[0]:.2f}' for x in far)}) | {f/wire:.2f} | {f/n:.2f} | {cpu} | {rss} |")
+    print(f"| {tool} | {n:.2f} (runs: {', '.join(f'{x:.2f}' for x in near)}) | {f:.2f} (runs: {', '.join(f'{x[0]:.2f}' for x in far)}) | {f/wire:.2f} | {f/n:.2f} | {statistics.median(hs):.2f} (runs: {', '.join(f'{x:.2f}' for x in hs)}) | {cpu} | {rss} |")
 PY
   cat "$work/many.md"
 }

@@ -4,7 +4,10 @@ throughput: data read at t is written at t + delay, reads continue meanwhile. Wi
 way it turns a local link into one with 40 ms of round-trip time (this kernel has no netem).
 Written for scripts/bench-latency.sh.
 
-    delay-proxy.py LISTEN_HOST:PORT TARGET_HOST:PORT DELAY_MS
+    delay-proxy.py LISTEN_HOST:PORT TARGET_HOST:PORT DELAY_MS [--handshake]
+
+With --handshake a new connection also costs the round trip of TCP's handshake before its
+first byte goes (without it, connecting is free: the proxy accepts locally).
 """
 import asyncio
 import sys
@@ -65,8 +68,13 @@ async def main():
     lhost, lport = sys.argv[1].rsplit(":", 1)
     thost, tport = sys.argv[2].rsplit(":", 1)
     delay = float(sys.argv[3]) / 1000.0
+    handshake = sys.argv[4:] == ["--handshake"]
 
     async def handle(creader, cwriter):
+        if handshake:
+            # The local accept was instant; a real link takes a round trip (SYN, SYN-ACK)
+            # before the first byte can go, so hold this connection's bytes that long.
+            await asyncio.sleep(2 * delay)
         try:
             ureader, uwriter = await asyncio.open_connection(thost, int(tport))
         except OSError:

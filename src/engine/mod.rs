@@ -10,6 +10,7 @@
 mod buffers;
 mod early;
 mod gate;
+mod lookahead;
 mod manifests;
 pub mod outcome;
 mod state;
@@ -203,14 +204,24 @@ impl Engine {
         line.step("checking what the registry has");
         // every destination at once: a DR standby at a distant site costs its round trips in
         // parallel with the primary's, not after them
-        let tags = (0..self.dests.len()).map(|di| self.survey_tags(di, &images));
+        // the blob HEADs go out with the tag HEADs, not after them
+        let tag_states: Vec<_> = self
+            .dests
+            .iter()
+            .map(|_| lookahead::TagStates::new(images.len()))
+            .collect();
+        let ahead: Vec<_> = (0..self.dests.len())
+            .map(|di| self.look_ahead(di, &images, tag_states[di].clone()))
+            .collect();
+        let tags = (0..self.dests.len()).map(|di| self.survey_tags(di, &images, &tag_states[di]));
         let mut runs = futures::future::join_all(tags).await;
 
         if self.opts.dry_run {
             let blobs = runs
                 .iter_mut()
+                .zip(ahead)
                 .enumerate()
-                .map(|(di, run)| self.survey_blobs(di, run, &images, &sizes, None));
+                .map(|(di, (run, ahead))| self.survey_blobs(di, run, &images, ahead, None));
             futures::future::join_all(blobs).await;
             for (d, run) in self.dests.iter().zip(&runs) {
                 let mut dest = self.destination_outcome(d, run, &images, &broken, pkg);
@@ -229,7 +240,7 @@ impl Engine {
             sizes: &sizes,
         };
         let early_manifests = self
-            .move_blobs(&shipment, &mut runs, observer, line.as_ref())
+            .move_blobs(&shipment, &mut runs, ahead, observer, line.as_ref())
             .await;
         for ((di, i), r) in early_manifests {
             runs[di].images[i] = match r {
@@ -291,10 +302,13 @@ impl Engine {
         &self,
         ship: &Shipment<'_>,
         runs: &mut [DestRun],
+        ahead: Vec<lookahead::Lookahead>,
         observer: &dyn Observer,
         line: &dyn PackageObserver,
     ) -> HashMap<(usize, usize), Shared<()>> {
-        let (first, early) = self.survey_and_send(ship, runs, observer, line).await;
+        let (first, early) = self
+            .survey_and_send(ship, runs, ahead, observer, line)
+            .await;
         let mut mounted = early.mounts;
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
@@ -366,6 +380,7 @@ impl Engine {
         &self,
         ship: &Shipment<'_>,
         runs: &mut [DestRun],
+        ahead: Vec<lookahead::Lookahead>,
         observer: &dyn Observer,
         line: &dyn PackageObserver,
     ) -> (Vec<stream::Outcome>, early::EarlyResults) {
@@ -395,13 +410,17 @@ impl Engine {
         let early = self.early_work(ship.pkg, ship.images, tracker, inbox);
         let uploaded_by_stream = uploaded.clone();
         let surveys = async {
-            let blobs = runs.iter_mut().enumerate().map(|(di, run)| {
-                let live = survey::Live {
-                    gate: &gate,
-                    told: &told,
-                };
-                self.survey_blobs(di, run, ship.images, ship.sizes, Some(live))
-            });
+            let blobs = runs
+                .iter_mut()
+                .zip(ahead)
+                .enumerate()
+                .map(|(di, (run, ahead))| {
+                    let live = survey::Live {
+                        gate: &gate,
+                        told: &told,
+                    };
+                    self.survey_blobs(di, run, ship.images, ahead, Some(live))
+                });
             futures::future::join_all(blobs).await;
             drop(told); // the early work hears no more from the surveys
             let (mut uploads, mut bytes) = (0, 0);

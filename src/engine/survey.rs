@@ -2,10 +2,11 @@
 //! the rest with `plan`. Blobs whose HEAD failed fail their images with that error, while
 //! the other repositories wanting the same blob still get it.
 //!
-//! Two steps: the tags first (a handful of requests), then the blobs of the images still
-//! missing. The blob HEADs go out in image order and each blob is planned as soon as its own
-//! HEADs are in, and told to the [`Gate`], so the streaming pass can start with the first
-//! blobs while the HEADs of the later ones are on the wire.
+//! The tag HEADs and the blob HEADs go out together (`lookahead.rs`: blobs of images found
+//! in the registry are skipped once that is known). Once the tags are in, each blob is
+//! planned as soon as its own HEADs are in, in the order the images name them, and told to
+//! the [`Gate`] and the early work, so the streaming pass can start with the first blobs
+//! while the HEADs of the later ones are on the wire.
 
 use std::collections::{HashMap, HashSet};
 
@@ -15,11 +16,12 @@ use tokio::sync::mpsc;
 
 use super::early::Told;
 use super::gate::Gate;
+use super::lookahead::{Lookahead, Pair, TagStates};
 use super::stream::Target;
 use super::{DestRun, Engine, ImageState, Placed, Shared};
 use crate::oci::Digest;
 use crate::plan::{self, ImageNeeds, Plan};
-use crate::source::{Descriptor, Image};
+use crate::source::Image;
 
 /// A survey running beside the first streaming pass: it tells the gate where each blob
 /// goes, and the early work what is present and what was planned.
@@ -30,16 +32,29 @@ pub(super) struct Live<'a> {
 
 impl Engine {
     /// Asks destination `di` which images it already has (tag HEADs).
-    pub(super) async fn survey_tags(&self, di: usize, images: &[Image]) -> DestRun {
+    /// Each answer is told to `states` as it comes (the blob HEADs already going out skip
+    /// the images found there).
+    pub(super) async fn survey_tags(
+        &self,
+        di: usize,
+        images: &[Image],
+        states: &TagStates,
+    ) -> DestRun {
         let reg = &self.dests[di].registry;
-        let tags: Vec<Shared<bool>> = fstream::iter(images.iter().map(|img| async move {
-            reg.manifest_digest(&img.repo, &img.reference)
+        let tags = images.iter().enumerate().map(|(i, img)| async move {
+            let r = reg
+                .manifest_digest(&img.repo, &img.reference)
                 .await
-                .map(|got| got.as_deref() == Some(img.graph.root.digest.as_str()))
-        }))
-        .buffered(self.small_requests())
-        .collect()
-        .await;
+                .map(|got| got.as_deref() == Some(img.graph.root.digest.as_str()));
+            states.set(i, matches!(r, Ok(false)));
+            r
+        });
+        // Twice the usual number in flight: nothing is planned before the last tag is in,
+        // and a second wave of them is a round trip of an idle link on a distant one.
+        let tags: Vec<Shared<bool>> = fstream::iter(tags)
+            .buffered(2 * self.small_requests())
+            .collect()
+            .await;
         let images = tags
             .into_iter()
             .map(|present| match present {
@@ -55,36 +70,46 @@ impl Engine {
         }
     }
 
-    /// Asks destination `di` which blobs of its missing images it has and plans the rest into
-    /// `run.plan`, telling `live` (if any) each blob's plan as soon as it is known.
+    /// Takes destination `di`'s answers about the blobs of its missing images from `ahead`
+    /// and plans the rest into `run.plan`, telling `live` (if any) each blob's plan as soon
+    /// as it is known.
     pub(super) async fn survey_blobs(
         &self,
         di: usize,
         run: &mut DestRun,
         images: &[Image],
-        sizes: &HashMap<Digest, u64>,
+        mut ahead: Lookahead,
         live: Option<Live<'_>>,
     ) {
         let reg = &self.dests[di].registry;
-        let wanted = wanted_by_digest(images, &run.images);
         let known = self.dests[di].known.lock().await.clone();
         let allow_nondist = self.opts.allow_nondistributable;
-        let pairs = wanted
-            .iter()
-            .flat_map(|(digest, repos)| repos.iter().map(move |(repo, _)| (repo, digest)));
-        let mut heads = fstream::iter(pairs.map(|(repo, digest)| {
-            let size = sizes.get(digest).copied().unwrap_or(0);
-            async move { reg.blob_present(repo, digest, size).await }
-        }))
-        .buffered(self.small_requests());
+        let pairs = ahead.pairs.clone();
+        let planned = |p: &Pair| {
+            p.images
+                .iter()
+                .any(|&i| matches!(run.images[i], ImageState::Planned))
+        };
 
-        // `buffered` answers in order: each digest's HEADs arrive together.
+        // The answers come in pair order, each blob's pairs together.
         let mut present = HashSet::new();
-        for (digest, repos) in &wanted {
+        for group in pairs.chunk_by(|a, b| a.blob.digest == b.blob.digest) {
+            let digest = &group[0].blob.digest;
             let mut here = HashSet::new();
-            for (repo, _) in repos {
-                let key = (repo.to_string(), digest.clone());
-                match heads.next().await.expect("one answer per HEAD") {
+            let mut wanting = Vec::new();
+            for p in group {
+                let answer = ahead.answers.recv().await;
+                if !planned(p) {
+                    continue;
+                }
+                wanting.push(p);
+                let answer = match answer {
+                    Some(Some(answer)) => answer,
+                    // not asked (no image wanted it then) or the asking stopped: ask now
+                    _ => reg.blob_present(&p.repo, digest, p.blob.size).await,
+                };
+                let key = (p.repo.clone(), digest.clone());
+                match answer {
                     Ok(true) => {
                         run.blobs.insert(key.clone(), Ok(Placed::Present));
                         if let Some(live) = &live {
@@ -102,12 +127,12 @@ impl Engine {
                     }
                 }
             }
-            if let Some(live) = &live {
-                let needs: Vec<ImageNeeds> = repos
+            if let (Some(live), false) = (&live, wanting.is_empty()) {
+                let needs: Vec<ImageNeeds> = wanting
                     .iter()
-                    .map(|(repo, b)| ImageNeeds {
-                        repo,
-                        blobs: std::slice::from_ref(*b),
+                    .map(|p| ImageNeeds {
+                        repo: &p.repo,
+                        blobs: std::slice::from_ref(&p.blob),
                     })
                     .collect();
                 let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
@@ -149,34 +174,6 @@ impl Engine {
         let plan = plan::plan_destination(&needs, &present, &known, allow_nondist);
         run.plan = without_failed(plan, &run.blobs);
     }
-}
-
-/// Every blob of the images still `Planned`, in first-seen order, with the repositories (in
-/// image order, each once) that want it.
-fn wanted_by_digest<'a>(
-    images: &'a [Image],
-    states: &[ImageState],
-) -> Vec<(Digest, Vec<(&'a str, &'a Descriptor)>)> {
-    let mut order: Vec<(Digest, Vec<(&str, &Descriptor)>)> = Vec::new();
-    let mut at: HashMap<&Digest, usize> = HashMap::new();
-    let mut seen: HashSet<(&str, &Digest)> = HashSet::new();
-    for (img, _) in images
-        .iter()
-        .zip(states)
-        .filter(|(_, s)| matches!(s, ImageState::Planned))
-    {
-        for b in &img.graph.blobs {
-            if !seen.insert((img.repo.as_str(), &b.digest)) {
-                continue;
-            }
-            let i = *at.entry(&b.digest).or_insert_with(|| {
-                order.push((b.digest.clone(), Vec::new()));
-                order.len() - 1
-            });
-            order[i].1.push((img.repo.as_str(), b));
-        }
-    }
-    order
 }
 
 /// Blobs whose HEAD failed are not retried blindly: their images fail with that error. The

@@ -143,7 +143,7 @@ impl Registry {
             // `tls::http2_wanted`
             let b = if http2 { b } else { b.http1_only() };
             b.connect_timeout(Duration::from_secs(15))
-                .pool_max_idle_per_host(32)
+                .pool_max_idle_per_host(128)
                 .tcp_nodelay(true)
                 .user_agent(concat!("ferry/", env!("CARGO_PKG_VERSION")))
                 // Redirects would carry our Authorization header to another host.
