@@ -406,3 +406,50 @@ fn an_image_whose_blobs_are_in_goes_up_while_another_is_still_uploading() {
         store.log
     );
 }
+
+/// The blob HEADs go out with the tag HEADs (issue 25: on a distant link the first upload
+/// used to wait for both, one after the other), but a re-push whose images are all there
+/// asks about at most one window of blobs, not every blob of the package.
+#[test]
+fn a_re_push_of_many_images_asks_about_few_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = dir.path().join("many");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    for i in 0..60u64 {
+        let layers: Vec<_> = (0..4)
+            .map(|j| w.layer(500 + i * 4 + j, 1_000, false).unwrap())
+            .collect();
+        let m = w
+            .image(&format!("img{i}"), "amd64", &layers, false)
+            .unwrap();
+        w.tag(&m, &format!("registry.alauda.cn:60080/acp/img{i}:v1"));
+    }
+    w.finish().unwrap();
+    common::write_package_yaml(&pkg, "many");
+    // blob HEADs take a while, as on any link (an instant answer would let the whole
+    // package be asked before the first tag answer is read)
+    let registry = FakeRegistry::new(Behaviour {
+        head_delay: Some(std::time::Duration::from_millis(20)),
+        ..Default::default()
+    });
+    let opts = || EngineOptions {
+        concurrency: 1, // 32 small requests in flight
+        ..Default::default()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let package = Package::open(&pkg).unwrap();
+    let engine = Engine::new(opts(), vec![registry.clone() as Arc<dyn RegistryApi>]);
+    let first = rt.block_on(engine.push_package(&package, &Quiet));
+    assert!(states(&first).iter().all(|(_, s)| s == "pushed"));
+    let heads_cold = registry.store.lock().unwrap().heads_answered;
+    assert!(heads_cold >= 300, "300 blobs: {heads_cold} HEADs");
+
+    let engine = Engine::new(opts(), vec![registry.clone() as Arc<dyn RegistryApi>]);
+    let again = rt.block_on(engine.push_package(&package, &Quiet));
+    assert!(states(&again).iter().all(|(_, s)| s == "present"));
+    let heads_warm = registry.store.lock().unwrap().heads_answered - heads_cold;
+    assert!(
+        heads_warm <= 2 * 32,
+        "a re-push of 60 present images asked {heads_warm} blob HEADs"
+    );
+}
