@@ -14,7 +14,7 @@ use ferry::devtools::LayoutWriter;
 use ferry::engine::{Engine, EngineOptions, ImageState, Observer, PackageObserver, PackageOutcome};
 use ferry::oci::Digest;
 use ferry::sink::RegistryApi;
-use ferry::source::Package;
+use ferry::source::{Descriptor, Package};
 
 struct Quiet;
 
@@ -55,6 +55,27 @@ fn package(dir: &Path) -> (PathBuf, Digest) {
     w.finish().unwrap();
     common::write_package_yaml(&pkg, "pkg");
     (pkg, shared.digest)
+}
+
+/// A directory package of `count` images `acp/img<i>:v1`, each of 4 small layers of its own
+/// (seeded from `seed` on); gives each image's layers too.
+fn many_images(dir: &Path, count: u64, seed: u64) -> (PathBuf, Vec<Vec<Descriptor>>) {
+    let pkg = dir.join("many");
+    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
+    let mut all = Vec::new();
+    for i in 0..count {
+        let layers: Vec<_> = (0..4)
+            .map(|j| w.layer(seed + i * 4 + j, 1_000, false).unwrap())
+            .collect();
+        let m = w
+            .image(&format!("img{i}"), "amd64", &layers, false)
+            .unwrap();
+        w.tag(&m, &format!("registry.alauda.cn:60080/acp/img{i}:v1"));
+        all.push(layers);
+    }
+    w.finish().unwrap();
+    common::write_package_yaml(&pkg, "many");
+    (pkg, all)
 }
 
 fn push(pkg: &Path, registry: &Arc<FakeRegistry>) -> PackageOutcome {
@@ -269,23 +290,11 @@ fn a_standby_that_refuses_chunks_does_not_change_how_the_primary_is_fed() {
 #[test]
 fn uploads_start_while_the_survey_is_still_asking_and_skip_what_is_there() {
     let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("many");
-    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
-    let mut held = Vec::new();
-    for i in 0..40u64 {
-        let layers: Vec<_> = (0..4)
-            .map(|j| w.layer(100 + i * 4 + j, 1_000, false).unwrap())
-            .collect();
-        if i % 10 == 9 {
-            held.push((format!("acp/img{i}"), layers[0].clone()));
-        }
-        let m = w
-            .image(&format!("img{i}"), "amd64", &layers, false)
-            .unwrap();
-        w.tag(&m, &format!("registry.alauda.cn:60080/acp/img{i}:v1"));
-    }
-    w.finish().unwrap();
-    common::write_package_yaml(&pkg, "many");
+    let (pkg, layers) = many_images(dir.path(), 40, 100);
+    let held: Vec<_> = (9..40)
+        .step_by(10)
+        .map(|i| (format!("acp/img{i}"), layers[i][0].clone()))
+        .collect();
 
     // 200 blobs, 32 HEADs in flight (--concurrency 1), each answered after 50 ms: about
     // 7 round trips of survey
@@ -413,19 +422,7 @@ fn an_image_whose_blobs_are_in_goes_up_while_another_is_still_uploading() {
 #[test]
 fn a_re_push_of_many_images_asks_about_few_blobs() {
     let dir = tempfile::tempdir().unwrap();
-    let pkg = dir.path().join("many");
-    let mut w = LayoutWriter::create(&pkg.join("images")).unwrap();
-    for i in 0..60u64 {
-        let layers: Vec<_> = (0..4)
-            .map(|j| w.layer(500 + i * 4 + j, 1_000, false).unwrap())
-            .collect();
-        let m = w
-            .image(&format!("img{i}"), "amd64", &layers, false)
-            .unwrap();
-        w.tag(&m, &format!("registry.alauda.cn:60080/acp/img{i}:v1"));
-    }
-    w.finish().unwrap();
-    common::write_package_yaml(&pkg, "many");
+    let (pkg, _) = many_images(dir.path(), 60, 500);
     // blob HEADs take a while, as on any link (an instant answer would let the whole
     // package be asked before the first tag answer is read)
     let registry = FakeRegistry::new(Behaviour {
