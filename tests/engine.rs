@@ -98,6 +98,12 @@ fn push_to(pkg: &Path, registries: &[&Arc<FakeRegistry>]) -> PackageOutcome {
     rt.block_on(engine.push_package(&package, &Quiet))
 }
 
+/// Every image of the first destination ended in `state`.
+fn assert_all(outcome: &PackageOutcome, state: &str) {
+    let states = states(outcome);
+    assert!(states.iter().all(|(_, s)| s == state), "{states:?}");
+}
+
 fn states(outcome: &PackageOutcome) -> Vec<(String, String)> {
     assert!(outcome.error.is_none(), "{:?}", outcome.error);
     outcome.destinations[0]
@@ -195,11 +201,7 @@ fn declined_mounts_and_refused_chunks_fall_back_to_whole_uploads() {
     });
 
     let outcome = push(&pkg, &registry);
-    assert!(
-        states(&outcome).iter().all(|(_, s)| s == "pushed"),
-        "{:?}",
-        states(&outcome)
-    );
+    assert_all(&outcome, "pushed");
     assert_manifests_after_their_parts(&registry);
     let store = registry.store.lock().unwrap();
     assert_eq!(store.mounts, 0);
@@ -324,7 +326,7 @@ fn uploads_start_while_the_survey_is_still_asking_and_skip_what_is_there() {
     let package = Package::open(&pkg).unwrap();
     let outcome = rt.block_on(engine.push_package(&package, &Quiet));
 
-    assert!(states(&outcome).iter().all(|(_, s)| s == "pushed"));
+    assert_all(&outcome, "pushed");
     assert_eq!(outcome.destinations[0].blobs.present, held.len() as u64);
     assert_manifests_after_their_parts(&registry);
     let store = registry.store.lock().unwrap();
@@ -377,11 +379,7 @@ fn an_image_whose_blobs_are_in_goes_up_while_another_is_still_uploading() {
         ..Default::default()
     });
     let outcome = push(&pkg, &registry);
-    assert!(
-        states(&outcome).iter().all(|(_, s)| s == "pushed"),
-        "{:?}",
-        states(&outcome)
-    );
+    assert_all(&outcome, "pushed");
     assert_manifests_after_their_parts(&registry);
     let store = registry.store.lock().unwrap();
     let at = |wanted: &Event| {
@@ -437,13 +435,13 @@ fn a_re_push_of_many_images_asks_about_few_blobs() {
     let package = Package::open(&pkg).unwrap();
     let engine = Engine::new(opts(), vec![registry.clone() as Arc<dyn RegistryApi>]);
     let first = rt.block_on(engine.push_package(&package, &Quiet));
-    assert!(states(&first).iter().all(|(_, s)| s == "pushed"));
+    assert_all(&first, "pushed");
     let heads_cold = registry.store.lock().unwrap().heads_answered;
     assert!(heads_cold >= 300, "300 blobs: {heads_cold} HEADs");
 
     let engine = Engine::new(opts(), vec![registry.clone() as Arc<dyn RegistryApi>]);
     let again = rt.block_on(engine.push_package(&package, &Quiet));
-    assert!(states(&again).iter().all(|(_, s)| s == "present"));
+    assert_all(&again, "present");
     let heads_warm = registry.store.lock().unwrap().heads_answered - heads_cold;
     assert!(
         heads_warm <= 2 * 32,
