@@ -448,3 +448,33 @@ fn a_re_push_of_many_images_asks_about_few_blobs() {
         "a re-push of 60 present images asked {heads_warm} blob HEADs"
     );
 }
+
+/// A blob is planned from its own HEADs alone: the first uploads go while the tag HEADs of
+/// a package are still out (issue 25: on a distant link that saves the round trips of the
+/// tags before the first byte), and images are still pushed or left as the tags say.
+#[test]
+fn uploads_start_before_the_tag_answers_are_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = many_images(dir.path(), 40, 900);
+    let registry = FakeRegistry::new(Behaviour {
+        tag_delay: Some(std::time::Duration::from_millis(300)),
+        ..Default::default()
+    });
+    let outcome = push(&pkg, &registry);
+    assert_all(&outcome, "pushed");
+    assert_manifests_after_their_parts(&registry);
+    let store = registry.store.lock().unwrap();
+    assert_eq!(store.tags_answered, 40);
+    assert_eq!(
+        store.tags_before_first_upload,
+        Some(0),
+        "the first upload waited for the tags"
+    );
+    let log_len = store.log.len();
+    drop(store);
+
+    // again: every blob is found before any tag answer, and still nothing goes up
+    let again = push(&pkg, &registry);
+    assert_all(&again, "present");
+    assert_eq!(registry.store.lock().unwrap().log.len(), log_len);
+}

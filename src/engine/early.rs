@@ -22,7 +22,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::stream::Outcome;
-use super::{Engine, ImageState, Shared};
+use super::{Engine, Shared};
 use crate::oci::Digest;
 use crate::plan::{Mount, Plan};
 use crate::sink::MountOutcome;
@@ -39,6 +39,8 @@ pub(super) enum Told {
     /// Destination `dest` planned one blob: its uploads (with the repositories to mount into
     /// once uploaded) and its mounts from repositories that hold it.
     Decided { dest: usize, plan: Plan },
+    /// Destination `dest`'s tags are in: per image, whether it is to be pushed.
+    Tags { dest: usize, planned: Vec<bool> },
 }
 
 /// What the early work did, for the rest of the push to take instead of doing it again.
@@ -54,67 +56,59 @@ pub(super) struct EarlyResults {
 pub(super) struct Tracker {
     /// Per destination: (repository, digest) not placed yet → the images waiting for it.
     waiting: Vec<HashMap<(String, Digest), Vec<usize>>>,
-    /// Per destination, per image: its blobs not placed yet (`None`: not to be pushed).
-    missing: Vec<Vec<Option<usize>>>,
+    /// Per destination, per image: its blobs not placed yet.
+    missing: Vec<Vec<usize>>,
+    /// Per destination, per image: to be pushed (its tag is missing), once the tags are in.
+    planned: Vec<Vec<Option<bool>>>,
     /// (destination, repository uploaded into, digest) → repositories to mount it into.
     then_mount: HashMap<(usize, String, Digest), Vec<String>>,
 }
 
 impl Tracker {
-    /// For the images still to be pushed in each destination (`states`, one list per
-    /// destination), the blobs each needs in its repository: all but the non-distributable
-    /// ones left out.
-    pub fn new(images: &[Image], states: &[&[ImageState]], allow_nondist: bool) -> Tracker {
-        let mut waiting = Vec::new();
-        let mut missing = Vec::new();
-        for states in states {
-            let mut by_blob: HashMap<(String, Digest), Vec<usize>> = HashMap::new();
-            let mut counts = Vec::new();
-            for (i, (img, state)) in images.iter().zip(*states).enumerate() {
-                if !matches!(state, ImageState::Planned) {
-                    counts.push(None);
-                    continue;
-                }
-                let needed: HashSet<&Digest> = img
-                    .graph
-                    .blobs
-                    .iter()
-                    .filter(|b| allow_nondist || !b.is_nondistributable())
-                    .map(|b| &b.digest)
-                    .collect();
-                counts.push(Some(needed.len()));
-                for d in needed {
-                    by_blob
-                        .entry((img.repo.clone(), d.clone()))
-                        .or_default()
-                        .push(i);
-                }
+    /// For every image, in each of `dests` destinations, the blobs it needs in its
+    /// repository: all but the non-distributable ones left out. Which images are to be
+    /// pushed at all is told later ([`Told::Tags`]).
+    pub fn new(images: &[Image], dests: usize, allow_nondist: bool) -> Tracker {
+        let mut by_blob: HashMap<(String, Digest), Vec<usize>> = HashMap::new();
+        let mut counts = Vec::new();
+        for (i, img) in images.iter().enumerate() {
+            let needed: HashSet<&Digest> = img
+                .graph
+                .blobs
+                .iter()
+                .filter(|b| allow_nondist || !b.is_nondistributable())
+                .map(|b| &b.digest)
+                .collect();
+            counts.push(needed.len());
+            for d in needed {
+                by_blob
+                    .entry((img.repo.clone(), d.clone()))
+                    .or_default()
+                    .push(i);
             }
-            waiting.push(by_blob);
-            missing.push(counts);
         }
         Tracker {
-            waiting,
-            missing,
+            waiting: vec![by_blob; dests],
+            missing: vec![counts; dests],
+            planned: vec![vec![None; images.len()]; dests],
             then_mount: HashMap::new(),
         }
     }
 
-    /// Images of `dest` needing no blob at all (ready from the start).
-    fn ready_at_start(&self) -> Vec<(usize, usize)> {
-        let mut ready = Vec::new();
-        for (dest, counts) in self.missing.iter().enumerate() {
-            for (i, n) in counts.iter().enumerate() {
-                if *n == Some(0) {
-                    ready.push((dest, i));
-                }
-            }
-        }
+    /// The tags of `dest` are in: the images to push whose blobs are all in already.
+    fn tags(&mut self, dest: usize, planned: Vec<bool>) -> Vec<usize> {
+        let ready = planned
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| **p && self.missing[dest][*i] == 0)
+            .map(|(i, _)| i)
+            .collect();
+        self.planned[dest] = planned.into_iter().map(Some).collect();
         ready
     }
 
-    /// `digest` is in `repo` of `dest`: the images that now have every blob. Told twice
-    /// about one blob, it counts it once.
+    /// `digest` is in `repo` of `dest`: the images to push that now have every blob. Told
+    /// twice about one blob, it counts it once.
     fn placed(&mut self, dest: usize, repo: &str, digest: &Digest) -> Vec<usize> {
         let key = (repo.to_string(), digest.clone());
         let Some(images) = self.waiting[dest].remove(&key) else {
@@ -122,11 +116,10 @@ impl Tracker {
         };
         let mut ready = Vec::new();
         for i in images {
-            if let Some(n) = &mut self.missing[dest][i] {
-                *n -= 1;
-                if *n == 0 {
-                    ready.push(i);
-                }
+            let n = &mut self.missing[dest][i];
+            *n -= 1;
+            if *n == 0 && self.planned[dest][i] == Some(true) {
+                ready.push(i);
             }
         }
         ready
@@ -183,9 +176,6 @@ impl Engine {
                 Done::Mount(dest, m, r)
             })
         };
-        for (dest, i) in tracker.ready_at_start() {
-            work.push(manifests(dest, i));
-        }
         let (mut told_open, mut uploads_open) = (true, true);
         loop {
             tokio::select! {
@@ -201,6 +191,11 @@ impl Engine {
                         }
                         for m in plan.mounts {
                             work.push(mount(dest, m));
+                        }
+                    }
+                    Some(Told::Tags { dest, planned }) => {
+                        for i in tracker.tags(dest, planned) {
+                            work.push(manifests(dest, i));
                         }
                     }
                     None => told_open = false,

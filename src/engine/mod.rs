@@ -213,16 +213,13 @@ impl Engine {
         let ahead: Vec<_> = (0..self.dests.len())
             .map(|di| self.look_ahead(di, &images, tag_states[di].clone()))
             .collect();
-        let tags = (0..self.dests.len()).map(|di| self.survey_tags(di, &images, &tag_states[di]));
-        let mut runs = futures::future::join_all(tags).await;
 
         if self.opts.dry_run {
-            let blobs = runs
-                .iter_mut()
-                .zip(ahead)
+            let surveys = ahead
+                .into_iter()
                 .enumerate()
-                .map(|(di, (run, ahead))| self.survey_blobs(di, run, &images, ahead, None));
-            futures::future::join_all(blobs).await;
+                .map(|(di, ahead)| self.survey(di, &images, ahead, &tag_states[di], None));
+            let runs = futures::future::join_all(surveys).await;
             for (d, run) in self.dests.iter().zip(&runs) {
                 let mut dest = self.destination_outcome(d, run, &images, &broken, pkg);
                 dest.plan = Some(summarize(d, run, &images));
@@ -239,8 +236,8 @@ impl Engine {
             images: &images,
             sizes: &sizes,
         };
-        let early_manifests = self
-            .move_blobs(&shipment, &mut runs, ahead, observer, line.as_ref())
+        let (mut runs, early_manifests) = self
+            .move_blobs(&shipment, ahead, &tag_states, observer, line.as_ref())
             .await;
         for ((di, i), r) in early_manifests {
             runs[di].images[i] = match r {
@@ -301,14 +298,15 @@ impl Engine {
     async fn move_blobs(
         &self,
         ship: &Shipment<'_>,
-        runs: &mut [DestRun],
         ahead: Vec<lookahead::Lookahead>,
+        tags: &[Arc<lookahead::TagStates>],
         observer: &dyn Observer,
         line: &dyn PackageObserver,
-    ) -> HashMap<(usize, usize), Shared<()>> {
-        let (first, early) = self
-            .survey_and_send(ship, runs, ahead, observer, line)
+    ) -> (Vec<DestRun>, HashMap<(usize, usize), Shared<()>>) {
+        let (mut all_runs, first, early) = self
+            .survey_and_send(ship, ahead, tags, observer, line)
             .await;
+        let runs = &mut all_runs[..];
         let mut mounted = early.mounts;
         // (target, digest) → repositories to mount into once uploaded
         let mut then_mount: HashMap<(Target, Digest), Vec<String>> = HashMap::new();
@@ -370,7 +368,7 @@ impl Engine {
                 runs[dest].blobs.insert((repo, digest), Err(e));
             }
         }
-        early.manifests
+        (all_runs, early.manifests)
     }
 
     /// Pass one: every destination's blob survey runs while the package streams; each blob
@@ -379,28 +377,25 @@ impl Engine {
     async fn survey_and_send(
         &self,
         ship: &Shipment<'_>,
-        runs: &mut [DestRun],
         ahead: Vec<lookahead::Lookahead>,
+        tags: &[Arc<lookahead::TagStates>],
         observer: &dyn Observer,
         line: &dyn PackageObserver,
-    ) -> (Vec<stream::Outcome>, early::EarlyResults) {
-        // in image order, as the surveys ask: the order a directory source streams them in
+    ) -> (Vec<DestRun>, Vec<stream::Outcome>, early::EarlyResults) {
+        // In image order, as the surveys ask: the order a directory source streams them in.
+        // Every image's: the tags are not in yet (blobs of images found there are decided
+        // to go nowhere as soon as their HEADs say so).
         let mut seen = HashSet::new();
         let streamable: Vec<Digest> = ship
             .images
             .iter()
-            .enumerate()
-            .filter(|(i, _)| {
-                runs.iter()
-                    .any(|run| matches!(run.images[*i], ImageState::Planned))
-            })
-            .flat_map(|(_, img)| img.graph.blobs.iter().map(|b| &b.digest))
+            .flat_map(|img| img.graph.blobs.iter().map(|b| &b.digest))
             .filter(|d| !ship.head.docs.contains_key(*d) && seen.insert(*d))
             .cloned()
             .collect();
         let gate = Arc::new(Gate::new(streamable, self.dests.len()));
-        let states: Vec<&[ImageState]> = runs.iter().map(|r| r.images.as_slice()).collect();
-        let tracker = early::Tracker::new(ship.images, &states, self.opts.allow_nondistributable);
+        let allow_nondist = self.opts.allow_nondistributable;
+        let tracker = early::Tracker::new(ship.images, self.dests.len(), allow_nondist);
         let (told, told_rx) = mpsc::unbounded_channel();
         let (uploaded, uploaded_rx) = mpsc::unbounded_channel();
         let inbox = early::Inbox {
@@ -410,18 +405,14 @@ impl Engine {
         let early = self.early_work(ship.pkg, ship.images, tracker, inbox);
         let uploaded_by_stream = uploaded.clone();
         let surveys = async {
-            let blobs = runs
-                .iter_mut()
-                .zip(ahead)
-                .enumerate()
-                .map(|(di, (run, ahead))| {
-                    let live = survey::Live {
-                        gate: &gate,
-                        told: &told,
-                    };
-                    self.survey_blobs(di, run, ship.images, ahead, Some(live))
-                });
-            futures::future::join_all(blobs).await;
+            let surveys = ahead.into_iter().enumerate().map(|(di, ahead)| {
+                let live = survey::Live {
+                    gate: &gate,
+                    told: &told,
+                };
+                self.survey(di, ship.images, ahead, &tags[di], Some(live))
+            });
+            let runs = futures::future::join_all(surveys).await;
             drop(told); // the early work hears no more from the surveys
             let (mut uploads, mut bytes) = (0, 0);
             let mut from_memory = Vec::new();
@@ -451,7 +442,8 @@ impl Engine {
                     crate::report::human_bytes(bytes)
                 ));
             }
-            self.upload_all(ship, from_memory, Some(uploaded)).await
+            let sent = self.upload_all(ship, from_memory, Some(uploaded)).await;
+            (runs, sent)
         };
         let jobs = gate
             .digests()
@@ -468,9 +460,9 @@ impl Engine {
             Some(gate.clone()),
             Some(uploaded_by_stream),
         );
-        let (mut outcomes, streamed, early) = futures::join!(surveys, streamed, early);
+        let ((runs, mut outcomes), streamed, early) = futures::join!(surveys, streamed, early);
         outcomes.extend(streamed);
-        (outcomes, early)
+        (runs, outcomes, early)
     }
 
     /// Takes one pass's upload outcomes in: placed blobs are recorded and their mounts

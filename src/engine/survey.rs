@@ -3,10 +3,10 @@
 //! the other repositories wanting the same blob still get it.
 //!
 //! The tag HEADs and the blob HEADs go out together (`lookahead.rs`: blobs of images found
-//! in the registry are skipped once that is known). Once the tags are in, each blob is
-//! planned as soon as its own HEADs are in, in the order the images name them, and told to
-//! the [`Gate`] and the early work, so the streaming pass can start with the first blobs
-//! while the HEADs of the later ones are on the wire.
+//! in the registry are skipped once that is known). Each blob is planned as soon as its own
+//! HEADs are in, in the order the images name them, without waiting for the tags, and told
+//! to the [`Gate`] and the early work, so the streaming pass starts with the first blobs
+//! while the tags and the HEADs of the later blobs are still on the wire.
 
 use std::collections::{HashMap, HashSet};
 
@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 
 use super::early::Told;
 use super::gate::Gate;
-use super::lookahead::{Lookahead, Pair, TagStates};
+use super::lookahead::{Lookahead, TagStates};
 use super::stream::Target;
 use super::{DestRun, Engine, ImageState, Placed, Shared};
 use crate::oci::Digest;
@@ -70,65 +70,120 @@ impl Engine {
         }
     }
 
-    /// Takes destination `di`'s answers about the blobs of its missing images from `ahead`
-    /// and plans the rest into `run.plan`, telling `live` (if any) each blob's plan as soon
-    /// as it is known.
-    pub(super) async fn survey_blobs(
+    /// Asks destination `di` about the tags and the blobs of `images` at once and plans what
+    /// is missing, telling `live` (if any) the tags once they are in and each blob's plan as
+    /// soon as its own HEADs are in.
+    pub(super) async fn survey(
         &self,
         di: usize,
-        run: &mut DestRun,
         images: &[Image],
-        mut ahead: Lookahead,
+        ahead: Lookahead,
+        tags: &TagStates,
         live: Option<Live<'_>>,
+    ) -> DestRun {
+        let tags = async {
+            let run = self.survey_tags(di, images, tags).await;
+            if let Some(live) = &live {
+                let planned = run
+                    .images
+                    .iter()
+                    .map(|s| matches!(s, ImageState::Planned))
+                    .collect();
+                let _ = live.told.send(Told::Tags { dest: di, planned });
+            }
+            run
+        };
+        let (mut run, (mut blobs, mut present)) =
+            futures::join!(tags, self.survey_blobs(di, ahead, live.as_ref()));
+
+        // Answers about images found in the registry (asked before their tag was in) are
+        // not this run's business: no failure is counted for them.
+        let wanted: HashSet<(&str, &Digest)> = images
+            .iter()
+            .zip(&run.images)
+            .filter(|(_, s)| matches!(s, ImageState::Planned))
+            .flat_map(|(img, _)| {
+                img.graph
+                    .blobs
+                    .iter()
+                    .map(|b| (img.repo.as_str(), &b.digest))
+            })
+            .collect();
+        blobs.retain(|(repo, digest), _| wanted.contains(&(repo.as_str(), digest)));
+        present.retain(|(repo, digest)| wanted.contains(&(repo.as_str(), digest)));
+        run.blobs = blobs;
+
+        // The whole plan once more, from the same answers: the one the report and the later
+        // passes read, identical to the per-blob decisions (the planner decides each digest
+        // on its own) but for blobs only images found in the registry wanted; cheap next to
+        // a single round trip.
+        let known = self.dests[di].known.lock().await.clone();
+        let needs: Vec<ImageNeeds> = images
+            .iter()
+            .zip(&run.images)
+            .filter(|(_, s)| matches!(s, ImageState::Planned))
+            .map(|(img, _)| ImageNeeds {
+                repo: &img.repo,
+                blobs: &img.graph.blobs,
+            })
+            .collect();
+        let allow_nondist = self.opts.allow_nondistributable;
+        let plan = plan::plan_destination(&needs, &present, &known, allow_nondist);
+        run.plan = without_failed(plan, &run.blobs);
+        run
+    }
+
+    /// Takes destination `di`'s answers about the blobs from `ahead` and plans each blob as
+    /// soon as its own HEADs are in. It needs no tag answer: an image found in the registry
+    /// has its blobs there too, so planning as if every image that was asked about were
+    /// missing plans the same (where a registry holds a tag without its blobs, the blob goes
+    /// up once more: harmless). Gives back each pair's answer and those found present.
+    async fn survey_blobs(
+        &self,
+        di: usize,
+        mut ahead: Lookahead,
+        live: Option<&Live<'_>>,
+    ) -> (
+        HashMap<(String, Digest), Shared<Placed>>,
+        HashSet<(String, Digest)>,
     ) {
-        let reg = &self.dests[di].registry;
         let known = self.dests[di].known.lock().await.clone();
         let allow_nondist = self.opts.allow_nondistributable;
         let pairs = ahead.pairs.clone();
-        let planned = |p: &Pair| {
-            p.images
-                .iter()
-                .any(|&i| matches!(run.images[i], ImageState::Planned))
-        };
-
-        // The answers come in pair order, each blob's pairs together.
+        let mut blobs = HashMap::new();
         let mut present = HashSet::new();
+        // The answers come in pair order, each blob's pairs together.
         for group in pairs.chunk_by(|a, b| a.blob.digest == b.blob.digest) {
             let digest = &group[0].blob.digest;
             let mut here = HashSet::new();
-            let mut wanting = Vec::new();
+            let mut asked = Vec::new();
             for p in group {
-                let answer = ahead.answers.recv().await;
-                if !planned(p) {
+                // not asked: every image wanting it was found in the registry by then
+                let Some(Some(answer)) = ahead.answers.recv().await else {
                     continue;
-                }
-                wanting.push(p);
-                let answer = match answer {
-                    Some(Some(answer)) => answer,
-                    // not asked (no image wanted it then) or the asking stopped: ask now
-                    _ => reg.blob_present(&p.repo, digest, p.blob.size).await,
                 };
+                asked.push(p);
                 let key = (p.repo.clone(), digest.clone());
                 match answer {
                     Ok(true) => {
-                        run.blobs.insert(key.clone(), Ok(Placed::Present));
-                        if let Some(live) = &live {
+                        if let Some(live) = live {
                             let _ = live.told.send(Told::Present {
                                 dest: di,
                                 repo: key.0.clone(),
                                 digest: key.1.clone(),
                             });
                         }
+                        blobs.insert(key.clone(), Ok(Placed::Present));
                         here.insert(key);
                     }
                     Ok(false) => {}
                     Err(e) => {
-                        run.blobs.insert(key, Err(e));
+                        blobs.insert(key, Err(e));
                     }
                 }
             }
-            if let (Some(live), false) = (&live, wanting.is_empty()) {
-                let needs: Vec<ImageNeeds> = wanting
+            if let Some(live) = live {
+                let needs: Vec<ImageNeeds> = asked
                     .iter()
                     .map(|p| ImageNeeds {
                         repo: &p.repo,
@@ -136,7 +191,7 @@ impl Engine {
                     })
                     .collect();
                 let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
-                let one = without_failed(one, &run.blobs);
+                let one = without_failed(one, &blobs);
                 let targets: Vec<Target> = one
                     .uploads
                     .iter()
@@ -155,24 +210,10 @@ impl Engine {
             }
             present.extend(here);
         }
-        if let Some(live) = &live {
+        if let Some(live) = live {
             live.gate.finish(di);
         }
-
-        // The whole plan once more, from the same answers: the one the report and the later
-        // passes read, identical to the per-blob decisions above (the planner decides each
-        // digest on its own) and cheap next to a single round trip.
-        let needs: Vec<ImageNeeds> = images
-            .iter()
-            .zip(&run.images)
-            .filter(|(_, s)| matches!(s, ImageState::Planned))
-            .map(|(img, _)| ImageNeeds {
-                repo: &img.repo,
-                blobs: &img.graph.blobs,
-            })
-            .collect();
-        let plan = plan::plan_destination(&needs, &present, &known, allow_nondist);
-        run.plan = without_failed(plan, &run.blobs);
+        (blobs, present)
     }
 }
 

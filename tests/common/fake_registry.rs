@@ -26,6 +26,8 @@ pub struct Behaviour {
     pub head_delay: Option<std::time::Duration>,
     /// Commit uploads into this repository only after this long (a slow blob).
     pub slow_commits: Option<(&'static str, std::time::Duration)>,
+    /// Answer every tag HEAD only after this long.
+    pub tag_delay: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +47,9 @@ pub struct Store {
     /// Blob HEADs answered so far, and how many had been when the first upload was committed.
     pub heads_answered: u64,
     pub heads_before_first_upload: Option<u64>,
+    /// Tag HEADs answered so far, and how many had been when the first upload was committed.
+    pub tags_answered: u64,
+    pub tags_before_first_upload: Option<u64>,
     sessions: HashMap<String, Vec<u8>>,
     next_session: u64,
 }
@@ -80,6 +85,7 @@ impl FakeRegistry {
             .insert((repo.to_string(), digest.clone()), Bytes::from(data));
         if store.heads_before_first_upload.is_none() {
             store.heads_before_first_upload = Some(store.heads_answered);
+            store.tags_before_first_upload = Some(store.tags_answered);
         }
         store.log.push(Event::Blob {
             repo: repo.to_string(),
@@ -151,12 +157,19 @@ impl RegistryApi for FakeRegistry {
         repo: &'a str,
         reference: &'a str,
     ) -> BoxFuture<'a, Result<Option<String>>> {
-        let store = self.store.lock().unwrap();
-        let found = store
-            .manifests
-            .get(&(repo.to_string(), reference.to_string()))
-            .map(|b| Digest::of(b).to_string());
-        Box::pin(async move { Ok(found) })
+        let delay = self.behaviour.tag_delay;
+        Box::pin(async move {
+            if let Some(d) = delay {
+                tokio::time::sleep(d).await;
+            }
+            let mut store = self.store.lock().unwrap();
+            store.tags_answered += 1;
+            let found = store
+                .manifests
+                .get(&(repo.to_string(), reference.to_string()))
+                .map(|b| Digest::of(b).to_string());
+            Ok(found)
+        })
     }
 
     fn blob_present<'a>(
