@@ -49,10 +49,8 @@ impl Engine {
             states.set(i, matches!(r, Ok(false)));
             r
         });
-        // Twice the usual number in flight: no manifest and no config goes before the last
-        // tag is in, and a second wave of them is one more round trip on a distant link.
         let tags: Vec<Shared<bool>> = fstream::iter(tags)
-            .buffered(2 * self.small_requests())
+            .buffered(self.small_requests())
             .collect()
             .await;
         let images = tags
