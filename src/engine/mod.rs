@@ -1,8 +1,10 @@
-//! The transfer engine: for each package, read its head, ask every destination which images
-//! it already has, then ask about the blobs of the others while the first streaming pass
-//! already sends them (each blob waits for its own answers only: `gate.rs`); then configs
-//! from memory, mounts, further passes for what failed transiently — and push manifests only
-//! once every blob of their image is in place (children before the index that lists them).
+//! The transfer engine: for each package, read its head, ask every destination about its
+//! tags and blobs at once (`lookahead.rs`) while the first streaming pass already sends what
+//! is missing (each blob waits for its own answers only: `gate.rs`), mounting each uploaded
+//! blob into the other repositories that want it and pushing each image's manifests as soon
+//! as every blob of that image is in place (`early.rs`; children before the index that lists
+//! them); then configs from memory, further passes for what failed transiently, and the
+//! manifests those completed.
 //!
 //! Several destinations (a DR primary and standby) are fed from one read of the package:
 //! a blob both need is decompressed and hashed once and sent to both.

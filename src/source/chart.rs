@@ -128,7 +128,7 @@ impl ChartImages {
             platform: None,
         };
         // the manifest and config as documents, as a package's own are: the engine pushes
-        // configs from memory and manifests last
+        // configs from memory and manifests after their blobs
         head.docs.insert(chart.config.0.clone(), chart.config.1);
         head.docs.insert(chart.manifest.0, chart.manifest.1);
         let graph = ImageGraph::resolve(&root, &head.docs)?;
