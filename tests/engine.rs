@@ -607,3 +607,26 @@ fn review_an_image_completed_by_a_later_pass_keeps_its_early_mount() {
     assert_eq!(states[1].1, "pushed", "{states:?}");
     assert_manifests_after_their_parts(&registry);
 }
+
+/// Review: a standby whose tag HEADs all fail (after its blob HEADs went out) neither holds
+/// the primary back nor gets a manifest; the push ends.
+#[test]
+fn review_a_standby_whose_tag_heads_fail_gets_no_manifest_and_does_not_stop_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    let primary = FakeRegistry::new(Behaviour::default());
+    let standby = FakeRegistry::new(Behaviour {
+        fail_tags: true,
+        tag_delay: Some(std::time::Duration::from_millis(200)),
+        ..Default::default()
+    });
+    let outcome = push_to(&pkg, &[&primary, &standby]);
+    assert_all(&outcome, "pushed");
+    assert_manifests_after_their_parts(&primary);
+    assert!(outcome.destinations[1]
+        .images
+        .iter()
+        .all(|i| matches!(i.state, ImageState::Failed(_))));
+    assert!(standby.store.lock().unwrap().manifests.is_empty());
+    assert_eq!(outcome.destinations[1].blobs.failed, 0);
+}

@@ -32,6 +32,8 @@ pub struct Behaviour {
     pub refuse_commits: Option<&'static str>,
     /// Fail (transiently) the first this many commits of uploads into this repository.
     pub flaky_commits: Option<(&'static str, u64)>,
+    /// Fail every tag HEAD (after `tag_delay`, if any).
+    pub fail_tags: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -167,6 +169,9 @@ impl RegistryApi for FakeRegistry {
         Box::pin(async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
+            }
+            if self.behaviour.fail_tags {
+                return Err(refused("HTTP 500 on a tag HEAD".into()));
             }
             let mut store = self.store.lock().unwrap();
             store.tags_answered += 1;
