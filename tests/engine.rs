@@ -478,3 +478,155 @@ fn uploads_start_before_the_tag_answers_are_in() {
     assert_all(&again, "present");
     assert_eq!(registry.store.lock().unwrap().log.len(), log_len);
 }
+
+/// A registry holding what `first` holds, but for everything of `acp/b` (its tag and its
+/// blobs), behaving as `behaviour`.
+fn without_b(first: &FakeRegistry, behaviour: Behaviour) -> Arc<FakeRegistry> {
+    let registry = FakeRegistry::new(behaviour);
+    {
+        let from = first.store.lock().unwrap();
+        let mut to = registry.store.lock().unwrap();
+        to.blobs = from.blobs.clone();
+        to.manifests = from.manifests.clone();
+        to.blobs.retain(|(repo, _), _| repo != "acp/b");
+        to.manifests.retain(|(repo, _), _| repo != "acp/b");
+    }
+    registry
+}
+
+/// Review: `acp/a:v1` is in the registry, `acp/b:v1` (sharing a layer with it) is not, and
+/// the blob HEADs are answered before the tag HEADs. The per-blob plan mounts the shared
+/// layer into acp/b from acp/a (early); the final plan (which drops acp/a's answers once its
+/// tag is found) wants it uploaded to acp/b. With mounts declined, nobody uploads it.
+#[test]
+fn review_a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    let first = FakeRegistry::new(Behaviour::default());
+    assert_all(&push(&pkg, &first), "pushed");
+    let registry = without_b(
+        &first,
+        Behaviour {
+            decline_mounts: true,
+            tag_delay: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
+    let outcome = push(&pkg, &registry);
+    assert_eq!(
+        states(&outcome),
+        vec![
+            (
+                "registry.alauda.cn:60080/acp/a:v1".to_string(),
+                "present".to_string()
+            ),
+            (
+                "registry.alauda.cn:60080/acp/b:v1".to_string(),
+                "pushed".to_string()
+            ),
+        ]
+    );
+    assert_manifests_after_their_parts(&registry);
+}
+
+/// Review: as above with mounts allowed: acp/b is pushed, and the report counts the shared
+/// layer mounted into acp/b.
+#[test]
+fn review_a_blob_mounted_early_from_a_present_image_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    let first = FakeRegistry::new(Behaviour::default());
+    assert_all(&push(&pkg, &first), "pushed");
+    let registry = without_b(
+        &first,
+        Behaviour {
+            tag_delay: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
+    let outcome = push(&pkg, &registry);
+    assert_eq!(states(&outcome)[1].1, "pushed");
+    let blobs = outcome.destinations[0].blobs.clone();
+    assert_eq!((blobs.mounted, blobs.failed), (1, 0), "{blobs:?}");
+}
+
+/// Review: `acp/a:v1`'s tag is there but its shared layer is not (and commits into acp/a are
+/// refused); `acp/b:v1` is missing. The per-blob plan, made before the tags are in, uploads
+/// the shared layer to acp/a (first in line) and mounts it into acp/b. acp/a is present: no
+/// failure may be counted for it, and acp/b must still get its layer and be pushed.
+#[test]
+fn review_a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_starves_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, shared) = package(dir.path());
+    let first = FakeRegistry::new(Behaviour::default());
+    assert_all(&push(&pkg, &first), "pushed");
+    let registry = without_b(
+        &first,
+        Behaviour {
+            refuse_commits: Some("acp/a"),
+            tag_delay: Some(std::time::Duration::from_millis(300)),
+            ..Default::default()
+        },
+    );
+    registry
+        .store
+        .lock()
+        .unwrap()
+        .blobs
+        .remove(&("acp/a".to_string(), shared.clone()));
+    let outcome = push(&pkg, &registry);
+    let states = states(&outcome);
+    let blobs = outcome.destinations[0].blobs.clone();
+    assert_eq!(
+        (states[0].1.as_str(), states[1].1.as_str(), blobs.failed),
+        ("present", "pushed", 0),
+        "{blobs:?}"
+    );
+}
+
+/// Review: as in the mount test above, but a blob of acp/b fails once transiently, so acp/b
+/// is not complete before the end of the first pass. The shared layer was mounted into acp/b
+/// early; acp/b's manifests must still go up at the end.
+#[test]
+fn review_an_image_completed_by_a_later_pass_keeps_its_early_mount() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    let first = FakeRegistry::new(Behaviour::default());
+    assert_all(&push(&pkg, &first), "pushed");
+    let registry = without_b(
+        &first,
+        Behaviour {
+            tag_delay: Some(std::time::Duration::from_millis(300)),
+            flaky_commits: Some(("acp/b", 1)),
+            ..Default::default()
+        },
+    );
+    let outcome = push(&pkg, &registry);
+    assert_eq!(registry.store.lock().unwrap().flaky_failed, 1);
+    let states = states(&outcome);
+    assert_eq!(states[1].1, "pushed", "{states:?}");
+    assert_manifests_after_their_parts(&registry);
+}
+
+/// Review: a standby whose tag HEADs all fail (after its blob HEADs went out) neither holds
+/// the primary back nor gets a manifest; the push ends.
+#[test]
+fn review_a_standby_whose_tag_heads_fail_gets_no_manifest_and_does_not_stop_the_primary() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pkg, _) = package(dir.path());
+    let primary = FakeRegistry::new(Behaviour::default());
+    let standby = FakeRegistry::new(Behaviour {
+        fail_tags: true,
+        tag_delay: Some(std::time::Duration::from_millis(200)),
+        ..Default::default()
+    });
+    let outcome = push_to(&pkg, &[&primary, &standby]);
+    assert_all(&outcome, "pushed");
+    assert_manifests_after_their_parts(&primary);
+    assert!(outcome.destinations[1]
+        .images
+        .iter()
+        .all(|i| matches!(i.state, ImageState::Failed(_))));
+    assert!(standby.store.lock().unwrap().manifests.is_empty());
+    assert_eq!(outcome.destinations[1].blobs.failed, 0);
+}

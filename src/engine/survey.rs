@@ -108,6 +108,11 @@ impl Engine {
             })
             .collect();
         blobs.retain(|(repo, digest), _| wanted.contains(&(repo.as_str(), digest)));
+        // A blob found in the repository of an image found in the registry is still there to
+        // mount from, and the per-blob decisions (the gate, the early work) mounted from it:
+        // the plan below must mount from it too, or the blob is planned as an upload nobody
+        // sends (and an early mount, declined or done, is lost).
+        let holders = present.clone();
         present.retain(|(repo, digest)| wanted.contains(&(repo.as_str(), digest)));
         run.blobs = blobs;
 
@@ -126,7 +131,7 @@ impl Engine {
             })
             .collect();
         let allow_nondist = self.opts.allow_nondistributable;
-        let plan = plan::plan_destination(&needs, &present, &known, allow_nondist);
+        let plan = plan::plan_destination(&needs, &holders, &known, allow_nondist);
         run.plan = without_failed(plan, &run.blobs);
         run
     }

@@ -28,6 +28,12 @@ pub struct Behaviour {
     pub slow_commits: Option<(&'static str, std::time::Duration)>,
     /// Answer every tag HEAD only after this long.
     pub tag_delay: Option<std::time::Duration>,
+    /// Refuse (for good) every commit of an upload into this repository.
+    pub refuse_commits: Option<&'static str>,
+    /// Fail (transiently) the first this many commits of uploads into this repository.
+    pub flaky_commits: Option<(&'static str, u64)>,
+    /// Fail every tag HEAD (after `tag_delay`, if any).
+    pub fail_tags: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -50,6 +56,8 @@ pub struct Store {
     /// Tag HEADs answered so far, and how many had been when the first upload was committed.
     pub tags_answered: u64,
     pub tags_before_first_upload: Option<u64>,
+    /// Commits failed as `flaky_commits` says.
+    pub flaky_failed: u64,
     sessions: HashMap<String, Vec<u8>>,
     next_session: u64,
 }
@@ -161,6 +169,9 @@ impl RegistryApi for FakeRegistry {
         Box::pin(async move {
             if let Some(d) = delay {
                 tokio::time::sleep(d).await;
+            }
+            if self.behaviour.fail_tags {
+                return Err(refused("HTTP 500 on a tag HEAD".into()));
             }
             let mut store = self.store.lock().unwrap();
             store.tags_answered += 1;
@@ -309,9 +320,21 @@ impl RegistryApi for FakeRegistry {
             Some((slow, delay)) if slow == repo => Some(delay),
             _ => None,
         };
+        let refuse = self.behaviour.refuse_commits == Some(repo);
         Box::pin(async move {
             if let Some(delay) = delay {
                 tokio::time::sleep(delay).await;
+            }
+            if refuse {
+                return Err(refused(format!("commit into {repo} refused")));
+            }
+            if let Some((flaky, n)) = self.behaviour.flaky_commits {
+                let mut store = self.store.lock().unwrap();
+                if flaky == repo && store.flaky_failed < n {
+                    store.flaky_failed += 1;
+                    store.sessions.remove(&session.location);
+                    return Err(refused(format!("HTTP 503 on commit into {repo}")).retryable(true));
+                }
             }
             self.commit(repo, verified, session, tail)
         })
