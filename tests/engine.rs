@@ -494,12 +494,12 @@ fn without_b(first: &FakeRegistry, behaviour: Behaviour) -> Arc<FakeRegistry> {
     registry
 }
 
-/// Review: `acp/a:v1` is in the registry, `acp/b:v1` (sharing a layer with it) is not, and
+/// `acp/a:v1` is in the registry, `acp/b:v1` (sharing a layer with it) is not, and
 /// the blob HEADs are answered before the tag HEADs. The per-blob plan mounts the shared
 /// layer into acp/b from acp/a (early); the final plan (which drops acp/a's answers once its
 /// tag is found) wants it uploaded to acp/b. With mounts declined, nobody uploads it.
 #[test]
-fn review_a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_upload() {
+fn a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_upload() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, _) = package(dir.path());
     let first = FakeRegistry::new(Behaviour::default());
@@ -529,10 +529,10 @@ fn review_a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_u
     assert_manifests_after_their_parts(&registry);
 }
 
-/// Review: as above with mounts allowed: acp/b is pushed, and the report counts the shared
+/// as above with mounts allowed: acp/b is pushed, and the report counts the shared
 /// layer mounted into acp/b.
 #[test]
-fn review_a_blob_mounted_early_from_a_present_image_is_counted() {
+fn a_blob_mounted_early_from_a_present_image_is_counted() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, _) = package(dir.path());
     let first = FakeRegistry::new(Behaviour::default());
@@ -550,12 +550,12 @@ fn review_a_blob_mounted_early_from_a_present_image_is_counted() {
     assert_eq!((blobs.mounted, blobs.failed), (1, 0), "{blobs:?}");
 }
 
-/// Review: `acp/a:v1`'s tag is there but its shared layer is not (and commits into acp/a are
+/// `acp/a:v1`'s tag is there but its shared layer is not (and commits into acp/a are
 /// refused); `acp/b:v1` is missing. The per-blob plan, made before the tags are in, uploads
 /// the shared layer to acp/a (first in line) and mounts it into acp/b. acp/a is present: no
 /// failure may be counted for it, and acp/b must still get its layer and be pushed.
 #[test]
-fn review_a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_starves_another() {
+fn a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_starves_another() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, shared) = package(dir.path());
     let first = FakeRegistry::new(Behaviour::default());
@@ -584,11 +584,11 @@ fn review_a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_star
     );
 }
 
-/// Review: as in the mount test above, but a blob of acp/b fails once transiently, so acp/b
+/// as in the mount test above, but a blob of acp/b fails once transiently, so acp/b
 /// is not complete before the end of the first pass. The shared layer was mounted into acp/b
 /// early; acp/b's manifests must still go up at the end.
 #[test]
-fn review_an_image_completed_by_a_later_pass_keeps_its_early_mount() {
+fn an_image_completed_by_a_later_pass_keeps_its_early_mount() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, _) = package(dir.path());
     let first = FakeRegistry::new(Behaviour::default());
@@ -608,10 +608,10 @@ fn review_an_image_completed_by_a_later_pass_keeps_its_early_mount() {
     assert_manifests_after_their_parts(&registry);
 }
 
-/// Review: a standby whose tag HEADs all fail (after its blob HEADs went out) neither holds
+/// a standby whose tag HEADs all fail (after its blob HEADs went out) neither holds
 /// the primary back nor gets a manifest; the push ends.
 #[test]
-fn review_a_standby_whose_tag_heads_fail_gets_no_manifest_and_does_not_stop_the_primary() {
+fn a_standby_whose_tag_heads_fail_gets_no_manifest_and_does_not_stop_the_primary() {
     let dir = tempfile::tempdir().unwrap();
     let (pkg, _) = package(dir.path());
     let primary = FakeRegistry::new(Behaviour::default());

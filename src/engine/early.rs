@@ -147,12 +147,17 @@ impl Engine {
         mut tracker: Tracker,
         mut inbox: Inbox,
     ) -> EarlyResults {
-        // as many in flight as the other small requests (each is a round trip, not bytes)
-        let limit = Arc::new(Semaphore::new(self.small_requests()));
+        // as many in flight per destination as the other small requests (each is a round
+        // trip, not bytes); one destination's slow answers do not hold the other's
+        let limits: Vec<Arc<Semaphore>> = self
+            .dests
+            .iter()
+            .map(|_| Arc::new(Semaphore::new(self.small_requests())))
+            .collect();
         let mut results = EarlyResults::default();
         let mut work: FuturesUnordered<BoxFuture<'a, Done>> = FuturesUnordered::new();
         let manifests = |dest: usize, i: usize| -> BoxFuture<'a, Done> {
-            let limit = limit.clone();
+            let limit = limits[dest].clone();
             Box::pin(async move {
                 let _permit = limit.acquire().await;
                 let r = match pkg.check_unchanged() {
@@ -166,7 +171,7 @@ impl Engine {
             })
         };
         let mount = |dest: usize, m: Mount| -> BoxFuture<'a, Done> {
-            let limit = limit.clone();
+            let limit = limits[dest].clone();
             Box::pin(async move {
                 let _permit = limit.acquire().await;
                 let r = self.dests[dest]
@@ -179,6 +184,8 @@ impl Engine {
         let (mut told_open, mut uploads_open) = (true, true);
         loop {
             tokio::select! {
+                // what the surveys said first: an upload's mounts are known before it ends
+                biased;
                 told = inbox.told.recv(), if told_open => match told {
                     Some(Told::Present { dest, repo, digest }) => {
                         for i in tracker.placed(dest, &repo, &digest) {

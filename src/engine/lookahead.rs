@@ -38,8 +38,14 @@ impl TagStates {
         self.0[image].store(v, Ordering::SeqCst);
     }
 
-    fn not_wanted(&self, image: usize) -> bool {
+    /// Found in the registry (or its tag unreadable): nothing of it is to be pushed.
+    pub fn not_wanted(&self, image: usize) -> bool {
         self.0[image].load(Ordering::SeqCst) == NOT_WANTED
+    }
+
+    /// Known to be pushed.
+    pub fn wanted(&self, image: usize) -> bool {
+        self.0[image].load(Ordering::SeqCst) == WANTED
     }
 }
 

@@ -115,6 +115,10 @@ struct DestRun {
     blobs: HashMap<(String, Digest), std::result::Result<Placed, Error>>,
     images: Vec<ImageState>,
     plan: Plan,
+    /// (repository, blob) pairs the images to push need. A blob may also have gone to the
+    /// repository of an image found in the registry (planned before its tag was in); how
+    /// that went is nobody's failure.
+    wanted: HashSet<(String, Digest)>,
 }
 
 pub struct Engine {
@@ -497,15 +501,30 @@ impl Engine {
                     todo.push((digest, target));
                 }
                 Err(e) => {
-                    for repo in then_mount
+                    let mut then = then_mount
                         .remove(&(target.clone(), digest.clone()))
-                        .unwrap_or_default()
-                    {
+                        .unwrap_or_default();
+                    if !runs[target.dest].wanted.contains(&key) {
+                        // Sent for an image found in the registry after all: the next
+                        // repository in line takes the upload (in the next pass), as when
+                        // a HEAD fails; no failure is counted for this one.
+                        if !last && !then.is_empty() {
+                            let t = Target {
+                                dest: target.dest,
+                                repo: then.remove(0),
+                            };
+                            then_mount.insert((t.clone(), digest.clone()), then);
+                            todo.push((digest, t));
+                            continue;
+                        }
+                    } else {
+                        runs[target.dest].blobs.insert(key, Err(e.clone()));
+                    }
+                    for repo in then {
                         runs[target.dest]
                             .blobs
                             .insert((repo, digest.clone()), Err(e.clone()));
                     }
-                    runs[target.dest].blobs.insert(key, Err(e));
                 }
             }
         }

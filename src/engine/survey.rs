@@ -65,6 +65,7 @@ impl Engine {
             blobs: HashMap::new(),
             images,
             plan: Plan::default(),
+            wanted: HashSet::new(),
         }
     }
 
@@ -79,8 +80,9 @@ impl Engine {
         tags: &TagStates,
         live: Option<Live<'_>>,
     ) -> DestRun {
+        let tags_now = tags;
         let tags = async {
-            let run = self.survey_tags(di, images, tags).await;
+            let run = self.survey_tags(di, images, tags_now).await;
             if let Some(live) = &live {
                 let planned = run
                     .images
@@ -91,12 +93,12 @@ impl Engine {
             }
             run
         };
-        let (mut run, (mut blobs, mut present)) =
-            futures::join!(tags, self.survey_blobs(di, ahead, live.as_ref()));
+        let (mut run, (mut blobs, present, mut plan)) =
+            futures::join!(tags, self.survey_blobs(di, ahead, tags_now, live.as_ref()));
 
         // Answers about images found in the registry (asked before their tag was in) are
         // not this run's business: no failure is counted for them.
-        let wanted: HashSet<(&str, &Digest)> = images
+        run.wanted = images
             .iter()
             .zip(&run.images)
             .filter(|(_, s)| matches!(s, ImageState::Planned))
@@ -104,57 +106,41 @@ impl Engine {
                 img.graph
                     .blobs
                     .iter()
-                    .map(|b| (img.repo.as_str(), &b.digest))
+                    .map(|b| (img.repo.clone(), b.digest.clone()))
             })
             .collect();
-        blobs.retain(|(repo, digest), _| wanted.contains(&(repo.as_str(), digest)));
-        // A blob found in the repository of an image found in the registry is still there to
-        // mount from, and the per-blob decisions (the gate, the early work) mounted from it:
-        // the plan below must mount from it too, or the blob is planned as an upload nobody
-        // sends (and an early mount, declined or done, is lost).
-        let holders = present.clone();
-        present.retain(|(repo, digest)| wanted.contains(&(repo.as_str(), digest)));
+        blobs.retain(|key, _| run.wanted.contains(key));
         run.blobs = blobs;
-
-        // The whole plan once more, from the same answers: the one the report and the later
-        // passes read, identical to the per-blob decisions (the planner decides each digest
-        // on its own) but for blobs only images found in the registry wanted; cheap next to
-        // a single round trip.
-        let known = self.dests[di].known.lock().await.clone();
-        let needs: Vec<ImageNeeds> = images
-            .iter()
-            .zip(&run.images)
-            .filter(|(_, s)| matches!(s, ImageState::Planned))
-            .map(|(img, _)| ImageNeeds {
-                repo: &img.repo,
-                blobs: &img.graph.blobs,
-            })
-            .collect();
-        let allow_nondist = self.opts.allow_nondistributable;
-        let plan = plan::plan_destination(&needs, &holders, &known, allow_nondist);
-        run.plan = without_failed(plan, &run.blobs);
+        // The plan is the per-blob decisions as they were made (the gate and the early work
+        // act on them); only its count of blobs already there is of the images to push.
+        plan.present = present.iter().filter(|k| run.wanted.contains(*k)).count();
+        run.plan = plan;
         run
     }
 
     /// Takes destination `di`'s answers about the blobs from `ahead` and plans each blob as
     /// soon as its own HEADs are in. It needs no tag answer: an image found in the registry
-    /// has its blobs there too, so planning as if every image that was asked about were
+    /// has its blobs there too, so planning as if every image not yet known to be there were
     /// missing plans the same (where a registry holds a tag without its blobs, the blob goes
-    /// up once more: harmless). Gives back each pair's answer and those found present.
+    /// up once more: harmless, and a failure of it is nobody's; see `settle`). Gives back
+    /// each pair's answer, those found present, and the plan: the decisions as made.
     async fn survey_blobs(
         &self,
         di: usize,
         mut ahead: Lookahead,
+        tags: &TagStates,
         live: Option<&Live<'_>>,
     ) -> (
         HashMap<(String, Digest), Shared<Placed>>,
         HashSet<(String, Digest)>,
+        Plan,
     ) {
         let known = self.dests[di].known.lock().await.clone();
         let allow_nondist = self.opts.allow_nondistributable;
         let pairs = ahead.pairs.clone();
         let mut blobs = HashMap::new();
         let mut present = HashSet::new();
+        let mut decided = Plan::default();
         // The answers come in pair order, each blob's pairs together.
         for group in pairs.chunk_by(|a, b| a.blob.digest == b.blob.digest) {
             let digest = &group[0].blob.digest;
@@ -185,16 +171,26 @@ impl Engine {
                     }
                 }
             }
+            // Repositories whose images are known to be pushed go first (the upload goes to
+            // the first in line); those whose images were found in the registry meanwhile
+            // are left out (a holder of the blob is still a source to mount from).
+            asked.retain(|p| !p.images.iter().all(|&i| tags.not_wanted(i)));
+            asked.sort_by_key(|p| !p.images.iter().any(|&i| tags.wanted(i)));
+            let needs: Vec<ImageNeeds> = asked
+                .iter()
+                .map(|p| ImageNeeds {
+                    repo: &p.repo,
+                    blobs: std::slice::from_ref(&p.blob),
+                })
+                .collect();
+            let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
+            let one = without_failed(one, &blobs);
+            decided.uploads.extend(one.uploads.iter().cloned());
+            decided.mounts.extend(one.mounts.iter().cloned());
+            decided
+                .nondistributable
+                .extend(one.nondistributable.iter().cloned());
             if let Some(live) = live {
-                let needs: Vec<ImageNeeds> = asked
-                    .iter()
-                    .map(|p| ImageNeeds {
-                        repo: &p.repo,
-                        blobs: std::slice::from_ref(&p.blob),
-                    })
-                    .collect();
-                let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
-                let one = without_failed(one, &blobs);
                 let targets: Vec<Target> = one
                     .uploads
                     .iter()
@@ -216,7 +212,7 @@ impl Engine {
         if let Some(live) = live {
             live.gate.finish(di);
         }
-        (blobs, present)
+        (blobs, present, decided)
     }
 }
 
