@@ -2,10 +2,11 @@
 //! (glibc serves it with mmap, see `main.rs`): a page fault per 4 KiB on first touch, zeroing,
 //! and an munmap when freed — about a tenth of a level-0 push's CPU in `perf` when only full
 //! chunks were reused. So every buffer from 1 MiB up comes from a pool: the smallest idle one
-//! that fits with at most 1 MiB to spare, else a new one rounded up to a whole MiB; it goes
-//! back to the pool when the last `Bytes` pointing into it (uploads, verifier) is dropped. A
-//! blob so holds at most 2 MiB beyond its size. Smaller reads come from the heap, which
-//! serves them without new mappings.
+//! that fits (however much larger), else a new one rounded up to a whole MiB; it goes back to
+//! the pool when the last `Bytes` pointing into it (uploads, verifier) is dropped. The cap on
+//! all of them, in use and idle, is what bounds memory; reusing a larger idle buffer for a
+//! smaller read adds nothing under it. Smaller reads come from the heap, which serves them
+//! without new mappings.
 
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -90,10 +91,12 @@ impl Pool {
         let reused = if len < GRAIN {
             None
         } else {
-            // the smallest idle buffer that fits, with at most 1 MiB to spare
-            let most = held_for(len as u64) as usize;
+            // The smallest idle buffer that fits, however much larger: it is already counted
+            // under the cap, while a fresh one costs page faults and zeroing on first touch
+            // (a blob's last piece is rarely a whole chunk; every odd size was a new mapping,
+            // about 5 % of a push's CPU in `perf`) and may push an idle one out.
             let at = (0..inner.idle.len())
-                .filter(|&i| (size..=most).contains(&inner.idle[i].len()))
+                .filter(|&i| inner.idle[i].len() >= size)
                 .min_by_key(|&i| inner.idle[i].len());
             at.map(|i| {
                 let buf = inner.idle.remove(i);
