@@ -1,25 +1,31 @@
 //! Reused read buffers for blob data. A fresh buffer of 1 MiB or more is a fresh mapping
 //! (glibc serves it with mmap, see `main.rs`): a page fault per 4 KiB on first touch, zeroing,
 //! and an munmap when freed — about a tenth of a level-0 push's CPU in `perf` when only full
-//! chunks were reused. So every buffer from 1 MiB up comes from a pool: the smallest idle one
-//! that fits (however much larger), else a new one rounded up to a whole MiB; it goes back to
-//! the pool when the last `Bytes` pointing into it (uploads, verifier) is dropped. The cap on
-//! all of them, in use and idle, is what bounds memory; reusing a larger idle buffer for a
-//! smaller read adds nothing under it. Smaller reads come from the heap, which serves them
-//! without new mappings.
+//! chunks were reused. A fresh one from 64 KiB up comes from the heap, which glibc trims and
+//! hands back zeroed with `memset` or page faults (5 % of the CPU of a 1,000-image push, most
+//! of whose blobs are 64 KiB - 1 MiB). So every buffer from 64 KiB up comes from a pool: the
+//! smallest idle one that fits (for a read under 1 MiB, at most twice its size), else a new one
+//! rounded up to 64 KiB (under 1 MiB) or to a whole MiB; it goes back to the pool when the last
+//! `Bytes` pointing into it (uploads, verifier) is dropped. The cap on all of them, in use and
+//! idle, is what bounds memory; reusing a larger idle buffer for a smaller read adds nothing
+//! under it. Reads under 64 KiB come from the heap's small bins, cheaply.
 
 use std::sync::{Arc, Condvar, Mutex};
 
 use bytes::Bytes;
 
-/// Below this, buffers come from the heap (glibc's mmap threshold, set in `main.rs`).
+/// From this size up, buffers are whole MiB (glibc's mmap threshold, set in `main.rs`).
 const GRAIN: usize = 1 << 20;
+/// Below this, buffers come from the heap and are not pooled; up to [`GRAIN`], they are
+/// multiples of it.
+const SMALL: usize = 64 << 10;
 /// Idle buffers kept, in chunks' worth of bytes (as when only full chunks were pooled); past
 /// it the oldest idle one is freed, so memory stays flat while the sizes in use are kept.
 const KEEP_CHUNKS: usize = 4;
 
-/// The most memory the read buffers of a blob of `size` bytes can hold at once, counted in
-/// the in-flight budget (with the cap of two chunks the reader applies).
+/// What the read buffers of a blob of `size` bytes weigh in the in-flight budget (with the
+/// cap of two chunks the reader applies). A blob may be given a larger idle buffer than that;
+/// the pool's cap, not this weight, bounds the bytes all buffers hold.
 pub(super) fn held_for(size: u64) -> u64 {
     if size < GRAIN as u64 {
         size
@@ -82,21 +88,26 @@ impl Pool {
     /// A buffer of at least `len` bytes to read into (its first `len` are for the data);
     /// waits while the buffers in use leave no room for it.
     pub(super) fn take(self: &Arc<Self>, len: usize) -> Filling {
-        let size = if len < GRAIN {
+        let size = if len < SMALL {
             len
+        } else if len < GRAIN {
+            len.next_multiple_of(SMALL)
         } else {
             len.next_multiple_of(GRAIN)
         };
         let mut inner = self.inner.lock().expect("not poisoned");
-        let reused = if len < GRAIN {
+        let reused = if len < SMALL {
             None
         } else {
-            // The smallest idle buffer that fits, however much larger: it is already counted
+            // The smallest idle buffer that fits, even a larger one: it is already counted
             // under the cap, while a fresh one costs page faults and zeroing on first touch
             // (a blob's last piece is rarely a whole chunk; every odd size was a new mapping,
-            // about 5 % of a push's CPU in `perf`) and may push an idle one out.
+            // about 5 % of a push's CPU in `perf`) and may push an idle one out. A read under
+            // 1 MiB takes at most twice its size, so that the many small blobs in flight on a
+            // distant link do not each sit on a chunk-sized buffer.
+            let most = if len < GRAIN { 2 * size } else { usize::MAX };
             let at = (0..inner.idle.len())
-                .filter(|&i| inner.idle[i].len() >= size)
+                .filter(|&i| (size..=most).contains(&inner.idle[i].len()))
                 .min_by_key(|&i| inner.idle[i].len());
             at.map(|i| {
                 let buf = inner.idle.remove(i);
@@ -127,7 +138,7 @@ impl Pool {
     fn give_back(&self, buf: Vec<u8>) {
         let mut inner = self.inner.lock().expect("not poisoned");
         inner.live_bytes -= buf.len();
-        if buf.len() >= GRAIN {
+        if buf.len() >= SMALL {
             inner.idle_bytes += buf.len();
             inner.idle.push(buf);
             while inner.idle_bytes > self.keep_bytes {
