@@ -189,23 +189,51 @@ impl Drop for Pooled {
 mod tests {
     use super::*;
 
+    fn bytes(pool: &Pool) -> (usize, usize) {
+        let inner = pool.inner.lock().unwrap();
+        (inner.live_bytes, inner.idle_bytes)
+    }
+
     #[test]
     fn idle_buffers_are_freed_before_the_cap_is_passed() {
         let pool = Pool::new(8 << 20, 24 << 20);
-        let a = pool.take(8 << 20).freeze(8 << 20);
-        let b = pool.take(8 << 20).freeze(8 << 20);
-        drop((a, b)); // 16 MiB idle, of a size the next buffers cannot use
-        let c = pool.take(5 << 20).freeze(5 << 20);
-        let d = pool.take(5 << 20).freeze(5 << 20);
-        let inner = pool.inner.lock().unwrap();
-        assert_eq!(inner.live_bytes, 10 << 20);
+        let a = pool.take(4 << 20).freeze(4 << 20);
+        let b = pool.take(4 << 20).freeze(4 << 20);
+        drop((a, b)); // 8 MiB idle, too small for the next buffers
+        let c = pool.take(8 << 20).freeze(8 << 20);
+        let d = pool.take(8 << 20).freeze(8 << 20);
+        assert_eq!(bytes(&pool), (16 << 20, 8 << 20), "under the cap: idle ones kept");
+        let e = pool.take(8 << 20).freeze(8 << 20);
         assert_eq!(
-            inner.idle_bytes,
-            8 << 20,
-            "one idle buffer freed to stay under 24 MiB"
+            bytes(&pool),
+            (24 << 20, 0),
+            "both idle buffers freed to stay within 24 MiB"
         );
-        drop(inner);
-        drop((c, d));
+        drop((c, d, e));
+    }
+
+    #[test]
+    fn larger_idle_buffers_are_reused_and_small_reads_take_at_most_twice_their_size() {
+        let pool = Pool::new(8 << 20, 48 << 20);
+        let a = pool.take(8 << 20).freeze(8 << 20);
+        let b = pool.take(2 << 20).freeze(2 << 20);
+        drop((a, b));
+        assert_eq!(bytes(&pool), (0, 10 << 20));
+        // a blob's 3 MiB last piece goes into the idle 8 MiB chunk: no fresh mapping
+        let tail = pool.take(3 << 20).freeze(3 << 20);
+        assert_eq!(bytes(&pool), (8 << 20, 2 << 20));
+        // a 300 KiB blob does not sit on the 2 MiB one: a buffer of its own, 320 KiB
+        let small = pool.take(300 << 10).freeze(300 << 10);
+        assert_eq!(bytes(&pool), ((8 << 20) + (320 << 10), 2 << 20));
+        drop(small);
+        // ... which the next blob of that size class reuses
+        let again = pool.take(290 << 10).freeze(290 << 10);
+        assert_eq!(bytes(&pool), ((8 << 20) + (320 << 10), 2 << 20));
+        // under 64 KiB: the heap, not pooled
+        let tiny = pool.take(1000).freeze(1000);
+        drop(tiny);
+        assert_eq!(bytes(&pool), ((8 << 20) + (320 << 10), 2 << 20));
+        drop((tail, again));
     }
 
     #[test]
