@@ -4,8 +4,9 @@
 //! chunks were reused. A fresh one from 64 KiB up comes from the heap, which glibc trims and
 //! hands back zeroed with `memset` or page faults (5 % of the CPU of a 1,000-image push, most
 //! of whose blobs are 64 KiB - 1 MiB). So every buffer from 64 KiB up comes from a pool: the
-//! smallest idle one that fits (for a read under 1 MiB, at most twice its size), else a new one
-//! rounded up to 64 KiB (under 1 MiB) or to a whole MiB; it goes back to the pool when the last
+//! smallest idle one that fits (for a read under 1 MiB, at most twice its size unless the pool
+//! is at its cap), else a new one rounded up to 64 KiB (under 1 MiB) or to a whole MiB, after
+//! waiting for a buffer to come back when at the cap; it goes back to the pool when the last
 //! `Bytes` pointing into it (uploads, verifier) is dropped. The cap on all of them, in use and
 //! idle, is what bounds memory; reusing a larger idle buffer for a smaller read adds nothing
 //! under it. Reads under 64 KiB come from the heap's small bins, cheaply.
@@ -66,6 +67,16 @@ struct Inner {
 }
 
 impl Inner {
+    /// The smallest idle buffer of `size..=most` bytes.
+    fn take_idle(&mut self, size: usize, most: usize) -> Option<Vec<u8>> {
+        let at = (0..self.idle.len())
+            .filter(|&i| (size..=most).contains(&self.idle[i].len()))
+            .min_by_key(|&i| self.idle[i].len())?;
+        let buf = self.idle.remove(at);
+        self.idle_bytes -= buf.len();
+        Some(buf)
+    }
+
     fn drop_oldest_idle(&mut self) {
         let buf = self.idle.remove(0);
         self.idle_bytes -= buf.len();
@@ -95,37 +106,37 @@ impl Pool {
         } else {
             len.next_multiple_of(GRAIN)
         };
+        // A read under 1 MiB takes at most twice its size while there is room, so that the
+        // many small blobs in flight on a distant link do not each sit on a chunk-sized
+        // buffer; a larger one may take any idle buffer that fits.
+        let most = if len < GRAIN { 2 * size } else { usize::MAX };
         let mut inner = self.inner.lock().expect("not poisoned");
-        let reused = if len < SMALL {
-            None
-        } else {
-            // The smallest idle buffer that fits, even a larger one: it is already counted
-            // under the cap, while a fresh one costs page faults and zeroing on first touch
-            // (a blob's last piece is rarely a whole chunk; every odd size was a new mapping,
-            // about 5 % of a push's CPU in `perf`) and may push an idle one out. A read under
-            // 1 MiB takes at most twice its size, so that the many small blobs in flight on a
-            // distant link do not each sit on a chunk-sized buffer.
-            let most = if len < GRAIN { 2 * size } else { usize::MAX };
-            let at = (0..inner.idle.len())
-                .filter(|&i| (size..=most).contains(&inner.idle[i].len()))
-                .min_by_key(|&i| inner.idle[i].len());
-            at.map(|i| {
-                let buf = inner.idle.remove(i);
-                inner.idle_bytes -= buf.len();
-                buf
-            })
-        };
-        let buf = match reused {
-            Some(buf) => buf,
-            None => {
-                while inner.live_bytes + inner.idle_bytes + size > self.cap {
-                    if inner.idle.is_empty() {
-                        inner = self.freed.wait(inner).expect("not poisoned");
-                    } else {
-                        inner.drop_oldest_idle();
-                    }
+        let buf = loop {
+            if len < SMALL {
+                if inner.live_bytes + inner.idle_bytes + size <= self.cap {
+                    break vec![0u8; size];
                 }
-                vec![0u8; size]
+            } else {
+                // Reusing beats a fresh buffer, even a larger idle one: it is already counted
+                // under the cap, while a fresh one costs page faults and zeroing on first
+                // touch (a blob's last piece is rarely a whole chunk; every odd size was a new
+                // mapping, about 5 % of a push's CPU in `perf`). At the cap, any idle buffer
+                // that fits is taken rather than freeing it to map a new one (a slow registry
+                // keeps the pool at its cap: that churn faulted in 250k pages in one push).
+                let room = inner.live_bytes + inner.idle_bytes + size <= self.cap;
+                let most = if room { most } else { usize::MAX };
+                if let Some(buf) = inner.take_idle(size, most) {
+                    break buf;
+                }
+                if room {
+                    break vec![0u8; size];
+                }
+            }
+            if inner.idle.is_empty() {
+                // buffers in use are released by the uploads, never by the reader
+                inner = self.freed.wait(inner).expect("not poisoned");
+            } else {
+                inner.drop_oldest_idle();
             }
         };
         inner.live_bytes += buf.len();
@@ -158,12 +169,22 @@ pub(super) struct Filling {
 
 impl Filling {
     /// The first `len` bytes, shared; the buffer returns to the pool when the last clone goes.
-    pub fn freeze(self, len: usize) -> Bytes {
+    pub fn freeze(mut self, len: usize) -> Bytes {
         Bytes::from_owner(Pooled {
-            buf: self.buf,
+            buf: std::mem::take(&mut self.buf),
             len,
-            pool: self.pool,
+            pool: self.pool.clone(),
         })
+    }
+}
+
+/// A buffer given up unfilled (a read error, a blob shorter than said) goes back too, or the
+/// pool would count it in use for ever and the reader could end up waiting for it.
+impl Drop for Filling {
+    fn drop(&mut self) {
+        if !self.buf.is_empty() {
+            self.pool.give_back(std::mem::take(&mut self.buf));
+        }
     }
 }
 
@@ -202,7 +223,11 @@ mod tests {
         drop((a, b)); // 8 MiB idle, too small for the next buffers
         let c = pool.take(8 << 20).freeze(8 << 20);
         let d = pool.take(8 << 20).freeze(8 << 20);
-        assert_eq!(bytes(&pool), (16 << 20, 8 << 20), "under the cap: idle ones kept");
+        assert_eq!(
+            bytes(&pool),
+            (16 << 20, 8 << 20),
+            "under the cap: idle ones kept"
+        );
         let e = pool.take(8 << 20).freeze(8 << 20);
         assert_eq!(
             bytes(&pool),
@@ -234,6 +259,34 @@ mod tests {
         drop(tiny);
         assert_eq!(bytes(&pool), ((8 << 20) + (320 << 10), 2 << 20));
         drop((tail, again));
+    }
+
+    #[test]
+    fn at_the_cap_idle_buffers_are_reused_rather_than_freed_and_mapped_anew() {
+        let pool = Pool::new(8 << 20, 16 << 20);
+        let a = pool.take(8 << 20).freeze(8 << 20);
+        let first = a.as_ptr() as usize;
+        let b = pool.take(8 << 20).freeze(8 << 20);
+        let p = pool.clone();
+        let reader = std::thread::spawn(move || {
+            let next = p.take(8 << 20);
+            next.buf.as_ptr() as usize
+        });
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(a);
+        let got = reader.join().unwrap();
+        assert_eq!(
+            got, first,
+            "the waiting reader got the buffer that came back"
+        );
+        drop(b);
+        // at the cap, a small read takes an idle chunk rather than freeing it
+        let c = pool.take(8 << 20).freeze(8 << 20);
+        let _d = pool.take(8 << 20).freeze(8 << 20);
+        drop(c);
+        let small = pool.take(100 << 10).freeze(100 << 10);
+        assert_eq!(bytes(&pool), (16 << 20, 0));
+        drop(small);
     }
 
     #[test]
