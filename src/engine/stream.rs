@@ -151,7 +151,8 @@ pub type Outcome = (Digest, Target, Result<()>);
 
 /// How many blobs may be in flight at once: by bytes and by count, so that small blobs do not
 /// wait behind large ones (on a distant link each costs round trips, not bytes). A blob
-/// weighs what its read buffers hold at most (`buffers::held_for`, up to two chunks); the byte budget is
+/// weighs its size (`buffers::held_for`, up to two chunks; the buffers themselves are bounded
+/// by the pool's cap, which may hand a blob a larger idle one); the byte budget is
 /// `concurrency` large blobs, as before, and up to [`super::SMALL_PER_LARGE`] x `concurrency`
 /// blobs go at once.
 pub struct InFlight {
