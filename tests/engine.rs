@@ -479,9 +479,13 @@ fn uploads_start_before_the_tag_answers_are_in() {
     assert_eq!(registry.store.lock().unwrap().log.len(), log_len);
 }
 
-/// A registry holding what `first` holds, but for everything of `acp/b` (its tag and its
-/// blobs), behaving as `behaviour`.
-fn without_b(first: &FakeRegistry, behaviour: Behaviour) -> Arc<FakeRegistry> {
+/// The two-image package pushed once, then a registry (behaving as `behaviour`) holding
+/// all of it but `acp/b` (its tag and its blobs): `acp/a:v1` is there, `acp/b:v1`, sharing
+/// a layer with it, is not. Gives the package, the shared layer and that registry.
+fn a_there_b_missing(dir: &Path, behaviour: Behaviour) -> (PathBuf, Digest, Arc<FakeRegistry>) {
+    let (pkg, shared) = package(dir);
+    let first = FakeRegistry::new(Behaviour::default());
+    assert_all(&push(&pkg, &first), "pushed");
     let registry = FakeRegistry::new(behaviour);
     {
         let from = first.store.lock().unwrap();
@@ -491,21 +495,17 @@ fn without_b(first: &FakeRegistry, behaviour: Behaviour) -> Arc<FakeRegistry> {
         to.blobs.retain(|(repo, _), _| repo != "acp/b");
         to.manifests.retain(|(repo, _), _| repo != "acp/b");
     }
-    registry
+    (pkg, shared, registry)
 }
 
-/// `acp/a:v1` is in the registry, `acp/b:v1` (sharing a layer with it) is not, and
-/// the blob HEADs are answered before the tag HEADs. The per-blob plan mounts the shared
-/// layer into acp/b from acp/a (early); the final plan (which drops acp/a's answers once its
-/// tag is found) wants it uploaded to acp/b. With mounts declined, nobody uploads it.
+/// `acp/a:v1` is in the registry, `acp/b:v1` (sharing a layer with it) is not, and the blob
+/// HEADs are answered before the tag HEADs: the shared layer is mounted into acp/b from
+/// acp/a (early). The registry declines the mount: the layer is uploaded to acp/b instead.
 #[test]
 fn a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_upload() {
     let dir = tempfile::tempdir().unwrap();
-    let (pkg, _) = package(dir.path());
-    let first = FakeRegistry::new(Behaviour::default());
-    assert_all(&push(&pkg, &first), "pushed");
-    let registry = without_b(
-        &first,
+    let (pkg, _, registry) = a_there_b_missing(
+        dir.path(),
         Behaviour {
             decline_mounts: true,
             tag_delay: Some(std::time::Duration::from_millis(300)),
@@ -529,16 +529,13 @@ fn a_mount_declined_early_for_a_blob_held_by_a_present_image_becomes_an_upload()
     assert_manifests_after_their_parts(&registry);
 }
 
-/// as above with mounts allowed: acp/b is pushed, and the report counts the shared
-/// layer mounted into acp/b.
+/// As above with mounts allowed: acp/b is pushed, and the report counts the shared layer
+/// mounted into acp/b.
 #[test]
 fn a_blob_mounted_early_from_a_present_image_is_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let (pkg, _) = package(dir.path());
-    let first = FakeRegistry::new(Behaviour::default());
-    assert_all(&push(&pkg, &first), "pushed");
-    let registry = without_b(
-        &first,
+    let (pkg, _, registry) = a_there_b_missing(
+        dir.path(),
         Behaviour {
             tag_delay: Some(std::time::Duration::from_millis(300)),
             ..Default::default()
@@ -557,11 +554,8 @@ fn a_blob_mounted_early_from_a_present_image_is_counted() {
 #[test]
 fn a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_starves_another() {
     let dir = tempfile::tempdir().unwrap();
-    let (pkg, shared) = package(dir.path());
-    let first = FakeRegistry::new(Behaviour::default());
-    assert_all(&push(&pkg, &first), "pushed");
-    let registry = without_b(
-        &first,
+    let (pkg, shared, registry) = a_there_b_missing(
+        dir.path(),
         Behaviour {
             refuse_commits: Some("acp/a"),
             tag_delay: Some(std::time::Duration::from_millis(300)),
@@ -584,17 +578,14 @@ fn a_blob_sent_only_for_a_present_image_neither_fails_the_report_nor_starves_ano
     );
 }
 
-/// as in the mount test above, but a blob of acp/b fails once transiently, so acp/b
+/// As in the mount test above, but a blob of acp/b fails once transiently, so acp/b
 /// is not complete before the end of the first pass. The shared layer was mounted into acp/b
 /// early; acp/b's manifests must still go up at the end.
 #[test]
 fn an_image_completed_by_a_later_pass_keeps_its_early_mount() {
     let dir = tempfile::tempdir().unwrap();
-    let (pkg, _) = package(dir.path());
-    let first = FakeRegistry::new(Behaviour::default());
-    assert_all(&push(&pkg, &first), "pushed");
-    let registry = without_b(
-        &first,
+    let (pkg, _, registry) = a_there_b_missing(
+        dir.path(),
         Behaviour {
             tag_delay: Some(std::time::Duration::from_millis(300)),
             flaky_commits: Some(("acp/b", 1)),
