@@ -208,9 +208,9 @@ impl Engine {
         }
 
         line.step("checking what the registry has");
-        // every destination at once: a DR standby at a distant site costs its round trips in
-        // parallel with the primary's, not after them
-        // the blob HEADs go out with the tag HEADs, not after them
+        // Every destination at once: a DR standby at a distant site costs its round trips in
+        // parallel with the primary's, not after them; and the blob HEADs go out with the tag
+        // HEADs, not after them.
         let tag_states: Vec<_> = self
             .dests
             .iter()
@@ -242,15 +242,9 @@ impl Engine {
             images: &images,
             sizes: &sizes,
         };
-        let (mut runs, early_manifests) = self
+        let mut runs = self
             .move_blobs(&shipment, ahead, &tag_states, observer, line.as_ref())
             .await;
-        for ((di, i), r) in early_manifests {
-            runs[di].images[i] = match r {
-                Ok(()) => ImageState::Pushed,
-                Err(e) => ImageState::Failed(e),
-            };
-        }
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -299,8 +293,8 @@ impl Engine {
     /// The blob surveys and the first upload pass together (each blob streamed as soon as
     /// its own HEADs are in, mounts and manifests as soon as their own blobs are in), then
     /// the mounts left, then further passes for what failed transiently or whose mount was
-    /// declined, up to `passes` in all. Gives back the manifests already put, by
-    /// (destination, image).
+    /// declined, up to `passes` in all. Gives back each destination's run, with the images
+    /// whose manifests the early work put already marked as such.
     async fn move_blobs(
         &self,
         ship: &Shipment<'_>,
@@ -308,7 +302,7 @@ impl Engine {
         tags: &[Arc<lookahead::TagStates>],
         observer: &dyn Observer,
         line: &dyn PackageObserver,
-    ) -> (Vec<DestRun>, HashMap<(usize, usize), Shared<()>>) {
+    ) -> Vec<DestRun> {
         let (mut all_runs, first, early) = self
             .survey_and_send(ship, ahead, tags, observer, line)
             .await;
@@ -374,7 +368,13 @@ impl Engine {
                 runs[dest].blobs.insert((repo, digest), Err(e));
             }
         }
-        (all_runs, early.manifests)
+        for ((di, i), r) in early.manifests {
+            all_runs[di].images[i] = match r {
+                Ok(()) => ImageState::Pushed,
+                Err(e) => ImageState::Failed(e),
+            };
+        }
+        all_runs
     }
 
     /// Pass one: every destination's blob survey runs while the package streams; each blob

@@ -77,12 +77,11 @@ impl Engine {
         di: usize,
         images: &[Image],
         ahead: Lookahead,
-        tags: &TagStates,
+        tag_states: &TagStates,
         live: Option<Live<'_>>,
     ) -> DestRun {
-        let tags_now = tags;
         let tags = async {
-            let run = self.survey_tags(di, images, tags_now).await;
+            let run = self.survey_tags(di, images, tag_states).await;
             if let Some(live) = &live {
                 let planned = run
                     .images
@@ -93,8 +92,10 @@ impl Engine {
             }
             run
         };
-        let (mut run, (mut blobs, present, mut plan)) =
-            futures::join!(tags, self.survey_blobs(di, ahead, tags_now, live.as_ref()));
+        let (mut run, (mut blobs, present, mut plan)) = futures::join!(
+            tags,
+            self.survey_blobs(di, ahead, tag_states, live.as_ref())
+        );
 
         // Answers about images found in the registry (asked before their tag was in) are
         // not this run's business: no failure is counted for them.
