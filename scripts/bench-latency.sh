@@ -29,9 +29,11 @@ out=${BENCH_OUT:-}
 [ -z "$out" ] && [ $quick = 0 ] && [ -z "${FERRY_OLD:-}" ] && out=docs/benchmarks.md
 
 cargo build --release --quiet
-cargo build --release --quiet --example discard-registry
+cargo build --release --quiet --example discard-registry --example delay-proxy
 ferry=$PWD/target/release/ferry
 discard=$PWD/target/release/examples/discard-registry
+# examples/delay-proxy.rs: every byte held DELAY_MS in each direction (no netem here)
+delay_proxy=$PWD/target/release/examples/delay-proxy
 work=$(mktemp -d /tmp/ferry-bench-lat.XXXXXX)
 ns=ferrylat$$ dev=fl$$
 results=$work/results.tsv
@@ -103,7 +105,7 @@ far_registry() { # [tls|discard] a fresh registry across the link, behind the de
   fi
   echo $! >"$d/pid"
   for _ in $(seq 100); do curl -skf "$scheme://$remote:5000/v2/" >/dev/null && break; sleep 0.1; done
-  python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5000" "$delay_ms" ${HANDSHAKE:+--handshake} &
+  "$delay_proxy" "127.0.0.1:$port" "$remote:5000" "$delay_ms" ${HANDSHAKE:+--handshake} &
   echo $! >"$work/proxy$n.pid"
   for _ in $(seq 100); do curl -skf "$scheme://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
   h=127.0.0.1:$port
@@ -165,7 +167,7 @@ port=$(free_port)
 ip netns exec "$ns" python3 -c 'import socket,sys; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], 5001)); s.listen(1); c,_=s.accept()
 while c.recv(1<<20): pass
 c.sendall(b"k"); c.close()' "$remote" &
-python3 scripts/delay-proxy.py "127.0.0.1:$port" "$remote:5001" "$delay_ms" &
+"$delay_proxy" "127.0.0.1:$port" "$remote:5001" "$delay_ms" &
 echo $! >"$work/rawproxy.pid"
 sleep 0.5
 measure floor "raw TCP through proxy + link (one stream)" -- python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1",int(sys.argv[1]))); b=b"x"*(1<<20); n=int(sys.argv[2])

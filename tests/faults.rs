@@ -419,3 +419,137 @@ fn a_failed_blob_head_in_one_repository_does_not_fail_the_others_sharing_the_blo
     reg.skopeo_copy_back("acp/b:v1", back.path());
     assert!(reg.skopeo_raw("acp/a:v1").is_none());
 }
+
+/// Arrival of the registry check (`GET /v2/`) and of every blob HEAD, from the proxy's log.
+fn check_and_heads(proxy: &Proxy) -> (std::time::Instant, Vec<common::proxy::Seen>) {
+    let seen = proxy.seen();
+    let check = seen
+        .iter()
+        .find(|s| s.method == "GET" && s.path == "/v2/")
+        .expect("the registry check")
+        .at;
+    let heads = seen
+        .into_iter()
+        .filter(|s| s.method == "HEAD" && s.path.contains("/blobs/sha256:"))
+        .collect();
+    (check, heads)
+}
+
+#[test]
+fn the_first_blob_heads_travel_with_the_registry_check() {
+    // An anonymous registry whose check answers late: the blob HEADs do not wait for it,
+    // and their answers are the survey's (no blob asked twice); nothing else goes before it.
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let held = Duration::from_millis(800);
+    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Delay(held))]);
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_landed(&reg);
+    let (check, heads) = check_and_heads(&proxy);
+    assert!(
+        heads.iter().any(|h| h.at < check + held),
+        "no blob HEAD went out while the check was held: {heads:?}"
+    );
+    // nothing but HEADs before the check's answer: no upload, no manifest
+    let early: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.at < check + held && s.method != "HEAD" && s.path != "/v2/")
+        .collect();
+    assert!(
+        early.is_empty(),
+        "sent before the check answered: {early:?}"
+    );
+    let mut paths: Vec<&str> = heads.iter().map(|h| h.path.as_str()).collect();
+    let asked = paths.len();
+    paths.sort();
+    paths.dedup();
+    assert_eq!(paths.len(), asked, "a blob was asked twice: {heads:?}");
+}
+
+#[test]
+fn answers_before_the_check_count_only_where_the_registry_wants_no_credentials() {
+    // A registry that wants credentials, and a lie to every HEAD without them ("present"):
+    // taken at its word, ferry would send no blob and the manifest would fail. No credentials
+    // may go out before the check has found the registry's scheme either.
+    let reg = Registry::start(RegistryOpts {
+        auth: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let held = Duration::from_millis(800);
+    let proxy = Proxy::start(
+        reg.port,
+        vec![
+            Rule::new("GET", "/v2/", Fault::Delay(held)),
+            Rule::new("HEAD", "/blobs/sha256:", Fault::Status(200, None))
+                .without_header("authorization")
+                .times(usize::MAX),
+        ],
+    );
+    let run = push_via(&proxy, &pkg, &["--username", USER, "--password", PASSWORD]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        run.json()["totals"]["blobs"]["uploaded"],
+        3,
+        "{}",
+        run.all()
+    );
+    assert_landed(&reg);
+    let (check, heads) = check_and_heads(&proxy);
+    assert!(
+        heads.iter().any(|h| h.at < check + held && !h.authorized),
+        "the test means nothing unless HEADs went out beside the check: {heads:?}"
+    );
+    let early: Vec<_> = proxy
+        .seen()
+        .into_iter()
+        .filter(|s| s.authorized && s.at < check + held)
+        .collect();
+    assert!(
+        early.is_empty(),
+        "credentials sent before the check answered: {early:?}"
+    );
+}
+
+#[test]
+fn a_refused_password_ends_the_run_before_the_prepared_work_sends_anything() {
+    // The package is read and surveyed while the check is on the wire; when the check finds
+    // the password wrong, that work sends nothing (a password is tried once: lockouts).
+    let reg = Registry::start(RegistryOpts {
+        auth: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![Rule::new(
+            "GET",
+            "/v2/",
+            Fault::Delay(Duration::from_millis(500)),
+        )],
+    );
+    let run = push_via(&proxy, &pkg, &["--username", USER, "--password", "wrong"]);
+    assert_eq!(run.code, 5, "{}", run.all());
+    assert!(
+        run.all().contains("refused the credentials"),
+        "{}",
+        run.all()
+    );
+    let seen = proxy.seen();
+    let with_password: Vec<_> = seen.iter().filter(|s| s.authorized).collect();
+    assert_eq!(
+        with_password.len(),
+        1,
+        "the password went out more than once (the check's own GET only): {seen:?}"
+    );
+    let work: Vec<_> = seen
+        .iter()
+        .filter(|s| s.method != "HEAD" && s.path != "/v2/")
+        .collect();
+    assert!(work.is_empty(), "work sent after a refused check: {work:?}");
+}

@@ -130,78 +130,66 @@ impl Run<'_> {
             estimate: None,
             error: self.left_out.as_ref().map(ErrorReport::from),
         };
-        // The primary registry must answer; a DR standby that does not is reported and left
-        // out, so that the primary still gets everything.
-        // indices into `targets` of those that answered: the engine's destinations, in order
-        let mut live: Vec<usize> = Vec::new();
-        for (i, target) in self.targets.iter().enumerate() {
-            match target.registry.check().await {
-                Ok(()) => live.push(i),
-                Err(e) if target.role == Role::Standby => {
-                    let e = e.context("DR standby left out of this run");
-                    tracing::error!("{}", e.message);
-                    report.error = Some(ErrorReport::from(&e));
+        let packages: Vec<Package> = self
+            .packages
+            .iter()
+            .map(|pkg| match self.chart_repo {
+                Some(repo) => pkg.with_charts(repo),
+                None => pkg.clone(),
+            })
+            .collect();
+        tokio::spawn(watch_signals(stop.clone()));
+        if self.targets.len() == 1 {
+            // One registry: its check and the packages' reading and surveys go at once. The
+            // sink holds every request until the check has answered, but HEADs, sent at once
+            // without credentials and taken only from a registry that wants none
+            // (`Registry::ahead_of_check`); a refused check ends the run with its error, the
+            // work prepared meanwhile dropped.
+            let progress = self.progress(&[0]);
+            let pushed = {
+                let check = self.targets[0].registry.check();
+                let push = self.push_packages(&packages, &[0], &progress);
+                tokio::pin!(check, push);
+                tokio::select! {
+                    // the check first: on the wire before the packages are read
+                    biased;
+                    checked = &mut check => match checked {
+                        Ok(()) => Ok(push.await),
+                        Err(e) => Err(e),
+                    },
+                    // only a push that needed no request ends first; its check still decides
+                    pushed = &mut push => check.await.map(|()| pushed),
                 }
-                Err(e) => {
-                    report.error = Some(ErrorReport::from(&e));
-                    live.clear();
-                    break;
+            };
+            progress.finish();
+            match pushed {
+                Ok(packages) => report.packages = packages,
+                Err(e) => report.error = Some(ErrorReport::from(&refused(&self.targets[0], e))),
+            }
+        } else {
+            // The primary registry must answer; a DR standby that does not is reported and
+            // left out, so that the primary still gets everything. All are asked at once.
+            let checks =
+                futures::future::join_all(self.targets.iter().map(|t| t.registry.check())).await;
+            // indices into `targets` of those that answered: the engine's destinations
+            let mut live: Vec<usize> = Vec::new();
+            for ((i, target), check) in self.targets.iter().enumerate().zip(checks) {
+                match check {
+                    Ok(()) => live.push(i),
+                    Err(e) => {
+                        report.error = Some(ErrorReport::from(&refused(target, e)));
+                        if target.role == Role::Primary {
+                            live.clear();
+                            break;
+                        }
+                    }
                 }
             }
-        }
-        if !live.is_empty() {
-            tokio::spawn(watch_signals(stop.clone()));
-            let progress = Progress::start(
-                live.iter()
-                    .map(|&i| self.targets[i].registry.counters.clone())
-                    .collect(),
-                self.quiet,
-            );
-            let mut opts = self.engine;
-            opts.dry_run = !self.mode.transfers();
-            let apis = live
-                .iter()
-                .map(|&i| self.targets[i].registry.clone() as Arc<dyn RegistryApi>);
-            let engine = Engine::new(opts, apis.collect());
-            // Several packages at once through the one engine: a directory of many small
-            // packages is otherwise bound by per-package round trips, not by the link. The
-            // report keeps the packages' order.
-            let (engine_ref, progress_ref) = (&engine, &progress);
-            let (targets, live, mode, chart_repo) =
-                (self.targets, &live, self.mode, self.chart_repo);
-            report.packages = futures::stream::iter(self.packages)
-                .map(|pkg| async move {
-                    let pkg = match chart_repo {
-                        Some(repo) => pkg.with_charts(repo),
-                        None => pkg.clone(),
-                    };
-                    let mut outcome = engine_ref.push_package(&pkg, progress_ref).await;
-                    if let Mode::SkipPush { .. } = mode {
-                        require_present(&mut outcome);
-                    }
-                    let mut publications = Vec::new();
-                    for (i, target) in targets.iter().enumerate() {
-                        let Some(publisher) = &target.publisher else {
-                            continue;
-                        };
-                        // the engine's destinations are the live targets, in order
-                        let dest = live
-                            .iter()
-                            .position(|&l| l == i)
-                            .and_then(|d| outcome.destinations.get(d));
-                        let side = publish::Side {
-                            label: target.registry.label(),
-                            dest,
-                            dry_run: mode.is_dry_run(),
-                        };
-                        publications.push(publisher.publish(&outcome, side).await);
-                    }
-                    PackageReport::build(&outcome, &publications)
-                })
-                .buffered(self.packages_at_once.max(1))
-                .collect()
-                .await;
-            progress.finish();
+            if !live.is_empty() {
+                let progress = self.progress(&live);
+                report.packages = self.push_packages(&packages, &live, &progress).await;
+                progress.finish();
+            }
         }
         report.seconds = started.elapsed().as_secs_f64();
         let sum = |f: fn(&crate::sink::Counters) -> u64| {
@@ -217,6 +205,77 @@ impl Run<'_> {
         }
         report
     }
+
+    fn progress(&self, live: &[usize]) -> Progress {
+        let counters = live
+            .iter()
+            .map(|&i| self.targets[i].registry.counters.clone());
+        Progress::start(counters.collect(), self.quiet)
+    }
+
+    /// Every package through one engine to the `live` targets (indices into `targets`, in
+    /// order: the engine's destinations), then each target's publishing step.
+    async fn push_packages(
+        &self,
+        packages: &[Package],
+        live: &[usize],
+        progress: &Progress,
+    ) -> Vec<PackageReport> {
+        let mut opts = self.engine.clone();
+        opts.dry_run = !self.mode.transfers();
+        let apis = live
+            .iter()
+            .map(|&i| self.targets[i].registry.clone() as Arc<dyn RegistryApi>);
+        let engine = Engine::new(opts, apis.collect());
+        // Several packages at once through the one engine: a directory of many small
+        // packages is otherwise bound by per-package round trips, not by the link. The
+        // report keeps the packages' order.
+        let (engine, targets, mode) = (&engine, self.targets, self.mode);
+        futures::stream::iter(packages)
+            .map(|pkg| async move {
+                let mut outcome = engine.push_package(pkg, progress).await;
+                if let Mode::SkipPush { .. } = mode {
+                    require_present(&mut outcome);
+                }
+                let mut publications = Vec::new();
+                for (i, target) in targets.iter().enumerate() {
+                    let Some(publisher) = &target.publisher else {
+                        continue;
+                    };
+                    // the engine's destinations are the live targets, in order
+                    let dest = live
+                        .iter()
+                        .position(|&l| l == i)
+                        .and_then(|d| outcome.destinations.get(d));
+                    // resources only once the registry's check has answered (a push to one
+                    // registry starts before); a refused check is the run's error
+                    if dest.is_some() && target.registry.check().await.is_err() {
+                        continue;
+                    }
+                    let side = publish::Side {
+                        label: target.registry.label(),
+                        dest,
+                        dry_run: mode.is_dry_run(),
+                    };
+                    publications.push(publisher.publish(&outcome, side).await);
+                }
+                PackageReport::build(&outcome, &publications)
+            })
+            .buffered(self.packages_at_once.max(1))
+            .collect()
+            .await
+    }
+}
+
+/// A target whose registry check failed: a DR standby is left out of the run (and said so),
+/// the primary ends it.
+fn refused(target: &Target, e: Error) -> Error {
+    if target.role == Role::Primary {
+        return e;
+    }
+    let e = e.context("DR standby left out of this run");
+    tracing::error!("{}", e.message);
+    e
 }
 
 /// First SIGINT/SIGTERM: stop starting uploads, finish those in flight, print the summary.

@@ -98,6 +98,9 @@ pub struct Registry {
     token_realms: Vec<RealmHost>,
     retry: RetryPolicy,
     pub counters: Arc<Counters>,
+    /// [`Registry::check`] was called; its answer, once in.
+    check_started: std::sync::atomic::AtomicBool,
+    checked: tokio::sync::watch::Sender<Option<Result<()>>>,
 }
 
 /// An open upload session: where to send the next bytes.
@@ -200,12 +203,51 @@ impl Registry {
             token_realms: opts.token_realms,
             retry: opts.retry,
             counters: Arc::new(Counters::default()),
+            check_started: Default::default(),
+            checked: tokio::sync::watch::channel(None).0,
         })
     }
 
     /// `GET /v2/`: is the registry there, which auth does it want, are our credentials good?
-    /// Done once before any work so that a wrong password or a dead registry fails fast.
+    /// Done once, before any work is sent, so that a wrong password or a dead registry fails
+    /// fast. Work may be prepared meanwhile: every request but the check's own (and the
+    /// anonymous HEADs of [`Registry::ahead_of_check`]) waits for it, and fails with its error
+    /// if it failed (so a refused password is not tried again by the work). A second call
+    /// waits for the first one's answer.
     pub async fn check(&self) -> Result<()> {
+        let mut answered = self.checked.subscribe();
+        if self.check_started.swap(true, Ordering::SeqCst) {
+            return Self::answer_of(&mut answered).await;
+        }
+        let r = self.check_once().await;
+        self.checked.send_replace(Some(r.clone()));
+        r
+    }
+
+    /// Waits for a check under way, if any: its error, or go ahead.
+    pub(super) async fn after_check(&self) -> Result<()> {
+        if !self.check_started.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Self::answer_of(&mut self.checked.subscribe()).await
+    }
+
+    /// The check was asked for and has not answered yet.
+    pub(super) fn check_in_flight(&self) -> bool {
+        self.check_started.load(Ordering::SeqCst) && self.checked.borrow().is_none()
+    }
+
+    async fn answer_of(
+        answered: &mut tokio::sync::watch::Receiver<Option<Result<()>>>,
+    ) -> Result<()> {
+        match answered.wait_for(Option::is_some).await {
+            Ok(answer) => answer.clone().expect("waited for an answer"),
+            // the sender lives as long as the registry
+            Err(_) => Err(Error::internal("registry check abandoned")),
+        }
+    }
+
+    async fn check_once(&self) -> Result<()> {
         let url = self.base.join("v2/").expect("static path");
         let first = self
             .send_once(Method::GET, url.clone(), None, None, None, "")
@@ -254,7 +296,10 @@ impl Registry {
             }
             // Bearer registries: ask for one token now, so that a wrong password fails once,
             // before any work, with exit 5 (and is then remembered, not retried).
-            Scheme::Bearer(_) => match self.authorize("ferry-credential-check", true).await {
+            Scheme::Bearer(_) => match self
+                .authorize_now(transport::Access::push("ferry-credential-check"), true)
+                .await
+            {
                 Err(e) if e.kind == ErrorKind::Auth => Err(e),
                 _ => Ok(()),
             },

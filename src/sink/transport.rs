@@ -40,7 +40,19 @@ impl Registry {
         self.authorize_for(Access::push(repo), refresh).await
     }
 
+    /// Every authorized request waits here for a registry check under way (see
+    /// [`Registry::check`]).
     pub(super) async fn authorize_for(
+        &self,
+        access: Access<'_>,
+        refresh: bool,
+    ) -> Result<Option<String>> {
+        self.after_check().await?;
+        self.authorize_now(access, refresh).await
+    }
+
+    /// [`Registry::authorize_for`] without waiting for the check: for the check itself.
+    pub(super) async fn authorize_now(
         &self,
         access: Access<'_>,
         refresh: bool,
@@ -316,6 +328,11 @@ impl Registry {
         what: &str,
     ) -> Result<reqwest::Response> {
         let repo = access.repo;
+        if method == Method::HEAD {
+            if let Some(resp) = self.ahead_of_check(url.clone(), accept, repo).await {
+                return Ok(resp);
+            }
+        }
         let mut attempt = 0;
         let mut refreshed = false;
         loop {
@@ -365,6 +382,38 @@ impl Registry {
             tracing::debug!(registry = %self.host, %what, error = %err, ?wait, "retrying");
             tokio::time::sleep(wait).await;
         }
+    }
+
+    /// A HEAD asked while the registry check is still on the wire goes at once, without
+    /// credentials (the scheme is not known yet), instead of a round trip later: on a
+    /// distant link the first tag and blob HEADs then cost no round trip of their own. Its
+    /// answer stands only when the check finds a registry that wants no authentication,
+    /// where it is exactly the request that would have been sent; otherwise (a 401, a
+    /// transient status, a failed check) `None`, and the request goes the usual way (after
+    /// the check, with credentials). Nothing secret leaves: names and digests the push sends
+    /// anyway, and no credentials.
+    async fn ahead_of_check(
+        &self,
+        url: Url,
+        accept: Option<&str>,
+        repo: &str,
+    ) -> Option<reqwest::Response> {
+        if !self.check_in_flight() {
+            return None;
+        }
+        let resp = self
+            .send_once(Method::HEAD, url, None, None, accept, repo)
+            .await;
+        self.after_check().await.ok()?;
+        let anonymous = matches!(*self.scheme.lock().await, Some(Scheme::None));
+        let resp = resp.ok()?;
+        let status = resp.status();
+        if transient(status) {
+            // asked again the usual way: that is a retry
+            self.counters.retries.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        (anonymous && status != StatusCode::UNAUTHORIZED).then_some(resp)
     }
 
     /// Error for an unexpected status, with the registry's own error code when it gave one.

@@ -98,14 +98,24 @@ fn answer_sized(code: u16, size: u64, digest: &str) -> Resp {
 
 /// With `DISCARD_TRACE=<file>` (set for examples/discard-registry.rs by a benchmark), one line
 /// per request: milliseconds since the first request at its start and at its answer, method,
-/// what it was for, body bytes. To see where a push spends its round trips.
+/// what it was for, body bytes, the object (digest or tag). To see where a push spends its round trips.
 fn trace(start: std::time::Instant, method: &str, path: &str, query: &str, n: u64) {
     use std::io::Write as _;
     static FILE: std::sync::OnceLock<Option<Mutex<(std::fs::File, std::time::Instant)>>> =
         std::sync::OnceLock::new();
     let file = FILE.get_or_init(|| {
         let path = std::env::var_os("DISCARD_TRACE")?;
-        Some(Mutex::new((std::fs::File::create(path).ok()?, start)))
+        let mut f = std::fs::File::create(path).ok()?;
+        // The wall clock of the first request, to line the trace up with the client's start.
+        let epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let _ = writeln!(
+            f,
+            "# first request at {:.3} s since the epoch",
+            epoch.as_secs_f64()
+        );
+        Some(Mutex::new((f, start)))
     });
     if let Some(file) = file {
         let mut f = file.lock().unwrap();
@@ -122,9 +132,13 @@ fn trace(start: std::time::Instant, method: &str, path: &str, query: &str, n: u6
             "other"
         };
         let ms = |t: std::time::Instant| t.saturating_duration_since(t0).as_secs_f64() * 1e3;
+        // the object: a blob's or manifest's last path segment, an upload's digest
+        let object = query_param(query, "digest")
+            .or_else(|| query_param(query, "mount"))
+            .unwrap_or_else(|| path.rsplit('/').next().unwrap_or("").to_string());
         let _ = writeln!(
             f.0,
-            "{:.1}\t{:.1}\t{method}\t{kind}\t{n}",
+            "{:.1}\t{:.1}\t{method}\t{kind}\t{n}\t{object}",
             ms(start),
             ms(std::time::Instant::now())
         );

@@ -35,6 +35,8 @@ pub enum Fault {
     DropAnswer,
     /// Forward normally, but flip one byte of the answer's body (a faulty cache or proxy).
     CorruptBody,
+    /// Hold the request this long, then forward it normally (a slow answer).
+    Delay(Duration),
 }
 
 #[derive(Clone, Debug)]
@@ -48,6 +50,8 @@ pub struct Rule {
     pub fault: Fault,
     /// Only requests carrying this header (lower case name).
     pub header: Option<&'static str>,
+    /// Only requests without this header (lower case name).
+    pub without: Option<&'static str>,
 }
 
 impl Rule {
@@ -59,10 +63,15 @@ impl Rule {
             times: 1,
             fault,
             header: None,
+            without: None,
         }
     }
     pub fn with_header(mut self, name: &'static str) -> Self {
         self.header = Some(name);
+        self
+    }
+    pub fn without_header(mut self, name: &'static str) -> Self {
+        self.without = Some(name);
         self
     }
     pub fn skip(mut self, n: usize) -> Self {
@@ -82,6 +91,18 @@ pub struct Stats {
     /// A `Hold` fault is holding a request now.
     pub holding: AtomicBool,
     pub faults: AtomicU64,
+    /// Every request as it arrived, in order.
+    pub seen: Mutex<Vec<Seen>>,
+}
+
+/// A request as the proxy saw it arrive.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: std::time::Instant,
+    pub method: String,
+    pub path: String,
+    /// It carried an `Authorization` header.
+    pub authorized: bool,
 }
 
 pub struct Proxy {
@@ -123,6 +144,10 @@ impl Proxy {
         self.stats.body_bytes.load(Ordering::SeqCst)
     }
 
+    pub fn seen(&self) -> Vec<Seen> {
+        self.stats.seen.lock().unwrap().clone()
+    }
+
     pub fn reset_bytes(&self) {
         self.stats.body_bytes.store(0, Ordering::SeqCst);
     }
@@ -133,7 +158,10 @@ fn pick(rules: &Mutex<Vec<(Rule, usize)>>, method: &str, path: &str, head: &str)
     for (rule, seen) in rules.iter_mut() {
         let header_ok = rule
             .header
-            .is_none_or(|h| head.contains(&format!("\n{h}:")));
+            .is_none_or(|h| head.contains(&format!("\n{h}:")))
+            && rule
+                .without
+                .is_none_or(|h| !head.contains(&format!("\n{h}:")));
         if (rule.method.is_empty() || rule.method == method)
             && path.contains(&rule.path_contains)
             && header_ok
@@ -185,12 +213,14 @@ fn handle(
     let mut parts = first.split_whitespace();
     let method = parts.next().unwrap_or("").to_string();
     let path = parts.next().unwrap_or("").to_string();
-    let fault = pick(
-        rules,
-        &method,
-        &path,
-        &String::from_utf8_lossy(&head).to_ascii_lowercase(),
-    );
+    let lower_head = format!("\n{}", String::from_utf8_lossy(&head).to_ascii_lowercase());
+    stats.seen.lock().unwrap().push(Seen {
+        at: std::time::Instant::now(),
+        method: method.clone(),
+        path: path.clone(),
+        authorized: lower_head.contains("\nauthorization:"),
+    });
+    let fault = pick(rules, &method, &path, &lower_head);
     if fault.is_some() {
         stats.faults.fetch_add(1, Ordering::SeqCst);
     }
@@ -217,6 +247,7 @@ fn handle(
             std::thread::sleep(d);
             return Ok(());
         }
+        Some(Fault::Delay(d)) => std::thread::sleep(d),
         Some(Fault::Hold) => {
             stats.holding.store(true, Ordering::SeqCst);
             client_w.set_read_timeout(Some(Duration::from_secs(60)))?;
