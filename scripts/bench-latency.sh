@@ -9,7 +9,8 @@
 # on one of large blobs.
 #   scripts/bench-latency.sh [--quick]      (scripts/bench.sh runs it too)
 #   scripts/bench-latency.sh --many         only the many-image corpus (issue 25: 200 images of
-#                                           ~4 blobs, 170 MB): near and far into the discard
+#                                           ~4 blobs, 170 MB): near (direct, and through the
+#                                           proxy at 0 ms) and far into the discard
 #                                           registry, RUNS times each (default 3), alternating
 #                                           with FERRY_OLD=<binary> when given; table between the
 #                                           bench-latency-many markers
@@ -129,6 +130,9 @@ many_images() { # the many-image corpus, near and far, into fresh discard regist
       [ "$b" != "$ferry" ] && tool="ferry (FERRY_OLD)"
       far_registry discard
       measure "many, near" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$remote:5000" --plain --quiet
+      # the same path as far (the proxy costs CPU on this machine), without the delay
+      delay_ms=0 far_registry discard
+      measure "many, proxy 0 ms" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$h" --plain --quiet
       far_registry discard
       measure "many, far" "$tool" -- "$b" push "$work/many.tgz" --dest-repo "$h" --plain --quiet
       HANDSHAKE=1 far_registry discard
@@ -143,16 +147,17 @@ wire = size / 125e6
 print(f"Run {datetime.datetime.utcnow():%Y-%m-%d %H:%M} UTC on {os.cpu_count()} cores; 200 images, {nblobs} blobs, {size/1e6:.0f} MB;"
       f" {delay} ms each way (RTT {2*int(delay)} ms), 1 Gbit/s, into the discard registry. Wire floor {wire:.2f} s."
       f" Command: `scripts/bench-latency.sh --many`\n")
-print("| tool | near s (no delay) | far s (40 ms RTT) | far, x wire floor | far / near | far + handshake s | CPU s (far) | peak RSS MB (far) |")
-print("|---|---|---|---:|---:|---|---:|---:|")
+print("| tool | near s (no delay, no proxy) | no delay, through the proxy s | far s (40 ms RTT) | far, x wire floor | far / no delay (proxy) | far / near | far + handshake s | CPU s (far) | peak RSS MB (far) |")
+print("|---|---|---|---|---:|---:|---:|---|---:|---:|")
 for tool in dict.fromkeys(r[1] for r in rows):
     near = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, near"]
     far = [(float(r[2]), r[3], r[4]) for r in rows if r[1] == tool and r[0] == "many, far"]
     hs = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, far+handshake"]
-    n, f = statistics.median(near), statistics.median(x[0] for x in far)
+    p0 = [float(r[2]) for r in rows if r[1] == tool and r[0] == "many, proxy 0 ms"]
+    n, f, z = statistics.median(near), statistics.median(x[0] for x in far), statistics.median(p0)
     cpu = statistics.median(float(x[1]) for x in far)
     rss = max(int(x[2]) for x in far)
-    print(f"| {tool} | {n:.2f} (runs: {', '.join(f'{x:.2f}' for x in near)}) | {f:.2f} (runs: {', '.join(f'{x[0]:.2f}' for x in far)}) | {f/wire:.2f} | {f/n:.2f} | {statistics.median(hs):.2f} (runs: {', '.join(f'{x:.2f}' for x in hs)}) | {cpu} | {rss} |")
+    print(f"| {tool} | {n:.2f} (runs: {', '.join(f'{x:.2f}' for x in near)}) | {z:.2f} (runs: {', '.join(f'{x:.2f}' for x in p0)}) | {f:.2f} (runs: {', '.join(f'{x[0]:.2f}' for x in far)}) | {f/wire:.2f} | {f/z:.3f} | {f/n:.3f} | {statistics.median(hs):.2f} (runs: {', '.join(f'{x:.2f}' for x in hs)}) | {cpu} | {rss} |")
 PY
   cat "$work/many.md"
 }
