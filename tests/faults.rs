@@ -591,7 +591,10 @@ fn heads_a_front_never_answers_without_credentials_do_not_hold_a_push_that_has_t
     assert_eq!(run.code, 0, "{}", run.all());
     assert_landed(&reg);
     assert!(
-        proxy.seen().iter().any(|s| s.method == "HEAD" && !s.authorized),
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "HEAD" && !s.authorized),
         "the test means nothing unless HEADs went out beside the check"
     );
     assert!(
@@ -609,10 +612,7 @@ fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
     let reg = Registry::start(RegistryOpts::default());
     let dir = tempfile::tempdir().unwrap();
     let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
-        vec![Rule::new("GET", "/v2/", Fault::Hold)],
-    );
+    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Hold)]);
     let host = proxy.host();
     let child = ferry_spawn(&[
         "push",
@@ -624,7 +624,10 @@ fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
         "json",
     ]);
     wait_for(30, "the registry check", || {
-        proxy.stats.holding.load(std::sync::atomic::Ordering::SeqCst)
+        proxy
+            .stats
+            .holding
+            .load(std::sync::atomic::Ordering::SeqCst)
     });
     let ok = std::process::Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -646,5 +649,8 @@ fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(reg.skopeo_raw("acp/big:v1").is_none(), "pushed after a Ctrl-C");
+    assert!(
+        reg.skopeo_raw("acp/big:v1").is_none(),
+        "pushed after a Ctrl-C"
+    );
 }
