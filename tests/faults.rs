@@ -553,3 +553,104 @@ fn a_refused_password_ends_the_run_before_the_prepared_work_sends_anything() {
         .collect();
     assert!(work.is_empty(), "work sent after a refused check: {work:?}");
 }
+
+#[test]
+fn heads_a_front_never_answers_without_credentials_do_not_hold_a_push_that_has_them() {
+    // review2: a front (WAF, auth proxy) that tarpits requests without credentials. The old
+    // code sent no anonymous HEAD to a registry that wants credentials; the HEADs sent beside
+    // the check must not hold the push once the check has found the registry wants them.
+    let reg = Registry::start(RegistryOpts {
+        auth: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        reg.port,
+        vec![
+            Rule::new("GET", "/v2/", Fault::Delay(Duration::from_millis(500))),
+            Rule::new("HEAD", "/v2/", Fault::Hold)
+                .without_header("authorization")
+                .times(usize::MAX),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let run = push_via(
+        &proxy,
+        &pkg,
+        &[
+            "--username",
+            USER,
+            "--password",
+            PASSWORD,
+            "--timeout",
+            "30",
+        ],
+    );
+    let took = started.elapsed();
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_landed(&reg);
+    assert!(
+        proxy
+            .seen()
+            .iter()
+            .any(|s| s.method == "HEAD" && !s.authorized),
+        "the test means nothing unless HEADs went out beside the check"
+    );
+    assert!(
+        took < Duration::from_secs(15),
+        "the push waited {took:?} for anonymous HEADs a registry that wants credentials \
+         never answers"
+    );
+}
+
+#[test]
+fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
+    // review2: before, the signal watcher started after the checks, so a Ctrl-C during a
+    // check ended ferry at once; a check held by a stalled registry must not hold a Ctrl-C
+    // for --timeout.
+    let reg = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Hold)]);
+    let host = proxy.host();
+    let child = ferry_spawn(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &host,
+        "--plain",
+        "--output",
+        "json",
+    ]);
+    wait_for(30, "the registry check", || {
+        proxy
+            .stats
+            .holding
+            .load(std::sync::atomic::Ordering::SeqCst)
+    });
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let signalled = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    let took = signalled.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "a Ctrl-C during the registry check took {took:?} to end the run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        reg.skopeo_raw("acp/big:v1").is_none(),
+        "pushed after a Ctrl-C"
+    );
+}

@@ -147,7 +147,7 @@ impl Run<'_> {
             // work prepared meanwhile dropped.
             let progress = self.progress(&[0]);
             let pushed = {
-                let check = self.targets[0].registry.check();
+                let check = checked(&self.targets[0].registry, &stop);
                 let push = self.push_packages(&packages, &[0], &progress);
                 tokio::pin!(check, push);
                 tokio::select! {
@@ -170,7 +170,8 @@ impl Run<'_> {
             // The primary registry must answer; a DR standby that does not is reported and
             // left out, so that the primary still gets everything. All are asked at once.
             let checks =
-                futures::future::join_all(self.targets.iter().map(|t| t.registry.check())).await;
+                futures::future::join_all(self.targets.iter().map(|t| checked(&t.registry, &stop)))
+                    .await;
             // indices into `targets` of those that answered: the engine's destinations
             let mut live: Vec<usize> = Vec::new();
             for ((i, target), check) in self.targets.iter().enumerate().zip(checks) {
@@ -264,6 +265,24 @@ impl Run<'_> {
             .buffered(self.packages_at_once.max(1))
             .collect()
             .await
+    }
+}
+
+/// The registry's check, given up at a Ctrl-C: a check held by a stalled registry would
+/// otherwise hold the signal for --timeout (nothing has been sent yet, so nothing is left
+/// half-done). The registry then answers every waiting request with "interrupted".
+async fn checked(registry: &Registry, stop: &crate::engine::Stop) -> crate::error::Result<()> {
+    tokio::select! {
+        biased;
+        r = registry.check() => r,
+        _ = stop.requested_wait() => Err(Error::new(
+            crate::error::ErrorKind::Interrupted,
+            format!(
+                "interrupted while checking registry {}; nothing was sent: run the same \
+                 command again",
+                registry.host
+            ),
+        )),
     }
 }
 

@@ -103,6 +103,24 @@ pub struct Registry {
     checked: tokio::sync::watch::Sender<Option<Result<()>>>,
 }
 
+/// Answers a registry check that was given up before it answered (see [`Registry::check`]).
+struct Unanswered<'a>(&'a tokio::sync::watch::Sender<Option<Result<()>>>);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        self.0.send_if_modified(|answer| {
+            if answer.is_some() {
+                return false;
+            }
+            *answer = Some(Err(Error::new(
+                ErrorKind::Interrupted,
+                "the registry check was given up (interrupted); nothing was sent after it",
+            )));
+            true
+        });
+    }
+}
+
 /// An open upload session: where to send the next bytes.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct UploadSession {
@@ -219,8 +237,12 @@ impl Registry {
         if self.check_started.swap(true, Ordering::SeqCst) {
             return Self::answer_of(&mut answered).await;
         }
+        // a check given up (its future dropped at a Ctrl-C) must not leave the requests
+        // waiting for it waiting forever
+        let unanswered = Unanswered(&self.checked);
         let r = self.check_once().await;
         self.checked.send_replace(Some(r.clone()));
+        drop(unanswered);
         r
     }
 

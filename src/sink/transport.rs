@@ -401,19 +401,31 @@ impl Registry {
         if !self.check_in_flight() {
             return None;
         }
-        let resp = self
-            .send_once(Method::HEAD, url, None, None, accept, repo)
-            .await;
+        let head = self.send_once(Method::HEAD, url, None, None, accept, repo);
+        tokio::pin!(head);
+        // The check's answer decides whether this HEAD's answer is wanted at all: a registry
+        // that wants credentials gets the HEAD again with them at once, not once this one is
+        // answered (a front may never answer requests without credentials).
+        let early = tokio::select! {
+            resp = &mut head => Some(resp),
+            _ = self.after_check() => None,
+        };
         self.after_check().await.ok()?;
-        let anonymous = matches!(*self.scheme.lock().await, Some(Scheme::None));
-        let resp = resp.ok()?;
+        if !matches!(*self.scheme.lock().await, Some(Scheme::None)) {
+            return None;
+        }
+        let resp = match early {
+            Some(resp) => resp,
+            None => head.await,
+        }
+        .ok()?;
         let status = resp.status();
         if transient(status) {
             // asked again the usual way: that is a retry
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        (anonymous && status != StatusCode::UNAUTHORIZED).then_some(resp)
+        (status != StatusCode::UNAUTHORIZED).then_some(resp)
     }
 
     /// Error for an unexpected status, with the registry's own error code when it gave one.
