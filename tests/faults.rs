@@ -654,3 +654,44 @@ fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
         "pushed after a Ctrl-C"
     );
 }
+
+#[test]
+fn a_standby_trickling_its_check_answer_is_left_out_within_timeout() {
+    // Each byte of the standby's check answer comes well within --timeout of the last, and the
+    // primary waits for both checks: the check as a whole must be bounded.
+    let primary = Registry::start(RegistryOpts::default());
+    let standby = Registry::start(RegistryOpts::default());
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(
+        standby.port,
+        vec![
+            Rule::new("GET", "/v2/", Fault::Dribble(Duration::from_millis(300))).times(usize::MAX),
+        ],
+    );
+    let started = std::time::Instant::now();
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &primary.host(),
+        "--plain",
+        "--standby-registry",
+        &proxy.host(),
+        "--standby-plain",
+        "--standby-no-auth",
+        "--timeout",
+        "3",
+    ]);
+    let took = started.elapsed();
+    // the primary is complete; the standby's failure is the exit code (a timeout: 4)
+    assert_eq!(run.code, 4, "{}", run.all());
+    assert!(
+        run.all().contains("DR standby left out of this run"),
+        "{}",
+        run.all()
+    );
+    assert!(primary.skopeo_raw("acp/big:v1").is_some(), "{}", run.all());
+    // the answer trickles for over a minute (~250 bytes at 300 ms each)
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

@@ -240,7 +240,21 @@ impl Registry {
         // a check given up (its future dropped at a Ctrl-C) must not leave the requests
         // waiting for it waiting forever
         let unanswered = Unanswered(&self.checked);
-        let r = self.check_once().await;
+        // A few small requests: --timeout bounds all of them together, not only each silence,
+        // so that a registry trickling its answer (a DR standby among them: the other side
+        // waits for both checks) cannot hold the run for longer.
+        let r = tokio::time::timeout(self.idle_timeout, self.check_once())
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::new(
+                    ErrorKind::Unreachable,
+                    format!(
+                        "registry {}: checking the API (GET /v2/): no whole answer within                          --timeout ({} s): check that the registry is up and not overloaded,                          or give it a longer --timeout",
+                        self.host,
+                        self.idle_timeout.as_secs()
+                    ),
+                ))
+            });
         self.checked.send_replace(Some(r.clone()));
         drop(unanswered);
         r
