@@ -37,11 +37,8 @@ fn assert_landed(reg: &Registry) {
 
 #[test]
 fn transient_faults_are_retried_and_the_push_completes() {
-    let reg = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
+    let (reg, _dir, pkg, proxy) = big_behind_proxy(
+        false,
         vec![
             Rule::new("HEAD", "/blobs/sha256:", Fault::Status(503, None)),
             Rule::new("POST", "/blobs/uploads/", Fault::Status(429, Some(1))),
@@ -201,11 +198,8 @@ fn timeout_is_idle_time_not_a_deadline_for_a_slow_but_moving_upload() {
 
 #[test]
 fn a_reset_mid_chunk_and_a_stall_are_survived() {
-    let reg = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
+    let (reg, _dir, pkg, proxy) = big_behind_proxy(
+        false,
         vec![
             // half of the third chunk reaches the registry, then the connection dies
             Rule::new("PATCH", "/blobs/uploads/", Fault::ResetAfter(500_000)).skip(2),
@@ -219,11 +213,8 @@ fn a_reset_mid_chunk_and_a_stall_are_survived() {
 
 #[test]
 fn permanent_faults_stop_after_the_retry_budget_with_a_precise_error() {
-    let reg = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
+    let (reg, _dir, pkg, proxy) = big_behind_proxy(
+        false,
         vec![Rule::new("PATCH", "/blobs/uploads/", Fault::Status(503, None)).times(usize::MAX)],
     );
     let run = push_via(&proxy, &pkg, &[]);
@@ -420,6 +411,22 @@ fn a_failed_blob_head_in_one_repository_does_not_fail_the_others_sharing_the_blo
     assert!(reg.skopeo_raw("acp/a:v1").is_none());
 }
 
+/// A registry (with htpasswd when `auth`) behind the fault proxy with `rules`, and the big
+/// package to push through it (the directory lives as long as the returned guard).
+fn big_behind_proxy(
+    auth: bool,
+    rules: Vec<Rule>,
+) -> (Registry, tempfile::TempDir, std::path::PathBuf, Proxy) {
+    let reg = Registry::start(RegistryOpts {
+        auth,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(reg.port, rules);
+    (reg, dir, pkg, proxy)
+}
+
 /// Arrival of the registry check (`GET /v2/`) and of every blob HEAD, from the proxy's log.
 fn check_and_heads(proxy: &Proxy) -> (std::time::Instant, Vec<common::proxy::Seen>) {
     let seen = proxy.seen();
@@ -439,11 +446,9 @@ fn check_and_heads(proxy: &Proxy) -> (std::time::Instant, Vec<common::proxy::See
 fn the_first_blob_heads_travel_with_the_registry_check() {
     // An anonymous registry whose check answers late: the blob HEADs do not wait for it,
     // and their answers are the survey's (no blob asked twice); nothing else goes before it.
-    let reg = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
     let held = Duration::from_millis(800);
-    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Delay(held))]);
+    let (reg, _dir, pkg, proxy) =
+        big_behind_proxy(false, vec![Rule::new("GET", "/v2/", Fault::Delay(held))]);
     let run = push_via(&proxy, &pkg, &[]);
     assert_eq!(run.code, 0, "{}", run.all());
     assert_landed(&reg);
@@ -474,15 +479,9 @@ fn answers_before_the_check_count_only_where_the_registry_wants_no_credentials()
     // A registry that wants credentials, and a lie to every HEAD without them ("present"):
     // taken at its word, ferry would send no blob and the manifest would fail. No credentials
     // may go out before the check has found the registry's scheme either.
-    let reg = Registry::start(RegistryOpts {
-        auth: true,
-        ..Default::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
     let held = Duration::from_millis(800);
-    let proxy = Proxy::start(
-        reg.port,
+    let (reg, _dir, pkg, proxy) = big_behind_proxy(
+        true,
         vec![
             Rule::new("GET", "/v2/", Fault::Delay(held)),
             Rule::new("HEAD", "/blobs/sha256:", Fault::Status(200, None))
@@ -519,14 +518,8 @@ fn answers_before_the_check_count_only_where_the_registry_wants_no_credentials()
 fn a_refused_password_ends_the_run_before_the_prepared_work_sends_anything() {
     // The package is read and surveyed while the check is on the wire; when the check finds
     // the password wrong, that work sends nothing (a password is tried once: lockouts).
-    let reg = Registry::start(RegistryOpts {
-        auth: true,
-        ..Default::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
+    let (_reg, _dir, pkg, proxy) = big_behind_proxy(
+        true,
         vec![Rule::new(
             "GET",
             "/v2/",
@@ -559,14 +552,8 @@ fn heads_a_front_never_answers_without_credentials_do_not_hold_a_push_that_has_t
     // review2: a front (WAF, auth proxy) that tarpits requests without credentials. The old
     // code sent no anonymous HEAD to a registry that wants credentials; the HEADs sent beside
     // the check must not hold the push once the check has found the registry wants them.
-    let reg = Registry::start(RegistryOpts {
-        auth: true,
-        ..Default::default()
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        reg.port,
+    let (reg, _dir, pkg, proxy) = big_behind_proxy(
+        true,
         vec![
             Rule::new("GET", "/v2/", Fault::Delay(Duration::from_millis(500))),
             Rule::new("HEAD", "/v2/", Fault::Hold)
@@ -609,10 +596,8 @@ fn sigint_while_the_registry_check_is_held_ends_the_run_at_once() {
     // review2: before, the signal watcher started after the checks, so a Ctrl-C during a
     // check ended ferry at once; a check held by a stalled registry must not hold a Ctrl-C
     // for --timeout.
-    let reg = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Hold)]);
+    let (reg, _dir, pkg, proxy) =
+        big_behind_proxy(false, vec![Rule::new("GET", "/v2/", Fault::Hold)]);
     let host = proxy.host();
     let child = ferry_spawn(&[
         "push",
@@ -660,11 +645,8 @@ fn a_standby_trickling_its_check_answer_is_left_out_within_timeout() {
     // Each byte of the standby's check answer comes well within --timeout of the last, and the
     // primary waits for both checks: the check as a whole must be bounded.
     let primary = Registry::start(RegistryOpts::default());
-    let standby = Registry::start(RegistryOpts::default());
-    let dir = tempfile::tempdir().unwrap();
-    let pkg = big_package(dir.path());
-    let proxy = Proxy::start(
-        standby.port,
+    let (_standby, _dir, pkg, proxy) = big_behind_proxy(
+        false,
         vec![
             Rule::new("GET", "/v2/", Fault::Dribble(Duration::from_millis(300))).times(usize::MAX),
         ],
