@@ -317,8 +317,9 @@ pub fn run(args: PushArgs) -> Result<i32, Error> {
         left_out,
     };
     let mut report = rt.block_on(run.execute(started));
-    // Nothing of the run is left to wait for, except a head read ahead for a push that
-    // ended early (a refused check): the exit need not wait for that read.
+    // Nothing of the run is left to wait for, except, after a refused registry check, the
+    // package reader the push had started meanwhile (left waiting for decisions that will
+    // not come): the exit does not wait for it.
     rt.shutdown_background();
     if args.transfer.dry_run {
         report.estimate = Some(estimate_line(

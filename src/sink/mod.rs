@@ -249,7 +249,9 @@ impl Registry {
                 Err(Error::new(
                     ErrorKind::Unreachable,
                     format!(
-                        "registry {}: checking the API (GET /v2/): no whole answer within                          --timeout ({} s): check that the registry is up and not overloaded,                          or give it a longer --timeout",
+                        "registry {}: checking the API (GET /v2/): no whole answer within \
+                         --timeout ({} s): check that the registry is up and not overloaded, \
+                         or give it a longer --timeout",
                         self.host,
                         self.idle_timeout.as_secs()
                     ),

@@ -254,7 +254,7 @@ pub fn run(args: SyncArgs) -> Result<i32> {
         }
     }
     report.ok = report.exit_code == 0;
-    // a head read ahead for a run that ended early (a refused check) is not waited for
+    // a package reader left waiting by a refused registry check is not waited for
     rt.shutdown_background();
     match args.output {
         Output::Json => println!(
