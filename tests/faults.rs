@@ -677,3 +677,63 @@ fn a_standby_trickling_its_check_answer_is_left_out_within_timeout() {
     // the answer trickles for over a minute (~250 bytes at 300 ms each)
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
+
+#[test]
+fn a_token_service_trickling_its_answer_fails_the_check_within_timeout() {
+    // The check's token answer comes one byte at a time, each well within --timeout of the
+    // last: only a deadline for the check as a whole ends it (else the run would wait for
+    // ever, and with DR hold the other registry too).
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(conn.try_clone().unwrap());
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut conn = conn;
+                if first.contains("/token") {
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n",
+                    );
+                    while conn.write_all(b" ").is_ok() {
+                        std::thread::sleep(Duration::from_millis(300));
+                    }
+                } else {
+                    let _ = write!(
+                        conn,
+                        "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"http://127.0.0.1:{port}/token\",service=\"s\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    );
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let started = std::time::Instant::now();
+    let run = ferry(&[
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &format!("127.0.0.1:{port}"),
+        "--plain",
+        "--username",
+        USER,
+        "--password",
+        PASSWORD,
+        "--timeout",
+        "2",
+    ]);
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(
+        run.all().contains("no whole answer within --timeout (2 s)"),
+        "{}",
+        run.all()
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "{}", run.all());
+}
