@@ -26,6 +26,24 @@ fn push_via(proxy: &Proxy, pkg: &Path, extra: &[&str]) -> Run {
     ferry(&args)
 }
 
+/// A DR push: `primary` directly, the standby (plain HTTP, anonymous) through `standby`.
+fn push_dr_via(primary: &Registry, standby: &Proxy, pkg: &Path, extra: &[&str]) -> Run {
+    let (primary, standby) = (primary.host(), standby.host());
+    let mut args = vec![
+        "push",
+        pkg.to_str().unwrap(),
+        "--dest-repo",
+        &primary,
+        "--plain",
+        "--standby-registry",
+        &standby,
+        "--standby-plain",
+        "--standby-no-auth",
+    ];
+    args.extend_from_slice(extra);
+    ferry(&args)
+}
+
 fn assert_landed(reg: &Registry) {
     assert!(
         reg.skopeo_raw("acp/big:v1").is_some(),
@@ -328,24 +346,20 @@ fn a_hung_standby_is_given_up_after_three_failed_blobs_and_the_primary_finishes(
     w.finish().unwrap();
     write_package_yaml(&pkg, "many");
 
-    let run = ferry(&[
-        "push",
-        pkg.to_str().unwrap(),
-        "--dest-repo",
-        &primary.host(),
-        "--plain",
-        "--no-auth",
-        "--standby-registry",
-        &proxy.host(),
-        "--standby-plain",
-        "--standby-no-auth",
-        "--concurrency",
-        "1",
-        "--timeout",
-        "1",
-        "--retry-base-ms",
-        "10",
-    ]);
+    let run = push_dr_via(
+        &primary,
+        &proxy,
+        &pkg,
+        &[
+            "--no-auth",
+            "--concurrency",
+            "1",
+            "--timeout",
+            "1",
+            "--retry-base-ms",
+            "10",
+        ],
+    );
     assert_eq!(run.code, 4, "{}", run.all());
     assert!(
         run.all()
@@ -652,19 +666,7 @@ fn a_standby_trickling_its_check_answer_is_left_out_within_timeout() {
         ],
     );
     let started = std::time::Instant::now();
-    let run = ferry(&[
-        "push",
-        pkg.to_str().unwrap(),
-        "--dest-repo",
-        &primary.host(),
-        "--plain",
-        "--standby-registry",
-        &proxy.host(),
-        "--standby-plain",
-        "--standby-no-auth",
-        "--timeout",
-        "3",
-    ]);
+    let run = push_dr_via(&primary, &proxy, &pkg, &["--timeout", "3"]);
     let took = started.elapsed();
     // the primary is complete; the standby's failure is the exit code (a timeout: 4)
     assert_eq!(run.code, 4, "{}", run.all());
