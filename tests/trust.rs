@@ -248,3 +248,43 @@ fn an_expired_self_signed_ca_true_platform_certificate_is_refused() {
         p.log()
     );
 }
+
+/// A node with no CA certificates at all (an empty `$SSL_CERT_FILE` and `$SSL_CERT_DIR`): a
+/// plain-HTTP registry needs none and is pushed to; an HTTPS one fails at its handshake, saying
+/// what to give, and nothing is sent over the refused connection. The roots are read at the
+/// first certificate to verify, not when the client is built (src/sink/tls.rs).
+#[test]
+fn a_node_without_ca_certificates_pushes_over_http_and_names_ca_file_for_https() {
+    let empty = tempfile::tempdir().unwrap();
+    let file = empty.path().join("none.pem");
+    std::fs::write(&file, "").unwrap();
+    let no_roots = [
+        ("SSL_CERT_FILE", file.to_str().unwrap()),
+        ("SSL_CERT_DIR", empty.path().to_str().unwrap()),
+    ];
+    let pkg = fixture("oam-application");
+
+    let plain = Registry::start(RegistryOpts::default());
+    let run = ferry_with(
+        &[
+            "push",
+            pkg.to_str().unwrap(),
+            "--dest-repo",
+            &plain.host(),
+            "--plain",
+        ],
+        &no_roots,
+        None,
+    );
+    assert_eq!(run.code, 0, "{}", run.all());
+
+    let tls = registry();
+    let run = ferry_with(
+        &["push", pkg.to_str().unwrap(), "--dest-repo", &tls.host()],
+        &no_roots,
+        None,
+    );
+    assert_eq!(run.code, 6, "{}", run.all());
+    assert!(run.all().contains("--ca-file"), "{}", run.all());
+    assert!(!tls.log().contains("\"GET /v2/"), "{}", tls.log());
+}

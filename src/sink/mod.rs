@@ -195,9 +195,16 @@ impl Registry {
             }
         }
         trusted.extend(opts.extra_roots.iter().cloned());
-        if !opts.insecure && !opts.plain_http {
-            builder = builder.use_preconfigured_tls(tls::client_config(&trusted)?);
-            upload_builder = upload_builder.use_preconfigured_tls(tls::client_config(&trusted)?);
+        // One TLS setup for both clients, also for a plain-HTTP registry (its token service
+        // may still be HTTPS): left to itself, reqwest reads the system roots again for every
+        // client it builds. With --insecure nothing is verified, so no roots are read at all.
+        if opts.insecure {
+            builder = builder.tls_built_in_root_certs(false);
+            upload_builder = upload_builder.tls_built_in_root_certs(false);
+        } else {
+            let config = tls::client_config(&trusted)?;
+            builder = builder.use_preconfigured_tls(config.clone());
+            upload_builder = upload_builder.use_preconfigured_tls(config);
         }
         let http = builder
             .build()

@@ -17,7 +17,7 @@
 //! (expired, wrong name, bad signature...) stands. The handshake signature is always checked.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -149,31 +149,65 @@ pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     Ok(config)
 }
 
+/// The system roots, read once per process. Reading them means opening every file of
+/// `/etc/ssl/certs` (about 150 on Debian) and parsing each: 10-20 ms, and before this every
+/// HTTP client built read them again (two per registry, four for a DR pair), all before the
+/// first request could leave.
+fn system_roots() -> &'static [CertificateDer<'static>] {
+    static ROOTS: OnceLock<Vec<CertificateDer<'static>>> = OnceLock::new();
+    ROOTS.get_or_init(|| rustls_native_certs::load_native_certs().certs)
+}
+
+/// Built at the first certificate to verify, not with the client: a plain-HTTP registry
+/// never reads the roots, and on a distant HTTPS one they are read while the handshake's first
+/// round trip is on the wire rather than before the first request leaves.
 #[derive(Debug)]
 struct ExactOrWebPki {
+    trusted: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    built: OnceLock<std::result::Result<Built, String>>,
+}
+
+#[derive(Debug)]
+struct Built {
     inner: Arc<WebPkiServerVerifier>,
     pinned: Vec<Vec<u8>>,
 }
 
 impl ExactOrWebPki {
-    /// System roots plus `trusted`; all of them are also accepted by exact match.
     fn new(trusted: &[Vec<u8>], provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Self> {
-        let mut roots = rustls::RootCertStore::empty();
-        // system roots, with $SSL_CERT_FILE / $SSL_CERT_DIR honoured; like Go, a server
-        // certificate that is itself one of them is accepted by exact match too
-        let mut pinned: Vec<Vec<u8>> = trusted.to_vec();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            pinned.push(cert.to_vec());
-            let _ = roots.add(cert);
-        }
-        for der in trusted {
-            // a certificate webpki cannot use as an anchor is still accepted by exact match
-            let _ = roots.add(CertificateDer::from(der.clone()));
-        }
-        let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()
-            .map_err(|e| Error::internal(format!("TLS verifier: {e}")))?;
-        Ok(ExactOrWebPki { inner, pinned })
+        Ok(ExactOrWebPki {
+            trusted: trusted.to_vec(),
+            provider,
+            built: OnceLock::new(),
+        })
+    }
+
+    /// System roots plus `trusted`; all of them are also accepted by exact match.
+    fn built(&self) -> std::result::Result<&Built, rustls::Error> {
+        let built = self.built.get_or_init(|| {
+            let mut roots = rustls::RootCertStore::empty();
+            // system roots, with $SSL_CERT_FILE / $SSL_CERT_DIR honoured; like Go, a server
+            // certificate that is itself one of them is accepted by exact match too
+            let mut pinned: Vec<Vec<u8>> = self.trusted.clone();
+            for cert in system_roots() {
+                pinned.push(cert.to_vec());
+                let _ = roots.add(cert.clone());
+            }
+            for der in &self.trusted {
+                // a certificate webpki cannot use as an anchor is still accepted by exact match
+                let _ = roots.add(CertificateDer::from(der.clone()));
+            }
+            let inner =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                    .build()
+                    // the caller's hint says what to give (--ca-file, certs.d, --insecure)
+                    .map_err(|e| format!("this system has no CA certificate ({e})"))?;
+            Ok(Built { inner, pinned })
+        });
+        built
+            .as_ref()
+            .map_err(|e| rustls::Error::General(e.clone()))
     }
 }
 
@@ -186,8 +220,9 @@ impl ServerCertVerifier for ExactOrWebPki {
         ocsp: &[u8],
         now: UnixTime,
     ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let built = self.built()?;
         let err =
-            match self
+            match built
                 .inner
                 .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
             {
@@ -195,7 +230,7 @@ impl ServerCertVerifier for ExactOrWebPki {
                 Err(e) => e,
             };
         if !exact_match_may_answer(&err)
-            || !self
+            || !built
                 .pinned
                 .iter()
                 .any(|p| p.as_slice() == end_entity.as_ref())
@@ -228,7 +263,13 @@ impl ServerCertVerifier for ExactOrWebPki {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        // what webpki's verifier does, without waiting for the roots it is built with
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -237,11 +278,18 @@ impl ServerCertVerifier for ExactOrWebPki {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
