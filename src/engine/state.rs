@@ -220,9 +220,11 @@ impl Lease {
         Some(rec.session)
     }
 
-    /// Best effort: a state directory that cannot be written only costs resumability.
-    pub fn save(&self, session: &UploadSession) {
-        let Some(p) = &self.path else {
+    /// Best effort: a state directory that cannot be written only costs resumability. Written
+    /// on the blocking pool: an fsync on a slow or busy disk would otherwise hold a runtime
+    /// worker, and every upload and request on it, for as long as the disk takes.
+    pub async fn save(&self, session: &UploadSession) {
+        let Some(p) = self.path.clone() else {
             return;
         };
         let rec = Record {
@@ -231,9 +233,14 @@ impl Lease {
             digest: self.digest.clone(),
             session: session.clone(),
         };
-        if let Err(e) = write_atomic(p, &serde_json::to_vec(&rec).unwrap_or_default()) {
-            self.store.warn_once(p.parent().unwrap_or(p), &e);
-        }
+        let bytes = serde_json::to_vec(&rec).unwrap_or_default();
+        let store = self.store.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = write_atomic(&p, &bytes) {
+                store.warn_once(p.parent().unwrap_or(&p), &e);
+            }
+        })
+        .await;
     }
 
     /// Forgets the session (and its lock file: nothing is left to resume).
@@ -295,15 +302,17 @@ mod tests {
         }
     }
 
-    #[test]
-    fn saves_loads_and_removes_privately() {
+    #[tokio::test]
+    async fn saves_loads_and_removes_privately() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let store = StateStore::new(Some(state.clone()));
         let d = Digest::of(b"x");
         let lease = store.lease("http://r:5000", "a", &d);
         assert!(lease.load().is_none());
-        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
+        lease
+            .save(&session("http://r:5000/v2/a/blobs/uploads/u1"))
+            .await;
         assert_eq!(lease.load().unwrap().offset, 42);
         let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&state), 0o700);
@@ -318,23 +327,29 @@ mod tests {
         assert!(lease.load().is_none());
     }
 
-    #[test]
-    fn foreign_locations_and_writable_files_are_not_trusted() {
+    #[tokio::test]
+    async fn foreign_locations_and_writable_files_are_not_trusted() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().join("s")));
         let d = Digest::of(b"y");
         let lease = store.lease("http://r:5000", "a", &d);
-        lease.save(&session("https://evil.example.com/v2/a/blobs/uploads/u1"));
+        lease
+            .save(&session("https://evil.example.com/v2/a/blobs/uploads/u1"))
+            .await;
         assert!(
             lease.load().is_none(),
             "a location on another host was used"
         );
-        lease.save(&session("https://r:5000/v2/a/blobs/uploads/u1"));
+        lease
+            .save(&session("https://r:5000/v2/a/blobs/uploads/u1"))
+            .await;
         assert!(
             lease.load().is_none(),
             "a location with another scheme was used"
         );
-        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u1"));
+        lease
+            .save(&session("http://r:5000/v2/a/blobs/uploads/u1"))
+            .await;
         let file = std::fs::read_dir(dir.path().join("s"))
             .unwrap()
             .flatten()
@@ -352,18 +367,20 @@ mod tests {
         std::fs::write(&victim, "keep").unwrap();
         let tmp = file.with_extension(format!("tmp{}", std::process::id()));
         std::os::unix::fs::symlink(&victim, &tmp).unwrap();
-        lease.save(&session("http://r:5000/v2/a/blobs/uploads/u2"));
+        lease
+            .save(&session("http://r:5000/v2/a/blobs/uploads/u2"))
+            .await;
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
         assert!(lease.load().unwrap().location.ends_with("u2"));
     }
 
-    #[test]
-    fn one_run_at_a_time_drives_a_session_and_old_state_is_pruned() {
+    #[tokio::test]
+    async fn one_run_at_a_time_drives_a_session_and_old_state_is_pruned() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::new(Some(dir.path().to_path_buf()));
         let d = Digest::of(b"z");
         let first = store.lease("http://r", "a", &d);
-        first.save(&session("http://r/v2/a/blobs/uploads/u1"));
+        first.save(&session("http://r/v2/a/blobs/uploads/u1")).await;
         let second = store.lease("http://r", "a", &d);
         assert!(second.load().is_none(), "two leases on one session");
         drop(first);

@@ -588,7 +588,7 @@ async fn upload_target(
                             return Err(e);
                         }
                     }
-                    lease.save(&session);
+                    lease.save(&session).await;
                 }
                 pos = end;
             }
