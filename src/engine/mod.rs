@@ -15,6 +15,7 @@ mod gate;
 mod lookahead;
 mod manifests;
 pub mod outcome;
+mod sessions;
 mod state;
 mod stop;
 pub mod stream;
@@ -144,6 +145,10 @@ impl Engine {
                 buffers::cap(opts.concurrency, opts.chunk_size),
             ),
             health: registries.iter().map(|_| Default::default()).collect(),
+            ahead: registries
+                .iter()
+                .map(|r| Arc::new(sessions::OpenedAhead::new(r.clone())))
+                .collect(),
         });
         let dests = registries
             .into_iter()
@@ -217,7 +222,10 @@ impl Engine {
             .map(|_| lookahead::TagStates::new(images.len()))
             .collect();
         let ahead: Vec<_> = (0..self.dests.len())
-            .map(|di| self.look_ahead(di, &images, tag_states[di].clone()))
+            .map(|di| {
+                let tags = tag_states[di].clone();
+                self.look_ahead(di, &images, tags, !self.opts.dry_run)
+            })
             .collect();
 
         if self.opts.dry_run {
@@ -242,9 +250,15 @@ impl Engine {
             images: &images,
             sizes: &sizes,
         };
+        let opened_ahead: Vec<_> = ahead.iter().map(|a| a.opened_ahead.clone()).collect();
         let mut runs = self
             .move_blobs(&shipment, ahead, &tag_states, observer, line.as_ref())
             .await;
+        // the sessions opened ahead that no upload took (their blobs failed, or the
+        // destination was given up)
+        for (di, pairs) in opened_ahead.into_iter().enumerate() {
+            self.stream.ahead[di].cancel_rest(pairs);
+        }
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -588,8 +602,7 @@ impl Engine {
                         Err(self.stream.left_out(target.dest))
                     }
                     Ok(verified) => {
-                        self.dests[target.dest]
-                            .registry
+                        self.stream.ahead[target.dest]
                             .upload_whole(&target.repo, &verified, bytes)
                             .await
                     }
