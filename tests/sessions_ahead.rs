@@ -158,3 +158,33 @@ fn sessions_opened_for_a_blob_that_fails_are_cancelled_before_the_run_ends() {
         proxy.seen()
     );
 }
+
+#[test]
+fn without_credentials_an_auth_registry_gets_early_posts_that_open_nothing() {
+    // The early POSTs go beside the check only when no credentials were given; against a
+    // registry that wants some they are refused (401), the run fails with exit 5 and no
+    // session is left open. No request carries credentials before the check's answer.
+    let held = Duration::from_millis(800);
+    let reg = Registry::start(RegistryOpts {
+        auth: true,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pkg = big_package(dir.path());
+    let proxy = Proxy::start(reg.port, vec![Rule::new("GET", "/v2/", Fault::Delay(held))]);
+    let run = push_via(&proxy, &pkg, &[]);
+    assert_eq!(run.code, 5, "{}", run.all());
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == "POST" && s.path.contains(MOUNT)),
+        "the test means nothing unless early POSTs went out: {seen:?}"
+    );
+    assert!(seen.iter().all(|s| !s.authorized), "{seen:?}");
+    assert!(
+        seen.iter()
+            .all(|s| s.method != "PATCH" && s.method != "PUT"),
+        "{seen:?}"
+    );
+    assert_eq!(reg.open_uploads(), Vec::<std::path::PathBuf>::new());
+}

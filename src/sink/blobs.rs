@@ -187,7 +187,13 @@ impl Registry {
         url.query_pairs_mut()
             .append_pair("mount", digest.as_str())
             .append_pair("from", &self.full_repo(repo));
-        let resp = self.send(Method::POST, url, None, repo, &what).await?;
+        // One try: the upload opens its own session when this one fails, so a registry (or a
+        // front) that chokes on `mount` costs the first uploads one --timeout at most, not the
+        // whole retry budget.
+        let access = Access::push(repo);
+        let resp = self
+            .send_tries(Method::POST, url, None, None, access, &what, 1)
+            .await?;
         match resp.status() {
             StatusCode::CREATED => Ok(None),
             StatusCode::ACCEPTED => Ok(Some(UploadSession {

@@ -327,6 +327,24 @@ impl Registry {
         access: Access<'_>,
         what: &str,
     ) -> Result<reqwest::Response> {
+        let tries = self.retry.attempts;
+        self.send_tries(method, url, body, accept, access, what, tries)
+            .await
+    }
+
+    /// [`Registry::send_full`] with at most `tries` tries (a request that only saves a round
+    /// trip, and has a fallback, is not worth the retry budget: `Registry::open_session`).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn send_tries(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Body>,
+        accept: Option<&str>,
+        access: Access<'_>,
+        what: &str,
+        tries: u32,
+    ) -> Result<reqwest::Response> {
         let repo = access.repo;
         // HEADs, and without credentials also the bodiless POSTs that open upload sessions
         // (`Registry::open_session`): nothing of them needs the check's answer
@@ -381,7 +399,7 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             attempt += 1;
-            if attempt >= self.retry.attempts {
+            if attempt >= tries {
                 return Err(err.context(format!("after {attempt} tries")));
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
