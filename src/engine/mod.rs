@@ -256,9 +256,11 @@ impl Engine {
             .await;
         // the sessions opened ahead that no upload took (their blobs failed, or the
         // destination was given up)
-        for (di, pairs) in opened_ahead.into_iter().enumerate() {
-            self.stream.ahead[di].cancel_rest(pairs);
-        }
+        let cancels: Vec<_> = opened_ahead
+            .into_iter()
+            .enumerate()
+            .flat_map(|(di, pairs)| self.stream.ahead[di].cancel_rest(pairs))
+            .collect();
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -277,6 +279,8 @@ impl Engine {
             dest.blobs = self.placed_counts(d, run, &sizes).await;
             outcome.destinations.push(dest);
         }
+        // each bounded: one try to open, one DELETE (--timeout)
+        futures::future::join_all(cancels).await;
         let images: Vec<&ImageOutcome> = outcome
             .destinations
             .iter()

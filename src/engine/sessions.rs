@@ -97,26 +97,30 @@ impl OpenedAhead {
     }
 
     /// Cancels the session opened for a pair the plan does not upload.
-    pub fn discard(&self, repo: &str, digest: &Digest) {
+    pub fn discard(&self, repo: &str, digest: &Digest) -> Option<JoinHandle<()>> {
         let handle = self
             .opening
             .lock()
             .expect("not poisoned")
-            .remove(&(repo.to_string(), digest.clone()));
-        if let Some(handle) = handle {
-            let registry = self.registry.clone();
-            let repo = repo.to_string();
-            tokio::spawn(async move { cancel(registry.as_ref(), &repo, handle).await });
-        }
+            .remove(&(repo.to_string(), digest.clone()))?;
+        let registry = self.registry.clone();
+        let repo = repo.to_string();
+        Some(tokio::spawn(async move {
+            cancel(registry.as_ref(), &repo, handle).await
+        }))
     }
 
-    /// Cancels every session of `pairs` not taken (at the end of a package: its uploads are
-    /// over). Not waited for: the package's end does not wait a round trip for them (a run
-    /// that ends first leaves them to the registry's purge).
-    pub fn cancel_rest(&self, pairs: impl IntoIterator<Item = (String, Digest)>) {
-        for (repo, digest) in pairs {
-            self.discard(&repo, &digest);
-        }
+    /// Cancels every session of `pairs` not taken (once a package's uploads are over). The
+    /// caller waits for them after its manifests, not before: by then they are mostly done,
+    /// and a run that ends right after its last package leaves none open.
+    pub fn cancel_rest(
+        &self,
+        pairs: impl IntoIterator<Item = (String, Digest)>,
+    ) -> Vec<JoinHandle<()>> {
+        pairs
+            .into_iter()
+            .filter_map(|(repo, digest)| self.discard(&repo, &digest))
+            .collect()
     }
 }
 
