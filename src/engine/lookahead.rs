@@ -13,7 +13,6 @@ use std::sync::Arc;
 use futures::stream::{self as fstream, StreamExt};
 use tokio::sync::mpsc;
 
-use super::sessions::{AHEAD_BYTES, AHEAD_SESSIONS};
 use super::{Engine, Shared};
 use crate::oci::Digest;
 use crate::source::{Descriptor, Image};
@@ -64,8 +63,6 @@ pub(super) struct Lookahead {
     pub pairs: Arc<Vec<Pair>>,
     /// One answer per pair, in order: `None` when it was not asked (not wanted any more).
     pub answers: mpsc::UnboundedReceiver<Option<Shared<bool>>>,
-    /// The pairs whose upload sessions are opened with their HEADs (`sessions.rs`).
-    pub opened_ahead: Vec<(String, Digest)>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -78,26 +75,14 @@ impl Drop for Lookahead {
 
 impl Engine {
     /// Starts asking destination `di` about every blob of `images`, skipping those `tags`
-    /// says are wanted by no image; with `open_ahead`, the first blobs' upload sessions are
-    /// opened with their HEADs.
+    /// says are wanted by no image.
     pub(super) fn look_ahead(
         &self,
         di: usize,
         images: &[Image],
         tags: Arc<TagStates>,
-        open_ahead: bool,
     ) -> Lookahead {
         let pairs = Arc::new(all_pairs(images));
-        let first = if open_ahead {
-            first_uploads(&pairs)
-        } else {
-            Vec::new()
-        };
-        let opened_ahead = first
-            .iter()
-            .map(|&k| (pairs[k].repo.clone(), pairs[k].blob.digest.clone()))
-            .collect();
-        let sessions = self.stream.ahead[di].clone();
         let registry = self.dests[di].registry.clone();
         let in_flight = self.small_requests();
         let (tx, answers) = mpsc::unbounded_channel();
@@ -106,14 +91,10 @@ impl Engine {
             let mut heads = fstream::iter(0..asked.len())
                 .map(|k| {
                     let (pairs, registry, tags) = (asked.clone(), registry.clone(), tags.clone());
-                    let open = first.binary_search(&k).is_ok().then(|| sessions.clone());
                     async move {
                         let p = &pairs[k];
                         if p.images.iter().all(|&i| tags.not_wanted(i)) {
                             return None;
-                        }
-                        if let Some(sessions) = open {
-                            sessions.open(&p.repo, &p.blob.digest);
                         }
                         let size = p.blob.size;
                         Some(registry.blob_present(&p.repo, &p.blob.digest, size).await)
@@ -129,29 +110,9 @@ impl Engine {
         Lookahead {
             pairs,
             answers,
-            opened_ahead,
             task,
         }
     }
-}
-
-/// The pairs (indexes, ascending) whose sessions are opened ahead: the first repository of
-/// each blob (where the plan uploads it unless it is found elsewhere), in survey order, up
-/// to [`AHEAD_BYTES`] and [`AHEAD_SESSIONS`].
-fn first_uploads(pairs: &[Pair]) -> Vec<usize> {
-    let mut bytes = 0;
-    let mut first = Vec::new();
-    for (k, p) in pairs.iter().enumerate() {
-        if bytes >= AHEAD_BYTES || first.len() >= AHEAD_SESSIONS {
-            break;
-        }
-        if k > 0 && pairs[k - 1].blob.digest == p.blob.digest {
-            continue;
-        }
-        bytes += p.blob.size;
-        first.push(k);
-    }
-    first
 }
 
 /// Every (repository, blob) pair of the images, grouped by blob in first-seen order, each

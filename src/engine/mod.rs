@@ -15,7 +15,6 @@ mod gate;
 mod lookahead;
 mod manifests;
 pub mod outcome;
-mod sessions;
 mod state;
 mod stop;
 pub mod stream;
@@ -145,10 +144,6 @@ impl Engine {
                 buffers::cap(opts.concurrency, opts.chunk_size),
             ),
             health: registries.iter().map(|_| Default::default()).collect(),
-            ahead: registries
-                .iter()
-                .map(|r| Arc::new(sessions::OpenedAhead::new(r.clone())))
-                .collect(),
         });
         let dests = registries
             .into_iter()
@@ -222,10 +217,7 @@ impl Engine {
             .map(|_| lookahead::TagStates::new(images.len()))
             .collect();
         let ahead: Vec<_> = (0..self.dests.len())
-            .map(|di| {
-                let tags = tag_states[di].clone();
-                self.look_ahead(di, &images, tags, !self.opts.dry_run)
-            })
+            .map(|di| self.look_ahead(di, &images, tag_states[di].clone()))
             .collect();
 
         if self.opts.dry_run {
@@ -250,17 +242,9 @@ impl Engine {
             images: &images,
             sizes: &sizes,
         };
-        let opened_ahead: Vec<_> = ahead.iter().map(|a| a.opened_ahead.clone()).collect();
         let mut runs = self
             .move_blobs(&shipment, ahead, &tag_states, observer, line.as_ref())
             .await;
-        // the sessions opened ahead that no upload took (their blobs failed, or the
-        // destination was given up)
-        let cancels: Vec<_> = opened_ahead
-            .into_iter()
-            .enumerate()
-            .flat_map(|(di, pairs)| self.stream.ahead[di].cancel_rest(pairs))
-            .collect();
         // The blobs came from the file as it was verified; if it changed since, no manifest
         // goes up, so nothing that was not verified can become a visible image.
         if let Err(e) = pkg.check_unchanged() {
@@ -279,8 +263,6 @@ impl Engine {
             dest.blobs = self.placed_counts(d, run, &sizes).await;
             outcome.destinations.push(dest);
         }
-        // each bounded: one try to open, one DELETE (--timeout)
-        futures::future::join_all(cancels).await;
         let images: Vec<&ImageOutcome> = outcome
             .destinations
             .iter()
@@ -606,7 +588,8 @@ impl Engine {
                         Err(self.stream.left_out(target.dest))
                     }
                     Ok(verified) => {
-                        self.stream.ahead[target.dest]
+                        self.dests[target.dest]
+                            .registry
                             .upload_whole(&target.repo, &verified, bytes)
                             .await
                     }

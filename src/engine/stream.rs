@@ -26,7 +26,6 @@ use tokio::task::JoinSet;
 
 use super::buffers::Pool;
 use super::gate::Gate;
-use super::sessions::OpenedAhead;
 use super::state::StateStore;
 use super::verifier::Verifier;
 use crate::error::{Error, Result};
@@ -64,8 +63,6 @@ pub struct StreamCtx {
     pub in_flight: InFlight,
     /// Full-size chunk buffers, reused across passes and packages.
     pub buffers: Arc<Pool>,
-    /// Per destination: upload sessions opened with the first HEADs of each package.
-    pub ahead: Vec<Arc<OpenedAhead>>,
 }
 
 /// Blobs that failed on one destination, in a row, in this run.
@@ -427,7 +424,6 @@ async fn fan_out(
         let registry = &ctx.registries[t.dest];
         let r = upload_target(
             registry.as_ref(),
-            &ctx.ahead[t.dest],
             &ctx.health[t.dest],
             &ctx.state,
             ctx.chunk_size,
@@ -448,11 +444,9 @@ async fn fan_out(
         let (state, chunk) = (ctx.state.clone(), ctx.chunk_size);
         let target = t.clone();
         let health = ctx.health[t.dest].clone();
-        let ahead = ctx.ahead[t.dest].clone();
         let task = uploads.spawn(async move {
             let r = upload_target(
                 registry.as_ref(),
-                &ahead,
                 &health,
                 &state,
                 chunk,
@@ -525,7 +519,6 @@ async fn fan_out(
 #[allow(clippy::too_many_arguments)] // one blob, one target: all of it is needed here
 async fn upload_target(
     registry: &dyn RegistryApi,
-    ahead: &OpenedAhead,
     health: &Health,
     state: &StateStore,
     chunk: usize,
@@ -549,24 +542,22 @@ async fn upload_target(
         } else {
             concat(parts)
         };
-        return ahead.upload_whole(repo, &verified, bytes).await;
+        return registry.upload_whole(repo, &verified, bytes).await;
     }
 
     if !health.takes_chunks() {
-        let opened = ahead.take(repo, digest).await;
-        return stream_whole(registry, repo, digest, opened, None, rx).await;
+        return stream_whole(registry, repo, digest, None, rx).await;
     }
     let lease = state.lease(&registry.origin(), repo, digest);
     let mut session = match lease.load() {
         Some(saved) => match registry.upload_status(repo, &saved).await {
             Ok(Some(s)) if s.offset <= size => {
                 tracing::info!(%digest, repo, offset = s.offset, "resuming upload where the registry stands");
-                ahead.discard(repo, digest);
                 s
             }
-            _ => begin(registry, ahead, repo, digest).await?,
+            _ => registry.begin_upload(repo, digest).await?,
         },
-        None => begin(registry, ahead, repo, digest).await?,
+        None => registry.begin_upload(repo, digest).await?,
     };
     let mut pos = 0u64;
     loop {
@@ -586,7 +577,7 @@ async fn upload_target(
                             health.refuse_chunks(registry, &e);
                             let _ = registry.cancel(repo, &session).await;
                             lease.remove();
-                            return stream_whole(registry, repo, digest, None, Some(b), rx).await;
+                            return stream_whole(registry, repo, digest, Some(b), rx).await;
                         }
                         Err(e) => {
                             let e = Error::from(e);
@@ -657,19 +648,6 @@ async fn send_chunk(
     }
 }
 
-/// The session opened ahead for this upload if there is one, else a new one.
-async fn begin(
-    registry: &dyn RegistryApi,
-    ahead: &OpenedAhead,
-    repo: &str,
-    digest: &Digest,
-) -> Result<UploadSession> {
-    match ahead.take(repo, digest).await {
-        Some(session) => Ok(session),
-        None => registry.begin_upload(repo, digest).await,
-    }
-}
-
 /// For registries that refuse chunks: the whole blob in one streamed request. The stream
 /// ends in an error if the reader reports a mismatch, aborting the request; only a verified
 /// blob is committed.
@@ -677,14 +655,10 @@ async fn stream_whole(
     registry: &dyn RegistryApi,
     repo: &str,
     digest: &Digest,
-    opened: Option<UploadSession>,
     first: Option<Bytes>,
     rx: mpsc::Receiver<Msg>,
 ) -> Result<()> {
-    let mut session = match opened {
-        Some(session) => session,
-        None => registry.begin_upload(repo, digest).await?,
-    };
+    let mut session = registry.begin_upload(repo, digest).await?;
     let (verdict_tx, verdict_rx) = tokio::sync::oneshot::channel::<Result<Verified>>();
     let counters = registry.counters().clone();
     let body = futures::stream::unfold(

@@ -186,12 +186,6 @@ impl Engine {
                 .collect();
             let one = plan::plan_destination(&needs, &here, &known, allow_nondist);
             let one = without_failed(one, &blobs);
-            // a session opened ahead where the blob does not go up is not left open
-            for p in group {
-                if !one.uploads.iter().any(|u| u.repo == p.repo) {
-                    self.stream.ahead[di].discard(&p.repo, digest);
-                }
-            }
             decided.uploads.extend(one.uploads.iter().cloned());
             decided.mounts.extend(one.mounts.iter().cloned());
             decided

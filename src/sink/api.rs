@@ -66,16 +66,6 @@ pub trait RegistryApi: Send + Sync {
         repo: &'a str,
         digest: &'a Digest,
     ) -> BoxFuture<'a, Result<UploadSession>>;
-    /// An upload session opened before it is known whether the blob is wanted: `None` where
-    /// the registry says it holds the blob in `repo` already (nothing was opened). The answer
-    /// only saves a round trip; what is pushed is decided by [`RegistryApi::blob_present`].
-    fn open_session<'a>(
-        &'a self,
-        repo: &'a str,
-        digest: &'a Digest,
-    ) -> BoxFuture<'a, Result<Option<UploadSession>>> {
-        Box::pin(async move { self.begin_upload(repo, digest).await.map(Some) })
-    }
     /// Where a session stands (`None`: unknown or expired).
     fn upload_status<'a>(
         &'a self,
@@ -127,19 +117,6 @@ pub trait RegistryApi: Send + Sync {
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let session = self.begin_upload(repo, verified.digest()).await?;
-            self.commit_whole(repo, verified, bytes, session).await
-        })
-    }
-
-    /// [`RegistryApi::upload_whole`] in a session already open.
-    fn commit_whole<'a>(
-        &'a self,
-        repo: &'a str,
-        verified: &'a Verified,
-        bytes: Bytes,
-        session: UploadSession,
-    ) -> BoxFuture<'a, Result<()>> {
-        Box::pin(async move {
             let r = self.finish_upload(repo, verified, &session, bytes).await;
             if r.is_err() {
                 let _ = self.cancel(repo, &session).await;
@@ -207,13 +184,6 @@ impl RegistryApi for Registry {
         digest: &'a Digest,
     ) -> BoxFuture<'a, Result<UploadSession>> {
         Box::pin(Registry::begin_upload(self, repo, digest))
-    }
-    fn open_session<'a>(
-        &'a self,
-        repo: &'a str,
-        digest: &'a Digest,
-    ) -> BoxFuture<'a, Result<Option<UploadSession>>> {
-        Box::pin(Registry::open_session(self, repo, digest))
     }
 
     fn upload_status<'a>(

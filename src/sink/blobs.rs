@@ -178,32 +178,6 @@ impl Registry {
         })
     }
 
-    /// Opens an upload session asking to mount the blob from `repo` itself: a registry that
-    /// holds it there answers "mounted" (`None`) and opens nothing; any other opens the
-    /// session (Distribution, and registries that do not mount, answer 202 with it).
-    pub async fn open_session(&self, repo: &str, digest: &Digest) -> Result<Option<UploadSession>> {
-        let what = format!("starting upload of blob {digest} to {repo}");
-        let mut url = self.url(&format!("v2/{repo}/blobs/uploads/"));
-        url.query_pairs_mut()
-            .append_pair("mount", digest.as_str())
-            .append_pair("from", &self.full_repo(repo));
-        // One try: the upload opens its own session when this one fails, so a registry (or a
-        // front) that chokes on `mount` costs the first uploads one --timeout at most, not the
-        // whole retry budget.
-        let access = Access::push(repo);
-        let resp = self
-            .send_tries(Method::POST, url, None, None, access, &what, 1)
-            .await?;
-        match resp.status() {
-            StatusCode::CREATED => Ok(None),
-            StatusCode::ACCEPTED => Ok(Some(UploadSession {
-                location: self.location(&resp, &what)?,
-                offset: 0,
-            })),
-            s => Err(self.status_error(s, &what, resp).await),
-        }
-    }
-
     /// A `PATCH` of blob bytes to an open upload session, authorized for `repo`.
     async fn patch(
         &self,

@@ -327,34 +327,9 @@ impl Registry {
         access: Access<'_>,
         what: &str,
     ) -> Result<reqwest::Response> {
-        let tries = self.retry.attempts;
-        self.send_tries(method, url, body, accept, access, what, tries)
-            .await
-    }
-
-    /// [`Registry::send_full`] with at most `tries` tries (a request that only saves a round
-    /// trip, and has a fallback, is not worth the retry budget: `Registry::open_session`).
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn send_tries(
-        &self,
-        method: Method,
-        url: Url,
-        body: Option<Body>,
-        accept: Option<&str>,
-        access: Access<'_>,
-        what: &str,
-        tries: u32,
-    ) -> Result<reqwest::Response> {
         let repo = access.repo;
-        // HEADs, and without credentials also the bodiless POSTs that open upload sessions
-        // (`Registry::open_session`): nothing of them needs the check's answer
-        let early = method == Method::HEAD
-            || (method == Method::POST && body.is_none() && self.credentials.is_none());
-        if early {
-            if let Some(resp) = self
-                .ahead_of_check(method.clone(), url.clone(), accept, repo)
-                .await
-            {
+        if method == Method::HEAD {
+            if let Some(resp) = self.ahead_of_check(url.clone(), accept, repo).await {
                 return Ok(resp);
             }
         }
@@ -399,7 +374,7 @@ impl Registry {
                 Err(e) => return Err(e),
             };
             attempt += 1;
-            if attempt >= tries {
+            if attempt >= self.retry.attempts {
                 return Err(err.context(format!("after {attempt} tries")));
             }
             self.counters.retries.fetch_add(1, Ordering::Relaxed);
@@ -416,14 +391,9 @@ impl Registry {
     /// where it is exactly the request that would have been sent; otherwise (a 401, a
     /// transient status, a failed check) `None`, and the request goes the usual way (after
     /// the check, with credentials). Nothing secret leaves: names and digests the push sends
-    /// anyway, and no credentials. The same for the `POST` that opens an upload session
-    /// ahead, when the user gave no credentials (with credentials the registry surely wants
-    /// them, and a refused password must leave nothing opened): against a registry that
-    /// wants none it is the request that would have been sent; against one that wants some,
-    /// a 401 that opened nothing.
+    /// anyway, and no credentials.
     async fn ahead_of_check(
         &self,
-        method: Method,
         url: Url,
         accept: Option<&str>,
         repo: &str,
@@ -431,7 +401,7 @@ impl Registry {
         if !self.check_in_flight() {
             return None;
         }
-        let head = self.send_once(method, url, None, None, accept, repo);
+        let head = self.send_once(Method::HEAD, url, None, None, accept, repo);
         tokio::pin!(head);
         // The check's answer decides whether this HEAD's answer is wanted at all: a registry
         // that wants credentials gets the HEAD again with them at once, not once this one is

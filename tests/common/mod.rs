@@ -55,19 +55,6 @@ pub struct Registry {
     pub opts: RegistryOpts,
 }
 
-/// `POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<repo>`: an upload session opened
-/// before the blob's HEAD has answered (a registry holding the blob there opens nothing).
-pub fn opens_a_session(path: &str) -> bool {
-    let Some((repo, query)) = path
-        .strip_prefix("/v2/")
-        .and_then(|p| p.split_once("/blobs/uploads/?"))
-    else {
-        return false;
-    };
-    query.starts_with("mount=sha256%3A")
-        && query.ends_with(&format!("&from={}", repo.replace('/', "%2F")))
-}
-
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -199,35 +186,6 @@ impl Registry {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-
-    /// Upload sessions open in the registry's storage (`<repo>/_uploads/<id>`): Distribution
-    /// removes one when it is committed or cancelled.
-    pub fn open_uploads(&self) -> Vec<std::path::PathBuf> {
-        fn walk(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
-            for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                let path = entry.path();
-                if !path.is_dir() {
-                    continue;
-                }
-                if path.file_name().is_some_and(|n| n == "_uploads") {
-                    found.extend(
-                        std::fs::read_dir(&path)
-                            .unwrap()
-                            .flatten()
-                            .map(|e| e.path()),
-                    );
-                } else {
-                    walk(&path, found);
-                }
-            }
-        }
-        let mut found = Vec::new();
-        walk(
-            &self.dir.path().join("data/docker/registry/v2/repositories"),
-            &mut found,
-        );
-        found
     }
 
     /// Flags that let ferry reach this registry.
