@@ -134,7 +134,7 @@ pub fn http2_wanted() -> bool {
 /// A rustls client configuration: system roots plus `trusted` (also accepted by exact match).
 pub fn client_config(trusted: &[Vec<u8>]) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = ExactOrWebPki::new(trusted, provider.clone())?;
+    let verifier = ExactOrWebPki::new(trusted, provider.clone());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::internal(format!("TLS setup: {e}")))?
@@ -175,12 +175,12 @@ struct Built {
 }
 
 impl ExactOrWebPki {
-    fn new(trusted: &[Vec<u8>], provider: Arc<rustls::crypto::CryptoProvider>) -> Result<Self> {
-        Ok(ExactOrWebPki {
+    fn new(trusted: &[Vec<u8>], provider: Arc<rustls::crypto::CryptoProvider>) -> Self {
+        ExactOrWebPki {
             trusted: trusted.to_vec(),
             provider,
             built: OnceLock::new(),
-        })
+        }
     }
 
     /// System roots plus `trusted`; all of them are also accepted by exact match.
@@ -441,7 +441,7 @@ mod exact_match_tests {
 
     fn verify(pinned: &[u8], name: &str) -> std::result::Result<(), rustls::Error> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let v = ExactOrWebPki::new(&[pinned.to_vec()], provider).unwrap();
+        let v = ExactOrWebPki::new(&[pinned.to_vec()], provider);
         v.verify_server_cert(
             &CertificateDer::from(pinned.to_vec()),
             &[],
